@@ -1,0 +1,409 @@
+//! Offline reader for pcap and pcapng files over a memory map.
+//!
+//! Why not libpcap here: libpcap refuses pcapng files whose interfaces have
+//! different link types, and it copies every record into its own buffer. Mapping
+//! the file lets each packet be a [`Bytes`] slice of the map (no copy at all), and
+//! `pcap-parser` reads both formats, every section and interface, and each
+//! interface's time resolution. libpcap stays available as [`super::LibpcapReader`]
+//! and is what live capture uses.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use pcap_parser::pcapng::{
+    parse_block_be, parse_block_le, parse_sectionheaderblock, Block, InterfaceDescriptionBlock,
+};
+use pcap_parser::traits::PcapNGPacketBlock;
+
+use super::{CaptureError, LinkType, Packet};
+use crate::time::Timestamp;
+
+/// libpcap's largest accepted record (`MAXIMUM_SNAPLEN`): a record that claims
+/// more is taken as damage, as libpcap and Wireshark do.
+pub const MAX_RECORD_LEN: usize = 262_144;
+
+/// Interfaces one pcapng section may describe before the file is taken as damaged.
+pub const MAX_INTERFACES: usize = 4096;
+
+const PCAP_MAGICS: [[u8; 4]; 6] = [
+    [0xd4, 0xc3, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0xc3, 0xd4],
+    [0x4d, 0x3c, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0x3c, 0x4d],
+    [0x34, 0xcd, 0xb2, 0xa1],
+    [0xa1, 0xb2, 0xcd, 0x34],
+];
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    linktype: LinkType,
+    units_per_sec: u64,
+    offset_secs: i64,
+}
+
+enum Format {
+    Pcap {
+        big_endian: bool,
+        units_per_sec: u64,
+        modified: bool,
+        linktype: LinkType,
+    },
+    PcapNg {
+        big_endian: bool,
+        interfaces: Vec<Interface>,
+    },
+}
+
+/// Reads packets from one capture file, in file order.
+pub struct FileReader {
+    path: PathBuf,
+    data: Bytes,
+    pos: usize,
+    frame: u64,
+    format: Format,
+    done: bool,
+}
+
+impl FileReader {
+    pub fn open(path: &Path) -> Result<FileReader, CaptureError> {
+        let open_err = |source| CaptureError::Open {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(open_err)?;
+        let meta = file.metadata().map_err(open_err)?;
+        let data = if meta.is_file() && meta.len() > 0 {
+            map_file(&file).map_err(open_err)?
+        } else {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut &file, &mut v).map_err(open_err)?;
+            Bytes::from(v)
+        };
+        Self::from_bytes(path.to_owned(), data)
+    }
+
+    /// Reads a capture already in memory (tests, fuzzing).
+    pub fn from_bytes(path: PathBuf, data: Bytes) -> Result<FileReader, CaptureError> {
+        let magic: [u8; 4] = match data.get(..4).and_then(|m| m.try_into().ok()) {
+            Some(m) => m,
+            None => {
+                return Err(CaptureError::NotACapture {
+                    path,
+                    magic: data.to_vec(),
+                })
+            }
+        };
+        let (format, pos) = if PCAP_MAGICS.contains(&magic) {
+            let (_, hdr) = pcap_parser::parse_pcap_header(&data).map_err(|_| {
+                CaptureError::Damaged {
+                    path: path.clone(),
+                    frame: 0,
+                    what: "pcap file header is cut short".into(),
+                }
+            })?;
+            let units = if hdr.is_nanosecond_precision() {
+                1_000_000_000
+            } else {
+                1_000_000
+            };
+            (
+                Format::Pcap {
+                    big_endian: hdr.is_bigendian(),
+                    units_per_sec: units,
+                    modified: hdr.is_modified_format(),
+                    linktype: LinkType((hdr.network.0 as u32) & 0x0fff_ffff),
+                },
+                24,
+            )
+        } else if magic == PCAPNG_MAGIC {
+            (
+                Format::PcapNg {
+                    big_endian: false,
+                    interfaces: Vec::new(),
+                },
+                0,
+            )
+        } else {
+            return Err(CaptureError::NotACapture {
+                path,
+                magic: magic.to_vec(),
+            });
+        };
+        Ok(FileReader {
+            path,
+            data,
+            pos,
+            frame: 0,
+            format,
+            done: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes of the file read so far (for progress).
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    fn damaged(&mut self, what: impl Into<String>) -> Option<Result<Packet, CaptureError>> {
+        self.done = true;
+        Some(Err(CaptureError::Damaged {
+            path: self.path.clone(),
+            frame: self.frame,
+            what: what.into(),
+        }))
+    }
+
+    /// The next packet, `None` at the end, or an error after which the reader is done.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Option<Result<Packet, CaptureError>> {
+        if self.done {
+            return None;
+        }
+        match self.format {
+            Format::Pcap { .. } => self.next_pcap(),
+            Format::PcapNg { .. } => self.next_pcapng(),
+        }
+    }
+
+    fn next_pcap(&mut self) -> Option<Result<Packet, CaptureError>> {
+        let Format::Pcap {
+            big_endian,
+            units_per_sec,
+            modified,
+            linktype,
+        } = self.format
+        else {
+            return None;
+        };
+        let rest = &self.data[self.pos..];
+        if rest.is_empty() {
+            self.done = true;
+            return None;
+        }
+        let hdr_len = if modified { 24 } else { 16 };
+        if rest.len() < hdr_len {
+            return self.damaged("cut short in the middle of a record header");
+        }
+        let word = |i: usize| -> u32 {
+            let b = [rest[i], rest[i + 1], rest[i + 2], rest[i + 3]];
+            if big_endian {
+                u32::from_be_bytes(b)
+            } else {
+                u32::from_le_bytes(b)
+            }
+        };
+        let (secs, frac, caplen, origlen) = (word(0), word(4), word(8) as usize, word(12));
+        if caplen > MAX_RECORD_LEN {
+            return self.damaged(format!(
+                "record of {caplen} bytes, larger than {MAX_RECORD_LEN}"
+            ));
+        }
+        let start = self.pos + hdr_len;
+        let Some(end) = start.checked_add(caplen).filter(|e| *e <= self.data.len()) else {
+            return self.damaged("cut short in the middle of a packet");
+        };
+        self.pos = end;
+        self.frame += 1;
+        Some(Ok(Packet {
+            ts: Timestamp::from_parts(secs as i64, frac as u64, units_per_sec),
+            linktype,
+            data: self.data.slice(start..end),
+            orig_len: origlen,
+            frame: self.frame,
+        }))
+    }
+
+    fn next_pcapng(&mut self) -> Option<Result<Packet, CaptureError>> {
+        loop {
+            let rest = &self.data[self.pos..];
+            if rest.is_empty() {
+                self.done = true;
+                return None;
+            }
+            let Format::PcapNg {
+                big_endian,
+                ref mut interfaces,
+            } = self.format
+            else {
+                return None;
+            };
+            // A section header fixes the byte order of everything up to the next one.
+            let parsed = if rest.starts_with(&PCAPNG_MAGIC) {
+                parse_sectionheaderblock(rest).map(|(r, shb)| (r, Block::SectionHeader(shb)))
+            } else if big_endian {
+                parse_block_be(rest)
+            } else {
+                parse_block_le(rest)
+            };
+            let (remaining, block) = match parsed {
+                Ok(ok) => ok,
+                Err(pcap_parser::nom::Err::Incomplete(_)) => {
+                    return self.damaged("cut short in the middle of a block")
+                }
+                Err(_) => return self.damaged("malformed pcapng block"),
+            };
+            let consumed = rest.len() - remaining.len();
+            let block_start = self.pos;
+            self.pos += consumed;
+            let base = self.data.as_ptr() as usize;
+            let span = |d: &[u8]| (d.as_ptr() as usize - base, d.len());
+            let (if_id, ts, (offset, len), orig_len) = match block {
+                Block::SectionHeader(shb) => {
+                    self.format = Format::PcapNg {
+                        big_endian: shb.big_endian(),
+                        interfaces: Vec::new(),
+                    };
+                    continue;
+                }
+                Block::InterfaceDescription(idb) => {
+                    if interfaces.len() >= MAX_INTERFACES {
+                        return self.damaged("too many interfaces in one section");
+                    }
+                    interfaces.push(interface(&idb));
+                    continue;
+                }
+                Block::EnhancedPacket(epb) => {
+                    let ts = ((epb.ts_high as u64) << 32) | epb.ts_low as u64;
+                    (
+                        epb.if_id as usize,
+                        Some(ts),
+                        span(epb.packet_data()),
+                        epb.orig_len(),
+                    )
+                }
+                Block::SimplePacket(spb) => {
+                    // An SPB has no caplen: it holds min(origlen, snaplen) bytes.
+                    (0, None, span(spb.packet_data()), spb.orig_len())
+                }
+                _ => continue,
+            };
+            let Some(iface) = interfaces.get(if_id).copied() else {
+                return self.damaged(format!("packet on undeclared interface {if_id}"));
+            };
+            if len > MAX_RECORD_LEN {
+                return self.damaged(format!("packet of {len} bytes, larger than {MAX_RECORD_LEN}"));
+            }
+            debug_assert!(offset >= block_start && offset + len <= self.pos);
+            let ts = match ts {
+                Some(raw) => {
+                    let ups = iface.units_per_sec.max(1);
+                    Timestamp::from_parts(
+                        (raw / ups) as i64 + iface.offset_secs,
+                        raw % ups,
+                        ups,
+                    )
+                }
+                None => Timestamp::default(),
+            };
+            self.frame += 1;
+            return Some(Ok(Packet {
+                ts,
+                linktype: iface.linktype,
+                data: self.data.slice(offset..offset + len),
+                orig_len,
+                frame: self.frame,
+            }));
+        }
+    }
+}
+
+fn interface(idb: &InterfaceDescriptionBlock<'_>) -> Interface {
+    Interface {
+        linktype: LinkType((idb.linktype.0 as u32) & 0x0fff_ffff),
+        // An unusable resolution falls back to the default (microseconds).
+        units_per_sec: idb.ts_resolution().unwrap_or(1_000_000),
+        offset_secs: idb.ts_offset(),
+    }
+}
+
+#[allow(unsafe_code)]
+fn map_file(file: &File) -> std::io::Result<Bytes> {
+    // SAFETY: the map is read-only and private to this process. Another process
+    // truncating the file while we read it would raise SIGBUS; capture files are
+    // inputs that nothing else writes during an offline run, and a live capture
+    // never goes through this path.
+    let map = unsafe { memmap2::Mmap::map(file)? };
+    Ok(Bytes::from_owner(map))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pcap_header(linktype: u32) -> Vec<u8> {
+        let mut v = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&65535u32.to_le_bytes());
+        v.extend_from_slice(&linktype.to_le_bytes());
+        v
+    }
+
+    fn record(v: &mut Vec<u8>, secs: u32, usecs: u32, data: &[u8]) {
+        v.extend_from_slice(&secs.to_le_bytes());
+        v.extend_from_slice(&usecs.to_le_bytes());
+        v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        v.extend_from_slice(data);
+    }
+
+    #[test]
+    fn reads_pcap_records_zero_copy() {
+        let mut v = pcap_header(1);
+        record(&mut v, 10, 5, b"abcd");
+        record(&mut v, 11, 6, b"ef");
+        let bytes = Bytes::from(v);
+        let mut r = FileReader::from_bytes("t.pcap".into(), bytes.clone()).expect("header");
+        let p = r.next().expect("one").expect("ok");
+        assert_eq!(&p.data[..], b"abcd");
+        assert_eq!(p.frame, 1);
+        assert_eq!(p.ts, Timestamp(10_000_005_000));
+        // the packet is a view of the input, not a copy
+        assert_eq!(p.data.as_ptr(), bytes[40..].as_ptr());
+        assert_eq!(&r.next().expect("two").expect("ok").data[..], b"ef");
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn truncated_record_is_damage_not_panic() {
+        let mut v = pcap_header(1);
+        record(&mut v, 10, 5, b"abcd");
+        v.truncate(v.len() - 1);
+        let mut r = FileReader::from_bytes("t.pcap".into(), Bytes::from(v)).expect("header");
+        let err = r.next().expect("item").expect_err("damaged");
+        assert!(err.to_string().contains("cut short"), "{err}");
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn absurd_record_length_is_damage() {
+        let mut v = pcap_header(1);
+        v.extend_from_slice(&[0; 8]);
+        v.extend_from_slice(&0xea00_0000u32.to_le_bytes());
+        v.extend_from_slice(&[0; 4]);
+        let mut r = FileReader::from_bytes("t.pcap".into(), Bytes::from(v)).expect("header");
+        assert!(r.next().expect("item").is_err());
+    }
+
+    #[test]
+    fn not_a_capture_is_named() {
+        let err = FileReader::from_bytes("x.txt".into(), Bytes::from_static(b"hello world"))
+            .err()
+            .expect("error");
+        assert!(err.to_string().starts_with("x.txt: not a pcap"), "{err}");
+        assert!(FileReader::from_bytes("e".into(), Bytes::new()).is_err());
+    }
+}

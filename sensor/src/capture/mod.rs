@@ -1,0 +1,67 @@
+//! Packet sources: capture files read offline, and (later) live interfaces.
+//!
+//! A source yields [`Packet`]s: a zero-copy [`Bytes`] view of the frame, its link
+//! type, capture time and frame number. Sources are the only part of the sensor,
+//! with the outputs, that does I/O.
+
+mod file;
+mod libpcap;
+
+pub use file::FileReader;
+pub use libpcap::LibpcapReader;
+
+use bytes::Bytes;
+use std::path::PathBuf;
+
+use crate::time::Timestamp;
+
+/// A link-layer header type (the `LINKTYPE_*` registry of tcpdump.org).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkType(pub u32);
+
+impl LinkType {
+    pub const NULL: LinkType = LinkType(0);
+    pub const ETHERNET: LinkType = LinkType(1);
+    /// OpenBSD's DLT_RAW value as found in some files.
+    pub const RAW_OPENBSD: LinkType = LinkType(14);
+    pub const LOOP: LinkType = LinkType(108);
+    pub const RAW: LinkType = LinkType(101);
+    /// DLT_RAW as BSD/OS and some older libpcaps write it.
+    pub const RAW_12: LinkType = LinkType(12);
+    pub const LINUX_SLL: LinkType = LinkType(113);
+    pub const IPV4: LinkType = LinkType(228);
+    pub const IPV6: LinkType = LinkType(229);
+    pub const LINUX_SLL2: LinkType = LinkType(276);
+}
+
+/// One captured frame.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub ts: Timestamp,
+    pub linktype: LinkType,
+    /// Captured bytes (may be shorter than `orig_len` when cut by the snap length).
+    pub data: Bytes,
+    pub orig_len: u32,
+    /// 1-based frame number within its capture file (as Wireshark counts).
+    pub frame: u64,
+}
+
+/// Why a capture could not be read (further).
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a pcap or pcapng capture (magic {magic:02x?})")]
+    NotACapture { path: PathBuf, magic: Vec<u8> },
+    #[error("{path}: damaged after frame {frame}: {what}")]
+    Damaged {
+        path: PathBuf,
+        frame: u64,
+        what: String,
+    },
+    #[error("{path}: {msg}")]
+    Libpcap { path: PathBuf, msg: String },
+}

@@ -1,0 +1,469 @@
+//! Bidirectional flow tracking with capture-time timeouts and a hard size cap.
+//!
+//! A [`FlowTable<T>`] maps a normalised 5-tuple + VLAN key to a [`Flow<T>`],
+//! where `T` is whatever per-flow state the analyzers keep. The table owns
+//! expiry (a min-heap of deadlines checked lazily) and eviction (the flow
+//! closest to its deadline goes first when the table is full).
+
+pub mod community_id;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+
+use sha1::{Digest, Sha1};
+
+use crate::decode::{Decoded, TcpHeader, Transport, Vlans};
+use crate::time::{Duration, Timestamp};
+
+/// Normalised flow key: endpoint `lo` is the smaller (address, port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub lo: (IpAddr, u16),
+    pub hi: (IpAddr, u16),
+    pub proto: u8,
+    pub vlans: Vlans,
+}
+
+impl FlowKey {
+    /// The key of a packet, and whether the packet travels from `lo` to `hi`.
+    pub fn of(d: &Decoded<'_>) -> (FlowKey, bool) {
+        let s = (d.src, d.sport);
+        let t = (d.dst, d.dport);
+        let forward = s <= t;
+        let (lo, hi) = if forward { (s, t) } else { (t, s) };
+        (
+            FlowKey {
+                lo,
+                hi,
+                proto: d.proto,
+                vlans: d.vlans,
+            },
+            forward,
+        )
+    }
+
+    /// A hash that is the same for both directions and every worker, for
+    /// dispatching packets to the worker that owns their flow.
+    pub fn symmetric_hash(&self) -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        // Fixed keys: dispatch must be stable for the life of the process only,
+        // and the key is already direction-normalised.
+        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
+        std::hash::Hash::hash(self, &mut h);
+        h.finish()
+    }
+}
+
+/// Which way a packet travels relative to the flow's initiator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    ToServer = 0,
+    ToClient = 1,
+}
+
+/// Why a flow ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Idle longer than its timeout (also after a TCP close).
+    Timeout,
+    /// Pushed out because the table was full.
+    Evicted,
+    /// The capture ended (end of the last file, or the sensor stopping).
+    Shutdown,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Timeout => "timeout",
+            EndReason::Evicted => "evicted",
+            EndReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// TCP connection progress, from the flags seen.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpProgress {
+    pub syn: bool,
+    pub syn_ack: bool,
+    pub fin: [bool; 2],
+    pub rst: bool,
+}
+
+/// Idle timeouts, by protocol and TCP state.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub tcp_new: Duration,
+    pub tcp_established: Duration,
+    pub tcp_closed: Duration,
+    pub udp: Duration,
+    pub other: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_new: Duration::from_secs(60),
+            tcp_established: Duration::from_secs(600),
+            tcp_closed: Duration::from_secs(10),
+            udp: Duration::from_secs(120),
+            other: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Flows one table holds at most, by default (per worker).
+pub const DEFAULT_MAX_FLOWS: usize = 65_536;
+
+/// One tracked flow, oriented client → server.
+#[derive(Debug)]
+pub struct Flow<T> {
+    pub key: FlowKey,
+    pub id: u64,
+    /// The initiator is `key.lo` (else `key.hi`).
+    pub client_is_lo: bool,
+    pub start: Timestamp,
+    pub last: Timestamp,
+    /// Indexed by [`Dir`].
+    pub pkts: [u64; 2],
+    pub bytes: [u64; 2],
+    pub tcp: TcpProgress,
+    pub community_id: String,
+    /// First frame of the flow (offline: for `pcap_frame`).
+    pub first_frame: u64,
+    deadline: Timestamp,
+    pub data: T,
+}
+
+impl<T> Flow<T> {
+    pub fn client(&self) -> (IpAddr, u16) {
+        if self.client_is_lo {
+            self.key.lo
+        } else {
+            self.key.hi
+        }
+    }
+    pub fn server(&self) -> (IpAddr, u16) {
+        if self.client_is_lo {
+            self.key.hi
+        } else {
+            self.key.lo
+        }
+    }
+    pub fn is_closed(&self) -> bool {
+        self.tcp.rst || (self.tcp.fin[0] && self.tcp.fin[1])
+    }
+    /// EVE's flow state: `new` (one side only), `established`, `closed`.
+    pub fn state(&self) -> &'static str {
+        if self.key.proto == 6 {
+            if self.is_closed() {
+                "closed"
+            } else if self.tcp.syn_ack || (self.pkts[0] > 0 && self.pkts[1] > 0) {
+                "established"
+            } else {
+                "new"
+            }
+        } else if self.pkts[0] > 0 && self.pkts[1] > 0 {
+            "established"
+        } else {
+            "new"
+        }
+    }
+    fn timeout(&self, t: &Timeouts) -> Duration {
+        match self.key.proto {
+            6 if self.is_closed() => t.tcp_closed,
+            6 if self.pkts[1] > 0 => t.tcp_established,
+            6 => t.tcp_new,
+            17 => t.udp,
+            _ => t.other,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlowStats {
+    pub created: u64,
+    pub timed_out: u64,
+    pub evicted: u64,
+    pub active: u64,
+}
+
+/// A flow table of bounded size.
+pub struct FlowTable<T> {
+    flows: HashMap<FlowKey, Flow<T>, ahash::RandomState>,
+    deadlines: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
+    max_flows: usize,
+    timeouts: Timeouts,
+    pub stats: FlowStats,
+}
+
+impl<T> FlowTable<T> {
+    pub fn new(max_flows: usize, timeouts: Timeouts) -> Self {
+        FlowTable {
+            flows: HashMap::with_capacity_and_hasher(max_flows.min(4096), ahash::RandomState::new()),
+            deadlines: BinaryHeap::new(),
+            max_flows: max_flows.max(1),
+            timeouts,
+            stats: FlowStats::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    /// Finds or creates the flow of a packet and accounts the packet to it.
+    ///
+    /// A flow pushed out to make room is appended to `ended`.
+    pub fn track(
+        &mut self,
+        d: &Decoded<'_>,
+        wire_len: u32,
+        now: Timestamp,
+        frame: u64,
+        ended: &mut Vec<(Flow<T>, EndReason)>,
+        new_data: impl FnOnce() -> T,
+    ) -> (&mut Flow<T>, Dir) {
+        let (key, forward) = FlowKey::of(d);
+        let tcp = match d.transport {
+            Transport::Tcp(h) => Some(h),
+            _ => None,
+        };
+        // A SYN on a closed flow starts a new connection on the same tuple.
+        if let Some(h) = tcp {
+            if h.has(TcpHeader::SYN) && !h.has(TcpHeader::ACK) {
+                if let Some(f) = self.flows.get(&key) {
+                    if f.is_closed() {
+                        if let Some(f) = self.flows.remove(&key) {
+                            self.stats.timed_out += 1;
+                            ended.push((f, EndReason::Timeout));
+                        }
+                    }
+                }
+            }
+        }
+        if !self.flows.contains_key(&key) {
+            if self.flows.len() >= self.max_flows {
+                self.evict_one(ended);
+            }
+            let client_is_lo = initiator_is_src(d, tcp) == forward;
+            let (c, s) = if client_is_lo { (key.lo, key.hi) } else { (key.hi, key.lo) };
+            let community_id = community_id::community_id(0, c.0, c.1, s.0, s.1, key.proto);
+            let id = flow_id(&key, now);
+            let deadline = now.saturating_add(self.timeouts.tcp_new.min(self.timeouts.udp));
+            self.deadlines.push(Reverse((deadline, key)));
+            self.flows.insert(
+                key,
+                Flow {
+                    key,
+                    id,
+                    client_is_lo,
+                    start: now,
+                    last: now,
+                    pkts: [0; 2],
+                    bytes: [0; 2],
+                    tcp: TcpProgress::default(),
+                    community_id,
+                    first_frame: frame,
+                    deadline,
+                    data: new_data(),
+                },
+            );
+            self.stats.created += 1;
+        }
+        self.stats.active = self.flows.len() as u64;
+        let flow = self.flows.get_mut(&key).expect("flow was just inserted or found");
+        let dir = if forward == flow.client_is_lo {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        };
+        flow.pkts[dir as usize] += 1;
+        flow.bytes[dir as usize] += wire_len as u64;
+        if now > flow.last {
+            flow.last = now;
+        }
+        if let Some(h) = tcp {
+            if h.has(TcpHeader::SYN) {
+                if h.has(TcpHeader::ACK) {
+                    flow.tcp.syn_ack = true;
+                } else {
+                    flow.tcp.syn = true;
+                }
+            }
+            if h.has(TcpHeader::FIN) {
+                flow.tcp.fin[dir as usize] = true;
+            }
+            if h.has(TcpHeader::RST) {
+                flow.tcp.rst = true;
+            }
+        }
+        (flow, dir)
+    }
+
+    /// Ends every flow whose idle timeout has passed at `now`.
+    pub fn expire(&mut self, now: Timestamp, ended: &mut Vec<(Flow<T>, EndReason)>) {
+        while let Some(Reverse((deadline, key))) = self.deadlines.peek().copied() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(flow) = self.flows.get_mut(&key) else {
+                continue;
+            };
+            if flow.deadline != deadline {
+                continue; // stale entry: the flow was re-queued
+            }
+            let due = flow.last.saturating_add(flow.timeout(&self.timeouts));
+            if due <= now {
+                if let Some(f) = self.flows.remove(&key) {
+                    self.stats.timed_out += 1;
+                    ended.push((f, EndReason::Timeout));
+                }
+            } else {
+                flow.deadline = due;
+                self.deadlines.push(Reverse((due, key)));
+            }
+        }
+        self.compact();
+        self.stats.active = self.flows.len() as u64;
+    }
+
+    /// Ends every flow (end of capture), in start order so output is reproducible.
+    pub fn drain(&mut self, ended: &mut Vec<(Flow<T>, EndReason)>) {
+        let mut all: Vec<Flow<T>> = self.flows.drain().map(|(_, f)| f).collect();
+        all.sort_by_key(|f| (f.start, f.first_frame, f.key));
+        ended.extend(all.into_iter().map(|f| (f, EndReason::Shutdown)));
+        self.deadlines.clear();
+        self.stats.active = 0;
+    }
+
+    /// Ends one flow now (the caller decided it is over).
+    pub fn remove(&mut self, key: &FlowKey) -> Option<Flow<T>> {
+        self.flows.remove(key)
+    }
+
+    fn evict_one(&mut self, ended: &mut Vec<(Flow<T>, EndReason)>) {
+        while let Some(Reverse((deadline, key))) = self.deadlines.pop() {
+            let valid = self.flows.get(&key).is_some_and(|f| f.deadline == deadline);
+            if valid {
+                if let Some(f) = self.flows.remove(&key) {
+                    self.stats.evicted += 1;
+                    ended.push((f, EndReason::Evicted));
+                    return;
+                }
+            }
+        }
+        // The heap always holds one valid entry per flow; this is unreachable
+        // unless the table is empty.
+    }
+
+    /// Rebuilds the deadline heap when stale entries outnumber live flows.
+    fn compact(&mut self) {
+        if self.deadlines.len() > 2 * self.flows.len() + 1024 {
+            self.deadlines = self
+                .flows
+                .iter()
+                .map(|(k, f)| Reverse((f.deadline, *k)))
+                .collect();
+        }
+    }
+}
+
+/// Decides whether the sender of the first packet seen is the initiator.
+fn initiator_is_src(d: &Decoded<'_>, tcp: Option<TcpHeader>) -> bool {
+    if let Some(h) = tcp {
+        if h.has(TcpHeader::SYN) {
+            return !h.has(TcpHeader::ACK);
+        }
+    }
+    // Picked up mid-stream (or UDP): the side on a well-known port is the server.
+    !(d.sport < 1024 && d.dport >= 1024)
+}
+
+/// A flow id stable across runs and worker counts: a hash of key and start time,
+/// kept to 53 bits so JSON consumers that read numbers as doubles keep it exact.
+fn flow_id(key: &FlowKey, start: Timestamp) -> u64 {
+    let mut h = Sha1::new();
+    h.update(format!("{:?}", key).as_bytes());
+    h.update(start.0.to_be_bytes());
+    let d: [u8; 20] = h.finalize().into();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b) & ((1 << 53) - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::Transport;
+
+    fn pkt(src: &str, sport: u16, dst: &str, dport: u16, flags: u8) -> Decoded<'static> {
+        Decoded {
+            vlans: Vlans::default(),
+            src: src.parse().expect("ip"),
+            dst: dst.parse().expect("ip"),
+            proto: 6,
+            sport,
+            dport,
+            transport: Transport::Tcp(TcpHeader { seq: 0, ack: 0, flags }),
+            payload: &[],
+        }
+    }
+
+    #[test]
+    fn both_directions_share_one_flow_oriented_by_syn() {
+        let mut t: FlowTable<()> = FlowTable::new(10, Timeouts::default());
+        let mut ended = Vec::new();
+        // SYN-ACK seen first: its sender is the server.
+        let (f, d) = t.track(&pkt("10.0.0.2", 443, "10.0.0.1", 5000, 0x12), 60, Timestamp(1), 1, &mut ended, || ());
+        assert_eq!(d, Dir::ToClient);
+        assert_eq!(f.client(), ("10.0.0.1".parse().expect("ip"), 5000));
+        let (_, d) = t.track(&pkt("10.0.0.1", 5000, "10.0.0.2", 443, 0x10), 60, Timestamp(2), 2, &mut ended, || ());
+        assert_eq!(d, Dir::ToServer);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn idle_flows_time_out_by_capture_time() {
+        let to = Timeouts::default();
+        let mut t: FlowTable<()> = FlowTable::new(10, to);
+        let mut ended = Vec::new();
+        t.track(&pkt("10.0.0.1", 5000, "10.0.0.2", 443, 0x02), 60, Timestamp(0), 1, &mut ended, || ());
+        t.expire(Timestamp(0).saturating_add(Duration(to.tcp_new.0 - 1)), &mut ended);
+        assert!(ended.is_empty());
+        t.expire(Timestamp(0).saturating_add(to.tcp_new), &mut ended);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].1, EndReason::Timeout);
+        assert_eq!(t.stats.timed_out, 1);
+    }
+
+    #[test]
+    fn full_table_evicts_and_counts() {
+        let mut t: FlowTable<()> = FlowTable::new(3, Timeouts::default());
+        let mut ended = Vec::new();
+        for p in 0..10u16 {
+            t.track(&pkt("10.0.0.1", 5000 + p, "10.0.0.2", 443, 0x02), 60, Timestamp(p as i64), 1, &mut ended, || ());
+        }
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.stats.evicted, 7);
+        assert!(ended.iter().all(|(_, r)| *r == EndReason::Evicted));
+        // the oldest went first
+        assert_eq!(ended[0].0.key.lo.1.min(ended[0].0.key.hi.1), 443);
+        assert_eq!(ended[0].0.client().1, 5000);
+    }
+
+    #[test]
+    fn flow_id_is_stable_and_53_bits() {
+        let (k, _) = FlowKey::of(&pkt("10.0.0.1", 5000, "10.0.0.2", 443, 2));
+        assert_eq!(flow_id(&k, Timestamp(5)), flow_id(&k, Timestamp(5)));
+        assert_ne!(flow_id(&k, Timestamp(5)), flow_id(&k, Timestamp(6)));
+        assert!(flow_id(&k, Timestamp(5)) < (1 << 53));
+    }
+}

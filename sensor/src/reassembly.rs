@@ -1,0 +1,249 @@
+//! In-order delivery of one TCP direction, for handshakes only.
+//!
+//! A [`Stream`] hands contiguous bytes to an analyzer callback that returns how
+//! many it consumed; the rest waits for the next segment. Only what the analyzer
+//! has not consumed is copied: a handshake message inside one segment is parsed
+//! straight from the packet. Out-of-order segments are held, bounded in count and
+//! bytes; retransmissions and overlaps keep the first copy (the bytes a receiver
+//! would have acted on first, as Suricata's default policy does).
+
+/// Bytes one direction may hold for the analyzer (a long certificate chain fits).
+pub const MAX_BUFFERED: usize = 128 * 1024;
+/// Out-of-order segments held per direction.
+pub const MAX_OOO_SEGMENTS: usize = 64;
+/// Out-of-order bytes held per direction.
+pub const MAX_OOO_BYTES: usize = 128 * 1024;
+/// A segment further ahead than this is not a reordering but a gap.
+pub const MAX_AHEAD: u32 = 1 << 20;
+
+/// Why a direction can no longer be followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamError {
+    /// Data is missing and cannot arrive within the limits (lost segment, or
+    /// more reordering than the limits hold).
+    Gap,
+    /// The analyzer wants more than [`MAX_BUFFERED`] bytes.
+    Overflow,
+}
+
+#[derive(Debug, Default)]
+pub struct Stream {
+    next: Option<u32>,
+    buf: Vec<u8>,
+    ooo: Vec<(u32, Vec<u8>)>,
+    ooo_bytes: usize,
+    /// Segments that were wholly retransmitted data (counted, dropped).
+    pub retransmitted: u64,
+}
+
+impl Stream {
+    /// Notes the initial sequence number from a SYN.
+    pub fn syn(&mut self, seq: u32) {
+        if self.next.is_none() {
+            self.next = Some(seq.wrapping_add(1));
+        }
+    }
+
+    /// Bytes held (in-order waiting plus out-of-order).
+    pub fn held(&self) -> usize {
+        self.buf.len() + self.ooo_bytes
+    }
+
+    /// Frees every buffer (the flow no longer needs its stream).
+    pub fn release(&mut self) {
+        self.buf = Vec::new();
+        self.ooo = Vec::new();
+        self.ooo_bytes = 0;
+    }
+
+    /// Adds a segment and feeds whatever became contiguous to `analyze`.
+    pub fn push(
+        &mut self,
+        seq: u32,
+        data: &[u8],
+        analyze: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Result<(), StreamError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let next = *self.next.get_or_insert(seq);
+        let rel = seq.wrapping_sub(next) as i32;
+        if rel < 0 {
+            let skip = rel.unsigned_abs() as usize;
+            if skip >= data.len() {
+                self.retransmitted += 1;
+                return Ok(());
+            }
+            self.deliver(&data[skip..], analyze)?;
+        } else if rel > 0 {
+            self.hold(seq, data)?;
+            return Ok(());
+        } else {
+            self.deliver(data, analyze)?;
+        }
+        self.drain_ooo(analyze)
+    }
+
+    fn deliver(&mut self, data: &[u8], analyze: &mut dyn FnMut(&[u8]) -> usize) -> Result<(), StreamError> {
+        let next = self.next.unwrap_or(0);
+        self.next = Some(next.wrapping_add(data.len() as u32));
+        if self.buf.is_empty() {
+            let used = analyze(data).min(data.len());
+            let rest = &data[used..];
+            if rest.len() > MAX_BUFFERED {
+                return Err(StreamError::Overflow);
+            }
+            self.buf.extend_from_slice(rest);
+        } else {
+            if self.buf.len() + data.len() > MAX_BUFFERED {
+                return Err(StreamError::Overflow);
+            }
+            self.buf.extend_from_slice(data);
+            let used = analyze(&self.buf).min(self.buf.len());
+            self.buf.drain(..used);
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, seq: u32, data: &[u8]) -> Result<(), StreamError> {
+        let next = self.next.unwrap_or(seq);
+        if seq.wrapping_sub(next) > MAX_AHEAD {
+            return Err(StreamError::Gap);
+        }
+        if self.ooo.iter().any(|(s, d)| *s == seq && d.len() >= data.len()) {
+            self.retransmitted += 1;
+            return Ok(());
+        }
+        if self.ooo.len() >= MAX_OOO_SEGMENTS || self.ooo_bytes + data.len() > MAX_OOO_BYTES {
+            return Err(StreamError::Gap);
+        }
+        self.ooo_bytes += data.len();
+        self.ooo.push((seq, data.to_vec()));
+        Ok(())
+    }
+
+    fn drain_ooo(&mut self, analyze: &mut dyn FnMut(&[u8]) -> usize) -> Result<(), StreamError> {
+        loop {
+            let Some(next) = self.next else { return Ok(()) };
+            // Segments now wholly behind `next` are duplicates.
+            let before = self.ooo.len();
+            let mut freed = 0;
+            self.ooo.retain(|(s, d)| {
+                let rel = s.wrapping_sub(next) as i32;
+                let keep = rel >= 0 || (rel.unsigned_abs() as usize) < d.len();
+                if !keep {
+                    freed += d.len();
+                }
+                keep
+            });
+            self.ooo_bytes -= freed;
+            self.retransmitted += (before - self.ooo.len()) as u64;
+            // The first held segment that starts at or before `next`.
+            let Some(i) = self.ooo.iter().position(|(s, _)| (s.wrapping_sub(next) as i32) <= 0) else {
+                return Ok(());
+            };
+            let (s, d) = self.ooo.swap_remove(i);
+            self.ooo_bytes -= d.len();
+            let skip = next.wrapping_sub(s) as usize;
+            self.deliver(&d[skip..], analyze)?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds segments and returns everything the analyzer saw, consuming all.
+    fn run(segs: &[(u32, &[u8])]) -> (Vec<u8>, Result<(), StreamError>) {
+        let mut s = Stream::default();
+        s.syn(99);
+        let mut seen = Vec::new();
+        let mut res = Ok(());
+        for (seq, d) in segs {
+            res = res.and(s.push(*seq, d, &mut |b: &[u8]| {
+                seen.extend_from_slice(b);
+                b.len()
+            }));
+        }
+        (seen, res)
+    }
+
+    #[test]
+    fn in_order_segments_pass_through() {
+        assert_eq!(run(&[(100, b"abc"), (103, b"def")]).0, b"abcdef");
+    }
+
+    #[test]
+    fn reordered_segments_are_put_back_in_order() {
+        assert_eq!(run(&[(103, b"def"), (106, b"g"), (100, b"abc")]).0, b"abcdefg");
+    }
+
+    #[test]
+    fn retransmission_and_overlap_keep_first_copy() {
+        let (seen, _) = run(&[(100, b"abc"), (100, b"XYZ"), (101, b"XYdef")]);
+        assert_eq!(seen, b"abcdef");
+    }
+
+    #[test]
+    fn sequence_wraparound() {
+        let mut s = Stream::default();
+        s.syn(u32::MAX - 1);
+        let mut seen = Vec::new();
+        s.push(u32::MAX, b"ab", &mut |b: &[u8]| {
+            seen.extend_from_slice(b);
+            b.len()
+        })
+        .expect("ok");
+        s.push(1, b"cd", &mut |b: &[u8]| {
+            seen.extend_from_slice(b);
+            b.len()
+        })
+        .expect("ok");
+        assert_eq!(seen, b"abcd");
+    }
+
+    #[test]
+    fn unconsumed_bytes_wait_for_more() {
+        let mut s = Stream::default();
+        let mut calls = Vec::new();
+        // the analyzer consumes only whole 4-byte messages
+        let mut an = |b: &[u8]| {
+            calls.push(b.to_vec());
+            b.len() / 4 * 4
+        };
+        s.push(0, b"abcde", &mut an).expect("ok");
+        s.push(5, b"fgh", &mut an).expect("ok");
+        assert_eq!(calls, vec![b"abcde".to_vec(), b"efgh".to_vec()]);
+        assert_eq!(s.held(), 0);
+    }
+
+    #[test]
+    fn too_much_reordering_is_a_gap_not_unbounded_memory() {
+        let mut s = Stream::default();
+        s.syn(0);
+        let mut r = Ok(());
+        for i in 0..(MAX_OOO_SEGMENTS as u32 + 5) {
+            r = r.and(s.push(100 + i * 10, &[0u8; 10], &mut |b: &[u8]| b.len()));
+        }
+        assert_eq!(r, Err(StreamError::Gap));
+        assert!(s.held() <= MAX_OOO_BYTES);
+        // a one-byte-segment flood is bounded the same way
+        let mut s = Stream::default();
+        s.syn(0);
+        let r = s.push(10 + MAX_AHEAD, b"x", &mut |b: &[u8]| b.len());
+        assert_eq!(r, Err(StreamError::Gap));
+    }
+
+    #[test]
+    fn analyzer_that_never_consumes_overflows() {
+        let mut s = Stream::default();
+        let mut r = Ok(());
+        let chunk = vec![0u8; 1460];
+        for i in 0..200u32 {
+            r = r.and(s.push(i * 1460, &chunk, &mut |_b: &[u8]| 0));
+        }
+        assert_eq!(r, Err(StreamError::Overflow));
+        assert!(s.held() <= MAX_BUFFERED);
+    }
+}

@@ -1,0 +1,112 @@
+//! Capture time.
+//!
+//! Every clock in the core is packet time: a [`Timestamp`] taken from the capture
+//! record, never the wall clock (architecture principle 2).
+
+use std::fmt;
+
+/// Nanoseconds since the Unix epoch, as recorded by the capture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+/// A span of capture time in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Duration(pub i64);
+
+impl Duration {
+    pub const fn from_secs(s: i64) -> Self {
+        Duration(s * 1_000_000_000)
+    }
+    pub const fn from_millis(ms: i64) -> Self {
+        Duration(ms * 1_000_000)
+    }
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / 1e9
+    }
+}
+
+impl Timestamp {
+    /// Builds a timestamp from seconds and a fraction counted in `units_per_sec`.
+    pub fn from_parts(secs: i64, frac: u64, units_per_sec: u64) -> Self {
+        let nanos = if units_per_sec == 0 {
+            0
+        } else {
+            ((frac as u128 * 1_000_000_000u128) / units_per_sec as u128) as i64
+        };
+        Timestamp(secs.saturating_mul(1_000_000_000).saturating_add(nanos))
+    }
+    pub fn secs(self) -> i64 {
+        self.0.div_euclid(1_000_000_000)
+    }
+    pub fn subsec_nanos(self) -> u32 {
+        self.0.rem_euclid(1_000_000_000) as u32
+    }
+    pub fn saturating_add(self, d: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(d.0))
+    }
+    pub fn since(self, earlier: Timestamp) -> Duration {
+        Duration(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// RFC 3339 with microseconds and an explicit UTC offset, as EVE writes it:
+/// `2024-01-02T03:04:05.678901+0000`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secs = self.secs();
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        write!(
+            f,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+0000",
+            y,
+            m,
+            d,
+            sod / 3600,
+            (sod / 60) % 60,
+            sod % 60,
+            self.subsec_nanos() / 1000
+        )
+    }
+}
+
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_rfc3339_with_micros() {
+        let t = Timestamp::from_parts(1_340_954_905, 298_858, 1_000_000);
+        assert_eq!(t.to_string(), "2012-06-29T07:28:25.298858+0000");
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000000+0000");
+        // leap day and nanosecond input
+        let t = Timestamp::from_parts(951_782_400, 123_456_789, 1_000_000_000);
+        assert_eq!(t.to_string(), "2000-02-29T00:00:00.123456+0000");
+    }
+
+    #[test]
+    fn negative_times_do_not_panic() {
+        assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999999+0000");
+    }
+}
