@@ -6,6 +6,7 @@
 //! `capture` and `output` are the only edges that do I/O.
 #![deny(unsafe_code)]
 
+pub mod analyzer;
 pub mod capture;
 pub mod decode;
 pub mod flow;

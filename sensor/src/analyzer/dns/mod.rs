@@ -1,0 +1,314 @@
+//! DNS messages (RFC 1035) over UDP and TCP: header, questions, answers.
+//!
+//! Names are decompressed with guards against loops and overlong names;
+//! record types stay numbers ([`RrType`]), with a mnemonic when one is known.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// Questions kept from one message.
+pub const MAX_QUESTIONS: usize = 32;
+/// Answer records kept from one message.
+pub const MAX_ANSWERS: usize = 64;
+/// Compression pointers followed for one name.
+pub const MAX_POINTERS: usize = 64;
+/// Longest name accepted (RFC 1035 §2.3.4: 255 octets on the wire).
+pub const MAX_NAME_WIRE: usize = 255;
+/// Largest DNS-over-TCP message followed.
+pub const MAX_TCP_MESSAGE: usize = 65_535;
+
+/// A resource record type, kept as its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RrType(pub u16);
+
+impl RrType {
+    pub const A: RrType = RrType(1);
+    pub const CNAME: RrType = RrType(5);
+    pub const AAAA: RrType = RrType(28);
+
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            1 => "A",
+            2 => "NS",
+            5 => "CNAME",
+            6 => "SOA",
+            12 => "PTR",
+            15 => "MX",
+            16 => "TXT",
+            28 => "AAAA",
+            33 => "SRV",
+            41 => "OPT",
+            43 => "DS",
+            46 => "RRSIG",
+            47 => "NSEC",
+            48 => "DNSKEY",
+            64 => "SVCB",
+            65 => "HTTPS",
+            255 => "ANY",
+            257 => "CAA",
+            _ => return None,
+        })
+    }
+}
+
+/// Mnemonic, or RFC 3597's `TYPEnnn` for types without one.
+impl std::fmt::Display for RrType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "TYPE{}", self.0),
+        }
+    }
+}
+
+impl serde::Serialize for RrType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Question {
+    pub rrname: String,
+    pub rrtype: RrType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Answer {
+    pub rrname: String,
+    pub rrtype: RrType,
+    pub ttl: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rdata: Option<String>,
+}
+
+/// A DNS message, as EVE's `dns` object (version 3 layout).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DnsMessage {
+    pub version: u8,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: u16,
+    pub flags: String,
+    pub qr: bool,
+    pub aa: bool,
+    pub tc: bool,
+    pub rd: bool,
+    pub ra: bool,
+    pub opcode: u8,
+    pub rcode: String,
+    pub queries: Vec<Question>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<Answer>,
+}
+
+/// Why a message could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Malformed;
+
+fn be16(d: &[u8], at: usize) -> Result<u16, Malformed> {
+    d.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(Malformed)
+}
+
+fn rcode_name(r: u8) -> String {
+    match r {
+        0 => "NOERROR".into(),
+        1 => "FORMERR".into(),
+        2 => "SERVFAIL".into(),
+        3 => "NXDOMAIN".into(),
+        4 => "NOTIMP".into(),
+        5 => "REFUSED".into(),
+        n => n.to_string(),
+    }
+}
+
+/// Reads a (possibly compressed) name at `at`; returns it and the offset after it.
+pub fn read_name(msg: &[u8], mut at: usize) -> Result<(String, usize), Malformed> {
+    let mut name = String::new();
+    let mut wire_len = 0usize;
+    let mut end = None;
+    let mut jumps = 0;
+    loop {
+        let len = *msg.get(at).ok_or(Malformed)? as usize;
+        match len & 0xc0 {
+            0x00 => {
+                if len == 0 {
+                    let after = end.unwrap_or(at + 1);
+                    if name.is_empty() {
+                        name.push('.');
+                    }
+                    return Ok((name, after));
+                }
+                let label = msg.get(at + 1..at + 1 + len).ok_or(Malformed)?;
+                wire_len += len + 1;
+                if wire_len > MAX_NAME_WIRE {
+                    return Err(Malformed);
+                }
+                if !name.is_empty() {
+                    name.push('.');
+                }
+                for &b in label {
+                    if b.is_ascii_graphic() && b != b'.' && b != b'\\' {
+                        name.push(b as char);
+                    } else {
+                        let _ = write!(name, "\\{b:03}");
+                    }
+                }
+                at += 1 + len;
+            }
+            0xc0 => {
+                let ptr = (be16(msg, at)? & 0x3fff) as usize;
+                jumps += 1;
+                // A pointer must go backwards; with the count cap, no loop survives.
+                if jumps > MAX_POINTERS || ptr >= at {
+                    return Err(Malformed);
+                }
+                end.get_or_insert(at + 2);
+                at = ptr;
+            }
+            _ => return Err(Malformed), // extended label types (RFC 6891 §5) are obsolete
+        }
+    }
+}
+
+/// Parses one DNS message (UDP payload, or a TCP message without its length prefix).
+pub fn parse(msg: &[u8]) -> Result<DnsMessage, Malformed> {
+    if msg.len() < 12 {
+        return Err(Malformed);
+    }
+    let id = be16(msg, 0)?;
+    let flags = be16(msg, 2)?;
+    let qd = be16(msg, 4)? as usize;
+    let an = be16(msg, 6)? as usize;
+    let qr = flags & 0x8000 != 0;
+    let mut out = DnsMessage {
+        version: 3,
+        kind: if qr { "response" } else { "request" },
+        id,
+        flags: format!("{flags:04x}"),
+        qr,
+        aa: flags & 0x0400 != 0,
+        tc: flags & 0x0200 != 0,
+        rd: flags & 0x0100 != 0,
+        ra: flags & 0x0080 != 0,
+        opcode: ((flags >> 11) & 0xf) as u8,
+        rcode: rcode_name((flags & 0xf) as u8),
+        queries: Vec::new(),
+        answers: Vec::new(),
+    };
+    let mut at = 12;
+    for i in 0..qd {
+        let (name, next) = read_name(msg, at)?;
+        let rrtype = RrType(be16(msg, next)?);
+        be16(msg, next + 2)?;
+        at = next + 4;
+        if i < MAX_QUESTIONS {
+            out.queries.push(Question { rrname: name, rrtype });
+        }
+    }
+    for i in 0..an {
+        // A truncated answer section keeps the answers read so far.
+        let Ok((name, next)) = read_name(msg, at) else { break };
+        let (Ok(ty), Ok(ttl_hi), Ok(ttl_lo), Ok(rdlen)) =
+            (be16(msg, next), be16(msg, next + 4), be16(msg, next + 6), be16(msg, next + 8))
+        else {
+            break;
+        };
+        let rd_at = next + 10;
+        let Some(rdata) = msg.get(rd_at..rd_at + rdlen as usize) else { break };
+        at = rd_at + rdlen as usize;
+        if i >= MAX_ANSWERS {
+            continue;
+        }
+        let rrtype = RrType(ty);
+        let rdata = match ty {
+            1 => <[u8; 4]>::try_from(rdata).ok().map(|a| Ipv4Addr::from(a).to_string()),
+            28 => <[u8; 16]>::try_from(rdata).ok().map(|a| Ipv6Addr::from(a).to_string()),
+            2 | 5 | 12 => read_name(msg, rd_at).ok().map(|(n, _)| n),
+            15 => read_name(msg, rd_at + 2).ok().map(|(n, _)| n),
+            16 => Some(txt(rdata)),
+            _ => None,
+        };
+        out.answers.push(Answer {
+            rrname: name,
+            rrtype,
+            ttl: (ttl_hi as u32) << 16 | ttl_lo as u32,
+            rdata,
+        });
+    }
+    Ok(out)
+}
+
+fn txt(mut d: &[u8]) -> String {
+    let mut s = String::new();
+    while let Some((&len, rest)) = d.split_first() {
+        let part = &rest[..rest.len().min(len as usize)];
+        s.push_str(&String::from_utf8_lossy(part));
+        d = &rest[part.len()..];
+        if s.len() > 1024 {
+            break;
+        }
+    }
+    s
+}
+
+/// Is this UDP/TCP port pair one DNS is spoken on (DNS, mDNS, LLMNR)?
+pub fn is_dns_port(sport: u16, dport: u16) -> bool {
+    [53, 5353, 5355].iter().any(|p| *p == sport || *p == dport)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real response: `dig www.example.com` answered with a CNAME chain.
+    fn response() -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x03www\x07example\x03com\x00\x00\x01\x00\x01");
+        // www.example.com CNAME edge.example.net
+        m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0x0e, 0x10, 0, 16]);
+        m.extend_from_slice(b"\x04edge\x07example\x03net\x00");
+        // edge.example.net A 192.0.2.7 (name by pointer to offset 45)
+        m.extend_from_slice(&[0xc0, 45, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
+        m
+    }
+
+    #[test]
+    fn response_with_cname_chain() {
+        let m = parse(&response()).expect("parses");
+        assert_eq!(m.kind, "response");
+        assert_eq!(m.queries[0].rrname, "www.example.com");
+        assert_eq!(m.answers[0].rrtype, RrType::CNAME);
+        assert_eq!(m.answers[0].rdata.as_deref(), Some("edge.example.net"));
+        assert_eq!(m.answers[1].rrname, "edge.example.net");
+        assert_eq!(m.answers[1].rdata.as_deref(), Some("192.0.2.7"));
+        assert_eq!(m.rcode, "NOERROR");
+    }
+
+    #[test]
+    fn compression_loop_is_malformed() {
+        let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]); // points at itself
+        assert_eq!(parse(&m), Err(Malformed));
+        let mut m = vec![0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(&[0xc0, 14, 0xc0, 12, 0, 1, 0, 1]); // forward pointer
+        assert_eq!(parse(&m), Err(Malformed));
+    }
+
+    #[test]
+    fn truncated_messages_never_panic() {
+        let r = response();
+        for cut in 0..r.len() {
+            let _ = parse(&r[..cut]);
+        }
+        // cut in the answers: questions and complete answers survive
+        let m = parse(&r[..r.len() - 3]).expect("partial");
+        assert_eq!(m.answers.len(), 1);
+    }
+
+    #[test]
+    fn unknown_types_keep_their_number() {
+        assert_eq!(RrType(65534).to_string(), "TYPE65534");
+        assert_eq!(RrType(65).to_string(), "HTTPS");
+    }
+}

@@ -1,0 +1,74 @@
+//! JA3 and JA3S (Salesforce): MD5 of the decimal hello fields, GREASE excluded.
+
+use std::fmt::Write as _;
+
+use md5::{Digest, Md5};
+
+use super::hello::{is_grease, ClientHello, ServerHello};
+
+/// A fingerprint: the string and its MD5 in lower-case hex.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ja3 {
+    pub hash: String,
+    pub string: String,
+}
+
+fn join(out: &mut String, vals: impl Iterator<Item = u32>) {
+    let mut first = true;
+    for v in vals {
+        if !first {
+            out.push('-');
+        }
+        first = false;
+        let _ = write!(out, "{v}");
+    }
+}
+
+fn hashed(string: String) -> Ja3 {
+    let digest = Md5::digest(string.as_bytes());
+    Ja3 {
+        hash: super::hex(&digest),
+        string,
+    }
+}
+
+/// `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`.
+pub fn ja3(ch: &ClientHello) -> Ja3 {
+    let mut s = String::with_capacity(256);
+    let _ = write!(s, "{},", ch.legacy_version);
+    join(&mut s, ch.ciphers.iter().filter(|c| !is_grease(**c)).map(|c| *c as u32));
+    s.push(',');
+    join(&mut s, ch.extensions.iter().filter(|c| !is_grease(**c)).map(|c| *c as u32));
+    s.push(',');
+    join(&mut s, ch.groups.iter().filter(|c| !is_grease(**c)).map(|c| *c as u32));
+    s.push(',');
+    join(&mut s, ch.point_formats.iter().map(|c| *c as u32));
+    hashed(s)
+}
+
+/// `SSLVersion,Cipher,SSLExtension`.
+pub fn ja3s(sh: &ServerHello) -> Ja3 {
+    let mut s = String::with_capacity(64);
+    let _ = write!(s, "{},{},", sh.legacy_version, sh.cipher);
+    join(&mut s, sh.extensions.iter().filter(|c| !is_grease(**c)).map(|c| *c as u32));
+    hashed(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ja3_of_known_hello() {
+        // arkime_synthetic.pcap frame 456 as tshark reports it
+        let ch = ClientHello {
+            legacy_version: 0x0303,
+            ciphers: vec![0x1301, 0x1302, 0x0a0a],
+            extensions: vec![0],
+            ..Default::default()
+        };
+        let j = ja3(&ch);
+        assert_eq!(j.string, "771,4865-4866,0,,");
+        assert_eq!(j.hash, "4778b86cd2e167d9eded2c8eba0b72d4");
+    }
+}

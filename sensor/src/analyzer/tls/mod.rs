@@ -1,0 +1,359 @@
+//! TLS handshake analyzer: records → handshake messages → hello and certificate facts.
+//!
+//! One [`TlsSession`] per flow, fed by each direction's stream. It reads the
+//! record layer (RFC 8446 §5.1, RFC 5246 §6.2), joins handshake messages that
+//! span records, and stops a direction as soon as nothing more can be read in
+//! clear: after the ClientHello (client), after a TLS 1.3 ServerHello, the
+//! Certificate, ServerHelloDone or ChangeCipherSpec (server).
+
+pub mod cert;
+pub mod hello;
+pub mod ja3;
+pub mod ja4;
+
+use std::sync::Arc;
+
+use cert::{CertCache, CertInfo};
+use hello::{ClientHello, ServerHello};
+
+use crate::flow::Dir;
+
+/// Largest record body: 2^14 plaintext + 2048 expansion (RFC 5246 §6.2.3).
+pub const MAX_RECORD_LEN: usize = 16_384 + 2048;
+/// Largest handshake message followed (a long certificate chain fits).
+pub const MAX_MESSAGE_LEN: usize = 128 * 1024;
+/// Certificates kept from one chain.
+pub const MAX_CHAIN: usize = 10;
+
+const CONTENT_CCS: u8 = 20;
+const CONTENT_ALERT: u8 = 21;
+const CONTENT_HANDSHAKE: u8 = 22;
+const CONTENT_APPDATA: u8 = 23;
+const CONTENT_HEARTBEAT: u8 = 24;
+
+const HS_CLIENT_HELLO: u8 = 1;
+const HS_SERVER_HELLO: u8 = 2;
+const HS_CERTIFICATE: u8 = 11;
+const HS_SERVER_HELLO_DONE: u8 = 14;
+
+/// Lower-case hex of bytes.
+pub fn hex(b: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(b.len() * 2);
+    for x in b {
+        s.push(DIGITS[(x >> 4) as usize] as char);
+        s.push(DIGITS[(x & 15) as usize] as char);
+    }
+    s
+}
+
+/// Does this look like the start of a TLS record (any content type, SSL 3.0 – TLS 1.3)
+/// or an SSLv2-format ClientHello?
+pub fn looks_like_tls(d: &[u8]) -> bool {
+    match d {
+        [t, 3, minor, ..] if (CONTENT_CCS..=CONTENT_HEARTBEAT).contains(t) && *minor <= 4 => true,
+        [hi, _, 1, 0, 2, ..] | [hi, _, 1, 3, 0..=4, ..] if hi & 0x80 != 0 => true,
+        _ => false,
+    }
+}
+
+/// Does this look like the start of a TLS handshake record (the first bytes a
+/// TLS client or server sends)?
+pub fn looks_like_handshake(d: &[u8]) -> bool {
+    matches!(d, [CONTENT_HANDSHAKE, 3, 0..=4, ..]) || matches!(d, [hi, _, 1, 0, 2, ..] | [hi, _, 1, 3, 0..=4, ..] if hi & 0x80 != 0)
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum DirState {
+    #[default]
+    Active,
+    Done,
+}
+
+#[derive(Debug, Default)]
+struct TlsDir {
+    /// Handshake bytes of a message that spans records.
+    hs: Vec<u8>,
+    state: DirState,
+}
+
+/// Counters a session reports to the engine.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TlsCounters {
+    pub malformed: u64,
+}
+
+/// Handshake facts of one flow.
+#[derive(Debug, Default)]
+pub struct TlsSession {
+    pub client_hello: Option<ClientHello>,
+    pub server_hello: Option<ServerHello>,
+    pub chain: Vec<Arc<CertInfo>>,
+    /// ClientHellos seen (2 after a HelloRetryRequest).
+    pub client_hellos: u32,
+    /// Certificates in the Certificate message (may exceed what `chain` keeps).
+    pub chain_len: usize,
+    pub malformed: bool,
+    dirs: [TlsDir; 2],
+}
+
+impl TlsSession {
+    /// True once both directions have told all they will in clear.
+    pub fn done(&self) -> bool {
+        self.dirs.iter().all(|d| d.state == DirState::Done)
+    }
+
+    pub fn dir_done(&self, dir: Dir) -> bool {
+        self.dirs[dir as usize].state == DirState::Done
+    }
+
+    /// Stops reading a direction (a gap, or the flow ended).
+    pub fn stop(&mut self, dir: Dir) {
+        let d = &mut self.dirs[dir as usize];
+        d.state = DirState::Done;
+        d.hs = Vec::new();
+    }
+
+    /// Feeds contiguous stream bytes; returns how many were consumed.
+    pub fn feed(&mut self, dir: Dir, data: &[u8], certs: &mut CertCache) -> usize {
+        let mut used = 0;
+        while self.dirs[dir as usize].state == DirState::Active {
+            let rest = &data[used..];
+            if dir == Dir::ToServer && self.client_hellos == 0 && rest.first().is_some_and(|b| b & 0x80 != 0) {
+                match hello::parse_sslv2_client_hello(rest) {
+                    Some((ch, len)) => {
+                        self.client_hello = Some(ch);
+                        self.client_hellos += 1;
+                        self.stop(dir);
+                        return used + len.min(rest.len());
+                    }
+                    None if rest.len() < 11 => return used,
+                    None => {
+                        let len = ((((rest[0] & 0x7f) as usize) << 8) | rest[1] as usize) + 2;
+                        if rest.len() < len {
+                            return used;
+                        }
+                        self.fail(dir);
+                        return data.len();
+                    }
+                }
+            }
+            if rest.len() < 5 {
+                return used;
+            }
+            let (ctype, major, len) = (rest[0], rest[1], u16::from_be_bytes([rest[3], rest[4]]) as usize);
+            if !(CONTENT_CCS..=CONTENT_HEARTBEAT).contains(&ctype) || major != 3 || len > MAX_RECORD_LEN {
+                self.fail(dir);
+                return data.len();
+            }
+            if rest.len() < 5 + len {
+                return used;
+            }
+            let body = &rest[5..5 + len];
+            used += 5 + len;
+            match ctype {
+                CONTENT_HANDSHAKE => self.handshake_fragment(dir, body, certs),
+                // After ChangeCipherSpec the rest of the direction is encrypted.
+                CONTENT_CCS | CONTENT_APPDATA => self.stop(dir),
+                CONTENT_ALERT | CONTENT_HEARTBEAT => {}
+                _ => {}
+            }
+        }
+        data.len()
+    }
+
+    fn fail(&mut self, dir: Dir) {
+        self.malformed = true;
+        self.stop(dir);
+    }
+
+    fn handshake_fragment(&mut self, dir: Dir, body: &[u8], certs: &mut CertCache) {
+        let d = &mut self.dirs[dir as usize];
+        if d.hs.is_empty() {
+            // Fast path: messages inside this record are parsed in place.
+            let used = self.messages(dir, body, certs);
+            let d = &mut self.dirs[dir as usize];
+            if d.state == DirState::Active && used < body.len() {
+                d.hs.extend_from_slice(&body[used..]);
+            }
+        } else {
+            if d.hs.len() + body.len() > MAX_MESSAGE_LEN + 4 {
+                self.fail(dir);
+                return;
+            }
+            d.hs.extend_from_slice(body);
+            let hs = std::mem::take(&mut self.dirs[dir as usize].hs);
+            let used = self.messages(dir, &hs, certs);
+            let d = &mut self.dirs[dir as usize];
+            if d.state == DirState::Active {
+                let mut hs = hs;
+                hs.drain(..used);
+                d.hs = hs;
+            }
+        }
+    }
+
+    /// Handles every complete handshake message in `buf`; returns bytes used.
+    fn messages(&mut self, dir: Dir, buf: &[u8], certs: &mut CertCache) -> usize {
+        let mut used = 0;
+        while self.dirs[dir as usize].state == DirState::Active {
+            let rest = &buf[used..];
+            if rest.len() < 4 {
+                break;
+            }
+            let len = u32::from_be_bytes([0, rest[1], rest[2], rest[3]]) as usize;
+            if len > MAX_MESSAGE_LEN {
+                self.fail(dir);
+                return buf.len();
+            }
+            if rest.len() < 4 + len {
+                break;
+            }
+            self.message(dir, rest[0], &rest[4..4 + len], certs);
+            used += 4 + len;
+        }
+        used
+    }
+
+    fn message(&mut self, dir: Dir, ty: u8, body: &[u8], certs: &mut CertCache) {
+        match (dir, ty) {
+            (Dir::ToServer, HS_CLIENT_HELLO) => {
+                self.client_hellos += 1;
+                if self.client_hello.is_none() {
+                    match hello::parse_client_hello(body) {
+                        Ok(ch) => self.client_hello = Some(ch),
+                        Err(_) => self.malformed = true,
+                    }
+                }
+                // A second ClientHello follows only a HelloRetryRequest.
+                let retry = self.server_hello.as_ref().is_some_and(|s| s.retry_request);
+                if !retry || self.client_hellos > 1 {
+                    self.stop(dir);
+                }
+            }
+            (Dir::ToClient, HS_SERVER_HELLO) => match hello::parse_server_hello(body) {
+                Ok(sh) => {
+                    let retry = sh.retry_request;
+                    let tls13 = sh.version() == 0x0304 || (sh.version() >> 8) == 0x7f;
+                    if !retry || self.server_hello.is_none() {
+                        self.server_hello = Some(sh);
+                    }
+                    if retry {
+                        // The client's second hello is still to come.
+                        self.dirs[Dir::ToServer as usize].state = DirState::Active;
+                    } else if tls13 {
+                        self.stop(dir);
+                    }
+                }
+                Err(_) => self.fail(dir),
+            },
+            (Dir::ToClient, HS_CERTIFICATE) => {
+                self.certificates(body, certs);
+                self.stop(dir);
+            }
+            (Dir::ToClient, HS_SERVER_HELLO_DONE) => self.stop(dir),
+            _ => {}
+        }
+    }
+
+    fn certificates(&mut self, body: &[u8], certs: &mut CertCache) {
+        // certificate_list<0..2^24-1>, each ASN.1Cert<1..2^24-1> (RFC 5246 §7.4.2)
+        let Some(total) = body.get(..3).map(|b| u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize) else {
+            self.malformed = true;
+            return;
+        };
+        let mut list = &body[3..body.len().min(3 + total)];
+        while list.len() >= 3 {
+            let len = u32::from_be_bytes([0, list[0], list[1], list[2]]) as usize;
+            let Some(der) = list.get(3..3 + len) else {
+                self.malformed = true;
+                break;
+            };
+            self.chain_len += 1;
+            if self.chain.len() < MAX_CHAIN {
+                self.chain.push(certs.get(der));
+            }
+            list = &list[3 + len..];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(ct: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ct, 3, 3];
+        v.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    fn hs(ty: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![ty];
+        v.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn non_tls_bytes_stop_the_direction() {
+        let mut s = TlsSession::default();
+        let mut c = CertCache::default();
+        assert_eq!(s.feed(Dir::ToServer, b"GET / HTTP/1.1\r\n", &mut c), 16);
+        assert!(s.dir_done(Dir::ToServer) && s.malformed);
+    }
+
+    #[test]
+    fn partial_record_needs_more() {
+        let mut s = TlsSession::default();
+        let mut c = CertCache::default();
+        let r = record(22, &hs(14, &[]));
+        assert_eq!(s.feed(Dir::ToClient, &r[..6], &mut c), 0);
+        assert_eq!(s.feed(Dir::ToClient, &r, &mut c), r.len());
+        assert!(s.dir_done(Dir::ToClient));
+    }
+
+    #[test]
+    fn message_spanning_records_is_joined() {
+        let mut s = TlsSession::default();
+        let mut c = CertCache::default();
+        // a certificate message with two tiny "certificates", split over 3 records
+        let mut list = Vec::new();
+        for der in [&b"abc"[..], &b"defg"[..]] {
+            list.extend_from_slice(&(der.len() as u32).to_be_bytes()[1..]);
+            list.extend_from_slice(der);
+        }
+        let mut body = (list.len() as u32).to_be_bytes()[1..].to_vec();
+        body.extend_from_slice(&list);
+        let msg = hs(11, &body);
+        let mut wire = Vec::new();
+        for part in msg.chunks(5) {
+            wire.extend_from_slice(&record(22, part));
+        }
+        assert_eq!(s.feed(Dir::ToClient, &wire, &mut c), wire.len());
+        assert_eq!(s.chain_len, 2);
+        assert_eq!(s.chain[1].der_len, 4);
+        assert!(s.dir_done(Dir::ToClient));
+    }
+
+    #[test]
+    fn absurd_lengths_are_malformed_not_buffered() {
+        let mut s = TlsSession::default();
+        let mut c = CertCache::default();
+        let r = record(22, &[11, 0xff, 0xff, 0xff]);
+        s.feed(Dir::ToClient, &r, &mut c);
+        assert!(s.malformed && s.dir_done(Dir::ToClient));
+        let mut s = TlsSession::default();
+        s.feed(Dir::ToClient, &[22, 3, 3, 0xff, 0xff], &mut c);
+        assert!(s.malformed);
+    }
+
+    #[test]
+    fn detection_by_content() {
+        assert!(looks_like_handshake(&[22, 3, 1, 0, 5]));
+        assert!(!looks_like_handshake(b"GET /"));
+        assert!(looks_like_tls(&[23, 3, 3, 0, 5]));
+        assert!(looks_like_handshake(&[0x80, 0x2e, 1, 3, 1]));
+    }
+}
