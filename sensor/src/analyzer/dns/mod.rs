@@ -266,7 +266,7 @@ mod tests {
         let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 2, 0, 0, 0, 0];
         m.extend_from_slice(b"\x03www\x07example\x03com\x00\x00\x01\x00\x01");
         // www.example.com CNAME edge.example.net
-        m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0x0e, 0x10, 0, 16]);
+        m.extend_from_slice(&[0xc0, 12, 0, 5, 0, 1, 0, 0, 0x0e, 0x10, 0, 18]);
         m.extend_from_slice(b"\x04edge\x07example\x03net\x00");
         // edge.example.net A 192.0.2.7 (name by pointer to offset 45)
         m.extend_from_slice(&[0xc0, 45, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 192, 0, 2, 7]);
