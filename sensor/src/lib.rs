@@ -1,14 +1,20 @@
 //! spanwatch: a passive sensor that finds developer tunnels (ngrok and kin) and
 //! TLS-interception proxies (mitmproxy and kin) on the wire.
 //!
-//! The core (`decode`, `flow`, `reassembly`, `analyzer`) is sans-IO: it reads no
-//! files, sockets, clocks or environment, and takes capture time as an argument.
-//! `capture` and `output` are the only edges that do I/O.
+//! The core (`decode`, `flow`, `reassembly`, `analyzer`, `engine`) is sans-IO:
+//! it reads no files, sockets, clocks or environment, and takes capture time as
+//! an argument. `capture` and the event sinks are the only edges that do I/O.
+//! `unsafe` is denied everywhere; the one exception (mapping a capture file)
+//! is isolated in `capture::file` with its invariant written down.
 #![deny(unsafe_code)]
 
 pub mod analyzer;
 pub mod capture;
+pub mod config;
 pub mod decode;
+pub mod engine;
+pub mod event;
 pub mod flow;
 pub mod reassembly;
+pub mod stats;
 pub mod time;

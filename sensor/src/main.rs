@@ -1,1 +1,212 @@
-fn main(){}
+//! `spanwatch`: the command-line front. All the work is in the library.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use spanwatch::capture::{CaptureError, FileReader, LibpcapReader, Packet};
+use spanwatch::config::SiteConfig;
+use spanwatch::engine::{Engine, EngineConfig, Origin};
+use spanwatch::event::JsonLines;
+use spanwatch::stats::Counters;
+
+#[derive(Parser)]
+#[command(name = "spanwatch", version, about = "Finds developer tunnels and TLS-interception proxies on the wire")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Read pcap/pcapng files and write EVE JSON events, one per line.
+    Read(ReadArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Reader {
+    /// Memory-mapped pcap/pcapng reader (zero-copy; any mix of link types).
+    Native,
+    /// libpcap's reader (copies each packet; one link type per file).
+    Libpcap,
+}
+
+#[derive(clap::Args)]
+struct ReadArgs {
+    /// Site configuration (TOML).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Write events here instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Worker threads (the offline reader is single-threaded for now).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Which capture reader to use.
+    #[arg(long, value_enum, default_value = "native")]
+    reader: Reader,
+    /// Flows tracked at most.
+    #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
+    max_flows: usize,
+    /// Capture files, read in the order given.
+    #[arg(required = true)]
+    captures: Vec<PathBuf>,
+}
+
+enum Source {
+    Native(FileReader),
+    Libpcap(LibpcapReader),
+}
+
+impl Source {
+    fn open(reader: Reader, path: &std::path::Path) -> Result<Source, CaptureError> {
+        Ok(match reader {
+            Reader::Native => Source::Native(FileReader::open(path)?),
+            Reader::Libpcap => Source::Libpcap(LibpcapReader::open(path)?),
+        })
+    }
+    fn next(&mut self) -> Option<Result<Packet, CaptureError>> {
+        match self {
+            Source::Native(r) => r.next(),
+            Source::Libpcap(r) => r.next(),
+        }
+    }
+    fn progress(&self) -> Option<(usize, usize)> {
+        match self {
+            Source::Native(r) => Some((r.position(), r.len())),
+            Source::Libpcap(_) => None,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SPANWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Read(args) => read(args),
+    }
+}
+
+fn read(args: ReadArgs) -> ExitCode {
+    let site = match &args.config {
+        Some(p) => match SiteConfig::load(p) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("spanwatch: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => SiteConfig::default(),
+    };
+    if args.workers > 1 {
+        eprintln!("spanwatch: note: --workers {} accepted; offline reading runs on one worker for now", args.workers);
+    }
+    let out: Box<dyn Write> = match &args.output {
+        Some(p) => match std::fs::File::create(p) {
+            Ok(f) => Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
+            Err(e) => {
+                eprintln!("spanwatch: {}: cannot create: {e}", p.display());
+                return ExitCode::from(2);
+            }
+        },
+        None => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())),
+    };
+    let mut sink = JsonLines::new(out);
+    let mut engine = Engine::new(EngineConfig {
+        site: Arc::new(site),
+        max_flows: args.max_flows,
+        ..Default::default()
+    });
+    let started = Instant::now();
+    let mut failed = 0usize;
+    let bar = progress_bar();
+    let mut last_name = String::new();
+    for path in &args.captures {
+        let name = path.display().to_string();
+        let mut src = match Source::open(args.reader, path) {
+            Ok(s) => s,
+            Err(e) => {
+                bar.suspend(|| eprintln!("spanwatch: {e}"));
+                failed += 1;
+                continue;
+            }
+        };
+        bar.set_message(name.clone());
+        let origin = Origin { pcap_file: Some(&name) };
+        let mut n = 0u64;
+        while let Some(item) = src.next() {
+            match item {
+                Ok(pkt) => engine.process(&pkt, origin, &mut sink),
+                Err(e) => {
+                    bar.suspend(|| eprintln!("spanwatch: {e}"));
+                    failed += 1;
+                    break;
+                }
+            }
+            n += 1;
+            if n % 8192 == 0 {
+                if let Some((pos, len)) = src.progress() {
+                    if started.elapsed().as_secs() >= 1 && !bar.is_hidden() {
+                        bar.set_length(len as u64);
+                        bar.set_position(pos as u64);
+                    }
+                }
+            }
+        }
+        last_name = name;
+    }
+    engine.finish(Origin { pcap_file: Some(&last_name) }, &mut sink);
+    bar.finish_and_clear();
+    if let Err(e) = sink.flush() {
+        eprintln!("spanwatch: writing events: {e}");
+        failed += 1;
+    }
+    if let Some(e) = sink.take_error() {
+        eprintln!("spanwatch: {} events could not be written: {e}", sink.errors);
+        failed += 1;
+    }
+    summary(&engine.counters, args.captures.len(), sink.written, started.elapsed());
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn summary(c: &Counters, files: usize, events: u64, elapsed: std::time::Duration) {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    eprintln!(
+        "spanwatch: {files} file(s): {} packets, {} bytes, {} flows, {} TLS handshakes, {} certificate chains ({} certificates parsed, {} cache hits), {} DNS messages, {} HTTP transactions",
+        c.packets, c.bytes, c.flows_created, c.tls_client_hellos, c.tls_certificate_msgs, c.certs_parsed, c.cert_cache_hits, c.dns_packets, c.http_transactions
+    );
+    eprintln!(
+        "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS), {} unknown link type, {} not IP; {} stream gaps",
+        c.malformed(), c.decode_truncated, c.decode_malformed, c.tls_malformed, c.certs_malformed, c.dns_malformed,
+        c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps
+    );
+    eprintln!(
+        "spanwatch: {events} events in {secs:.3} s: {:.1} Mbit/s, {:.0} packets/s",
+        c.bytes as f64 * 8.0 / secs / 1e6,
+        c.packets as f64 / secs
+    );
+}

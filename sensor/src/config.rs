@@ -1,0 +1,248 @@
+//! Site configuration (TOML): sensor name and network segments.
+//!
+//! ```toml
+//! [sensor]
+//! name = "dmz-sensor-1"
+//! [[segment]]
+//! name = "prod-core"
+//! kind = "production"          # production | development | other
+//! cidrs = ["10.1.0.0/16", "2001:db8:1::/48"]
+//! vlans = [100]                # optional
+//! ```
+//!
+//! Unknown keys are errors; every error names the file, line, column and key.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::Vlans;
+
+/// A configuration error, located.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{col}: {msg}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub msg: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SegmentKind {
+    Production,
+    Development,
+    Other,
+}
+
+impl SegmentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentKind::Production => "production",
+            SegmentKind::Development => "development",
+            SegmentKind::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SegmentConfig {
+    pub name: String,
+    pub kind: SegmentKind,
+    #[serde(default)]
+    pub cidrs: Vec<IpNet>,
+    #[serde(default)]
+    pub vlans: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SensorConfig {
+    pub name: Option<String>,
+}
+
+/// The whole site configuration file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    #[serde(default)]
+    pub sensor: SensorConfig,
+    #[serde(default, rename = "segment")]
+    pub segments: Vec<SegmentConfig>,
+}
+
+/// What an event says of an endpoint's segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SegmentRef<'a> {
+    pub name: &'a str,
+    pub kind: SegmentKind,
+}
+
+impl SiteConfig {
+    pub fn load(path: &Path) -> Result<SiteConfig, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: 0,
+            col: 0,
+            msg: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<SiteConfig, ConfigError> {
+        let cfg: SiteConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
+            ConfigError {
+                file: file.to_string(),
+                line,
+                col,
+                msg: e.message().to_string(),
+            }
+        })?;
+        cfg.validate(file, text)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            let err = |msg: String| {
+                let (line, col) = nth_table_line(text, "segment", i);
+                ConfigError {
+                    file: file.to_string(),
+                    line,
+                    col,
+                    msg,
+                }
+            };
+            if s.name.trim().is_empty() {
+                return Err(err("segment.name: must not be empty".into()));
+            }
+            if !seen.insert(s.name.as_str()) {
+                return Err(err(format!("segment.name: `{}` is defined twice", s.name)));
+            }
+            if s.cidrs.is_empty() && s.vlans.is_empty() {
+                return Err(err(format!("segment `{}`: needs cidrs or vlans", s.name)));
+            }
+            if let Some(v) = s.vlans.iter().find(|v| **v > 4095) {
+                return Err(err(format!("segment.vlans: {v} is not a VLAN id (0-4095)")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The segment an endpoint belongs to: a VLAN match beats none, then the
+    /// longest matching prefix wins.
+    pub fn segment_of(&self, ip: IpAddr, vlans: &Vlans) -> Option<usize> {
+        let mut best: Option<(bool, u8, usize)> = None;
+        for (i, s) in self.segments.iter().enumerate() {
+            let vlan_match = !s.vlans.is_empty() && vlans.as_slice().iter().any(|v| s.vlans.contains(v));
+            if !s.vlans.is_empty() && !vlan_match {
+                continue;
+            }
+            let prefix = if s.cidrs.is_empty() {
+                Some(0)
+            } else {
+                s.cidrs.iter().filter(|n| n.contains(&ip)).map(|n| n.prefix_len()).max()
+            };
+            let Some(prefix) = prefix else { continue };
+            let score = (vlan_match, prefix, usize::MAX - i);
+            if best.is_none_or(|(bv, bp, bi)| score > (bv, bp, bi)) {
+                best = Some(score);
+            }
+        }
+        best.map(|(_, _, inv)| usize::MAX - inv)
+    }
+
+    pub fn segment_ref(&self, idx: Option<usize>) -> Option<SegmentRef<'_>> {
+        let s = self.segments.get(idx?)?;
+        Some(SegmentRef {
+            name: &s.name,
+            kind: s.kind,
+        })
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|p| p + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Line of the `n`th `[[name]]` header (for errors found after parsing).
+fn nth_table_line(text: &str, name: &str, n: usize) -> (usize, usize) {
+    let header = format!("[[{name}]]");
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim_start().starts_with(&header))
+        .nth(n)
+        .map(|(i, _)| (i + 1, 1))
+        .unwrap_or((0, 0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[sensor]
+name = "dmz-sensor-1"
+[[segment]]
+name = "prod-core"
+kind = "production"
+cidrs = ["10.1.0.0/16", "2001:db8:1::/48"]
+[[segment]]
+name = "prod-db"
+kind = "production"
+cidrs = ["10.1.5.0/24"]
+[[segment]]
+name = "dev-vlan"
+kind = "development"
+cidrs = ["10.0.0.0/8"]
+vlans = [100]
+"#;
+
+    #[test]
+    fn example_parses_and_longest_prefix_wins() {
+        let c = SiteConfig::parse("t.toml", EXAMPLE).expect("parses");
+        assert_eq!(c.sensor.name.as_deref(), Some("dmz-sensor-1"));
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let none = Vlans::default();
+        assert_eq!(c.segment_of(ip("10.1.2.3"), &none), Some(0));
+        assert_eq!(c.segment_of(ip("10.1.5.3"), &none), Some(1));
+        assert_eq!(c.segment_of(ip("2001:db8:1::5"), &none), Some(0));
+        assert_eq!(c.segment_of(ip("192.0.2.1"), &none), None);
+        // on VLAN 100 the VLAN segment wins over a longer prefix
+        assert_eq!(c.segment_of(ip("10.1.5.3"), &Vlans::new(&[100])), Some(2));
+        assert_eq!(c.segment_ref(Some(2)).map(|s| s.kind), Some(SegmentKind::Development));
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let e = SiteConfig::parse("site.toml", "[sensor]\nname = \"x\"\nnmae = 3\n").expect_err("unknown key");
+        let s = e.to_string();
+        assert!(s.starts_with("site.toml:3:1: "), "{s}");
+        assert!(s.contains("nmae"), "{s}");
+        let e = SiteConfig::parse("s.toml", "[[segment]]\nname = \"a\"\nkind = \"prod\"\ncidrs = []\n")
+            .expect_err("bad kind");
+        assert!(e.to_string().starts_with("s.toml:3:"), "{e}");
+        assert!(e.to_string().contains("production"), "{e}");
+        let e = SiteConfig::parse("s.toml", "[[segment]]\nname = \"a\"\nkind = \"other\"\ncidrs = [\"10.0.0.0/33\"]\n")
+            .expect_err("bad cidr");
+        assert!(e.to_string().starts_with("s.toml:4:"), "{e}");
+        let e = SiteConfig::parse(
+            "s.toml",
+            "[[segment]]\nname = \"a\"\nkind = \"other\"\ncidrs = [\"10.0.0.0/8\"]\n[[segment]]\nname = \"a\"\nkind = \"other\"\nvlans = [1]\n",
+        )
+        .expect_err("duplicate");
+        assert!(e.to_string().starts_with("s.toml:5:1: "), "{e}");
+        assert!(e.to_string().contains("twice"), "{e}");
+    }
+}

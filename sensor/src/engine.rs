@@ -1,0 +1,540 @@
+//! The per-worker pipeline: decode → flow → stream → analyzers → events.
+//!
+//! An [`Engine`] owns its flows (no locks on the per-packet path) and is fed
+//! packets in capture order. It is sans-IO: events go to an [`EventSink`], and
+//! time is each packet's capture time.
+
+use std::sync::Arc;
+
+use crate::analyzer::dns::{self, DnsMessage};
+use crate::analyzer::http::{self, HttpSession};
+use crate::analyzer::tls::cert::CertCache;
+use crate::analyzer::tls::{self, ja3, ja4, TlsSession};
+use crate::capture::Packet;
+use crate::config::SiteConfig;
+use crate::decode::{self, defrag::Defragmenter, Decoded, Outcome, TcpHeader, Transport};
+use crate::event::{ClientHandshake, Event, EventSink, FlowEvent, HttpEvent, Proto, TlsEvent};
+use crate::flow::{Dir, EndReason, Flow, FlowTable, Timeouts, DEFAULT_MAX_FLOWS};
+use crate::reassembly::{Stream, StreamError};
+use crate::stats::Counters;
+use crate::time::{Duration, Timestamp};
+
+/// Data chunks per direction looked at for a protocol before giving up.
+pub const MAX_PROBES: u8 = 8;
+/// DNS-over-TCP messages logged per flow.
+pub const MAX_TCP_DNS_MESSAGES: u32 = 64;
+/// How often (capture time) idle flows are looked for.
+const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub site: Arc<SiteConfig>,
+    pub max_flows: usize,
+    pub timeouts: Timeouts,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            site: Arc::new(SiteConfig::default()),
+            max_flows: DEFAULT_MAX_FLOWS,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// What a direction's bytes are being read as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Mode {
+    /// Not known yet: each new chunk is looked at (finds STARTTLS and CONNECT).
+    #[default]
+    Probe,
+    Tls,
+    Http,
+    Dns,
+    /// Nothing more to read.
+    Off,
+}
+
+/// Per-flow analyzer state.
+#[derive(Debug, Default)]
+pub struct Session {
+    streams: [Stream; 2],
+    modes: [Mode; 2],
+    probes: [u8; 2],
+    tls: Option<Box<TlsSession>>,
+    http: Option<Box<HttpSession>>,
+    dns_msgs: u32,
+    tls_logged: bool,
+    bypass: bool,
+    app_proto: Option<&'static str>,
+    src_seg: Option<usize>,
+    dest_seg: Option<usize>,
+    segs_known: bool,
+}
+
+impl Session {
+    fn off(&self) -> bool {
+        self.modes.iter().all(|m| *m == Mode::Off)
+    }
+}
+
+/// Everything analysis of one chunk may touch besides the stream itself.
+struct Ctx<'a> {
+    certs: &'a mut CertCache,
+    counters: &'a mut Counters,
+    dns_out: &'a mut Vec<DnsMessage>,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    flows: FlowTable<Session>,
+    defrag: Defragmenter,
+    certs: CertCache,
+    pub counters: Counters,
+    ended: Vec<(Flow<Session>, EndReason)>,
+    dns_out: Vec<DnsMessage>,
+    now: Timestamp,
+    last_expire: Timestamp,
+}
+
+/// Where the current packet came from (offline runs name the file).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    pub pcap_file: Option<&'a str>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Engine {
+            flows: FlowTable::new(cfg.max_flows, cfg.timeouts),
+            cfg,
+            defrag: Defragmenter::default(),
+            certs: CertCache::default(),
+            counters: Counters::default(),
+            ended: Vec::new(),
+            dns_out: Vec::new(),
+            now: Timestamp::default(),
+            last_expire: Timestamp::default(),
+        }
+    }
+
+    /// Replaces the site configuration (segments of flows already seen stay).
+    pub fn set_site(&mut self, site: Arc<SiteConfig>) {
+        self.cfg.site = site;
+    }
+
+    /// Processes one captured frame.
+    pub fn process(&mut self, pkt: &Packet, origin: Origin<'_>, sink: &mut dyn EventSink) {
+        self.counters.packets += 1;
+        self.counters.bytes += pkt.data.len() as u64;
+        if pkt.ts > self.now {
+            self.now = pkt.ts;
+        }
+        if self.now.since(self.last_expire) >= EXPIRE_EVERY {
+            self.last_expire = self.now;
+            self.flows.expire(self.now, &mut self.ended);
+            self.defrag.expire(self.now);
+            self.end_flows(origin, sink);
+        }
+        match decode::decode(pkt.linktype, &pkt.data) {
+            Ok(Outcome::Packet(d)) => self.packet(pkt, &d, origin, sink),
+            Ok(Outcome::Fragment(f)) => {
+                if let Some(datagram) = self.defrag.add(self.now, &f) {
+                    match decode::decode_reassembled(&f, &datagram) {
+                        Ok(d) => self.packet(pkt, &d, origin, sink),
+                        Err(e) => self.counters.decode_error(e),
+                    }
+                }
+            }
+            Err(e) => self.counters.decode_error(e),
+        }
+        self.end_flows(origin, sink);
+    }
+
+    /// Ends every flow (end of input), logging each.
+    pub fn finish(&mut self, origin: Origin<'_>, sink: &mut dyn EventSink) {
+        self.flows.drain(&mut self.ended);
+        self.end_flows(origin, sink);
+        self.sync_counters();
+    }
+
+    /// Copies the sub-components' counters into `counters`.
+    pub fn sync_counters(&mut self) {
+        let f = self.flows.stats;
+        let c = &mut self.counters;
+        c.flows_created = f.created;
+        c.flows_timed_out = f.timed_out;
+        c.flows_evicted = f.evicted;
+        c.flows_active = f.active;
+        c.certs_parsed = self.certs.stats.parsed;
+        c.cert_cache_hits = self.certs.stats.hits;
+        c.certs_malformed = self.certs.stats.errors;
+        c.fragments = self.defrag.stats.fragments;
+        c.fragments_reassembled = self.defrag.stats.reassembled;
+        c.fragments_dropped = self.defrag.stats.dropped;
+    }
+
+    fn packet(&mut self, pkt: &Packet, d: &Decoded<'_>, origin: Origin<'_>, sink: &mut dyn EventSink) {
+        let site = Arc::clone(&self.cfg.site);
+        let (flow, dir) = self.flows.track(d, pkt.orig_len.max(pkt.data.len() as u32), pkt.ts, pkt.frame, &mut self.ended, Session::default);
+        if !flow.data.segs_known {
+            let src_seg = site.segment_of(flow.client().0, &flow.key.vlans);
+            let dest_seg = site.segment_of(flow.server().0, &flow.key.vlans);
+            flow.data.segs_known = true;
+            flow.data.src_seg = src_seg;
+            flow.data.dest_seg = dest_seg;
+        }
+        let s = &mut flow.data;
+        match d.transport {
+            Transport::Udp if dns::is_dns_port(d.sport, d.dport) && !d.payload.is_empty() => {
+                self.counters.dns_packets += 1;
+                match dns::parse(d.payload) {
+                    Ok(m) => {
+                        flow.data.app_proto = Some("dns");
+                        self.dns_out.push(m);
+                    }
+                    Err(_) => self.counters.dns_malformed += 1,
+                }
+                emit_dns(&mut self.dns_out, flow, dir, pkt, &site, origin, sink);
+            }
+            Transport::Tcp(h) => {
+                if s.bypass {
+                    self.counters.bypassed_packets += 1;
+                    return;
+                }
+                let st = &mut s.streams[dir as usize];
+                if h.has(TcpHeader::SYN) {
+                    st.syn(h.seq);
+                }
+                if d.payload.is_empty() {
+                    return;
+                }
+                let dns_port = dns::is_dns_port(d.sport, d.dport);
+                let mut ctx = Ctx {
+                    certs: &mut self.certs,
+                    counters: &mut self.counters,
+                    dns_out: &mut self.dns_out,
+                };
+                let Session { streams, modes, probes, tls, http, dns_msgs, app_proto, .. } = s;
+                let r = streams[dir as usize].push(h.seq, d.payload, &mut |bytes: &[u8]| {
+                    analyze(dir, bytes, &mut modes[dir as usize], &mut probes[dir as usize], tls, http, dns_msgs, app_proto, dns_port, &mut ctx)
+                });
+                if let Err(e) = r {
+                    match e {
+                        StreamError::Gap => self.counters.stream_gaps += 1,
+                        StreamError::Overflow => self.counters.stream_overflows += 1,
+                    }
+                    s.modes[dir as usize] = Mode::Off;
+                    if let Some(t) = s.tls.as_mut() {
+                        t.stop(dir);
+                    }
+                }
+                emit_dns(&mut self.dns_out, flow, dir, pkt, &site, origin, sink);
+                emit_http(flow, pkt, &site, origin, sink, &mut self.counters);
+                let s = &flow.data;
+                if s.tls.as_ref().is_some_and(|t| t.done()) && !s.tls_logged {
+                    emit_tls(flow, pkt.ts, Some(pkt.frame), &site, origin, sink, &mut self.counters);
+                }
+                let s = &mut flow.data;
+                if s.off() {
+                    s.bypass = true;
+                    for st in s.streams.iter_mut() {
+                        st.release();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn end_flows(&mut self, origin: Origin<'_>, sink: &mut dyn EventSink) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let site = Arc::clone(&self.cfg.site);
+        for (mut flow, reason) in self.ended.drain(..) {
+            if let Some(h) = flow.data.http.as_mut() {
+                h.flush();
+            }
+            let last = flow.last;
+            emit_http(&mut flow, &Packet::at(last), &site, origin, sink, &mut self.counters);
+            let s = &flow.data;
+            if !s.tls_logged && s.tls.as_ref().is_some_and(|t| t.client_hello.is_some() || t.server_hello.is_some()) {
+                emit_tls(&mut flow, last, None, &site, origin, sink, &mut self.counters);
+            }
+            let ev = FlowEvent {
+                pkts_toserver: flow.pkts[0],
+                pkts_toclient: flow.pkts[1],
+                bytes_toserver: flow.bytes[0],
+                bytes_toclient: flow.bytes[1],
+                start: flow.start,
+                end: flow.last,
+                age: flow.last.since(flow.start).0 / 1_000_000_000,
+                state: flow.state(),
+                reason: reason.as_str(),
+                alerted: false,
+            };
+            let mut e = header(&flow, "flow", flow.last, &site, origin, Some(flow.first_frame));
+            e.flow = Some(ev);
+            sink.emit(&e);
+            self.counters.events_flow += 1;
+        }
+    }
+}
+
+/// Reads one contiguous chunk of a direction; returns bytes consumed.
+#[allow(clippy::too_many_arguments)]
+fn analyze(
+    dir: Dir,
+    bytes: &[u8],
+    mode: &mut Mode,
+    probes: &mut u8,
+    tls_s: &mut Option<Box<TlsSession>>,
+    http_s: &mut Option<Box<HttpSession>>,
+    dns_msgs: &mut u32,
+    app_proto: &mut Option<&'static str>,
+    dns_port: bool,
+    ctx: &mut Ctx<'_>,
+) -> usize {
+    // A chunk that opens a TLS handshake switches any non-TLS mode to TLS:
+    // that is how STARTTLS upgrades and CONNECT tunnels are followed.
+    if matches!(*mode, Mode::Probe | Mode::Http) && tls::looks_like_handshake(bytes) {
+        *mode = Mode::Tls;
+        if app_proto.is_none_or(|p| p != "tls") {
+            *app_proto = Some("tls");
+        }
+    }
+    match *mode {
+        Mode::Probe => {
+            let is_http = match dir {
+                Dir::ToServer => http::looks_like_request(bytes),
+                Dir::ToClient => http::looks_like_response(bytes),
+            };
+            if is_http {
+                *mode = Mode::Http;
+                app_proto.get_or_insert("http");
+                return analyze(dir, bytes, mode, probes, tls_s, http_s, dns_msgs, app_proto, dns_port, ctx);
+            }
+            if dns_port {
+                *mode = Mode::Dns;
+                app_proto.get_or_insert("dns");
+                return analyze(dir, bytes, mode, probes, tls_s, http_s, dns_msgs, app_proto, dns_port, ctx);
+            }
+            // Only a short partial header: wait for the rest before judging.
+            if bytes.len() < 5 && *probes == 0 {
+                return 0;
+            }
+            *probes += 1;
+            if *probes >= MAX_PROBES {
+                *mode = Mode::Off;
+            }
+            bytes.len()
+        }
+        Mode::Tls => {
+            let t = tls_s.get_or_insert_with(Default::default);
+            let was_malformed = t.malformed;
+            let seen = t.client_hellos;
+            let used = t.feed(dir, bytes, ctx.certs);
+            if t.client_hellos > seen {
+                ctx.counters.tls_client_hellos += 1;
+            }
+            if t.malformed && !was_malformed {
+                ctx.counters.tls_malformed += 1;
+            }
+            if t.dir_done(dir) {
+                *mode = Mode::Off;
+            }
+            used
+        }
+        Mode::Http => {
+            let h = http_s.get_or_insert_with(Default::default);
+            match dir {
+                Dir::ToServer => h.feed_request(bytes),
+                Dir::ToClient => h.feed_response(bytes),
+            }
+        }
+        Mode::Dns => {
+            // RFC 1035 §4.2.2: two-byte length, then the message.
+            let mut used = 0;
+            while let Some(len) = bytes.get(used..used + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) {
+                let Some(msg) = bytes.get(used + 2..used + 2 + len) else { break };
+                used += 2 + len;
+                ctx.counters.dns_packets += 1;
+                match dns::parse(msg) {
+                    Ok(m) if *dns_msgs < MAX_TCP_DNS_MESSAGES => {
+                        *dns_msgs += 1;
+                        ctx.dns_out.push(m);
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        ctx.counters.dns_malformed += 1;
+                        *mode = Mode::Off;
+                        return bytes.len();
+                    }
+                }
+            }
+            used
+        }
+        Mode::Off => bytes.len(),
+    }
+}
+
+impl Packet {
+    /// A packet-less stand-in carrying only a time (for events at flow end).
+    fn at(ts: Timestamp) -> Packet {
+        Packet {
+            ts,
+            linktype: crate::capture::LinkType::ETHERNET,
+            data: bytes::Bytes::new(),
+            orig_len: 0,
+            frame: 0,
+        }
+    }
+}
+
+fn header<'a>(
+    flow: &'a Flow<Session>,
+    event_type: &'static str,
+    ts: Timestamp,
+    site: &'a SiteConfig,
+    origin: Origin<'a>,
+    frame: Option<u64>,
+) -> Event<'a> {
+    let (c, s) = (flow.client(), flow.server());
+    Event {
+        timestamp: ts,
+        flow_id: flow.id,
+        sensor: site.sensor.name.as_deref(),
+        pcap_file: origin.pcap_file,
+        pcap_frame: if origin.pcap_file.is_some() { frame.filter(|f| *f > 0) } else { None },
+        event_type,
+        src_ip: c.0,
+        src_port: c.1,
+        dest_ip: s.0,
+        dest_port: s.1,
+        proto: Proto(flow.key.proto),
+        vlan: flow.key.vlans.as_slice(),
+        community_id: &flow.community_id,
+        app_proto: flow.data.app_proto,
+        src_segment: site.segment_ref(flow.data.src_seg),
+        dest_segment: site.segment_ref(flow.data.dest_seg),
+        tls: None,
+        dns: None,
+        http: None,
+        flow: None,
+    }
+}
+
+fn emit_dns(
+    out: &mut Vec<DnsMessage>,
+    flow: &Flow<Session>,
+    dir: Dir,
+    pkt: &Packet,
+    site: &SiteConfig,
+    origin: Origin<'_>,
+    sink: &mut dyn EventSink,
+) {
+    for m in out.drain(..) {
+        let mut e = header(flow, "dns", pkt.ts, site, origin, Some(pkt.frame));
+        // DNS events carry the packet's own direction (a response comes from the server).
+        if dir == Dir::ToClient {
+            std::mem::swap(&mut e.src_ip, &mut e.dest_ip);
+            std::mem::swap(&mut e.src_port, &mut e.dest_port);
+            std::mem::swap(&mut e.src_segment, &mut e.dest_segment);
+        }
+        e.dns = Some(&m);
+        sink.emit(&e);
+    }
+}
+
+fn emit_http(
+    flow: &mut Flow<Session>,
+    pkt: &Packet,
+    site: &SiteConfig,
+    origin: Origin<'_>,
+    sink: &mut dyn EventSink,
+    counters: &mut Counters,
+) {
+    let Some(mut h) = flow.data.http.take() else { return };
+    for (req, resp) in h.done.drain(..) {
+        let mut e = header(flow, "http", pkt.ts, site, origin, Some(pkt.frame));
+        e.http = Some(HttpEvent {
+            request: req.as_ref(),
+            response: resp.as_ref(),
+        });
+        sink.emit(&e);
+        h.logged += 1;
+        counters.http_transactions += 1;
+    }
+    flow.data.http = Some(h);
+}
+
+fn tls_version_name(v: u16) -> &'static str {
+    match v {
+        0x0304 => "TLS 1.3",
+        0x0303 => "TLS 1.2",
+        0x0302 => "TLS 1.1",
+        0x0301 => "TLS 1.0",
+        0x0300 => "SSLv3",
+        0x0002 => "SSLv2",
+        v if v >> 8 == 0x7f => "TLS 1.3",
+        _ => "UNDETERMINED",
+    }
+}
+
+fn emit_tls(
+    flow: &mut Flow<Session>,
+    ts: Timestamp,
+    frame: Option<u64>,
+    site: &SiteConfig,
+    origin: Origin<'_>,
+    sink: &mut dyn EventSink,
+    counters: &mut Counters,
+) {
+    flow.data.tls_logged = true;
+    let Some(t) = flow.data.tls.as_deref() else { return };
+    let ch = t.client_hello.as_ref();
+    let sh = t.server_hello.as_ref();
+    let leaf = t.chain.first().map(|c| &**c);
+    let version = match (sh, ch) {
+        (Some(sh), _) => tls_version_name(sh.version()),
+        (None, Some(ch)) if ch.sslv2 => "SSLv2",
+        _ => "UNDETERMINED",
+    };
+    let ev = TlsEvent {
+        sni: ch.and_then(|c| c.sni.as_deref()),
+        version,
+        client_alpns: ch.map(|c| &c.alpns[..]).unwrap_or(&[]),
+        server_alpns: sh.and_then(|s| s.alpn.as_deref()).map(|a| [a]),
+        ja3: ch.filter(|c| !c.sslv2).map(ja3::ja3),
+        ja3s: sh.map(ja3::ja3s),
+        ja4: ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp).0),
+        cipher_suite: sh.map(|s| s.cipher),
+        subject: leaf.map(|c| c.subject.as_str()),
+        issuerdn: leaf.map(|c| c.issuerdn.as_str()),
+        serial: leaf.map(|c| c.serial.as_str()),
+        fingerprint: leaf.map(|c| c.fingerprint.as_str()),
+        notbefore: leaf.map(|c| c.notbefore.as_str()),
+        notafter: leaf.map(|c| c.notafter.as_str()),
+        subjectaltname: leaf.map(|c| &c.san[..]).filter(|s| !s.is_empty()),
+        chain: t.chain.iter().map(|c| &**c).collect(),
+        client_handshake: ch.map(|c| ClientHandshake {
+            version: c.legacy_version,
+            ciphers: &c.ciphers,
+            exts: &c.extensions,
+            supported_versions: &c.supported_versions,
+            groups: &c.groups,
+            sig_algs: &c.sig_algs,
+            sslv2: c.sslv2,
+        }),
+    };
+    let mut e = header(flow, "tls", ts, site, origin, frame);
+    e.tls = Some(ev);
+    sink.emit(&e);
+    counters.events_tls += 1;
+    if !t.chain.is_empty() {
+        counters.tls_certificate_msgs += 1;
+    }
+}

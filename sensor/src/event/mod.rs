@@ -1,0 +1,219 @@
+//! EVE-compatible events and the JSON-lines sink.
+//!
+//! Events are typed structs that borrow from flow state; they are serialised
+//! with `serde_json::to_writer` into one reused buffer (no `Value` trees).
+//! Field names follow Suricata's EVE where EVE has one.
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::analyzer::dns::DnsMessage;
+use crate::analyzer::http::{Request, Response};
+use crate::analyzer::tls::cert::CertInfo;
+use crate::analyzer::tls::ja3::Ja3;
+use crate::config::SegmentRef;
+use crate::time::Timestamp;
+
+/// IP protocol as EVE names it.
+#[derive(Debug, Clone, Copy)]
+pub struct Proto(pub u8);
+
+impl Serialize for Proto {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            6 => s.serialize_str("TCP"),
+            17 => s.serialize_str("UDP"),
+            1 => s.serialize_str("ICMP"),
+            58 => s.serialize_str("IPv6-ICMP"),
+            132 => s.serialize_str("SCTP"),
+            47 => s.serialize_str("GRE"),
+            n => s.collect_str(&n),
+        }
+    }
+}
+
+/// One event: the common EVE header and one protocol object.
+#[derive(Debug, Serialize)]
+pub struct Event<'a> {
+    pub timestamp: Timestamp,
+    pub flow_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sensor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcap_file: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcap_frame: Option<u64>,
+    pub event_type: &'static str,
+    pub src_ip: IpAddr,
+    pub src_port: u16,
+    pub dest_ip: IpAddr,
+    pub dest_port: u16,
+    pub proto: Proto,
+    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
+    pub vlan: &'a [u16],
+    pub community_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_proto: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_segment: Option<SegmentRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_segment: Option<SegmentRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsEvent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<&'a DnsMessage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpEvent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowEvent>,
+}
+
+/// The ClientHello as EVE 8 logs it (`tls.client_handshake`), plus the lists a
+/// rule or an analyst needs: numbers in wire order, GREASE included.
+#[derive(Debug, Serialize)]
+pub struct ClientHandshake<'a> {
+    pub version: u16,
+    pub ciphers: &'a [u16],
+    pub exts: &'a [u16],
+    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
+    pub supported_versions: &'a [u16],
+    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
+    pub groups: &'a [u16],
+    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
+    pub sig_algs: &'a [u16],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sslv2: bool,
+}
+
+/// EVE's `tls` object.
+#[derive(Debug, Serialize)]
+pub struct TlsEvent<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<&'a str>,
+    pub version: &'static str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub client_alpns: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_alpns: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja3: Option<Ja3>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja3s: Option<Ja3>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher_suite: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuerdn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notbefore: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notafter: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subjectaltname: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "<[&CertInfo]>::is_empty")]
+    pub chain: Vec<&'a CertInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_handshake: Option<ClientHandshake<'a>>,
+}
+
+/// EVE's `http` object: the request and response heads of one transaction.
+#[derive(Debug, Serialize)]
+pub struct HttpEvent<'a> {
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub request: Option<&'a Request>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub response: Option<&'a Response>,
+}
+
+/// EVE's `flow` object, logged when a flow ends.
+#[derive(Debug, Serialize)]
+pub struct FlowEvent {
+    pub pkts_toserver: u64,
+    pub pkts_toclient: u64,
+    pub bytes_toserver: u64,
+    pub bytes_toclient: u64,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub age: i64,
+    pub state: &'static str,
+    pub reason: &'static str,
+    pub alerted: bool,
+}
+
+/// Where events go.
+pub trait EventSink {
+    fn emit(&mut self, ev: &Event<'_>);
+}
+
+/// Collects events as JSON strings (tests, tools).
+#[derive(Default)]
+pub struct VecSink(pub Vec<String>);
+
+impl EventSink for VecSink {
+    fn emit(&mut self, ev: &Event<'_>) {
+        if let Ok(s) = serde_json::to_string(ev) {
+            self.0.push(s);
+        }
+    }
+}
+
+/// Writes one JSON object per line, serialising into a reused buffer.
+pub struct JsonLines<W: Write> {
+    out: W,
+    buf: Vec<u8>,
+    pub written: u64,
+    pub errors: u64,
+    last_error: Option<String>,
+}
+
+impl<W: Write> JsonLines<W> {
+    pub fn new(out: W) -> Self {
+        JsonLines {
+            out,
+            buf: Vec::with_capacity(4096),
+            written: 0,
+            errors: 0,
+            last_error: None,
+        }
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
+    pub fn take_error(&mut self) -> Option<String> {
+        self.last_error.take()
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: Write> EventSink for JsonLines<W> {
+    fn emit(&mut self, ev: &Event<'_>) {
+        self.buf.clear();
+        if serde_json::to_writer(&mut self.buf, ev).is_err() {
+            self.errors += 1;
+            return;
+        }
+        self.buf.push(b'\n');
+        // One write per line: a line is either written whole or counted lost.
+        match self.out.write_all(&self.buf) {
+            Ok(()) => self.written += 1,
+            Err(e) => {
+                self.errors += 1;
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Counters: what the sensor saw, parsed, skipped and dropped.
+
+use serde::Serialize;
+
+use crate::decode::DecodeError;
+
+/// Per-engine counters (summed across workers for reporting).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+    pub decode_unknown_linktype: u64,
+    pub decode_not_ip: u64,
+    pub decode_truncated: u64,
+    pub decode_malformed: u64,
+    pub fragments: u64,
+    pub fragments_reassembled: u64,
+    pub fragments_dropped: u64,
+    pub flows_created: u64,
+    pub flows_timed_out: u64,
+    pub flows_evicted: u64,
+    pub flows_active: u64,
+    pub bypassed_packets: u64,
+    pub stream_gaps: u64,
+    pub stream_overflows: u64,
+    pub tls_client_hellos: u64,
+    pub tls_certificate_msgs: u64,
+    pub tls_malformed: u64,
+    pub certs_parsed: u64,
+    pub cert_cache_hits: u64,
+    pub certs_malformed: u64,
+    pub dns_packets: u64,
+    pub dns_malformed: u64,
+    pub http_transactions: u64,
+    pub events_tls: u64,
+    pub events_flow: u64,
+}
+
+impl Counters {
+    pub fn decode_error(&mut self, e: DecodeError) {
+        match e {
+            DecodeError::UnknownLinkType => self.decode_unknown_linktype += 1,
+            DecodeError::NotIp => self.decode_not_ip += 1,
+            DecodeError::Truncated => self.decode_truncated += 1,
+            DecodeError::Malformed => self.decode_malformed += 1,
+        }
+    }
+
+    /// Adds another engine's counters (workers → total).
+    pub fn add(&mut self, o: &Counters) {
+        macro_rules! sum {
+            ($($f:ident),*) => { $(self.$f += o.$f;)* };
+        }
+        sum!(
+            packets, bytes, decode_unknown_linktype, decode_not_ip, decode_truncated, decode_malformed,
+            fragments, fragments_reassembled, fragments_dropped, flows_created, flows_timed_out,
+            flows_evicted, flows_active, bypassed_packets, stream_gaps, stream_overflows,
+            tls_client_hellos, tls_certificate_msgs, tls_malformed, certs_parsed, cert_cache_hits,
+            certs_malformed, dns_packets, dns_malformed, http_transactions, events_tls, events_flow
+        );
+    }
+
+    /// Malformed input of every kind, for the summary.
+    pub fn malformed(&self) -> u64 {
+        self.decode_truncated + self.decode_malformed + self.tls_malformed + self.certs_malformed + self.dns_malformed
+    }
+}
