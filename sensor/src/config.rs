@@ -141,14 +141,19 @@ impl SiteConfig {
     pub fn segment_of(&self, ip: IpAddr, vlans: &Vlans) -> Option<usize> {
         let mut best: Option<(bool, u8, usize)> = None;
         for (i, s) in self.segments.iter().enumerate() {
-            let vlan_match = !s.vlans.is_empty() && vlans.as_slice().iter().any(|v| s.vlans.contains(v));
+            let vlan_match =
+                !s.vlans.is_empty() && vlans.as_slice().iter().any(|v| s.vlans.contains(v));
             if !s.vlans.is_empty() && !vlan_match {
                 continue;
             }
             let prefix = if s.cidrs.is_empty() {
                 Some(0)
             } else {
-                s.cidrs.iter().filter(|n| n.contains(&ip)).map(|n| n.prefix_len()).max()
+                s.cidrs
+                    .iter()
+                    .filter(|n| n.contains(&ip))
+                    .map(|n| n.prefix_len())
+                    .max()
             };
             let Some(prefix) = prefix else { continue };
             let score = (vlan_match, prefix, usize::MAX - i);
@@ -221,21 +226,31 @@ vlans = [100]
         assert_eq!(c.segment_of(ip("192.0.2.1"), &none), None);
         // on VLAN 100 the VLAN segment wins over a longer prefix
         assert_eq!(c.segment_of(ip("10.1.5.3"), &Vlans::new(&[100])), Some(2));
-        assert_eq!(c.segment_ref(Some(2)).map(|s| s.kind), Some(SegmentKind::Development));
+        assert_eq!(
+            c.segment_ref(Some(2)).map(|s| s.kind),
+            Some(SegmentKind::Development)
+        );
     }
 
     #[test]
     fn errors_name_file_line_and_key() {
-        let e = SiteConfig::parse("site.toml", "[sensor]\nname = \"x\"\nnmae = 3\n").expect_err("unknown key");
+        let e = SiteConfig::parse("site.toml", "[sensor]\nname = \"x\"\nnmae = 3\n")
+            .expect_err("unknown key");
         let s = e.to_string();
         assert!(s.starts_with("site.toml:3:1: "), "{s}");
         assert!(s.contains("nmae"), "{s}");
-        let e = SiteConfig::parse("s.toml", "[[segment]]\nname = \"a\"\nkind = \"prod\"\ncidrs = []\n")
-            .expect_err("bad kind");
+        let e = SiteConfig::parse(
+            "s.toml",
+            "[[segment]]\nname = \"a\"\nkind = \"prod\"\ncidrs = []\n",
+        )
+        .expect_err("bad kind");
         assert!(e.to_string().starts_with("s.toml:3:"), "{e}");
         assert!(e.to_string().contains("production"), "{e}");
-        let e = SiteConfig::parse("s.toml", "[[segment]]\nname = \"a\"\nkind = \"other\"\ncidrs = [\"10.0.0.0/33\"]\n")
-            .expect_err("bad cidr");
+        let e = SiteConfig::parse(
+            "s.toml",
+            "[[segment]]\nname = \"a\"\nkind = \"other\"\ncidrs = [\"10.0.0.0/33\"]\n",
+        )
+        .expect_err("bad cidr");
         assert!(e.to_string().starts_with("s.toml:4:"), "{e}");
         let e = SiteConfig::parse(
             "s.toml",

@@ -13,7 +13,9 @@ use crate::analyzer::tls::{self, ja3, ja4, TlsSession};
 use crate::capture::Packet;
 use crate::config::SiteConfig;
 use crate::decode::{self, defrag::Defragmenter, Decoded, Outcome, TcpHeader, Transport};
-use crate::event::{ClientHandshake, Event, EventSink, FlowEvent, HttpEvent, Proto, TlsEvent};
+use crate::event::{
+    ClientHandshake, Event, EventSink, FlowEvent, HelloSummary, HttpEvent, Proto, TlsEvent,
+};
 use crate::flow::{Dir, EndReason, Flow, FlowTable, Timeouts, DEFAULT_MAX_FLOWS};
 use crate::reassembly::{Stream, StreamError};
 use crate::stats::Counters;
@@ -167,7 +169,7 @@ impl Engine {
         c.flows_created = f.created;
         c.flows_timed_out = f.timed_out;
         c.flows_evicted = f.evicted;
-        c.flows_active = f.active;
+        c.flows_active = self.flows.len() as u64;
         c.certs_parsed = self.certs.stats.parsed;
         c.cert_cache_hits = self.certs.stats.hits;
         c.certs_malformed = self.certs.stats.errors;
@@ -176,9 +178,22 @@ impl Engine {
         c.fragments_dropped = self.defrag.stats.dropped;
     }
 
-    fn packet(&mut self, pkt: &Packet, d: &Decoded<'_>, origin: Origin<'_>, sink: &mut dyn EventSink) {
+    fn packet(
+        &mut self,
+        pkt: &Packet,
+        d: &Decoded<'_>,
+        origin: Origin<'_>,
+        sink: &mut dyn EventSink,
+    ) {
         let site = Arc::clone(&self.cfg.site);
-        let (flow, dir) = self.flows.track(d, pkt.orig_len.max(pkt.data.len() as u32), pkt.ts, pkt.frame, &mut self.ended, Session::default);
+        let (flow, dir) = self.flows.track(
+            d,
+            pkt.orig_len.max(pkt.data.len() as u32),
+            pkt.ts,
+            pkt.frame,
+            &mut self.ended,
+            Session::default,
+        );
         if !flow.data.segs_known {
             let src_seg = site.segment_of(flow.client().0, &flow.key.vlans);
             let dest_seg = site.segment_of(flow.server().0, &flow.key.vlans);
@@ -205,8 +220,11 @@ impl Engine {
                     return;
                 }
                 let st = &mut s.streams[dir as usize];
+                // Data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own number.
+                let mut seq = h.seq;
                 if h.has(TcpHeader::SYN) {
                     st.syn(h.seq);
+                    seq = seq.wrapping_add(1);
                 }
                 if d.payload.is_empty() {
                     return;
@@ -217,9 +235,29 @@ impl Engine {
                     counters: &mut self.counters,
                     dns_out: &mut self.dns_out,
                 };
-                let Session { streams, modes, probes, tls, http, dns_msgs, app_proto, .. } = s;
-                let r = streams[dir as usize].push(h.seq, d.payload, &mut |bytes: &[u8]| {
-                    analyze(dir, bytes, &mut modes[dir as usize], &mut probes[dir as usize], tls, http, dns_msgs, app_proto, dns_port, &mut ctx)
+                let Session {
+                    streams,
+                    modes,
+                    probes,
+                    tls,
+                    http,
+                    dns_msgs,
+                    app_proto,
+                    ..
+                } = s;
+                let r = streams[dir as usize].push(seq, d.payload, &mut |bytes: &[u8]| {
+                    analyze(
+                        dir,
+                        bytes,
+                        &mut modes[dir as usize],
+                        &mut probes[dir as usize],
+                        tls,
+                        http,
+                        dns_msgs,
+                        app_proto,
+                        dns_port,
+                        &mut ctx,
+                    )
                 });
                 if let Err(e) = r {
                     match e {
@@ -235,7 +273,15 @@ impl Engine {
                 emit_http(flow, pkt, &site, origin, sink, &mut self.counters);
                 let s = &flow.data;
                 if s.tls.as_ref().is_some_and(|t| t.done()) && !s.tls_logged {
-                    emit_tls(flow, pkt.ts, Some(pkt.frame), &site, origin, sink, &mut self.counters);
+                    emit_tls(
+                        flow,
+                        pkt.ts,
+                        Some(pkt.frame),
+                        &site,
+                        origin,
+                        sink,
+                        &mut self.counters,
+                    );
                 }
                 let s = &mut flow.data;
                 if s.off() {
@@ -259,10 +305,29 @@ impl Engine {
                 h.flush();
             }
             let last = flow.last;
-            emit_http(&mut flow, &Packet::at(last), &site, origin, sink, &mut self.counters);
+            emit_http(
+                &mut flow,
+                &Packet::at(last),
+                &site,
+                origin,
+                sink,
+                &mut self.counters,
+            );
             let s = &flow.data;
-            if !s.tls_logged && s.tls.as_ref().is_some_and(|t| t.client_hello.is_some() || t.server_hello.is_some()) {
-                emit_tls(&mut flow, last, None, &site, origin, sink, &mut self.counters);
+            if !s.tls_logged
+                && s.tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_hello.is_some() || t.server_hello.is_some())
+            {
+                emit_tls(
+                    &mut flow,
+                    last,
+                    None,
+                    &site,
+                    origin,
+                    sink,
+                    &mut self.counters,
+                );
             }
             let ev = FlowEvent {
                 pkts_toserver: flow.pkts[0],
@@ -276,7 +341,14 @@ impl Engine {
                 reason: reason.as_str(),
                 alerted: false,
             };
-            let mut e = header(&flow, "flow", flow.last, &site, origin, Some(flow.first_frame));
+            let mut e = header(
+                &flow,
+                "flow",
+                flow.last,
+                &site,
+                origin,
+                Some(flow.first_frame),
+            );
             e.flow = Some(ev);
             sink.emit(&e);
             self.counters.events_flow += 1;
@@ -315,15 +387,19 @@ fn analyze(
             if is_http {
                 *mode = Mode::Http;
                 app_proto.get_or_insert("http");
-                return analyze(dir, bytes, mode, probes, tls_s, http_s, dns_msgs, app_proto, dns_port, ctx);
+                return analyze(
+                    dir, bytes, mode, probes, tls_s, http_s, dns_msgs, app_proto, dns_port, ctx,
+                );
             }
             if dns_port {
                 *mode = Mode::Dns;
                 app_proto.get_or_insert("dns");
-                return analyze(dir, bytes, mode, probes, tls_s, http_s, dns_msgs, app_proto, dns_port, ctx);
+                return analyze(
+                    dir, bytes, mode, probes, tls_s, http_s, dns_msgs, app_proto, dns_port, ctx,
+                );
             }
-            // Only a short partial header: wait for the rest before judging.
-            if bytes.len() < 5 && *probes == 0 {
+            // A short chunk that could be the start of a TLS record: wait for the rest.
+            if bytes.len() < 5 && tls::looks_like_handshake(&pad5(bytes)) {
                 return 0;
             }
             *probes += 1;
@@ -358,8 +434,13 @@ fn analyze(
         Mode::Dns => {
             // RFC 1035 §4.2.2: two-byte length, then the message.
             let mut used = 0;
-            while let Some(len) = bytes.get(used..used + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize) {
-                let Some(msg) = bytes.get(used + 2..used + 2 + len) else { break };
+            while let Some(len) = bytes
+                .get(used..used + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]) as usize)
+            {
+                let Some(msg) = bytes.get(used + 2..used + 2 + len) else {
+                    break;
+                };
                 used += 2 + len;
                 ctx.counters.dns_packets += 1;
                 match dns::parse(msg) {
@@ -379,6 +460,13 @@ fn analyze(
         }
         Mode::Off => bytes.len(),
     }
+}
+
+/// `b` (shorter than 5 bytes) completed with bytes that fit any TLS header.
+fn pad5(b: &[u8]) -> [u8; 5] {
+    let mut p = [22, 3, 1, 0, 0];
+    p[..b.len().min(5)].copy_from_slice(&b[..b.len().min(5)]);
+    p
 }
 
 impl Packet {
@@ -408,7 +496,11 @@ fn header<'a>(
         flow_id: flow.id,
         sensor: site.sensor.name.as_deref(),
         pcap_file: origin.pcap_file,
-        pcap_frame: if origin.pcap_file.is_some() { frame.filter(|f| *f > 0) } else { None },
+        pcap_frame: if origin.pcap_file.is_some() {
+            frame.filter(|f| *f > 0)
+        } else {
+            None
+        },
         event_type,
         src_ip: c.0,
         src_port: c.1,
@@ -457,7 +549,9 @@ fn emit_http(
     sink: &mut dyn EventSink,
     counters: &mut Counters,
 ) {
-    let Some(mut h) = flow.data.http.take() else { return };
+    let Some(mut h) = flow.data.http.take() else {
+        return;
+    };
     for (req, resp) in h.done.drain(..) {
         let mut e = header(flow, "http", pkt.ts, site, origin, Some(pkt.frame));
         e.http = Some(HttpEvent {
@@ -494,7 +588,9 @@ fn emit_tls(
     counters: &mut Counters,
 ) {
     flow.data.tls_logged = true;
-    let Some(t) = flow.data.tls.as_deref() else { return };
+    let Some(t) = flow.data.tls.as_deref() else {
+        return;
+    };
     let ch = t.client_hello.as_ref();
     let sh = t.server_hello.as_ref();
     let leaf = t.chain.first().map(|c| &**c);
@@ -528,6 +624,12 @@ fn emit_tls(
             groups: &c.groups,
             sig_algs: &c.sig_algs,
             sslv2: c.sslv2,
+        }),
+        client_chain: t.client_chain.iter().map(|c| &**c).collect(),
+        second_client_hello: t.second_client_hello.as_ref().map(|c| HelloSummary {
+            sni: c.sni.as_deref(),
+            ja3: ja3::ja3(c),
+            ja4: ja4::ja4(c, ja4::Transport::Tcp).0,
         }),
     };
     let mut e = header(flow, "tls", ts, site, origin, frame);

@@ -14,7 +14,11 @@ use spanwatch::event::JsonLines;
 use spanwatch::stats::Counters;
 
 #[derive(Parser)]
-#[command(name = "spanwatch", version, about = "Finds developer tunnels and TLS-interception proxies on the wire")]
+#[command(
+    name = "spanwatch",
+    version,
+    about = "Finds developer tunnels and TLS-interception proxies on the wire"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -108,7 +112,10 @@ fn read(args: ReadArgs) -> ExitCode {
         None => SiteConfig::default(),
     };
     if args.workers > 1 {
-        eprintln!("spanwatch: note: --workers {} accepted; offline reading runs on one worker for now", args.workers);
+        eprintln!(
+            "spanwatch: note: --workers {} accepted; offline reading runs on one worker for now",
+            args.workers
+        );
     }
     let out: Box<dyn Write> = match &args.output {
         Some(p) => match std::fs::File::create(p) {
@@ -118,7 +125,10 @@ fn read(args: ReadArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         },
-        None => Box::new(std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock())),
+        None => Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout().lock(),
+        )),
     };
     let mut sink = JsonLines::new(out);
     let mut engine = Engine::new(EngineConfig {
@@ -141,7 +151,9 @@ fn read(args: ReadArgs) -> ExitCode {
             }
         };
         bar.set_message(name.clone());
-        let origin = Origin { pcap_file: Some(&name) };
+        let origin = Origin {
+            pcap_file: Some(&name),
+        };
         let mut n = 0u64;
         while let Some(item) = src.next() {
             match item {
@@ -153,7 +165,7 @@ fn read(args: ReadArgs) -> ExitCode {
                 }
             }
             n += 1;
-            if n % 8192 == 0 {
+            if n.is_multiple_of(8192) {
                 if let Some((pos, len)) = src.progress() {
                     if started.elapsed().as_secs() >= 1 && !bar.is_hidden() {
                         bar.set_length(len as u64);
@@ -164,17 +176,30 @@ fn read(args: ReadArgs) -> ExitCode {
         }
         last_name = name;
     }
-    engine.finish(Origin { pcap_file: Some(&last_name) }, &mut sink);
+    engine.finish(
+        Origin {
+            pcap_file: Some(&last_name),
+        },
+        &mut sink,
+    );
     bar.finish_and_clear();
     if let Err(e) = sink.flush() {
         eprintln!("spanwatch: writing events: {e}");
         failed += 1;
     }
     if let Some(e) = sink.take_error() {
-        eprintln!("spanwatch: {} events could not be written: {e}", sink.errors);
+        eprintln!(
+            "spanwatch: {} events could not be written: {e}",
+            sink.errors
+        );
         failed += 1;
     }
-    summary(&engine.counters, args.captures.len(), sink.written, started.elapsed());
+    summary(
+        &engine.counters,
+        args.captures.len(),
+        sink.written,
+        started.elapsed(),
+    );
     if failed > 0 {
         ExitCode::from(1)
     } else {
@@ -187,7 +212,9 @@ fn progress_bar() -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(0);
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})") {
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar

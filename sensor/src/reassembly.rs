@@ -34,13 +34,20 @@ pub struct Stream {
     ooo_bytes: usize,
     /// Segments that were wholly retransmitted data (counted, dropped).
     pub retransmitted: u64,
+    /// Bytes handed to the analyzer so far.
+    delivered: u64,
 }
 
 impl Stream {
-    /// Notes the initial sequence number from a SYN.
+    /// Notes the initial sequence number from a SYN (or SYN-ACK).
+    ///
+    /// Until data has flowed, a later SYN replaces an earlier one: a host that
+    /// answers twice with different sequence numbers is believed the second time.
     pub fn syn(&mut self, seq: u32) {
-        if self.next.is_none() {
+        if self.next.is_none() || self.delivered == 0 {
             self.next = Some(seq.wrapping_add(1));
+            self.ooo.clear();
+            self.ooo_bytes = 0;
         }
     }
 
@@ -84,9 +91,14 @@ impl Stream {
         self.drain_ooo(analyze)
     }
 
-    fn deliver(&mut self, data: &[u8], analyze: &mut dyn FnMut(&[u8]) -> usize) -> Result<(), StreamError> {
+    fn deliver(
+        &mut self,
+        data: &[u8],
+        analyze: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Result<(), StreamError> {
         let next = self.next.unwrap_or(0);
         self.next = Some(next.wrapping_add(data.len() as u32));
+        self.delivered += data.len() as u64;
         if self.buf.is_empty() {
             let used = analyze(data).min(data.len());
             let rest = &data[used..];
@@ -110,7 +122,11 @@ impl Stream {
         if seq.wrapping_sub(next) > MAX_AHEAD {
             return Err(StreamError::Gap);
         }
-        if self.ooo.iter().any(|(s, d)| *s == seq && d.len() >= data.len()) {
+        if self
+            .ooo
+            .iter()
+            .any(|(s, d)| *s == seq && d.len() >= data.len())
+        {
             self.retransmitted += 1;
             return Ok(());
         }
@@ -139,7 +155,11 @@ impl Stream {
             self.ooo_bytes -= freed;
             self.retransmitted += (before - self.ooo.len()) as u64;
             // The first held segment that starts at or before `next`.
-            let Some(i) = self.ooo.iter().position(|(s, _)| (s.wrapping_sub(next) as i32) <= 0) else {
+            let Some(i) = self
+                .ooo
+                .iter()
+                .position(|(s, _)| (s.wrapping_sub(next) as i32) <= 0)
+            else {
                 return Ok(());
             };
             let (s, d) = self.ooo.swap_remove(i);
@@ -176,7 +196,10 @@ mod tests {
 
     #[test]
     fn reordered_segments_are_put_back_in_order() {
-        assert_eq!(run(&[(103, b"def"), (106, b"g"), (100, b"abc")]).0, b"abcdefg");
+        assert_eq!(
+            run(&[(103, b"def"), (106, b"g"), (100, b"abc")]).0,
+            b"abcdefg"
+        );
     }
 
     #[test]

@@ -52,16 +52,42 @@ impl Counters {
             ($($f:ident),*) => { $(self.$f += o.$f;)* };
         }
         sum!(
-            packets, bytes, decode_unknown_linktype, decode_not_ip, decode_truncated, decode_malformed,
-            fragments, fragments_reassembled, fragments_dropped, flows_created, flows_timed_out,
-            flows_evicted, flows_active, bypassed_packets, stream_gaps, stream_overflows,
-            tls_client_hellos, tls_certificate_msgs, tls_malformed, certs_parsed, cert_cache_hits,
-            certs_malformed, dns_packets, dns_malformed, http_transactions, events_tls, events_flow
+            packets,
+            bytes,
+            decode_unknown_linktype,
+            decode_not_ip,
+            decode_truncated,
+            decode_malformed,
+            fragments,
+            fragments_reassembled,
+            fragments_dropped,
+            flows_created,
+            flows_timed_out,
+            flows_evicted,
+            flows_active,
+            bypassed_packets,
+            stream_gaps,
+            stream_overflows,
+            tls_client_hellos,
+            tls_certificate_msgs,
+            tls_malformed,
+            certs_parsed,
+            cert_cache_hits,
+            certs_malformed,
+            dns_packets,
+            dns_malformed,
+            http_transactions,
+            events_tls,
+            events_flow
         );
     }
 
     /// Malformed input of every kind, for the summary.
     pub fn malformed(&self) -> u64 {
-        self.decode_truncated + self.decode_malformed + self.tls_malformed + self.certs_malformed + self.dns_malformed
+        self.decode_truncated
+            + self.decode_malformed
+            + self.tls_malformed
+            + self.certs_malformed
+            + self.dns_malformed
     }
 }

@@ -96,13 +96,12 @@ impl FileReader {
             }
         };
         let (format, pos) = if PCAP_MAGICS.contains(&magic) {
-            let (_, hdr) = pcap_parser::parse_pcap_header(&data).map_err(|_| {
-                CaptureError::Damaged {
+            let (_, hdr) =
+                pcap_parser::parse_pcap_header(&data).map_err(|_| CaptureError::Damaged {
                     path: path.clone(),
                     frame: 0,
                     what: "pcap file header is cut short".into(),
-                }
-            })?;
+                })?;
             let units = if hdr.is_nanosecond_precision() {
                 1_000_000_000
             } else {
@@ -295,17 +294,15 @@ impl FileReader {
                 return self.damaged(format!("packet on undeclared interface {if_id}"));
             };
             if len > MAX_RECORD_LEN {
-                return self.damaged(format!("packet of {len} bytes, larger than {MAX_RECORD_LEN}"));
+                return self.damaged(format!(
+                    "packet of {len} bytes, larger than {MAX_RECORD_LEN}"
+                ));
             }
             debug_assert!(offset >= block_start && offset + len <= self.pos);
             let ts = match ts {
                 Some(raw) => {
                     let ups = iface.units_per_sec.max(1);
-                    Timestamp::from_parts(
-                        (raw / ups) as i64 + iface.offset_secs,
-                        raw % ups,
-                        ups,
-                    )
+                    Timestamp::from_parts((raw / ups) as i64 + iface.offset_secs, raw % ups, ups)
                 }
                 None => Timestamp::default(),
             };

@@ -21,12 +21,13 @@ pub struct LibpcapReader {
 
 impl LibpcapReader {
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
-        let cap = pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano).map_err(
-            |e| CaptureError::Libpcap {
-                path: path.to_owned(),
-                msg: e.to_string(),
-            },
-        )?;
+        let cap =
+            pcap::Capture::from_file_with_precision(path, pcap::Precision::Nano).map_err(|e| {
+                CaptureError::Libpcap {
+                    path: path.to_owned(),
+                    msg: e.to_string(),
+                }
+            })?;
         let linktype = LinkType(cap.get_datalink().0 as u32);
         Ok(LibpcapReader {
             path: path.to_owned(),

@@ -56,14 +56,22 @@ impl Defragmenter {
             self.expire(now);
             if self.active.len() >= MAX_DATAGRAMS {
                 // Still full: make room by dropping the oldest datagram.
-                if let Some(oldest) = self.active.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| *k) {
+                if let Some(oldest) = self
+                    .active
+                    .iter()
+                    .min_by_key(|(_, (_, t))| *t)
+                    .map(|(k, _)| *k)
+                {
                     self.active.remove(&oldest);
                     self.stats.dropped += 1;
                 }
             }
         }
         let (buf, _) = self.active.entry(key).or_insert_with(|| {
-            (IpDefragBuf::new(IpNumber(f.proto), Vec::new(), Vec::new()), now)
+            (
+                IpDefragBuf::new(IpNumber(f.proto), Vec::new(), Vec::new()),
+                now,
+            )
         });
         let offset = IpFragOffset::try_new((f.offset / 8) as u16).ok();
         let ok = offset.is_some_and(|o| buf.add(o, f.more, f.payload).is_ok());
@@ -117,7 +125,9 @@ mod tests {
         let a = [1u8; 16];
         let b = [2u8; 5];
         assert!(d.add(Timestamp(0), &frag(7, 16, false, &b)).is_none());
-        let whole = d.add(Timestamp(1), &frag(7, 0, true, &a)).expect("complete");
+        let whole = d
+            .add(Timestamp(1), &frag(7, 0, true, &a))
+            .expect("complete");
         assert_eq!(&whole[..16], &a);
         assert_eq!(&whole[16..], &b);
         assert_eq!(d.in_progress(), 0);
@@ -132,7 +142,11 @@ mod tests {
         }
         assert_eq!(d.in_progress(), MAX_DATAGRAMS);
         assert_eq!(d.stats.dropped, 10);
-        d.expire(Timestamp(0).saturating_add(FRAGMENT_TIMEOUT).saturating_add(Duration(1 << 40)));
+        d.expire(
+            Timestamp(0)
+                .saturating_add(FRAGMENT_TIMEOUT)
+                .saturating_add(Duration(1 << 40)),
+        );
         assert_eq!(d.in_progress(), 0);
     }
 }

@@ -10,9 +10,7 @@ pub mod defrag;
 
 use std::net::IpAddr;
 
-use etherparse::{
-    EtherType, IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice,
-};
+use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 use crate::capture::LinkType;
 
@@ -114,28 +112,55 @@ pub enum DecodeError {
     Malformed,
 }
 
+/// Tunnels followed at most (VLAN stacks not counted).
+pub const MAX_TUNNEL_DEPTH: u8 = 4;
+/// VLAN tags walked at most in one Ethernet header.
+const MAX_VLAN_TAGS: usize = 4;
+
+const ET_IPV4: u16 = 0x0800;
+const ET_IPV6: u16 = 0x86dd;
+const ET_VLAN: [u16; 3] = [0x8100, 0x88a8, 0x9100];
+const ET_PPPOE_SESSION: u16 = 0x8864;
+const ET_MPLS: [u16; 2] = [0x8847, 0x8848];
+const ET_TEB: u16 = 0x6558;
+const ET_ERSPAN2: u16 = 0x88be;
+const ET_ERSPAN3: u16 = 0x22eb;
+const ET_PPP: u16 = 0x880b;
+
 /// Decodes one frame of the given link type.
+///
+/// Ethernet, 802.1Q/802.1ad (QinQ), PPPoE and MPLS are walked here; IP and
+/// the transport header are etherparse's lax slicer. IP-in-IP (4in4, 6in4,
+/// 4in6, 6in6), GRE (incl. PPTP and ERSPAN II/III), VXLAN, Geneve and GTP-U
+/// are followed to the innermost packet, so a tap on a tunnelled link sees the
+/// same flows as one inside it. Events keep the outer VLAN tags.
 pub fn decode(linktype: LinkType, data: &[u8]) -> Result<Outcome<'_>, DecodeError> {
-    let sliced = match linktype {
-        LinkType::ETHERNET => {
-            LaxSlicedPacket::from_ethernet(data).map_err(|_| DecodeError::Truncated)?
+    let mut vlans = Vlans::default();
+    match linktype {
+        LinkType::ETHERNET => ethernet(data, &mut vlans, 0),
+        LinkType::NULL | LinkType::LOOP => {
+            ip(data.get(4..).ok_or(DecodeError::Truncated)?, vlans, 0)
         }
-        LinkType::NULL | LinkType::LOOP => from_ip(data.get(4..).ok_or(DecodeError::Truncated)?)?,
-        LinkType::RAW | LinkType::RAW_12 | LinkType::RAW_OPENBSD | LinkType::IPV4 | LinkType::IPV6 => {
-            from_ip(data)?
-        }
+        LinkType::RAW
+        | LinkType::RAW_12
+        | LinkType::RAW_OPENBSD
+        | LinkType::IPV4
+        | LinkType::IPV6 => ip(data, vlans, 0),
         LinkType::LINUX_SLL => {
             let proto = be16(data, 14).ok_or(DecodeError::Truncated)?;
-            LaxSlicedPacket::from_ether_type(EtherType(proto), &data[16..])
+            ethertype(proto, &data[16..], &mut vlans, 0)
         }
         LinkType::LINUX_SLL2 => {
             let proto = be16(data, 0).ok_or(DecodeError::Truncated)?;
-            let rest = data.get(20..).ok_or(DecodeError::Truncated)?;
-            LaxSlicedPacket::from_ether_type(EtherType(proto), rest)
+            ethertype(
+                proto,
+                data.get(20..).ok_or(DecodeError::Truncated)?,
+                &mut vlans,
+                0,
+            )
         }
-        _ => return Err(DecodeError::UnknownLinkType),
-    };
-    reduce(&sliced)
+        _ => Err(DecodeError::UnknownLinkType),
+    }
 }
 
 fn be16(data: &[u8], at: usize) -> Option<u16> {
@@ -143,25 +168,175 @@ fn be16(data: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
-fn from_ip(data: &[u8]) -> Result<LaxSlicedPacket<'_>, DecodeError> {
+fn ethernet<'a>(d: &'a [u8], vlans: &mut Vlans, depth: u8) -> Result<Outcome<'a>, DecodeError> {
+    let et = be16(d, 12).ok_or(DecodeError::Truncated)?;
+    ethertype(et, &d[14..], vlans, depth)
+}
+
+fn ethertype<'a>(
+    mut et: u16,
+    mut d: &'a [u8],
+    vlans: &mut Vlans,
+    depth: u8,
+) -> Result<Outcome<'a>, DecodeError> {
+    let mut tags = 0;
+    let record = vlans.is_empty();
+    while ET_VLAN.contains(&et) {
+        tags += 1;
+        if tags > MAX_VLAN_TAGS {
+            return Err(DecodeError::Malformed);
+        }
+        let tci = be16(d, 0).ok_or(DecodeError::Truncated)?;
+        if record && (vlans.len as usize) < 2 {
+            vlans.ids[vlans.len as usize] = tci & 0x0fff;
+            vlans.len += 1;
+        }
+        et = be16(d, 2).ok_or(DecodeError::Truncated)?;
+        d = &d[4..];
+    }
+    match et {
+        ET_IPV4 | ET_IPV6 => ip(d, *vlans, depth),
+        ET_PPPOE_SESSION => {
+            // RFC 2516: ver/type, code, session id, length; then the PPP protocol.
+            let proto = be16(d, 6).ok_or(DecodeError::Truncated)?;
+            ppp(proto, &d[8..], *vlans, depth)
+        }
+        e if ET_MPLS.contains(&e) => {
+            // Pop labels to the bottom of the stack, then guess the payload.
+            let mut rest = d;
+            for _ in 0..8 {
+                let entry = rest.get(..4).ok_or(DecodeError::Truncated)?;
+                rest = &rest[4..];
+                if entry[2] & 1 == 1 {
+                    return match rest.first().map(|b| b >> 4) {
+                        Some(4) | Some(6) => ip(rest, *vlans, depth),
+                        _ => Err(DecodeError::NotIp),
+                    };
+                }
+            }
+            Err(DecodeError::Malformed)
+        }
+        _ => Err(DecodeError::NotIp),
+    }
+}
+
+fn ppp(proto: u16, d: &[u8], vlans: Vlans, depth: u8) -> Result<Outcome<'_>, DecodeError> {
+    match proto {
+        0x0021 | 0x0057 => ip(d, vlans, depth),
+        _ => Err(DecodeError::NotIp),
+    }
+}
+
+fn ip(data: &[u8], vlans: Vlans, depth: u8) -> Result<Outcome<'_>, DecodeError> {
     match data.first().map(|b| b >> 4) {
         Some(4) | Some(6) => {}
         Some(_) => return Err(DecodeError::NotIp),
         None => return Err(DecodeError::Truncated),
     }
-    LaxSlicedPacket::from_ip(data).map_err(|e| match e {
+    let sliced = LaxSlicedPacket::from_ip(data).map_err(|e| match e {
         etherparse::err::ip::LaxHeaderSliceError::Len(_) => DecodeError::Truncated,
         etherparse::err::ip::LaxHeaderSliceError::Content(_) => DecodeError::Malformed,
-    })
+    })?;
+    let outer = reduce(&sliced, vlans)?;
+    if depth >= MAX_TUNNEL_DEPTH {
+        return Ok(outer);
+    }
+    // An inner packet that does not decode leaves the outer one as it was.
+    Ok(tunnel(&outer, vlans, depth + 1)
+        .and_then(|r| r.ok())
+        .unwrap_or(outer))
 }
 
-fn reduce<'a>(p: &LaxSlicedPacket<'a>) -> Result<Outcome<'a>, DecodeError> {
-    let vlan_ids = p.vlan_ids();
-    let mut vlans = Vlans::default();
-    for id in vlan_ids.iter().take(2) {
-        vlans.ids[vlans.len as usize] = id.value();
-        vlans.len += 1;
+/// The packet inside a tunnel, if `outer` is one.
+fn tunnel<'a>(
+    outer: &Outcome<'a>,
+    mut vlans: Vlans,
+    depth: u8,
+) -> Option<Result<Outcome<'a>, DecodeError>> {
+    let Outcome::Packet(p) = outer else {
+        return None;
+    };
+    let d = p.payload;
+    match (p.proto, p.transport) {
+        (4 | 41, _) => Some(ip(d, vlans, depth)),
+        (47, _) => {
+            let flags = be16(d, 0)?;
+            let proto = be16(d, 2)?;
+            let version = flags & 7;
+            let mut len = 4;
+            if version == 1 {
+                // Enhanced GRE (PPTP, RFC 2637): key always present, seq and ack optional.
+                len += 4
+                    + if flags & 0x1000 != 0 { 4 } else { 0 }
+                    + if flags & 0x0080 != 0 { 4 } else { 0 };
+                let mut rest = d.get(len..)?;
+                if rest.starts_with(&[0xff, 0x03]) {
+                    rest = &rest[2..];
+                }
+                let (pp, body) = if rest.first()? & 1 == 1 {
+                    (rest[0] as u16, &rest[1..])
+                } else {
+                    (be16(rest, 0)?, &rest[2..])
+                };
+                return (proto == ET_PPP).then(|| ppp(pp, body, vlans, depth));
+            }
+            len += [0x8000u16, 0x2000, 0x1000]
+                .iter()
+                .filter(|f| flags & **f != 0)
+                .count()
+                * 4;
+            let rest = d.get(len..)?;
+            match proto {
+                ET_TEB => Some(ethernet(rest, &mut vlans, depth)),
+                ET_ERSPAN2 => Some(ethernet(rest.get(8..)?, &mut vlans, depth)),
+                ET_ERSPAN3 => {
+                    // 12-byte header, plus 8 bytes of platform data when O is set.
+                    let extra = if rest.get(11)? & 1 != 0 { 8 } else { 0 };
+                    Some(ethernet(rest.get(12 + extra..)?, &mut vlans, depth))
+                }
+                et => Some(ethertype(et, rest, &mut vlans, depth)),
+            }
+        }
+        (17, Transport::Udp) if p.dport == 4789 => Some(ethernet(d.get(8..)?, &mut vlans, depth)),
+        (17, Transport::Udp) if p.dport == 6081 => {
+            let opt_len = (d.first()? & 0x3f) as usize * 4;
+            let proto = be16(d, 2)?;
+            let rest = d.get(8 + opt_len..)?;
+            if proto == ET_TEB {
+                Some(ethernet(rest, &mut vlans, depth))
+            } else {
+                Some(ethertype(proto, rest, &mut vlans, depth))
+            }
+        }
+        (17, Transport::Udp) if p.dport == 2152 || p.sport == 2152 => {
+            // GTP-U (3GPP TS 29.281): a G-PDU (type 255) carries an IP packet.
+            let flags = *d.first()?;
+            if flags >> 5 != 1 || *d.get(1)? != 255 {
+                return None;
+            }
+            let mut len = 8;
+            if flags & 0x07 != 0 {
+                len += 4;
+                // extension headers give their length in 4-byte units
+                let mut next = *d.get(11)?;
+                let mut n = 0;
+                while next != 0 {
+                    n += 1;
+                    let units = *d.get(len)? as usize;
+                    if units == 0 || n > 8 {
+                        return None;
+                    }
+                    len += units * 4;
+                    next = *d.get(len - 1)?;
+                }
+            }
+            Some(ip(d.get(len..)?, vlans, depth))
+        }
+        _ => None,
     }
+}
+
+fn reduce<'a>(p: &LaxSlicedPacket<'a>, vlans: Vlans) -> Result<Outcome<'a>, DecodeError> {
     let (src, dst, payload, frag) = match &p.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
@@ -234,9 +409,7 @@ fn reduce<'a>(p: &LaxSlicedPacket<'a>) -> Result<Outcome<'a>, DecodeError> {
     };
     match &p.transport {
         Some(t) => Ok(Outcome::Packet(with_transport(base, t))),
-        None if proto == IpNumber::TCP.0 || proto == IpNumber::UDP.0 => {
-            Err(DecodeError::Truncated)
-        }
+        None if proto == IpNumber::TCP.0 || proto == IpNumber::UDP.0 => Err(DecodeError::Truncated),
         None => Ok(Outcome::Packet(base)),
     }
 }
@@ -266,7 +439,10 @@ fn with_transport<'a>(mut d: Decoded<'a>, t: &TransportSlice<'a>) -> Decoded<'a>
 }
 
 /// Decodes the transport header of a datagram rebuilt from fragments.
-pub fn decode_reassembled<'a>(f: &Fragment<'_>, datagram: &'a [u8]) -> Result<Decoded<'a>, DecodeError> {
+pub fn decode_reassembled<'a>(
+    f: &Fragment<'_>,
+    datagram: &'a [u8],
+) -> Result<Decoded<'a>, DecodeError> {
     let base = Decoded {
         vlans: f.vlans,
         src: f.src,
@@ -281,7 +457,8 @@ pub fn decode_reassembled<'a>(f: &Fragment<'_>, datagram: &'a [u8]) -> Result<De
         let tcp = etherparse::TcpSlice::from_slice(datagram).map_err(|_| DecodeError::Truncated)?;
         Ok(with_transport(base, &TransportSlice::Tcp(tcp)))
     } else if f.proto == IpNumber::UDP.0 {
-        let udp = etherparse::UdpSlice::from_slice_lax(datagram).map_err(|_| DecodeError::Truncated)?;
+        let udp =
+            etherparse::UdpSlice::from_slice_lax(datagram).map_err(|_| DecodeError::Truncated)?;
         Ok(with_transport(base, &TransportSlice::Udp(udp)))
     } else {
         Ok(base)
@@ -313,7 +490,9 @@ mod tests {
         assert_eq!(d.vlans.as_slice(), &[100]);
         assert_eq!(d.src.to_string(), "10.1.0.5");
         assert_eq!((d.sport, d.dport, d.proto), (40000, 443, 6));
-        let Transport::Tcp(t) = d.transport else { panic!("tcp") };
+        let Transport::Tcp(t) = d.transport else {
+            panic!("tcp")
+        };
         assert!(t.has(TcpHeader::SYN) && !t.has(TcpHeader::ACK));
         assert_eq!(t.seq, 1000);
         assert_eq!(d.payload, b"hello");

@@ -123,6 +123,21 @@ pub struct TlsEvent<'a> {
     pub chain: Vec<&'a CertInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_handshake: Option<ClientHandshake<'a>>,
+    /// Client certificates (TLS ≤ 1.2 client authentication).
+    #[serde(skip_serializing_if = "<[&CertInfo]>::is_empty")]
+    pub client_chain: Vec<&'a CertInfo>,
+    /// A second ClientHello on the same connection (after a HelloRetryRequest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_client_hello: Option<HelloSummary<'a>>,
+}
+
+/// The fingerprints of a further ClientHello.
+#[derive(Debug, Serialize)]
+pub struct HelloSummary<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<&'a str>,
+    pub ja3: Ja3,
+    pub ja4: String,
 }
 
 /// EVE's `http` object: the request and response heads of one transaction.

@@ -8,7 +8,14 @@ use sha1::{Digest, Sha1};
 
 /// `1:` + base64(SHA-1(seed ‖ saddr ‖ daddr ‖ proto ‖ 0 ‖ sport ‖ dport)), the
 /// endpoints ordered so the smaller (address, port) comes first.
-pub fn community_id(seed: u16, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> String {
+pub fn community_id(
+    seed: u16,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    proto: u8,
+) -> String {
     let digest = digest(seed, src, sport, dst, dport, proto);
     let mut s = String::with_capacity(30);
     s.push_str("1:");
@@ -16,7 +23,14 @@ pub fn community_id(seed: u16, src: IpAddr, sport: u16, dst: IpAddr, dport: u16,
     s
 }
 
-pub(crate) fn digest(seed: u16, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, proto: u8) -> [u8; 20] {
+pub(crate) fn digest(
+    seed: u16,
+    src: IpAddr,
+    sport: u16,
+    dst: IpAddr,
+    dport: u16,
+    proto: u8,
+) -> [u8; 20] {
     // ICMP types map to a (type, code) pair treated as ports; we only key flows
     // on TCP/UDP ports, and other protocols use port 0 on both sides.
     let ordered = (src, sport) <= (dst, dport);
@@ -74,8 +88,15 @@ mod tests {
             "1:0Mu9InQx6z4ZiCZM/7HXi2WMhOg="
         );
         assert_eq!(
-            community_id(0, ip("fe80::200:86ff:fe05:80da"), 0, ip("fe80::260:97ff:fe07:69ea"), 0, 58)
-                .len(),
+            community_id(
+                0,
+                ip("fe80::200:86ff:fe05:80da"),
+                0,
+                ip("fe80::260:97ff:fe07:69ea"),
+                0,
+                58
+            )
+            .len(),
             30
         );
     }

@@ -187,7 +187,6 @@ pub struct FlowStats {
     pub created: u64,
     pub timed_out: u64,
     pub evicted: u64,
-    pub active: u64,
 }
 
 /// A flow table of bounded size.
@@ -202,7 +201,10 @@ pub struct FlowTable<T> {
 impl<T> FlowTable<T> {
     pub fn new(max_flows: usize, timeouts: Timeouts) -> Self {
         FlowTable {
-            flows: HashMap::with_capacity_and_hasher(max_flows.min(4096), ahash::RandomState::new()),
+            flows: HashMap::with_capacity_and_hasher(
+                max_flows.min(4096),
+                ahash::RandomState::new(),
+            ),
             deadlines: BinaryHeap::new(),
             max_flows: max_flows.max(1),
             timeouts,
@@ -248,21 +250,25 @@ impl<T> FlowTable<T> {
                 }
             }
         }
-        if !self.flows.contains_key(&key) {
-            if self.flows.len() >= self.max_flows {
-                self.evict_one(ended);
-            }
-            let client_is_lo = initiator_is_src(d, tcp) == forward;
-            let (c, s) = if client_is_lo { (key.lo, key.hi) } else { (key.hi, key.lo) };
-            let community_id = community_id::community_id(0, c.0, c.1, s.0, s.1, key.proto);
-            let id = flow_id(&key, now);
-            let deadline = now.saturating_add(self.timeouts.tcp_new.min(self.timeouts.udp));
-            self.deadlines.push(Reverse((deadline, key)));
-            self.flows.insert(
-                key,
-                Flow {
+        if !self.flows.contains_key(&key) && self.flows.len() >= self.max_flows {
+            self.evict_one(ended);
+        }
+        let flow = match self.flows.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let client_is_lo = initiator_is_src(d, tcp) == forward;
+                let (c, s) = if client_is_lo {
+                    (key.lo, key.hi)
+                } else {
+                    (key.hi, key.lo)
+                };
+                let community_id = community_id::community_id(0, c.0, c.1, s.0, s.1, key.proto);
+                let deadline = now.saturating_add(self.timeouts.tcp_new.min(self.timeouts.udp));
+                self.deadlines.push(Reverse((deadline, key)));
+                self.stats.created += 1;
+                v.insert(Flow {
                     key,
-                    id,
+                    id: flow_id(&key, now),
                     client_is_lo,
                     start: now,
                     last: now,
@@ -273,12 +279,9 @@ impl<T> FlowTable<T> {
                     first_frame: frame,
                     deadline,
                     data: new_data(),
-                },
-            );
-            self.stats.created += 1;
-        }
-        self.stats.active = self.flows.len() as u64;
-        let flow = self.flows.get_mut(&key).expect("flow was just inserted or found");
+                })
+            }
+        };
         let dir = if forward == flow.client_is_lo {
             Dir::ToServer
         } else {
@@ -332,7 +335,6 @@ impl<T> FlowTable<T> {
             }
         }
         self.compact();
-        self.stats.active = self.flows.len() as u64;
     }
 
     /// Ends every flow (end of capture), in start order so output is reproducible.
@@ -341,7 +343,6 @@ impl<T> FlowTable<T> {
         all.sort_by_key(|f| (f.start, f.first_frame, f.key));
         ended.extend(all.into_iter().map(|f| (f, EndReason::Shutdown)));
         self.deadlines.clear();
-        self.stats.active = 0;
     }
 
     /// Ends one flow now (the caller decided it is over).
@@ -412,7 +413,11 @@ mod tests {
             proto: 6,
             sport,
             dport,
-            transport: Transport::Tcp(TcpHeader { seq: 0, ack: 0, flags }),
+            transport: Transport::Tcp(TcpHeader {
+                seq: 0,
+                ack: 0,
+                flags,
+            }),
             payload: &[],
         }
     }
@@ -422,10 +427,24 @@ mod tests {
         let mut t: FlowTable<()> = FlowTable::new(10, Timeouts::default());
         let mut ended = Vec::new();
         // SYN-ACK seen first: its sender is the server.
-        let (f, d) = t.track(&pkt("10.0.0.2", 443, "10.0.0.1", 5000, 0x12), 60, Timestamp(1), 1, &mut ended, || ());
+        let (f, d) = t.track(
+            &pkt("10.0.0.2", 443, "10.0.0.1", 5000, 0x12),
+            60,
+            Timestamp(1),
+            1,
+            &mut ended,
+            || (),
+        );
         assert_eq!(d, Dir::ToClient);
         assert_eq!(f.client(), ("10.0.0.1".parse().expect("ip"), 5000));
-        let (_, d) = t.track(&pkt("10.0.0.1", 5000, "10.0.0.2", 443, 0x10), 60, Timestamp(2), 2, &mut ended, || ());
+        let (_, d) = t.track(
+            &pkt("10.0.0.1", 5000, "10.0.0.2", 443, 0x10),
+            60,
+            Timestamp(2),
+            2,
+            &mut ended,
+            || (),
+        );
         assert_eq!(d, Dir::ToServer);
         assert_eq!(t.len(), 1);
     }
@@ -435,8 +454,18 @@ mod tests {
         let to = Timeouts::default();
         let mut t: FlowTable<()> = FlowTable::new(10, to);
         let mut ended = Vec::new();
-        t.track(&pkt("10.0.0.1", 5000, "10.0.0.2", 443, 0x02), 60, Timestamp(0), 1, &mut ended, || ());
-        t.expire(Timestamp(0).saturating_add(Duration(to.tcp_new.0 - 1)), &mut ended);
+        t.track(
+            &pkt("10.0.0.1", 5000, "10.0.0.2", 443, 0x02),
+            60,
+            Timestamp(0),
+            1,
+            &mut ended,
+            || (),
+        );
+        t.expire(
+            Timestamp(0).saturating_add(Duration(to.tcp_new.0 - 1)),
+            &mut ended,
+        );
         assert!(ended.is_empty());
         t.expire(Timestamp(0).saturating_add(to.tcp_new), &mut ended);
         assert_eq!(ended.len(), 1);
@@ -449,7 +478,14 @@ mod tests {
         let mut t: FlowTable<()> = FlowTable::new(3, Timeouts::default());
         let mut ended = Vec::new();
         for p in 0..10u16 {
-            t.track(&pkt("10.0.0.1", 5000 + p, "10.0.0.2", 443, 0x02), 60, Timestamp(p as i64), 1, &mut ended, || ());
+            t.track(
+                &pkt("10.0.0.1", 5000 + p, "10.0.0.2", 443, 0x02),
+                60,
+                Timestamp(p as i64),
+                1,
+                &mut ended,
+                || (),
+            );
         }
         assert_eq!(t.len(), 3);
         assert_eq!(t.stats.evicted, 7);

@@ -107,7 +107,9 @@ pub struct DnsMessage {
 pub struct Malformed;
 
 fn be16(d: &[u8], at: usize) -> Result<u16, Malformed> {
-    d.get(at..at + 2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(Malformed)
+    d.get(at..at + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or(Malformed)
 }
 
 fn rcode_name(r: u8) -> String {
@@ -203,27 +205,41 @@ pub fn parse(msg: &[u8]) -> Result<DnsMessage, Malformed> {
         be16(msg, next + 2)?;
         at = next + 4;
         if i < MAX_QUESTIONS {
-            out.queries.push(Question { rrname: name, rrtype });
+            out.queries.push(Question {
+                rrname: name,
+                rrtype,
+            });
         }
     }
     for i in 0..an {
         // A truncated answer section keeps the answers read so far.
-        let Ok((name, next)) = read_name(msg, at) else { break };
-        let (Ok(ty), Ok(ttl_hi), Ok(ttl_lo), Ok(rdlen)) =
-            (be16(msg, next), be16(msg, next + 4), be16(msg, next + 6), be16(msg, next + 8))
-        else {
+        let Ok((name, next)) = read_name(msg, at) else {
+            break;
+        };
+        let (Ok(ty), Ok(ttl_hi), Ok(ttl_lo), Ok(rdlen)) = (
+            be16(msg, next),
+            be16(msg, next + 4),
+            be16(msg, next + 6),
+            be16(msg, next + 8),
+        ) else {
             break;
         };
         let rd_at = next + 10;
-        let Some(rdata) = msg.get(rd_at..rd_at + rdlen as usize) else { break };
+        let Some(rdata) = msg.get(rd_at..rd_at + rdlen as usize) else {
+            break;
+        };
         at = rd_at + rdlen as usize;
         if i >= MAX_ANSWERS {
             continue;
         }
         let rrtype = RrType(ty);
         let rdata = match ty {
-            1 => <[u8; 4]>::try_from(rdata).ok().map(|a| Ipv4Addr::from(a).to_string()),
-            28 => <[u8; 16]>::try_from(rdata).ok().map(|a| Ipv6Addr::from(a).to_string()),
+            1 => <[u8; 4]>::try_from(rdata)
+                .ok()
+                .map(|a| Ipv4Addr::from(a).to_string()),
+            28 => <[u8; 16]>::try_from(rdata)
+                .ok()
+                .map(|a| Ipv6Addr::from(a).to_string()),
             2 | 5 | 12 => read_name(msg, rd_at).ok().map(|(n, _)| n),
             15 => read_name(msg, rd_at + 2).ok().map(|(n, _)| n),
             16 => Some(txt(rdata)),

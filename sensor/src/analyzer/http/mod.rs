@@ -18,11 +18,21 @@ pub const MAX_TRANSACTIONS: usize = 16;
 pub const MAX_FIELD: usize = 1024;
 
 const METHODS: [&[u8]; 9] = [
-    b"GET ", b"POST ", b"HEAD ", b"PUT ", b"DELETE ", b"OPTIONS ", b"CONNECT ", b"PATCH ", b"TRACE ",
+    b"GET ",
+    b"POST ",
+    b"HEAD ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"PATCH ",
+    b"TRACE ",
 ];
 
 pub fn looks_like_request(d: &[u8]) -> bool {
-    METHODS.iter().any(|m| d.len() >= m.len() && d[..m.len()].eq_ignore_ascii_case(m))
+    METHODS
+        .iter()
+        .any(|m| d.len() >= m.len() && d[..m.len()].eq_ignore_ascii_case(m))
 }
 
 pub fn looks_like_response(d: &[u8]) -> bool {
@@ -58,7 +68,11 @@ fn field(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..b.len().min(MAX_FIELD)]).into_owned()
 }
 
-fn head_progress<T>(d: &[u8], r: Result<httparse::Status<usize>, httparse::Error>, make: impl FnOnce() -> T) -> Progress<T> {
+fn head_progress<T>(
+    d: &[u8],
+    r: Result<httparse::Status<usize>, httparse::Error>,
+    make: impl FnOnce() -> T,
+) -> Progress<T> {
     match r {
         Ok(httparse::Status::Complete(n)) => Progress::Done(make(), n),
         Ok(httparse::Status::Partial) if d.len() < MAX_HEAD => Progress::NeedMore,
@@ -129,7 +143,11 @@ pub fn parse_response(d: &[u8]) -> Progress<Response> {
 
 /// The text of the first `<title>` element in `body`, if it is all there.
 pub fn title(body: &[u8]) -> Option<String> {
-    let lower: Vec<u8> = body.iter().take(MAX_HEAD).map(|b| b.to_ascii_lowercase()).collect();
+    let lower: Vec<u8> = body
+        .iter()
+        .take(MAX_HEAD)
+        .map(|b| b.to_ascii_lowercase())
+        .collect();
     let open = find(&lower, b"<title")?;
     let start = open + find(&lower[open..], b">")? + 1;
     let len = find(&lower[start..], b"</title")?;
@@ -208,7 +226,9 @@ mod tests {
     #[test]
     fn connect_request_names_its_target() {
         let d = b"CONNECT connect.ngrok-agent.com:443 HTTP/1.1\r\nUser-Agent: Go-http-client/1.1\r\n\r\n";
-        let Progress::Done(r, n) = parse_request(d) else { panic!("parses") };
+        let Progress::Done(r, n) = parse_request(d) else {
+            panic!("parses")
+        };
         assert_eq!(n, d.len());
         assert_eq!(r.http_method, "CONNECT");
         assert_eq!(r.url, "connect.ngrok-agent.com:443");
@@ -219,7 +239,9 @@ mod tests {
     #[test]
     fn response_with_server_and_title() {
         let d = b"HTTP/1.1 200 OK\r\nServer: mitmproxy 12.2.3\r\nContent-Type: text/html\r\n\r\n<html><head><TITLE> mitmproxy </TITLE>";
-        let Progress::Done(r, _) = parse_response(d) else { panic!("parses") };
+        let Progress::Done(r, _) = parse_response(d) else {
+            panic!("parses")
+        };
         assert_eq!(r.status, 200);
         assert_eq!(r.server.as_deref(), Some("mitmproxy 12.2.3"));
         assert_eq!(r.title.as_deref(), Some("mitmproxy"));
@@ -227,7 +249,10 @@ mod tests {
 
     #[test]
     fn partial_heads_need_more_until_the_cap() {
-        assert_eq!(parse_request(b"GET / HTTP/1.1\r\nHost: a"), Progress::NeedMore);
+        assert_eq!(
+            parse_request(b"GET / HTTP/1.1\r\nHost: a"),
+            Progress::NeedMore
+        );
         let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
         big.resize(MAX_HEAD + 10, b'a');
         assert_eq!(parse_request(&big), Progress::Invalid);

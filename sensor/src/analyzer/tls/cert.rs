@@ -139,7 +139,8 @@ pub fn parse(der: &[u8], sha256: &[u8; 32]) -> CertInfo {
     info.issuerdn = cap(cert.issuer().to_string());
     info.subject_rfc4514 = cap(rfc4514(cert.subject()));
     info.issuer_rfc4514 = cap(rfc4514(cert.issuer()));
-    let first = |it: &mut dyn Iterator<Item = &AttributeTypeAndValue<'_>>| it.next().map(|a| cap(value(a)));
+    let first =
+        |it: &mut dyn Iterator<Item = &AttributeTypeAndValue<'_>>| it.next().map(|a| cap(value(a)));
     info.subject_cn = first(&mut cert.subject().iter_common_name());
     info.subject_o = first(&mut cert.subject().iter_organization());
     info.subject_ou = first(&mut cert.subject().iter_organizational_unit());
@@ -171,7 +172,11 @@ pub fn parse(der: &[u8], sha256: &[u8; 32]) -> CertInfo {
     info.key_algorithm = key_algorithm(&spki.algorithm.algorithm.to_id_string()).to_string();
     info.key_bits = spki.parsed().ok().map(|k| k.key_size()).filter(|b| *b > 0);
     info.ca = cert.basic_constraints().ok().flatten().map(|b| b.value.ca);
-    info.extensions = cert.extensions().iter().map(|e| e.oid.to_id_string()).collect();
+    info.extensions = cert
+        .extensions()
+        .iter()
+        .map(|e| e.oid.to_id_string())
+        .collect();
     info
 }
 
@@ -196,12 +201,17 @@ fn value(a: &AttributeTypeAndValue<'_>) -> String {
     let data = any.data;
     match any.tag() {
         Tag::BmpString => {
-            let u: Vec<u16> = data.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect();
+            let u: Vec<u16> = data
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                .collect();
             String::from_utf16_lossy(&u)
         }
         Tag::UniversalString => data
             .chunks_exact(4)
-            .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}'))
+            .map(|c| {
+                char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).unwrap_or('\u{fffd}')
+            })
             .collect(),
         Tag::T61String | Tag::VisibleString | Tag::GeneralString | Tag::GraphicString => {
             // T.61 in practice carries Latin-1.

@@ -39,6 +39,8 @@ pub struct ClientHello {
     pub extensions: Vec<u16>,
     pub sni: Option<String>,
     pub alpns: Vec<String>,
+    /// The first ALPN value as sent (JA4 reads its bytes, not its text).
+    pub first_alpn: Vec<u8>,
     pub supported_versions: Vec<u16>,
     pub groups: Vec<u16>,
     pub point_formats: Vec<u8>,
@@ -105,7 +107,15 @@ fn client_extension(out: &mut ClientHello, ty: u16, data: &[u8]) {
         }
         ext::ALPN => {
             if let Ok((_, TlsExtension::ALPN(list))) = parse_tls_extension_alpn_content(data) {
-                out.alpns = list.iter().take(MAX_ALPNS).map(|p| lossy_capped(p)).collect();
+                out.alpns = list
+                    .iter()
+                    .take(MAX_ALPNS)
+                    .map(|p| lossy_capped(p))
+                    .collect();
+                out.first_alpn = list
+                    .first()
+                    .map(|p| p[..p.len().min(MAX_NAME_LEN)].to_vec())
+                    .unwrap_or_default();
             }
         }
         ext::SUPPORTED_VERSIONS => {
@@ -116,12 +126,16 @@ fn client_extension(out: &mut ClientHello, ty: u16, data: &[u8]) {
             }
         }
         ext::SUPPORTED_GROUPS => {
-            if let Ok((_, TlsExtension::EllipticCurves(g))) = parse_tls_extension_elliptic_curves_content(data) {
+            if let Ok((_, TlsExtension::EllipticCurves(g))) =
+                parse_tls_extension_elliptic_curves_content(data)
+            {
                 out.groups = g.iter().map(|g| g.0).collect();
             }
         }
         ext::EC_POINT_FORMATS => {
-            if let Ok((_, TlsExtension::EcPointFormats(p))) = parse_tls_extension_ec_point_formats_content(data) {
+            if let Ok((_, TlsExtension::EcPointFormats(p))) =
+                parse_tls_extension_ec_point_formats_content(data)
+            {
                 out.point_formats = p.to_vec();
             }
         }
@@ -153,7 +167,9 @@ pub fn parse_server_hello(body: &[u8]) -> Result<ServerHello, Malformed> {
                     out.selected_version = Some(u16::from_be_bytes([data[0], data[1]]));
                 }
                 ext::ALPN => {
-                    if let Ok((_, TlsExtension::ALPN(list))) = parse_tls_extension_alpn_content(data) {
+                    if let Ok((_, TlsExtension::ALPN(list))) =
+                        parse_tls_extension_alpn_content(data)
+                    {
                         out.alpn = list.first().map(|p| lossy_capped(p));
                     }
                 }
@@ -179,7 +195,7 @@ pub fn parse_sslv2_client_hello(d: &[u8]) -> Option<(ClientHello, usize)> {
     let specs_len = u16::from_be_bytes([d[5], d[6]]) as usize;
     let sid_len = u16::from_be_bytes([d[7], d[8]]) as usize;
     let chal_len = u16::from_be_bytes([d[9], d[10]]) as usize;
-    if specs_len % 3 != 0 || 9 + specs_len + sid_len + chal_len != len - 2 {
+    if !specs_len.is_multiple_of(3) || 9 + specs_len + sid_len + chal_len != len - 2 {
         return None;
     }
     let specs = d.get(11..11 + specs_len)?;
@@ -215,7 +231,9 @@ fn raw_extensions(mut d: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 }
 
 fn u16s(d: &[u8]) -> Vec<u16> {
-    d.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect()
+    d.chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect()
 }
 
 fn lossy_capped(b: &[u8]) -> String {

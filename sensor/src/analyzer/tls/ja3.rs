@@ -36,11 +36,29 @@ fn hashed(string: String) -> Ja3 {
 pub fn ja3(ch: &ClientHello) -> Ja3 {
     let mut s = String::with_capacity(256);
     let _ = write!(s, "{},", ch.legacy_version);
-    join(&mut s, ch.ciphers.iter().filter(|c| !is_grease(**c)).map(|c| *c as u32));
+    join(
+        &mut s,
+        ch.ciphers
+            .iter()
+            .filter(|c| !is_grease(**c))
+            .map(|c| *c as u32),
+    );
     s.push(',');
-    join(&mut s, ch.extensions.iter().filter(|c| !is_grease(**c)).map(|c| *c as u32));
+    join(
+        &mut s,
+        ch.extensions
+            .iter()
+            .filter(|c| !is_grease(**c))
+            .map(|c| *c as u32),
+    );
     s.push(',');
-    join(&mut s, ch.groups.iter().filter(|c| !is_grease(**c)).map(|c| *c as u32));
+    join(
+        &mut s,
+        ch.groups
+            .iter()
+            .filter(|c| !is_grease(**c))
+            .map(|c| *c as u32),
+    );
     s.push(',');
     join(&mut s, ch.point_formats.iter().map(|c| *c as u32));
     hashed(s)
@@ -50,7 +68,13 @@ pub fn ja3(ch: &ClientHello) -> Ja3 {
 pub fn ja3s(sh: &ServerHello) -> Ja3 {
     let mut s = String::with_capacity(64);
     let _ = write!(s, "{},{},", sh.legacy_version, sh.cipher);
-    join(&mut s, sh.extensions.iter().filter(|c| !is_grease(**c)).map(|c| *c as u32));
+    join(
+        &mut s,
+        sh.extensions
+            .iter()
+            .filter(|c| !is_grease(**c))
+            .map(|c| *c as u32),
+    );
     hashed(s)
 }
 

@@ -58,13 +58,23 @@ fn hex_list(vals: &[u16]) -> String {
     s
 }
 
+/// First and last character of the first ALPN value.
+///
+/// Alphanumeric ASCII is used as is. A non-ASCII byte becomes `9`, as FoxIO's
+/// reference implementation writes it (`tls-non-ascii-alpn.pcapng`: `\xba\xad`
+/// gives `99`). Other ASCII punctuation falls back to the spec's rule: first
+/// and last hex digit of the value.
 fn alpn_code(ch: &ClientHello) -> String {
-    let Some(first) = ch.alpns.first().map(|a| a.as_bytes()).filter(|a| !a.is_empty()) else {
+    let first = &ch.first_alpn;
+    if first.is_empty() {
         return "00".into();
-    };
+    }
     let (a, b) = (first[0], first[first.len() - 1]);
     if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() {
         format!("{}{}", a as char, b as char)
+    } else if !a.is_ascii() || !b.is_ascii() {
+        let c = |x: u8| if x.is_ascii() { x as char } else { '9' };
+        format!("{}{}", c(a), c(b))
     } else {
         let h = super::hex(first);
         let h = h.as_bytes();
@@ -81,8 +91,18 @@ pub fn ja4(ch: &ClientHello, transport: Transport) -> (String, String) {
         .filter(|v| !is_grease(*v))
         .max()
         .unwrap_or(ch.legacy_version);
-    let ciphers: Vec<u16> = ch.ciphers.iter().copied().filter(|c| !is_grease(*c)).collect();
-    let exts: Vec<u16> = ch.extensions.iter().copied().filter(|e| !is_grease(*e)).collect();
+    let ciphers: Vec<u16> = ch
+        .ciphers
+        .iter()
+        .copied()
+        .filter(|c| !is_grease(*c))
+        .collect();
+    let exts: Vec<u16> = ch
+        .extensions
+        .iter()
+        .copied()
+        .filter(|e| !is_grease(*e))
+        .collect();
     let proto = match transport {
         Transport::Tcp => 't',
         Transport::Quic => 'q',
@@ -91,7 +111,11 @@ pub fn ja4(ch: &ClientHello, transport: Transport) -> (String, String) {
     let a = format!(
         "{proto}{}{}{:02}{:02}{}",
         version_code(version),
-        if ch.extensions.contains(&ext::SERVER_NAME) { 'd' } else { 'i' },
+        if ch.extensions.contains(&ext::SERVER_NAME) {
+            'd'
+        } else {
+            'i'
+        },
         ciphers.len().min(99),
         exts.len().min(99),
         alpn_code(ch)
@@ -105,7 +129,12 @@ pub fn ja4(ch: &ClientHello, transport: Transport) -> (String, String) {
         .collect();
     sorted_exts.sort_unstable();
     let mut c_raw = hex_list(&sorted_exts);
-    let sigs: Vec<u16> = ch.sig_algs.iter().copied().filter(|s| !is_grease(*s)).collect();
+    let sigs: Vec<u16> = ch
+        .sig_algs
+        .iter()
+        .copied()
+        .filter(|s| !is_grease(*s))
+        .collect();
     if !sigs.is_empty() {
         c_raw.push('_');
         c_raw.push_str(&hex_list(&sigs));

@@ -60,7 +60,8 @@ pub fn looks_like_tls(d: &[u8]) -> bool {
 /// Does this look like the start of a TLS handshake record (the first bytes a
 /// TLS client or server sends)?
 pub fn looks_like_handshake(d: &[u8]) -> bool {
-    matches!(d, [CONTENT_HANDSHAKE, 3, 0..=4, ..]) || matches!(d, [hi, _, 1, 0, 2, ..] | [hi, _, 1, 3, 0..=4, ..] if hi & 0x80 != 0)
+    matches!(d, [CONTENT_HANDSHAKE, 3, 0..=4, ..])
+        || matches!(d, [hi, _, 1, 0, 2, ..] | [hi, _, 1, 3, 0..=4, ..] if hi & 0x80 != 0)
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,18 @@ struct TlsDir {
     /// Handshake bytes of a message that spans records.
     hs: Vec<u8>,
     state: DirState,
+    /// A ChangeCipherSpec was the last record.
+    after_ccs: bool,
+}
+
+/// Is this record exactly one ClientHello message (what a client sends in clear
+/// after a compatibility ChangeCipherSpec)? An encrypted Finished matches by
+/// chance with odds of about 2^-32.
+fn is_whole_client_hello(ctype: u8, body: &[u8]) -> bool {
+    ctype == CONTENT_HANDSHAKE
+        && body.len() >= 4
+        && body[0] == HS_CLIENT_HELLO
+        && u32::from_be_bytes([0, body[1], body[2], body[3]]) as usize + 4 == body.len()
 }
 
 /// Counters a session reports to the engine.
@@ -89,6 +102,11 @@ pub struct TlsSession {
     pub client_hello: Option<ClientHello>,
     pub server_hello: Option<ServerHello>,
     pub chain: Vec<Arc<CertInfo>>,
+    /// A client certificate chain (TLS ≤ 1.2 client authentication).
+    pub client_chain: Vec<Arc<CertInfo>>,
+    /// The second ClientHello of a connection (after a HelloRetryRequest, or a
+    /// client that repeats itself).
+    pub second_client_hello: Option<ClientHello>,
     /// ClientHellos seen (2 after a HelloRetryRequest).
     pub client_hellos: u32,
     /// Certificates in the Certificate message (may exceed what `chain` keeps).
@@ -119,7 +137,10 @@ impl TlsSession {
         let mut used = 0;
         while self.dirs[dir as usize].state == DirState::Active {
             let rest = &data[used..];
-            if dir == Dir::ToServer && self.client_hellos == 0 && rest.first().is_some_and(|b| b & 0x80 != 0) {
+            if dir == Dir::ToServer
+                && self.client_hellos == 0
+                && rest.first().is_some_and(|b| b & 0x80 != 0)
+            {
                 match hello::parse_sslv2_client_hello(rest) {
                     Some((ch, len)) => {
                         self.client_hello = Some(ch);
@@ -141,8 +162,15 @@ impl TlsSession {
             if rest.len() < 5 {
                 return used;
             }
-            let (ctype, major, len) = (rest[0], rest[1], u16::from_be_bytes([rest[3], rest[4]]) as usize);
-            if !(CONTENT_CCS..=CONTENT_HEARTBEAT).contains(&ctype) || major != 3 || len > MAX_RECORD_LEN {
+            let (ctype, major, len) = (
+                rest[0],
+                rest[1],
+                u16::from_be_bytes([rest[3], rest[4]]) as usize,
+            );
+            if !(CONTENT_CCS..=CONTENT_HEARTBEAT).contains(&ctype)
+                || major != 3
+                || len > MAX_RECORD_LEN
+            {
                 self.fail(dir);
                 return data.len();
             }
@@ -151,15 +179,37 @@ impl TlsSession {
             }
             let body = &rest[5..5 + len];
             used += 5 + len;
+            if std::mem::take(&mut self.dirs[dir as usize].after_ccs)
+                && !is_whole_client_hello(ctype, body)
+            {
+                // Encrypted from here on (a Finished, or application data).
+                self.stop(dir);
+                break;
+            }
             match ctype {
                 CONTENT_HANDSHAKE => self.handshake_fragment(dir, body, certs),
-                // After ChangeCipherSpec the rest of the direction is encrypted.
+                // After ChangeCipherSpec the rest of the direction is encrypted,
+                // except the compatibility CCS around a HelloRetryRequest
+                // (RFC 8446 §4.1.4, D.4): the next hello still comes in clear.
+                CONTENT_CCS if self.retry_pending(dir) => {}
+                // A client may also send that CCS before a second hello when the
+                // HelloRetryRequest is not in the capture: look at one more record.
+                CONTENT_CCS if dir == Dir::ToServer => self.dirs[dir as usize].after_ccs = true,
                 CONTENT_CCS | CONTENT_APPDATA => self.stop(dir),
                 CONTENT_ALERT | CONTENT_HEARTBEAT => {}
                 _ => {}
             }
         }
         data.len()
+    }
+
+    /// After a HelloRetryRequest, is this direction's next hello still to come?
+    fn retry_pending(&self, dir: Dir) -> bool {
+        let hrr = self.server_hello.as_ref().is_some_and(|s| s.retry_request);
+        match dir {
+            Dir::ToServer => hrr && self.client_hellos < 2,
+            Dir::ToClient => hrr,
+        }
     }
 
     fn fail(&mut self, dir: Dir) {
@@ -219,17 +269,19 @@ impl TlsSession {
         match (dir, ty) {
             (Dir::ToServer, HS_CLIENT_HELLO) => {
                 self.client_hellos += 1;
-                if self.client_hello.is_none() {
-                    match hello::parse_client_hello(body) {
-                        Ok(ch) => self.client_hello = Some(ch),
-                        Err(_) => self.malformed = true,
-                    }
+                // The client direction goes on to its ChangeCipherSpec: a second
+                // hello (after a HelloRetryRequest) or a client certificate may follow.
+                match (hello::parse_client_hello(body), self.client_hellos) {
+                    (Ok(ch), 1) => self.client_hello = Some(ch),
+                    (Ok(ch), 2) => self.second_client_hello = Some(ch),
+                    (Ok(_), _) => {}
+                    (Err(_), _) => self.malformed = true,
                 }
-                // A second ClientHello follows only a HelloRetryRequest.
-                let retry = self.server_hello.as_ref().is_some_and(|s| s.retry_request);
-                if !retry || self.client_hellos > 1 {
-                    self.stop(dir);
-                }
+            }
+            (Dir::ToServer, HS_CERTIFICATE) => {
+                let mut chain = std::mem::take(&mut self.client_chain);
+                self.certificates(body, certs, &mut chain);
+                self.client_chain = chain;
             }
             (Dir::ToClient, HS_SERVER_HELLO) => match hello::parse_server_hello(body) {
                 Ok(sh) => {
@@ -238,17 +290,16 @@ impl TlsSession {
                     if !retry || self.server_hello.is_none() {
                         self.server_hello = Some(sh);
                     }
-                    if retry {
-                        // The client's second hello is still to come.
-                        self.dirs[Dir::ToServer as usize].state = DirState::Active;
-                    } else if tls13 {
+                    if !retry && tls13 {
                         self.stop(dir);
                     }
                 }
                 Err(_) => self.fail(dir),
             },
             (Dir::ToClient, HS_CERTIFICATE) => {
-                self.certificates(body, certs);
+                let mut chain = std::mem::take(&mut self.chain);
+                self.certificates(body, certs, &mut chain);
+                self.chain = chain;
                 self.stop(dir);
             }
             (Dir::ToClient, HS_SERVER_HELLO_DONE) => self.stop(dir),
@@ -256,9 +307,12 @@ impl TlsSession {
         }
     }
 
-    fn certificates(&mut self, body: &[u8], certs: &mut CertCache) {
+    fn certificates(&mut self, body: &[u8], certs: &mut CertCache, chain: &mut Vec<Arc<CertInfo>>) {
         // certificate_list<0..2^24-1>, each ASN.1Cert<1..2^24-1> (RFC 5246 §7.4.2)
-        let Some(total) = body.get(..3).map(|b| u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize) else {
+        let Some(total) = body
+            .get(..3)
+            .map(|b| u32::from_be_bytes([0, b[0], b[1], b[2]]) as usize)
+        else {
             self.malformed = true;
             return;
         };
@@ -270,8 +324,8 @@ impl TlsSession {
                 break;
             };
             self.chain_len += 1;
-            if self.chain.len() < MAX_CHAIN {
-                self.chain.push(certs.get(der));
+            if chain.len() < MAX_CHAIN {
+                chain.push(certs.get(der));
             }
             list = &list[3 + len..];
         }
