@@ -95,7 +95,10 @@ pub fn parse_request(d: &[u8]) -> Progress<Request> {
         let url = req.path.map(|p| field(p.as_bytes())).unwrap_or_default();
         let method = req.method.unwrap_or_default().to_string();
         // CONNECT's target is the authority itself.
-        let hostname = get("host").or_else(|| (method == "CONNECT").then(|| authority_host(&url)));
+        // EVE's hostname is the host alone; the port is in the URL or dest_port.
+        let hostname = get("host")
+            .map(|h| authority_host(&h))
+            .or_else(|| (method == "CONNECT").then(|| authority_host(&url)));
         Request {
             http_method: method,
             protocol: format!("HTTP/1.{}", req.version.unwrap_or(1)),
@@ -111,7 +114,11 @@ pub fn authority_host(a: &str) -> String {
     if let Some(rest) = a.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest).to_string();
     }
-    a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a).to_string()
+    match a.rsplit_once(':') {
+        // a bare IPv6 address has more than one colon and no brackets
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => a.to_string(),
+    }
 }
 
 /// Parses a response head; `title` is looked for in what follows it in `d`.

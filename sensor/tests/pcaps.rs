@@ -1,0 +1,183 @@
+//! Whole-pipeline tests on the project's own captures in `pcaps/` (made by
+//! `tools/pcapgen` from real rustls handshakes; see `pcaps/README.md`).
+//! One snapshot of the event stream per capture, plus targeted checks.
+
+mod common;
+
+use std::path::PathBuf;
+
+use serde_json::Value;
+use spanwatch::capture::LibpcapReader;
+use spanwatch::engine::{Engine, EngineConfig, Origin};
+use spanwatch::event::VecSink;
+
+fn captures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(common::workspace().join("pcaps"))
+        .expect("pcaps/ exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn run(name: &str) -> common::Run {
+    let path = common::workspace().join("pcaps").join(name);
+    common::run(&path, &format!("pcaps/{name}"))
+}
+
+fn of_type<'a>(r: &'a common::Run, t: &str) -> Vec<&'a Value> {
+    r.events.iter().filter(|e| e["event_type"] == t).collect()
+}
+
+#[test]
+fn one_snapshot_per_capture() {
+    let all = captures();
+    assert!(all.len() >= 7, "captures missing: {all:?}");
+    for path in all {
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        let r = run(&name);
+        assert!(r.error.is_none(), "{name}: {:?}", r.error);
+        insta::assert_snapshot!(name.clone(), r.lines.join("\n"));
+    }
+}
+
+#[test]
+fn same_capture_twice_gives_identical_output() {
+    for path in captures() {
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        assert_eq!(run(&name).lines, run(&name).lines, "{name}");
+    }
+}
+
+#[test]
+fn libpcap_reader_gives_the_same_events() {
+    // multi-interface.pcapng mixes link types, which libpcap refuses.
+    for path in captures().into_iter().filter(|p| !p.ends_with("multi-interface.pcapng")) {
+        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut sink = VecSink::default();
+        let origin = Origin { pcap_file: Some("x") };
+        let mut r = LibpcapReader::open(&path).expect("libpcap opens");
+        while let Some(p) = r.next() {
+            engine.process(&p.expect("packet"), origin, &mut sink);
+        }
+        engine.finish(origin, &mut sink);
+        let native = common::run(&path, "x");
+        assert_eq!(sink.0, native.lines, "{name}");
+    }
+}
+
+#[test]
+fn tls12_chain_has_every_certificate_and_fingerprint() {
+    let r = run("tls12-chain.pcap");
+    let tls = of_type(&r, "tls");
+    assert_eq!(tls.len(), 1);
+    let t = &tls[0]["tls"];
+    assert_eq!(t["sni"], "www.example.com");
+    assert_eq!(t["version"], "TLS 1.2");
+    assert_eq!(t["client_alpns"], serde_json::json!(["h2", "http/1.1"]));
+    assert_eq!(t["server_alpns"], serde_json::json!(["h2"]));
+    assert_eq!(t["chain"].as_array().map(Vec::len), Some(3));
+    assert_eq!(t["subject"], "CN=www.example.com, O=Example Org");
+    assert_eq!(t["issuerdn"], "CN=Example Org Issuing CA 1, O=Example Org");
+    assert_eq!(t["subjectaltname"], serde_json::json!(["www.example.com", "example.com"]));
+    assert_eq!(t["chain"][2]["ca"], true);
+    assert_eq!(t["chain"][0]["notbefore"], "2026-01-01T00:00:00");
+    assert!(t["ja4"].as_str().is_some_and(|j| j.starts_with("t12d")), "{}", t["ja4"]);
+    assert_eq!(t["ja3"]["hash"].as_str().map(str::len), Some(32));
+    assert!(t["ja3s"]["string"].as_str().is_some_and(|s| s.starts_with("771,")));
+    // DNS before the connection: query and the answer with its CNAME chain
+    let dns = of_type(&r, "dns");
+    assert_eq!(dns.len(), 2);
+    assert_eq!(dns[0]["dns"]["type"], "request");
+    assert_eq!(dns[1]["dns"]["answers"][0]["rdata"], "edge.example.net");
+    assert_eq!(dns[1]["dns"]["answers"][1]["rdata"], "198.51.100.20");
+    assert_eq!(dns[1]["src_ip"], "192.0.2.53");
+    // every flow ends with a flow event, closed by FIN
+    let flows = of_type(&r, "flow");
+    assert_eq!(flows.len(), 2);
+    assert!(flows.iter().any(|f| f["flow"]["state"] == "closed"));
+}
+
+#[test]
+fn tls13_over_vlan_and_ipv6_has_no_certificate() {
+    let r = run("tls13-vlan-ipv6.pcap");
+    let tls = of_type(&r, "tls");
+    assert_eq!(tls.len(), 1);
+    assert_eq!(tls[0]["vlan"], serde_json::json!([100]));
+    assert_eq!(tls[0]["src_ip"], "2001:db8:1::10");
+    assert_eq!(tls[0]["tls"]["version"], "TLS 1.3");
+    assert!(tls[0]["tls"]["chain"].is_null(), "TLS 1.3 certificates are encrypted");
+    // sequence numbers wrap around inside this connection
+    assert_eq!(r.counters.stream_gaps, 0);
+}
+
+#[test]
+fn hello_and_chain_split_over_tiny_segments_and_reordering() {
+    for name in ["tls12-tiny-mss.pcap", "tls12-reordered.pcap"] {
+        let r = run(name);
+        let tls = of_type(&r, "tls");
+        assert_eq!(tls.len(), 1, "{name}");
+        assert_eq!(tls[0]["tls"]["chain"].as_array().map(Vec::len), Some(3), "{name}");
+        assert!(tls[0]["tls"]["sni"].as_str().is_some_and(|s| s.ends_with(".example.com")));
+        assert_eq!(r.counters.stream_gaps, 0, "{name}");
+    }
+}
+
+#[test]
+fn connect_tunnel_and_plain_http() {
+    let r = run("http-connect.pcap");
+    let http = of_type(&r, "http");
+    assert_eq!(http.len(), 2);
+    assert_eq!(http[0]["http"]["http_method"], "CONNECT");
+    assert_eq!(http[0]["http"]["url"], "api.example.net:443");
+    assert_eq!(http[0]["http"]["hostname"], "api.example.net");
+    assert_eq!(http[0]["http"]["status"], 200);
+    assert_eq!(http[1]["http"]["title"], "Intranet");
+    assert_eq!(http[1]["http"]["server"], "nginx/1.24");
+    // the TLS inside the tunnel is found by content, on the proxy port
+    let tls = of_type(&r, "tls");
+    assert_eq!(tls.len(), 1);
+    assert_eq!(tls[0]["dest_port"], 8080);
+    assert_eq!(tls[0]["tls"]["sni"], "api.example.net");
+}
+
+#[test]
+fn pcapng_with_two_link_types() {
+    let r = run("multi-interface.pcapng");
+    assert_eq!(of_type(&r, "tls").len(), 1);
+    assert_eq!(of_type(&r, "dns").len(), 4);
+    assert_eq!(r.counters.decode_unknown_linktype, 0);
+    // nanosecond resolution: microseconds survive
+    assert!(r.events[0]["timestamp"].as_str().is_some_and(|t| t.starts_with("2026-11-01T10:00:00.")));
+}
+
+#[test]
+fn fragmented_dns_answer_is_reassembled() {
+    let r = run("ipv4-fragments.pcap");
+    let dns = of_type(&r, "dns");
+    assert_eq!(dns.len(), 2);
+    assert_eq!(dns[1]["dns"]["answers"].as_array().map(Vec::len), Some(64), "answers are capped at 64");
+    assert_eq!(r.counters.fragments, 3);
+    assert_eq!(r.counters.fragments_reassembled, 1);
+}
+
+#[test]
+fn site_segments_are_attached_to_events() {
+    let site = spanwatch::config::SiteConfig::parse(
+        "t.toml",
+        "[sensor]\nname = \"s1\"\n[[segment]]\nname = \"prod\"\nkind = \"production\"\ncidrs = [\"192.0.2.0/24\"]\n[[segment]]\nname = \"internet\"\nkind = \"other\"\ncidrs = [\"198.51.100.0/24\"]\n",
+    )
+    .expect("config");
+    let cfg = EngineConfig {
+        site: std::sync::Arc::new(site),
+        ..Default::default()
+    };
+    let path = common::workspace().join("pcaps/tls12-chain.pcap");
+    let r = common::run_with(&path, "x", cfg);
+    let tls = of_type(&r, "tls");
+    assert_eq!(tls[0]["sensor"], "s1");
+    assert_eq!(tls[0]["src_segment"], serde_json::json!({"name": "prod", "kind": "production"}));
+    assert_eq!(tls[0]["dest_segment"], serde_json::json!({"name": "internet", "kind": "other"}));
+}
