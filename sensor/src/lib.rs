@@ -15,6 +15,7 @@ pub mod decode;
 pub mod engine;
 pub mod event;
 pub mod flow;
+pub mod fuzzing;
 pub mod reassembly;
 pub mod stats;
 pub mod time;

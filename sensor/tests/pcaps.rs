@@ -35,7 +35,11 @@ fn one_snapshot_per_capture() {
     let all = captures();
     assert!(all.len() >= 7, "captures missing: {all:?}");
     for path in all {
-        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_string();
         let r = run(&name);
         assert!(r.error.is_none(), "{name}: {:?}", r.error);
         insta::assert_snapshot!(name.clone(), r.lines.join("\n"));
@@ -45,7 +49,11 @@ fn one_snapshot_per_capture() {
 #[test]
 fn same_capture_twice_gives_identical_output() {
     for path in captures() {
-        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_string();
         assert_eq!(run(&name).lines, run(&name).lines, "{name}");
     }
 }
@@ -53,11 +61,20 @@ fn same_capture_twice_gives_identical_output() {
 #[test]
 fn libpcap_reader_gives_the_same_events() {
     // multi-interface.pcapng mixes link types, which libpcap refuses.
-    for path in captures().into_iter().filter(|p| !p.ends_with("multi-interface.pcapng")) {
-        let name = path.file_name().and_then(|n| n.to_str()).expect("name").to_string();
+    for path in captures()
+        .into_iter()
+        .filter(|p| !p.ends_with("multi-interface.pcapng"))
+    {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_string();
         let mut engine = Engine::new(EngineConfig::default());
         let mut sink = VecSink::default();
-        let origin = Origin { pcap_file: Some("x") };
+        let origin = Origin {
+            pcap_file: Some("x"),
+        };
         let mut r = LibpcapReader::open(&path).expect("libpcap opens");
         while let Some(p) = r.next() {
             engine.process(&p.expect("packet"), origin, &mut sink);
@@ -81,12 +98,21 @@ fn tls12_chain_has_every_certificate_and_fingerprint() {
     assert_eq!(t["chain"].as_array().map(Vec::len), Some(3));
     assert_eq!(t["subject"], "CN=www.example.com, O=Example Org");
     assert_eq!(t["issuerdn"], "CN=Example Org Issuing CA 1, O=Example Org");
-    assert_eq!(t["subjectaltname"], serde_json::json!(["www.example.com", "example.com"]));
+    assert_eq!(
+        t["subjectaltname"],
+        serde_json::json!(["www.example.com", "example.com"])
+    );
     assert_eq!(t["chain"][2]["ca"], true);
     assert_eq!(t["chain"][0]["notbefore"], "2026-01-01T00:00:00");
-    assert!(t["ja4"].as_str().is_some_and(|j| j.starts_with("t12d")), "{}", t["ja4"]);
+    assert!(
+        t["ja4"].as_str().is_some_and(|j| j.starts_with("t12d")),
+        "{}",
+        t["ja4"]
+    );
     assert_eq!(t["ja3"]["hash"].as_str().map(str::len), Some(32));
-    assert!(t["ja3s"]["string"].as_str().is_some_and(|s| s.starts_with("771,")));
+    assert!(t["ja3s"]["string"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("771,")));
     // DNS before the connection: query and the answer with its CNAME chain
     let dns = of_type(&r, "dns");
     assert_eq!(dns.len(), 2);
@@ -108,7 +134,10 @@ fn tls13_over_vlan_and_ipv6_has_no_certificate() {
     assert_eq!(tls[0]["vlan"], serde_json::json!([100]));
     assert_eq!(tls[0]["src_ip"], "2001:db8:1::10");
     assert_eq!(tls[0]["tls"]["version"], "TLS 1.3");
-    assert!(tls[0]["tls"]["chain"].is_null(), "TLS 1.3 certificates are encrypted");
+    assert!(
+        tls[0]["tls"]["chain"].is_null(),
+        "TLS 1.3 certificates are encrypted"
+    );
     // sequence numbers wrap around inside this connection
     assert_eq!(r.counters.stream_gaps, 0);
 }
@@ -119,8 +148,14 @@ fn hello_and_chain_split_over_tiny_segments_and_reordering() {
         let r = run(name);
         let tls = of_type(&r, "tls");
         assert_eq!(tls.len(), 1, "{name}");
-        assert_eq!(tls[0]["tls"]["chain"].as_array().map(Vec::len), Some(3), "{name}");
-        assert!(tls[0]["tls"]["sni"].as_str().is_some_and(|s| s.ends_with(".example.com")));
+        assert_eq!(
+            tls[0]["tls"]["chain"].as_array().map(Vec::len),
+            Some(3),
+            "{name}"
+        );
+        assert!(tls[0]["tls"]["sni"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(".example.com")));
         assert_eq!(r.counters.stream_gaps, 0, "{name}");
     }
 }
@@ -150,7 +185,9 @@ fn pcapng_with_two_link_types() {
     assert_eq!(of_type(&r, "dns").len(), 4);
     assert_eq!(r.counters.decode_unknown_linktype, 0);
     // nanosecond resolution: microseconds survive
-    assert!(r.events[0]["timestamp"].as_str().is_some_and(|t| t.starts_with("2026-11-01T10:00:00.")));
+    assert!(r.events[0]["timestamp"]
+        .as_str()
+        .is_some_and(|t| t.starts_with("2026-11-01T10:00:00.")));
 }
 
 #[test]
@@ -158,7 +195,11 @@ fn fragmented_dns_answer_is_reassembled() {
     let r = run("ipv4-fragments.pcap");
     let dns = of_type(&r, "dns");
     assert_eq!(dns.len(), 2);
-    assert_eq!(dns[1]["dns"]["answers"].as_array().map(Vec::len), Some(64), "answers are capped at 64");
+    assert_eq!(
+        dns[1]["dns"]["answers"].as_array().map(Vec::len),
+        Some(64),
+        "answers are capped at 64"
+    );
     assert_eq!(r.counters.fragments, 3);
     assert_eq!(r.counters.fragments_reassembled, 1);
 }
@@ -178,6 +219,12 @@ fn site_segments_are_attached_to_events() {
     let r = common::run_with(&path, "x", cfg);
     let tls = of_type(&r, "tls");
     assert_eq!(tls[0]["sensor"], "s1");
-    assert_eq!(tls[0]["src_segment"], serde_json::json!({"name": "prod", "kind": "production"}));
-    assert_eq!(tls[0]["dest_segment"], serde_json::json!({"name": "internet", "kind": "other"}));
+    assert_eq!(
+        tls[0]["src_segment"],
+        serde_json::json!({"name": "prod", "kind": "production"})
+    );
+    assert_eq!(
+        tls[0]["dest_segment"],
+        serde_json::json!({"name": "internet", "kind": "other"})
+    );
 }

@@ -37,8 +37,16 @@ const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: pcap
 /// A DNS query (`response` = false) or an answer with CNAME chain and A records.
 fn dns(id: u16, name: &str, response: bool, cname: Option<&str>, a: &[[u8; 4]]) -> Vec<u8> {
     let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(if response { &[0x81, 0x80] } else { &[0x01, 0x00] });
-    let answers = if response { a.len() + usize::from(cname.is_some()) } else { 0 };
+    m.extend_from_slice(if response {
+        &[0x81, 0x80]
+    } else {
+        &[0x01, 0x00]
+    });
+    let answers = if response {
+        a.len() + usize::from(cname.is_some())
+    } else {
+        0
+    };
     m.extend_from_slice(&[0, 1, 0, answers as u8, 0, 0, 0, 0]);
     let qname = |m: &mut Vec<u8>, n: &str| {
         for l in n.split('.') {
@@ -69,7 +77,14 @@ fn dns(id: u16, name: &str, response: bool, cname: Option<&str>, a: &[[u8; 4]]) 
     m
 }
 
-fn dns_exchange(clock: &mut Clock, e: Endpoints, id: u16, name: &str, cname: Option<&str>, a: &[[u8; 4]]) -> Vec<Frame> {
+fn dns_exchange(
+    clock: &mut Clock,
+    e: Endpoints,
+    id: u16,
+    name: &str,
+    cname: Option<&str>,
+    a: &[[u8; 4]],
+) -> Vec<Frame> {
     let q = dns(id, name, false, None, &[]);
     let r = dns(id, name, true, cname, a);
     vec![
@@ -96,7 +111,12 @@ fn tls12_chain(dir: &Path) -> Result<()> {
         chain: &ch,
         request: GET,
     })?;
-    let mut t = Tcp::open(ep("192.0.2.10", 40001, "198.51.100.20", 443), &mut clock, 1460, (1000, 5000));
+    let mut t = Tcp::open(
+        ep("192.0.2.10", 40001, "198.51.100.20", 443),
+        &mut clock,
+        1460,
+        (1000, 5000),
+    );
     t.flights(&flights);
     frames.extend(t.close());
     write_pcap(&dir.join("tls12-chain.pcap"), &frames, false)?;
@@ -131,7 +151,12 @@ fn tiny_mss(dir: &Path) -> Result<()> {
         chain: &ch,
         request: GET,
     })?;
-    let mut t = Tcp::open(ep("192.0.2.11", 40003, "198.51.100.21", 443), &mut clock, 48, (1, 2));
+    let mut t = Tcp::open(
+        ep("192.0.2.11", 40003, "198.51.100.21", 443),
+        &mut clock,
+        48,
+        (1, 2),
+    );
     t.flights(&flights);
     write_pcap(&dir.join("tls12-tiny-mss.pcap"), &t.close(), false)?;
     Ok(())
@@ -189,7 +214,12 @@ fn http_connect(dir: &Path) -> Result<()> {
         chain: &ch,
         request: b"GET /v1/ HTTP/1.1\r\nHost: api.example.net\r\n\r\n",
     })?;
-    let mut t = Tcp::open(ep("192.0.2.13", 40005, "192.0.2.80", 8080), &mut clock, 1460, (100, 200));
+    let mut t = Tcp::open(
+        ep("192.0.2.13", 40005, "192.0.2.80", 8080),
+        &mut clock,
+        1460,
+        (100, 200),
+    );
     t.send(
         Side::Client,
         b"CONNECT api.example.net:443 HTTP/1.1\r\nHost: api.example.net:443\r\nUser-Agent: curl/8.5.0\r\n\r\n",
@@ -197,7 +227,12 @@ fn http_connect(dir: &Path) -> Result<()> {
     t.send(Side::Server, b"HTTP/1.1 200 Connection established\r\n\r\n");
     t.flights(&flights);
     let mut frames = t.close();
-    let mut t = Tcp::open(ep("192.0.2.13", 40006, "198.51.100.80", 80), &mut clock, 1460, (300, 400));
+    let mut t = Tcp::open(
+        ep("192.0.2.13", 40006, "198.51.100.80", 80),
+        &mut clock,
+        1460,
+        (300, 400),
+    );
     t.send(
         Side::Client,
         b"GET /index.html HTTP/1.1\r\nHost: intranet.example.com\r\nUser-Agent: Mozilla/5.0\r\n\r\n",
@@ -229,8 +264,22 @@ fn multi_interface(dir: &Path) -> Result<()> {
     t.flights(&flights);
     let tls = t.close();
     let mut clock2 = Clock(T0 + 500);
-    let mut dns_frames = dns_exchange(&mut clock2, ep("192.0.2.15", 53002, "192.0.2.53", 53), 0x4321, "raw.example.com", None, &[[198, 51, 100, 23]]);
-    dns_frames.extend(dns_exchange(&mut clock2, ep("192.0.2.15", 53003, "192.0.2.53", 53), 0x4322, "www.example.org", None, &[[203, 0, 113, 5]]));
+    let mut dns_frames = dns_exchange(
+        &mut clock2,
+        ep("192.0.2.15", 53002, "192.0.2.53", 53),
+        0x4321,
+        "raw.example.com",
+        None,
+        &[[198, 51, 100, 23]],
+    );
+    dns_frames.extend(dns_exchange(
+        &mut clock2,
+        ep("192.0.2.15", 53003, "192.0.2.53", 53),
+        0x4322,
+        "www.example.org",
+        None,
+        &[[203, 0, 113, 5]],
+    ));
     let mut all: Vec<Frame> = tls.into_iter().chain(dns_frames).collect();
     all.sort_by_key(|f| f.ts_ns);
     write_pcapng(&dir.join("multi-interface.pcapng"), &all)?;
@@ -281,7 +330,10 @@ fn fragments(dir: &Path) -> Result<()> {
 }
 
 fn ipv4_checksum(h: &[u8]) -> u16 {
-    let mut sum: u32 = h.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]) as u32)
+        .sum();
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }

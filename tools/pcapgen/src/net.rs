@@ -20,10 +20,16 @@ pub struct Flight {
 
 impl Flight {
     pub fn to_server(data: Vec<u8>) -> Self {
-        Flight { side: Side::Client, data }
+        Flight {
+            side: Side::Client,
+            data,
+        }
     }
     pub fn to_client(data: Vec<u8>) -> Self {
-        Flight { side: Side::Server, data }
+        Flight {
+            side: Side::Server,
+            data,
+        }
     }
 }
 
@@ -62,7 +68,13 @@ const MAC_CLIENT: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const MAC_SERVER: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 
 pub enum L4<'a> {
-    Tcp { seq: u32, ack: Option<u32>, syn: bool, fin: bool, psh: bool },
+    Tcp {
+        seq: u32,
+        ack: Option<u32>,
+        syn: bool,
+        fin: bool,
+        psh: bool,
+    },
     Udp,
     #[allow(dead_code)]
     Raw(&'a [u8]),
@@ -75,13 +87,23 @@ pub fn frame(ep: &Endpoints, side: Side, l4: L4<'_>, payload: &[u8], ts_ns: u64)
         Side::Server => (ep.server, ep.client, (MAC_SERVER, MAC_CLIENT)),
     };
     let ip = match (src.0, dst.0) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ethernet2(smac, dmac).ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ethernet2(smac, dmac).ipv6(s.octets(), d.octets(), 64),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            PacketBuilder::ethernet2(smac, dmac).ipv4(s.octets(), d.octets(), 64)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            PacketBuilder::ethernet2(smac, dmac).ipv6(s.octets(), d.octets(), 64)
+        }
         _ => panic!("mixed address families in one conversation"),
     };
     let mut out = Vec::with_capacity(payload.len() + 80);
     let written = match l4 {
-        L4::Tcp { seq, ack, syn, fin, psh } => {
+        L4::Tcp {
+            seq,
+            ack,
+            syn,
+            fin,
+            psh,
+        } => {
             let mut b = ip.tcp(src.1, dst.1, seq, 64240);
             if syn {
                 b = b.syn();
@@ -110,7 +132,11 @@ pub fn frame(ep: &Endpoints, side: Side, l4: L4<'_>, payload: &[u8], ts_ns: u64)
     }
     Frame {
         ts_ns,
-        linktype: if ep.ethernet { LINKTYPE_ETHERNET } else { LINKTYPE_RAW },
+        linktype: if ep.ethernet {
+            LINKTYPE_ETHERNET
+        } else {
+            LINKTYPE_RAW
+        },
         data: out,
     }
 }
@@ -135,10 +161,34 @@ impl<'c> Tcp<'c> {
             frames: Vec::new(),
         };
         let ts = t.clock.tick(100);
-        t.frames.push(frame(&ep, Side::Client, L4::Tcp { seq: isn.0, ack: None, syn: true, fin: false, psh: false }, &[], ts));
+        t.frames.push(frame(
+            &ep,
+            Side::Client,
+            L4::Tcp {
+                seq: isn.0,
+                ack: None,
+                syn: true,
+                fin: false,
+                psh: false,
+            },
+            &[],
+            ts,
+        ));
         t.seq[0] = isn.0.wrapping_add(1);
         let ts = t.clock.tick(800);
-        t.frames.push(frame(&ep, Side::Server, L4::Tcp { seq: isn.1, ack: Some(t.seq[0]), syn: true, fin: false, psh: false }, &[], ts));
+        t.frames.push(frame(
+            &ep,
+            Side::Server,
+            L4::Tcp {
+                seq: isn.1,
+                ack: Some(t.seq[0]),
+                syn: true,
+                fin: false,
+                psh: false,
+            },
+            &[],
+            ts,
+        ));
         t.seq[1] = isn.1.wrapping_add(1);
         t.ack(Side::Client);
         t
@@ -154,7 +204,19 @@ impl<'c> Tcp<'c> {
     fn ack(&mut self, side: Side) {
         let i = Self::idx(side);
         let ts = self.clock.tick(50);
-        let f = frame(&self.ep, side, L4::Tcp { seq: self.seq[i], ack: Some(self.seq[1 - i]), syn: false, fin: false, psh: false }, &[], ts);
+        let f = frame(
+            &self.ep,
+            side,
+            L4::Tcp {
+                seq: self.seq[i],
+                ack: Some(self.seq[1 - i]),
+                syn: false,
+                fin: false,
+                psh: false,
+            },
+            &[],
+            ts,
+        );
         self.frames.push(f);
     }
 
@@ -163,11 +225,27 @@ impl<'c> Tcp<'c> {
         let i = Self::idx(side);
         for chunk in data.chunks(self.mss.max(1)) {
             let ts = self.clock.tick(20);
-            let f = frame(&self.ep, side, L4::Tcp { seq: self.seq[i], ack: Some(self.seq[1 - i]), syn: false, fin: false, psh: true }, chunk, ts);
+            let f = frame(
+                &self.ep,
+                side,
+                L4::Tcp {
+                    seq: self.seq[i],
+                    ack: Some(self.seq[1 - i]),
+                    syn: false,
+                    fin: false,
+                    psh: true,
+                },
+                chunk,
+                ts,
+            );
             self.frames.push(f);
             self.seq[i] = self.seq[i].wrapping_add(chunk.len() as u32);
         }
-        let peer = if side == Side::Client { Side::Server } else { Side::Client };
+        let peer = if side == Side::Client {
+            Side::Server
+        } else {
+            Side::Client
+        };
         self.clock.tick(300);
         self.ack(peer);
     }
@@ -183,7 +261,19 @@ impl<'c> Tcp<'c> {
         for side in [Side::Client, Side::Server] {
             let i = Self::idx(side);
             let ts = self.clock.tick(200);
-            let f = frame(&self.ep, side, L4::Tcp { seq: self.seq[i], ack: Some(self.seq[1 - i]), syn: false, fin: true, psh: false }, &[], ts);
+            let f = frame(
+                &self.ep,
+                side,
+                L4::Tcp {
+                    seq: self.seq[i],
+                    ack: Some(self.seq[1 - i]),
+                    syn: false,
+                    fin: true,
+                    psh: false,
+                },
+                &[],
+                ts,
+            );
             self.frames.push(f);
             self.seq[i] = self.seq[i].wrapping_add(1);
         }
@@ -194,7 +284,10 @@ impl<'c> Tcp<'c> {
 
 /// Writes a little-endian pcap with microsecond (or nanosecond) timestamps.
 pub fn write_pcap(path: &std::path::Path, frames: &[Frame], nanos: bool) -> std::io::Result<()> {
-    let linktype = frames.first().map(|f| f.linktype).unwrap_or(LINKTYPE_ETHERNET);
+    let linktype = frames
+        .first()
+        .map(|f| f.linktype)
+        .unwrap_or(LINKTYPE_ETHERNET);
     let mut out = Vec::new();
     let magic: u32 = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
     out.extend_from_slice(&magic.to_le_bytes());
@@ -206,7 +299,11 @@ pub fn write_pcap(path: &std::path::Path, frames: &[Frame], nanos: bool) -> std:
     for f in frames {
         assert_eq!(f.linktype, linktype, "a pcap file has one link type");
         let secs = (f.ts_ns / 1_000_000_000) as u32;
-        let frac = if nanos { f.ts_ns % 1_000_000_000 } else { (f.ts_ns % 1_000_000_000) / 1000 } as u32;
+        let frac = if nanos {
+            f.ts_ns % 1_000_000_000
+        } else {
+            (f.ts_ns % 1_000_000_000) / 1000
+        } as u32;
         out.extend_from_slice(&secs.to_le_bytes());
         out.extend_from_slice(&frac.to_le_bytes());
         out.extend_from_slice(&(f.data.len() as u32).to_le_bytes());

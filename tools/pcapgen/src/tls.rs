@@ -9,7 +9,10 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsage
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig, ServerConnection, SignatureScheme};
+use rustls::{
+    ClientConfig, ClientConnection, DigitallySignedStruct, ServerConfig, ServerConnection,
+    SignatureScheme,
+};
 
 use crate::net::Flight;
 
@@ -39,7 +42,8 @@ pub fn chain(org: &str, names: &[&str]) -> Result<Chain> {
     let root_key = KeyPair::generate()?;
     let root = params(&format!("{org} Root CA"), org, true, &[])?.self_signed(&root_key)?;
     let int_key = KeyPair::generate()?;
-    let int = params(&format!("{org} Issuing CA 1"), org, true, &[])?.signed_by(&int_key, &root, &root_key)?;
+    let int = params(&format!("{org} Issuing CA 1"), org, true, &[])?
+        .signed_by(&int_key, &root, &root_key)?;
     let leaf_key = KeyPair::generate()?;
     let leaf = params(names[0], org, false, names)?.signed_by(&leaf_key, &int, &int_key)?;
     Ok(Chain {

@@ -1,0 +1,106 @@
+//! Entry points shared by the fuzz targets (`fuzz/`) and the corpus replay
+//! test, so that `cargo test` exercises every committed fuzz input.
+//!
+//! Each takes arbitrary bytes and must neither panic nor loop.
+
+use bytes::Bytes;
+
+use crate::analyzer::tls::cert::CertCache;
+use crate::analyzer::tls::TlsSession;
+use crate::capture::{FileReader, LinkType, Packet};
+use crate::engine::{Engine, EngineConfig, Origin};
+use crate::event::EventSink;
+use crate::flow::Dir;
+use crate::time::Timestamp;
+
+struct Discard;
+impl EventSink for Discard {
+    fn emit(&mut self, ev: &crate::event::Event<'_>) {
+        // serialise anyway: serialisation of odd values must not panic either
+        let _ = serde_json::to_vec(ev);
+    }
+}
+
+/// A whole capture file through the whole engine.
+pub fn capture(data: &[u8]) {
+    let Ok(mut r) = FileReader::from_bytes("fuzz".into(), Bytes::copy_from_slice(data)) else {
+        return;
+    };
+    let mut e = Engine::new(EngineConfig::default());
+    let origin = Origin {
+        pcap_file: Some("fuzz"),
+    };
+    while let Some(Ok(p)) = r.next() {
+        e.process(&p, origin, &mut Discard);
+    }
+    e.finish(origin, &mut Discard);
+}
+
+/// One frame: first byte picks the link type, the rest is the frame. The
+/// frame is also fed to an engine twice (both as itself and as a reply).
+pub fn packet(data: &[u8]) {
+    let Some((&lt, frame)) = data.split_first() else {
+        return;
+    };
+    let linktype = match lt % 6 {
+        0 => LinkType::ETHERNET,
+        1 => LinkType::RAW,
+        2 => LinkType::NULL,
+        3 => LinkType::LINUX_SLL,
+        4 => LinkType::LINUX_SLL2,
+        _ => LinkType::LOOP,
+    };
+    let _ = crate::decode::decode(linktype, frame);
+    let mut e = Engine::new(EngineConfig::default());
+    for i in 0..2 {
+        let p = Packet {
+            ts: Timestamp(i),
+            linktype,
+            data: Bytes::copy_from_slice(frame),
+            orig_len: frame.len() as u32,
+            frame: i as u64 + 1,
+        };
+        e.process(&p, Origin::default(), &mut Discard);
+    }
+    e.finish(Origin::default(), &mut Discard);
+}
+
+/// TLS bytes: the first byte splits the rest into a client and a server part,
+/// each fed in chunks of varying size.
+pub fn tls(data: &[u8]) {
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
+    let at = (split as usize * rest.len()) / 256;
+    let (c, s) = rest.split_at(at);
+    let mut certs = CertCache::new(8);
+    let mut t = TlsSession::default();
+    for (dir, bytes) in [(Dir::ToServer, c), (Dir::ToClient, s)] {
+        let mut buf = Vec::new();
+        for chunk in bytes.chunks(7 + split as usize % 50) {
+            buf.extend_from_slice(chunk);
+            let used = t.feed(dir, &buf, &mut certs);
+            assert!(used <= buf.len(), "consumed more than given");
+            buf.drain(..used);
+        }
+    }
+}
+
+/// A DNS message.
+pub fn dns(data: &[u8]) {
+    if let Ok(m) = crate::analyzer::dns::parse(data) {
+        let _ = serde_json::to_vec(&m);
+    }
+}
+
+/// HTTP heads (request and response parsers on the same bytes).
+pub fn http(data: &[u8]) {
+    let _ = crate::analyzer::http::parse_request(data);
+    let _ = crate::analyzer::http::parse_response(data);
+}
+
+/// A certificate DER.
+pub fn certificate(data: &[u8]) {
+    let info = crate::analyzer::tls::cert::parse(data, &[0; 32]);
+    let _ = serde_json::to_vec(&info);
+}
