@@ -3,10 +3,12 @@
 
 mod common;
 
+type Target = (&'static str, fn(&[u8]));
+
 #[test]
 fn replay_fuzz_corpus() {
     let root = common::workspace().join("fuzz/corpus");
-    let targets: [(&str, fn(&[u8])); 6] = [
+    let targets: [Target; 6] = [
         ("capture", spanwatch::fuzzing::capture),
         ("packet", spanwatch::fuzzing::packet),
         ("tls", spanwatch::fuzzing::tls),
