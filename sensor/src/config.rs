@@ -65,6 +65,52 @@ pub struct SensorConfig {
     pub name: Option<String>,
 }
 
+/// Sanctioned names: a flow whose SNI, DNS query, HTTP Host or CONNECT target
+/// is one of these (or below one, label-aligned) raises no alert.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AllowConfig {
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// A tool active on one host longer than this raises its own alert.
+    pub max_active: Option<HumanDuration>,
+}
+
+/// A duration written `90s`, `15m`, `8h` or `2d`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub crate::time::Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map(HumanDuration).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not a duration (write e.g. `90s`, `15m`, `8h`, `2d`)"
+            ))
+        })
+    }
+}
+
+pub fn parse_duration(s: &str) -> Option<crate::time::Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: i64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    Some(crate::time::Duration::from_secs(n.checked_mul(secs)?))
+}
+
 /// The whole site configuration file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -73,6 +119,10 @@ pub struct SiteConfig {
     pub sensor: SensorConfig,
     #[serde(default, rename = "segment")]
     pub segments: Vec<SegmentConfig>,
+    #[serde(default)]
+    pub allow: AllowConfig,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
 }
 
 /// What an event says of an endpoint's segment.
@@ -109,6 +159,25 @@ impl SiteConfig {
     }
 
     fn validate(&self, file: &str, text: &str) -> Result<(), ConfigError> {
+        for n in &self.allow.names {
+            let v = n.strip_suffix('.').unwrap_or(n);
+            if v.is_empty()
+                || v.starts_with('.')
+                || v.starts_with('*')
+                || v.contains(char::is_whitespace)
+            {
+                let (line, col) = text
+                    .find(n.as_str())
+                    .map(|o| line_col(text, o))
+                    .unwrap_or((0, 0));
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    line,
+                    col,
+                    msg: format!("allow.names: `{n}` is not a DNS name (subdomains are included; write no `*.`)"),
+                });
+            }
+        }
         let mut seen = std::collections::HashSet::new();
         for (i, s) in self.segments.iter().enumerate() {
             let err = |msg: String| {
@@ -230,6 +299,28 @@ vlans = [100]
             c.segment_ref(Some(2)).map(|s| s.kind),
             Some(SegmentKind::Development)
         );
+    }
+
+    #[test]
+    fn allow_and_ledger_sections() {
+        let c = SiteConfig::parse(
+            "t",
+            "[allow]\nnames = [\"tunnels.example.com\"]\n[ledger]\nmax_active = \"8h\"\n",
+        )
+        .expect("ok");
+        assert_eq!(c.allow.names, vec!["tunnels.example.com"]);
+        assert_eq!(
+            c.ledger.max_active,
+            Some(HumanDuration(crate::time::Duration::from_secs(8 * 3600)))
+        );
+        let e =
+            SiteConfig::parse("s.toml", "[ledger]\nmax_active = \"8 hours\"\n").expect_err("bad");
+        assert!(
+            e.to_string().starts_with("s.toml:2:14: ") && e.to_string().contains("not a duration"),
+            "{e}"
+        );
+        let e = SiteConfig::parse("s.toml", "[allow]\nnames = [\"*.x.com\"]\n").expect_err("bad");
+        assert!(e.to_string().starts_with("s.toml:2:11: "), "{e}");
     }
 
     #[test]

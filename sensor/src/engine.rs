@@ -13,8 +13,10 @@ use crate::analyzer::tls::{self, ja3, ja4, TlsSession};
 use crate::capture::Packet;
 use crate::config::SiteConfig;
 use crate::decode::{self, defrag::Defragmenter, Decoded, Outcome, TcpHeader, Transport};
+use crate::detect::{Decision, Detector, Ends, Facts, Policy, RuleSet, Shared};
 use crate::event::{
-    ClientHandshake, Event, EventSink, FlowEvent, HelloSummary, HttpEvent, Proto, TlsEvent,
+    AlertBody, ClientHandshake, Event, EventSink, FlowEvent, HelloSummary, HostActivity, HttpEvent,
+    Proto, Sanctioned, TlsEvent,
 };
 use crate::flow::{Dir, EndReason, Flow, FlowTable, Timeouts, DEFAULT_MAX_FLOWS};
 use crate::reassembly::{Stream, StreamError};
@@ -32,14 +34,36 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub site: Arc<SiteConfig>,
+    pub rules: Arc<RuleSet>,
+    /// Ledger and key tracker, shared by every engine of one sensor.
+    pub shared: Arc<Shared>,
     pub max_flows: usize,
     pub timeouts: Timeouts,
+}
+
+impl EngineConfig {
+    /// Settings for a site, with the bundled signatures.
+    pub fn for_site(site: SiteConfig) -> Self {
+        let max_active = site.ledger.max_active.map(|d| d.0);
+        EngineConfig {
+            site: Arc::new(site),
+            shared: Arc::new(Shared {
+                ledger: crate::detect::Ledger::new(max_active),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             site: Arc::new(SiteConfig::default()),
+            // The bundled set is validated by a unit test; should it ever fail
+            // to load, the sensor still logs every event, just with no alerts.
+            rules: Arc::new(RuleSet::load(None).unwrap_or_else(|_| RuleSet::compile(Vec::new()))),
+            shared: Arc::new(Shared::default()),
             max_flows: DEFAULT_MAX_FLOWS,
             timeouts: Timeouts::default(),
         }
@@ -74,6 +98,10 @@ pub struct Session {
     src_seg: Option<usize>,
     dest_seg: Option<usize>,
     segs_known: bool,
+    /// Signatures this flow has alerted on (one alert per flow and signature).
+    alerted: Vec<u32>,
+    /// (host, tool) pairs this flow counts for in the ledger.
+    ledger_keys: Vec<(std::net::IpAddr, String)>,
 }
 
 impl Session {
@@ -91,6 +119,7 @@ struct Ctx<'a> {
 
 pub struct Engine {
     cfg: EngineConfig,
+    detector: Detector,
     flows: FlowTable<Session>,
     defrag: Defragmenter,
     certs: CertCache,
@@ -110,6 +139,11 @@ pub struct Origin<'a> {
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         Engine {
+            detector: Detector {
+                rules: Arc::clone(&cfg.rules),
+                policy: Arc::new(Policy::new(&cfg.site)),
+                shared: Arc::clone(&cfg.shared),
+            },
             flows: FlowTable::new(cfg.max_flows, cfg.timeouts),
             cfg,
             defrag: Defragmenter::default(),
@@ -124,7 +158,28 @@ impl Engine {
 
     /// Replaces the site configuration (segments of flows already seen stay).
     pub fn set_site(&mut self, site: Arc<SiteConfig>) {
+        self.detector.policy = Arc::new(Policy::new(&site));
         self.cfg.site = site;
+    }
+
+    /// Replaces the signatures.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.detector.rules = Arc::clone(&rules);
+        self.cfg.rules = rules;
+    }
+
+    /// Logs every ledger entry as a `host_activity` event (end of run, or
+    /// periodically in live mode). Call it once per sensor, not per worker.
+    pub fn report_ledger(
+        shared: &Shared,
+        site: &SiteConfig,
+        reason: &'static str,
+        at: Timestamp,
+        sink: &mut dyn EventSink,
+    ) {
+        for a in shared.ledger.snapshot() {
+            sink.emit(&activity_event(&a, reason, at, site));
+        }
     }
 
     /// Processes one captured frame.
@@ -153,6 +208,11 @@ impl Engine {
             Err(e) => self.counters.decode_error(e),
         }
         self.end_flows(origin, sink);
+    }
+
+    /// The latest capture time seen.
+    pub fn now(&self) -> Timestamp {
+        self.now
     }
 
     /// Ends every flow (end of input), logging each.
@@ -212,7 +272,17 @@ impl Engine {
                     }
                     Err(_) => self.counters.dns_malformed += 1,
                 }
-                emit_dns(&mut self.dns_out, flow, dir, pkt, &site, origin, sink);
+                emit_dns(
+                    &mut self.dns_out,
+                    &self.detector,
+                    flow,
+                    dir,
+                    pkt,
+                    &site,
+                    origin,
+                    sink,
+                    &mut self.counters,
+                );
             }
             Transport::Tcp(h) => {
                 if s.bypass {
@@ -269,11 +339,30 @@ impl Engine {
                         t.stop(dir);
                     }
                 }
-                emit_dns(&mut self.dns_out, flow, dir, pkt, &site, origin, sink);
-                emit_http(flow, pkt, &site, origin, sink, &mut self.counters);
+                emit_dns(
+                    &mut self.dns_out,
+                    &self.detector,
+                    flow,
+                    dir,
+                    pkt,
+                    &site,
+                    origin,
+                    sink,
+                    &mut self.counters,
+                );
+                emit_http(
+                    &self.detector,
+                    flow,
+                    pkt,
+                    &site,
+                    origin,
+                    sink,
+                    &mut self.counters,
+                );
                 let s = &flow.data;
                 if s.tls.as_ref().is_some_and(|t| t.done()) && !s.tls_logged {
                     emit_tls(
+                        &self.detector,
                         flow,
                         pkt.ts,
                         Some(pkt.frame),
@@ -306,6 +395,7 @@ impl Engine {
             }
             let last = flow.last;
             emit_http(
+                &self.detector,
                 &mut flow,
                 &Packet::at(last),
                 &site,
@@ -320,6 +410,7 @@ impl Engine {
                     .is_some_and(|t| t.client_hello.is_some() || t.server_hello.is_some())
             {
                 emit_tls(
+                    &self.detector,
                     &mut flow,
                     last,
                     None,
@@ -339,19 +430,29 @@ impl Engine {
                 age: flow.last.since(flow.start).0 / 1_000_000_000,
                 state: flow.state(),
                 reason: reason.as_str(),
-                alerted: false,
+                alerted: !flow.data.alerted.is_empty(),
             };
-            let mut e = header(
-                &flow,
-                "flow",
-                flow.last,
-                &site,
-                origin,
-                Some(flow.first_frame),
-            );
+            // The ledger hears how long and how much the flows it counts went on.
+            let mut late = crate::detect::Decision::default();
+            let total = flow.bytes[0] + flow.bytes[1];
+            for (host, tool) in &flow.data.ledger_keys {
+                let o = self.detector.shared.ledger.extend(*host, tool, last, total);
+                if o.is_some_and(|o| o.passed_max_active) {
+                    let ledger = &self.detector.shared.ledger;
+                    if let (Some(a), Some(max)) = (ledger.get(*host, tool), ledger.max_active()) {
+                        late.alerts.push(crate::detect::long_running(&a, max));
+                        late.activity.push((a, "max_active"));
+                    }
+                }
+            }
+            let mut e = header(&flow, "flow", last, &site, origin, Some(flow.first_frame));
             e.flow = Some(ev);
             sink.emit(&e);
             self.counters.events_flow += 1;
+            if !late.alerts.is_empty() {
+                e.flow = None;
+                publish_late(e, &late, &site, sink, &mut self.counters);
+            }
         }
     }
 }
@@ -493,7 +594,7 @@ fn header<'a>(
     let (c, s) = (flow.client(), flow.server());
     Event {
         timestamp: ts,
-        flow_id: flow.id,
+        flow_id: Some(flow.id),
         sensor: site.sensor.name.as_deref(),
         pcap_file: origin.pcap_file,
         pcap_frame: if origin.pcap_file.is_some() {
@@ -502,16 +603,19 @@ fn header<'a>(
             None
         },
         event_type,
-        src_ip: c.0,
-        src_port: c.1,
-        dest_ip: s.0,
-        dest_port: s.1,
-        proto: Proto(flow.key.proto),
+        src_ip: Some(c.0),
+        src_port: Some(c.1),
+        dest_ip: Some(s.0),
+        dest_port: Some(s.1),
+        proto: Some(Proto(flow.key.proto)),
         vlan: flow.key.vlans.as_slice(),
-        community_id: &flow.community_id,
+        community_id: Some(&flow.community_id),
         app_proto: flow.data.app_proto,
         src_segment: site.segment_ref(flow.data.src_seg),
         dest_segment: site.segment_ref(flow.data.dest_seg),
+        alert: None,
+        sanctioned: None,
+        host_activity: None,
         tls: None,
         dns: None,
         http: None,
@@ -519,16 +623,157 @@ fn header<'a>(
     }
 }
 
+fn activity_event<'a>(
+    a: &'a crate::detect::Activity,
+    reason: &'static str,
+    at: Timestamp,
+    site: &'a SiteConfig,
+) -> Event<'a> {
+    Event {
+        timestamp: at,
+        flow_id: None,
+        sensor: site.sensor.name.as_deref(),
+        pcap_file: None,
+        pcap_frame: None,
+        event_type: "host_activity",
+        src_ip: None,
+        src_port: None,
+        dest_ip: None,
+        dest_port: None,
+        proto: None,
+        vlan: &[],
+        community_id: None,
+        app_proto: None,
+        src_segment: None,
+        dest_segment: None,
+        alert: None,
+        sanctioned: None,
+        host_activity: Some(HostActivity {
+            reason,
+            activity: a,
+        }),
+        tls: None,
+        dns: None,
+        http: None,
+        flow: None,
+    }
+}
+
+fn ends<'a>(flow: &Flow<Session>, site: &'a SiteConfig) -> Ends<'a> {
+    let seg = |i: Option<usize>| site.segment_ref(i).map(|s| (s.name, s.kind));
+    Ends {
+        client: flow.client().0,
+        server: flow.server().0,
+        client_seg: seg(flow.data.src_seg),
+        server_seg: seg(flow.data.dest_seg),
+    }
+}
+
+/// Logs a protocol event, then its alerts (each carrying the same protocol
+/// object), then the ledger's news.
+fn publish<'a>(
+    mut e: Event<'a>,
+    d: &'a Decision,
+    site: &SiteConfig,
+    sink: &mut dyn EventSink,
+    counters: &mut Counters,
+) {
+    e.sanctioned = d.sanctioned.as_ref().map(|(by, ids, tools)| Sanctioned {
+        allowed_by: by,
+        signature_ids: ids.clone(),
+        tools: tools.iter().map(String::as_str).collect(),
+    });
+    if e.sanctioned.is_some() {
+        counters.sanctioned += 1;
+    }
+    sink.emit(&e);
+    let ts = e.timestamp;
+    e.sanctioned = None;
+    for a in &d.alerts {
+        e.event_type = "alert";
+        e.alert = Some(alert_body(a));
+        sink.emit(&e);
+        counters.alert(a.severity);
+    }
+    for (a, reason) in &d.activity {
+        sink.emit(&activity_event(a, reason, ts, site));
+    }
+}
+
+/// Alerts raised at a flow's end (no protocol event of their own).
+fn publish_late<'a>(
+    mut e: Event<'a>,
+    d: &'a Decision,
+    site: &SiteConfig,
+    sink: &mut dyn EventSink,
+    counters: &mut Counters,
+) {
+    let ts = e.timestamp;
+    for a in &d.alerts {
+        e.event_type = "alert";
+        e.alert = Some(alert_body(a));
+        sink.emit(&e);
+        counters.alert(a.severity);
+    }
+    for (a, reason) in &d.activity {
+        sink.emit(&activity_event(a, reason, ts, site));
+    }
+}
+
+fn alert_body(a: &crate::detect::AlertOut) -> AlertBody<'_> {
+    AlertBody {
+        action: "allowed",
+        gid: 1,
+        signature_id: a.id,
+        rev: a.rev,
+        signature: &a.name,
+        category: &a.category,
+        tool: &a.tool,
+        severity: a.severity,
+        confidence: a.confidence,
+        host: a.host,
+        segment: a.segment.as_deref(),
+        segment_kind: a.segment_kind,
+        evidence: &a.evidence,
+        references: &a.references,
+    }
+}
+
+fn remember(flow: &mut Flow<Session>, d: Decision) {
+    flow.data.alerted.extend(d.alerted);
+    flow.data.ledger_keys.extend(d.ledger_keys);
+}
+
+#[allow(clippy::too_many_arguments)]
 fn emit_dns(
     out: &mut Vec<DnsMessage>,
-    flow: &Flow<Session>,
+    det: &Detector,
+    flow: &mut Flow<Session>,
     dir: Dir,
     pkt: &Packet,
     site: &SiteConfig,
     origin: Origin<'_>,
     sink: &mut dyn EventSink,
+    counters: &mut Counters,
 ) {
     for m in out.drain(..) {
+        let facts = Facts {
+            dns_query: m.queries.iter().map(|q| q.rrname.as_str()).collect(),
+            dns_answer: m
+                .answers
+                .iter()
+                .flat_map(|a| std::iter::once(a.rrname.as_str()).chain(a.rdata.as_deref()))
+                .collect(),
+            dest_port: flow.server().1,
+            ..Default::default()
+        };
+        let d = det.decide(
+            &facts,
+            &ends(flow, site),
+            &flow.data.alerted,
+            &flow.data.ledger_keys,
+            pkt.ts,
+        );
         let mut e = header(flow, "dns", pkt.ts, site, origin, Some(pkt.frame));
         // DNS events carry the packet's own direction (a response comes from the server).
         if dir == Dir::ToClient {
@@ -537,11 +782,13 @@ fn emit_dns(
             std::mem::swap(&mut e.src_segment, &mut e.dest_segment);
         }
         e.dns = Some(&m);
-        sink.emit(&e);
+        publish(e, &d, site, sink, counters);
+        remember(flow, d);
     }
 }
 
 fn emit_http(
+    det: &Detector,
     flow: &mut Flow<Session>,
     pkt: &Packet,
     site: &SiteConfig,
@@ -553,12 +800,40 @@ fn emit_http(
         return;
     };
     for (req, resp) in h.done.drain(..) {
+        let connect = req
+            .as_ref()
+            .filter(|r| r.http_method.eq_ignore_ascii_case("CONNECT"));
+        let facts = Facts {
+            http_host: req
+                .as_ref()
+                .and_then(|r| r.hostname.as_deref())
+                .filter(|_| connect.is_none()),
+            http_connect: connect.and_then(|r| r.hostname.as_deref()),
+            http_url: req.as_ref().map(|r| r.url.as_str()),
+            http_user_agent: req.as_ref().and_then(|r| r.http_user_agent.as_deref()),
+            http_server: resp.as_ref().and_then(|r| r.server.as_deref()),
+            http_title: resp.as_ref().and_then(|r| r.title.as_deref()),
+            http_reason: resp.as_ref().map(|r| r.reason.as_str()),
+            http_cookie: resp.as_ref().and_then(|r| r.set_cookie.as_deref()),
+            http_status: resp.as_ref().map(|r| r.status),
+            http_header_count: resp.as_ref().map(|r| r.header_count),
+            dest_port: flow.server().1,
+            ..Default::default()
+        };
+        let d = det.decide(
+            &facts,
+            &ends(flow, site),
+            &flow.data.alerted,
+            &flow.data.ledger_keys,
+            pkt.ts,
+        );
         let mut e = header(flow, "http", pkt.ts, site, origin, Some(pkt.frame));
         e.http = Some(HttpEvent {
             request: req.as_ref(),
             response: resp.as_ref(),
         });
-        sink.emit(&e);
+        publish(e, &d, site, sink, counters);
+        remember(flow, d);
         h.logged += 1;
         counters.http_transactions += 1;
     }
@@ -578,7 +853,9 @@ fn tls_version_name(v: u16) -> &'static str {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn emit_tls(
+    det: &Detector,
     flow: &mut Flow<Session>,
     ts: Timestamp,
     frame: Option<u64>,
@@ -599,14 +876,31 @@ fn emit_tls(
         (None, Some(ch)) if ch.sslv2 => "SSLv2",
         _ => "UNDETERMINED",
     };
+    let ja3 = ch.filter(|c| !c.sslv2).map(ja3::ja3);
+    let ja4 = ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp).0);
+    let facts = Facts {
+        sni: ch.and_then(|c| c.sni.as_deref()),
+        chain: &t.chain,
+        ja3: ja3.as_ref().map(|j| j.hash.as_str()),
+        ja4: ja4.as_deref(),
+        dest_port: flow.server().1,
+        ..Default::default()
+    };
+    let d = det.decide(
+        &facts,
+        &ends(flow, site),
+        &flow.data.alerted,
+        &flow.data.ledger_keys,
+        ts,
+    );
     let ev = TlsEvent {
         sni: ch.and_then(|c| c.sni.as_deref()),
         version,
         client_alpns: ch.map(|c| &c.alpns[..]).unwrap_or(&[]),
         server_alpns: sh.and_then(|s| s.alpn.as_deref()).map(|a| [a]),
-        ja3: ch.filter(|c| !c.sslv2).map(ja3::ja3),
+        ja3: ja3.clone(),
         ja3s: sh.map(ja3::ja3s),
-        ja4: ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp).0),
+        ja4: ja4.clone(),
         cipher_suite: sh.map(|s| s.cipher),
         subject: leaf.map(|c| c.subject.as_str()),
         issuerdn: leaf.map(|c| c.issuerdn.as_str()),
@@ -632,11 +926,13 @@ fn emit_tls(
             ja4: ja4::ja4(c, ja4::Transport::Tcp).0,
         }),
     };
+    let has_chain = !t.chain.is_empty();
     let mut e = header(flow, "tls", ts, site, origin, frame);
     e.tls = Some(ev);
-    sink.emit(&e);
+    publish(e, &d, site, sink, counters);
+    remember(flow, d);
     counters.events_tls += 1;
-    if !t.chain.is_empty() {
+    if has_chain {
         counters.tls_certificate_msgs += 1;
     }
 }

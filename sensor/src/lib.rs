@@ -12,6 +12,7 @@ pub mod analyzer;
 pub mod capture;
 pub mod config;
 pub mod decode;
+pub mod detect;
 pub mod engine;
 pub mod event;
 pub mod flow;

@@ -9,6 +9,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use spanwatch::capture::{CaptureError, FileReader, LibpcapReader, Packet};
 use spanwatch::config::SiteConfig;
+use spanwatch::detect::RuleSet;
 use spanwatch::engine::{Engine, EngineConfig, Origin};
 use spanwatch::event::JsonLines;
 use spanwatch::stats::Counters;
@@ -28,6 +29,18 @@ struct Cli {
 enum Cmd {
     /// Read pcap/pcapng files and write EVE JSON events, one per line.
     Read(ReadArgs),
+    /// Validate a site configuration and signatures; exits non-zero on errors.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Site configuration (TOML).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Signature directory (default: the bundled signatures).
+    #[arg(long)]
+    signatures: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -43,6 +56,9 @@ struct ReadArgs {
     /// Site configuration (TOML).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
+    /// Signature directory replacing the bundled signatures.
+    #[arg(long)]
+    signatures: Option<PathBuf>,
     /// Write events here instead of standard output.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
@@ -97,6 +113,47 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Read(args) => read(args),
+        Cmd::Check(args) => check(args),
+    }
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let mut ok = true;
+    match &args.config {
+        Some(p) => match SiteConfig::load(p) {
+            Ok(c) => eprintln!(
+                "spanwatch: {}: ok ({} segments, {} allowed names)",
+                p.display(),
+                c.segments.len(),
+                c.allow.names.len()
+            ),
+            Err(e) => {
+                eprintln!("spanwatch: {e}");
+                ok = false;
+            }
+        },
+        None => eprintln!(
+            "spanwatch: no site configuration given (--config): every host is in no segment"
+        ),
+    }
+    match RuleSet::load(args.signatures.as_deref()) {
+        Ok(r) => eprintln!(
+            "spanwatch: signatures ({}): ok ({} signatures)",
+            args.signatures
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "bundled".into()),
+            r.len()
+        ),
+        Err(e) => {
+            eprintln!("spanwatch: {e}");
+            ok = false;
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -131,11 +188,20 @@ fn read(args: ReadArgs) -> ExitCode {
         )),
     };
     let mut sink = JsonLines::new(out);
-    let mut engine = Engine::new(EngineConfig {
-        site: Arc::new(site),
+    let rules = match RuleSet::load(args.signatures.as_deref()) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("spanwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cfg = EngineConfig {
+        rules,
         max_flows: args.max_flows,
-        ..Default::default()
-    });
+        ..EngineConfig::for_site(site)
+    };
+    let (shared, site) = (Arc::clone(&cfg.shared), Arc::clone(&cfg.site));
+    let mut engine = Engine::new(cfg);
     let started = Instant::now();
     let mut failed = 0usize;
     let bar = progress_bar();
@@ -182,6 +248,7 @@ fn read(args: ReadArgs) -> ExitCode {
         },
         &mut sink,
     );
+    Engine::report_ledger(&shared, &site, "end_of_run", engine.now(), &mut sink);
     bar.finish_and_clear();
     if let Err(e) = sink.flush() {
         eprintln!("spanwatch: writing events: {e}");
@@ -230,6 +297,15 @@ fn summary(c: &Counters, files: usize, events: u64, elapsed: std::time::Duration
         "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS), {} unknown link type, {} not IP; {} stream gaps",
         c.malformed(), c.decode_truncated, c.decode_malformed, c.tls_malformed, c.certs_malformed, c.dns_malformed,
         c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps
+    );
+    eprintln!(
+        "spanwatch: {} alerts (severity 1: {}, 2: {}, 3: {}, 4: {}), {} sanctioned sightings",
+        c.alerts_total(),
+        c.alerts[0],
+        c.alerts[1],
+        c.alerts[2],
+        c.alerts[3],
+        c.sanctioned
     );
     eprintln!(
         "spanwatch: {events} events in {secs:.3} s: {:.1} Mbit/s, {:.0} packets/s",

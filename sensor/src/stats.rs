@@ -34,6 +34,10 @@ pub struct Counters {
     pub http_transactions: u64,
     pub events_tls: u64,
     pub events_flow: u64,
+    /// Alerts by severity: 1, 2, 3, 4.
+    pub alerts: [u64; 4],
+    /// Events that matched a signature but were allow-listed.
+    pub sanctioned: u64,
 }
 
 impl Counters {
@@ -44,6 +48,15 @@ impl Counters {
             DecodeError::Truncated => self.decode_truncated += 1,
             DecodeError::Malformed => self.decode_malformed += 1,
         }
+    }
+
+    pub fn alert(&mut self, severity: u8) {
+        let i = (severity.clamp(1, 4) - 1) as usize;
+        self.alerts[i] += 1;
+    }
+
+    pub fn alerts_total(&self) -> u64 {
+        self.alerts.iter().sum()
     }
 
     /// Adds another engine's counters (workers → total).

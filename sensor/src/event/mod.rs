@@ -35,10 +35,14 @@ impl Serialize for Proto {
 }
 
 /// One event: the common EVE header and one protocol object.
+///
+/// The flow fields are absent only on events about a host rather than a flow
+/// (`host_activity`).
 #[derive(Debug, Serialize)]
 pub struct Event<'a> {
     pub timestamp: Timestamp,
-    pub flow_id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sensor: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,20 +50,33 @@ pub struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pcap_frame: Option<u64>,
     pub event_type: &'static str,
-    pub src_ip: IpAddr,
-    pub src_port: u16,
-    pub dest_ip: IpAddr,
-    pub dest_port: u16,
-    pub proto: Proto,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dest_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proto: Option<Proto>,
     #[serde(skip_serializing_if = "<[u16]>::is_empty")]
     pub vlan: &'a [u16],
-    pub community_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_proto: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub src_segment: Option<SegmentRef<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dest_segment: Option<SegmentRef<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<AlertBody<'a>>,
+    /// Set on protocol events that matched signatures but are allow-listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sanctioned: Option<Sanctioned<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_activity: Option<HostActivity<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsEvent<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -162,6 +179,46 @@ pub struct FlowEvent {
     pub state: &'static str,
     pub reason: &'static str,
     pub alerted: bool,
+}
+
+/// EVE's `alert` object, with spanwatch's tool, confidence, host and segment.
+#[derive(Debug, Serialize)]
+pub struct AlertBody<'a> {
+    /// A passive sensor blocks nothing.
+    pub action: &'static str,
+    pub gid: u32,
+    pub signature_id: u32,
+    pub rev: u32,
+    pub signature: &'a str,
+    pub category: &'a str,
+    pub tool: &'a str,
+    pub severity: u8,
+    pub confidence: crate::detect::rules::Confidence,
+    /// The IP address the verdict is about.
+    pub host: IpAddr,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segment: Option<&'a str>,
+    pub segment_kind: &'static str,
+    pub evidence: &'a [crate::detect::Evidence],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub references: &'a [String],
+}
+
+/// What an allow-listed event would have alerted on.
+#[derive(Debug, Serialize)]
+pub struct Sanctioned<'a> {
+    pub allowed_by: &'a str,
+    pub signature_ids: Vec<u32>,
+    pub tools: Vec<&'a str>,
+}
+
+/// A `host_activity` event: the ledger's entry for one tool on one host.
+#[derive(Debug, Serialize)]
+pub struct HostActivity<'a> {
+    /// `first_seen`, `max_active`, `end_of_run` or `periodic`.
+    pub reason: &'static str,
+    #[serde(flatten)]
+    pub activity: &'a crate::detect::Activity,
 }
 
 /// Where events go.

@@ -53,6 +53,12 @@ pub struct Request {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Response {
     pub status: u16,
+    /// The reason phrase (`Connection established`).
+    #[serde(skip)]
+    pub reason: String,
+    /// Headers in the head (mitmproxy's CONNECT reply has none).
+    #[serde(skip)]
+    pub header_count: usize,
     pub protocol: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
@@ -139,6 +145,8 @@ pub fn parse_response(d: &[u8]) -> Progress<Response> {
         };
         Response {
             status: resp.code.unwrap_or(0),
+            reason: field(resp.reason.unwrap_or_default().as_bytes()),
+            header_count: resp.headers.len(),
             protocol: format!("HTTP/1.{}", resp.version.unwrap_or(1)),
             server: get("server"),
             http_content_type: get("content-type"),

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use x509_parser::der_parser::asn1_rs::Tag;
-use x509_parser::extensions::GeneralName;
+use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 use x509_parser::prelude::{FromDer, X509Certificate};
 use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
@@ -61,6 +61,9 @@ pub struct CertInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca: Option<bool>,
     pub extensions: Vec<String>,
+    /// URIs of the CRL distribution points.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub crl_urls: Vec<String>,
     pub der_len: usize,
     /// Set when x509-parser refused the DER: only the hashes are then known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +180,19 @@ pub fn parse(der: &[u8], sha256: &[u8; 32]) -> CertInfo {
         .iter()
         .map(|e| e.oid.to_id_string())
         .collect();
+    for ext in cert.extensions() {
+        if let ParsedExtension::CRLDistributionPoints(points) = ext.parsed_extension() {
+            for p in points.iter() {
+                if let Some(DistributionPointName::FullName(names)) = &p.distribution_point {
+                    for n in names.iter().take(8) {
+                        if let GeneralName::URI(u) = n {
+                            info.crl_urls.push(cap(u.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+    }
     info
 }
 

@@ -1,0 +1,996 @@
+//! Detection: signatures × facts → verdicts, under the site's policy.
+//!
+//! Analyzers expose [`Facts`] (names, HTTP head fields, certificates,
+//! fingerprints); a compiled [`RuleSet`] turns them into [`Verdict`]s with the
+//! evidence that matched; the [`Policy`] (segments, allow-list) sets each
+//! verdict's host, severity and whether it is sanctioned; the [`Ledger`] keeps
+//! per host and tool when it was first and last active. Sans-IO: time comes in
+//! as an argument.
+
+pub mod ledger;
+pub mod names;
+pub mod rules;
+
+use std::sync::Arc;
+
+use std::net::IpAddr;
+
+use dashmap::DashMap;
+use regex::RegexSet;
+use serde::Serialize;
+
+use crate::analyzer::tls::cert::CertInfo;
+use crate::config::{SegmentKind, SiteConfig};
+use names::{Kind, NameIndex};
+use rules::{Confidence, ExtCond, RawSignature, Signature, TextCond};
+
+pub use ledger::{Activity, Ledger, Observation};
+
+/// The built-in signature raised when a tool stays active on a host longer than
+/// the ledger's `max_active`.
+pub const LONG_RUNNING_ID: u32 = 9_000_001;
+
+/// Everything the analyzers know about one event, for matching.
+#[derive(Debug, Default, Clone)]
+pub struct Facts<'a> {
+    pub sni: Option<&'a str>,
+    pub dns_query: Vec<&'a str>,
+    pub dns_answer: Vec<&'a str>,
+    pub http_host: Option<&'a str>,
+    pub http_connect: Option<&'a str>,
+    pub http_url: Option<&'a str>,
+    pub http_server: Option<&'a str>,
+    pub http_title: Option<&'a str>,
+    pub http_reason: Option<&'a str>,
+    pub http_cookie: Option<&'a str>,
+    pub http_user_agent: Option<&'a str>,
+    pub http_status: Option<u16>,
+    pub http_header_count: Option<usize>,
+    pub chain: &'a [Arc<CertInfo>],
+    pub ja3: Option<&'a str>,
+    pub ja4: Option<&'a str>,
+    pub dest_port: u16,
+}
+
+impl Facts<'_> {
+    /// Every name this event carries (for the allow-list).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.sni
+            .into_iter()
+            .chain(self.dns_query.iter().copied())
+            .chain(self.http_host)
+            .chain(self.http_connect)
+    }
+}
+
+/// Which fact matched which pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    pub fact: &'static str,
+    pub value: String,
+    pub pattern: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum NameFact {
+    Sni,
+    DnsQuery,
+    DnsAnswer,
+    HttpHost,
+    HttpConnect,
+    CertSan,
+}
+
+const NAME_FACTS: [(NameFact, &str); 6] = [
+    (NameFact::Sni, "sni"),
+    (NameFact::DnsQuery, "dns_query"),
+    (NameFact::DnsAnswer, "dns_answer"),
+    (NameFact::HttpHost, "http_host"),
+    (NameFact::HttpConnect, "http_connect"),
+    (NameFact::CertSan, "cert_san"),
+];
+
+#[derive(Debug, Clone, Copy)]
+enum TextFact {
+    HttpUrl,
+    HttpServer,
+    HttpTitle,
+    HttpReason,
+    HttpCookie,
+    HttpUserAgent,
+    SubjectCn,
+    SubjectO,
+    SubjectOu,
+    IssuerCn,
+    IssuerO,
+    IssuerOu,
+    CrlUrl,
+}
+
+impl TextFact {
+    fn name(self) -> &'static str {
+        match self {
+            TextFact::HttpUrl => "http_url",
+            TextFact::HttpServer => "http_server",
+            TextFact::HttpTitle => "http_title",
+            TextFact::HttpReason => "http_reason",
+            TextFact::HttpCookie => "http_cookie",
+            TextFact::HttpUserAgent => "http_user_agent",
+            TextFact::SubjectCn => "cert_subject_cn",
+            TextFact::SubjectO => "cert_subject_o",
+            TextFact::SubjectOu => "cert_subject_ou",
+            TextFact::IssuerCn => "cert_issuer_cn",
+            TextFact::IssuerO => "cert_issuer_o",
+            TextFact::IssuerOu => "cert_issuer_ou",
+            TextFact::CrlUrl => "cert_crl_url",
+        }
+    }
+    fn is_cert(self) -> bool {
+        matches!(
+            self,
+            TextFact::SubjectCn
+                | TextFact::SubjectO
+                | TextFact::SubjectOu
+                | TextFact::IssuerCn
+                | TextFact::IssuerO
+                | TextFact::IssuerOu
+                | TextFact::CrlUrl
+        )
+    }
+}
+
+/// A compiled text condition: ASCII case-insensitive exact/prefix/contains, or regex.
+#[derive(Debug)]
+struct TextMatcher {
+    exact: Vec<String>,
+    prefix: Vec<String>,
+    contains: Vec<String>,
+    regex: Option<(RegexSet, Vec<String>)>,
+}
+
+impl TextMatcher {
+    fn new(t: &TextCond) -> Self {
+        let low = |v: &Vec<String>| v.iter().map(|s| s.to_ascii_lowercase()).collect();
+        TextMatcher {
+            exact: low(&t.exact),
+            prefix: low(&t.prefix),
+            contains: low(&t.contains),
+            // validated when the file was loaded
+            regex: (!t.regex.is_empty())
+                .then(|| RegexSet::new(&t.regex).ok().map(|s| (s, t.regex.clone())))
+                .flatten(),
+        }
+    }
+
+    fn find(&self, s: &str) -> Option<String> {
+        let l = s.to_ascii_lowercase();
+        if let Some(p) = self.exact.iter().find(|p| **p == l) {
+            return Some(p.clone());
+        }
+        if let Some(p) = self.prefix.iter().find(|p| l.starts_with(p.as_str())) {
+            return Some(format!("{p}*"));
+        }
+        if let Some(p) = self.contains.iter().find(|p| l.contains(p.as_str())) {
+            return Some(format!("*{p}*"));
+        }
+        let (set, src) = self.regex.as_ref()?;
+        set.matches(s)
+            .iter()
+            .next()
+            .map(|i| format!("/{}/", src[i]))
+    }
+}
+
+#[derive(Debug)]
+enum Cond {
+    Name(NameFact),
+    Text(TextFact, TextMatcher),
+    HttpStatus(Vec<u16>),
+    HttpHeaderCount(Vec<usize>),
+    CertSha256(Vec<String>),
+    CertSpki(Vec<String>),
+    Ja3(Vec<String>),
+    Ja4(Vec<String>),
+    DestPort(Vec<u16>),
+    ChainLen(Vec<usize>),
+    LeafValidityDays(Vec<i64>),
+    LeafExtensions(ExtCond),
+    LeafSelfSigned(bool),
+    SharedSpki(usize),
+}
+
+/// A signature ready to evaluate.
+#[derive(Debug)]
+pub struct Compiled {
+    pub sig: Signature,
+    conds: Vec<Cond>,
+}
+
+/// All signatures, compiled: names go into one suffix trie per fact.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub sigs: Vec<Compiled>,
+    names: Vec<(NameFact, NameIndex)>,
+    /// (signature index, pattern text) by name tag.
+    tags: Vec<(usize, String)>,
+    /// Signatures without a name condition: evaluated on every event.
+    unindexed: Vec<usize>,
+}
+
+impl RuleSet {
+    pub fn compile(sigs: Vec<Signature>) -> RuleSet {
+        let mut names: Vec<(NameFact, NameIndex)> = NAME_FACTS
+            .iter()
+            .map(|(f, _)| (*f, NameIndex::default()))
+            .collect();
+        let mut tags = Vec::new();
+        let mut out = Vec::new();
+        let mut unindexed = Vec::new();
+        for (i, sig) in sigs.into_iter().enumerate() {
+            let r = &sig.raw;
+            let mut conds = Vec::new();
+            let name_conds = [
+                (NameFact::Sni, &r.sni),
+                (NameFact::DnsQuery, &r.dns_query),
+                (NameFact::DnsAnswer, &r.dns_answer),
+                (NameFact::HttpHost, &r.http_host),
+                (NameFact::HttpConnect, &r.http_connect),
+                (NameFact::CertSan, &r.cert_san),
+            ];
+            for (fact, c) in name_conds {
+                let Some(c) = c else { continue };
+                let ix = &mut names
+                    .iter_mut()
+                    .find(|(f, _)| *f == fact)
+                    .expect("every name fact has an index")
+                    .1;
+                for (kind, list) in [(Kind::Exact, &c.exact), (Kind::Suffix, &c.suffix)] {
+                    for p in list {
+                        ix.insert(p, kind, tags.len() as u32);
+                        let shown = match kind {
+                            Kind::Exact => names::normalize(p),
+                            Kind::Suffix => format!("*.{}", names::normalize(p)),
+                        };
+                        tags.push((i, shown));
+                    }
+                }
+                conds.push(Cond::Name(fact));
+            }
+            if !conds.iter().any(|c| matches!(c, Cond::Name(_))) {
+                unindexed.push(i);
+            }
+            conds.extend(text_conds(r));
+            conds.extend(other_conds(r));
+            out.push(Compiled { sig, conds });
+        }
+        RuleSet {
+            sigs: out,
+            names,
+            tags,
+            unindexed,
+        }
+    }
+
+    /// Loads and compiles signatures from `dir`, or the bundled ones.
+    pub fn load(dir: Option<&std::path::Path>) -> Result<RuleSet, rules::RuleError> {
+        Ok(Self::compile(rules::load(dir)?))
+    }
+
+    pub fn len(&self) -> usize {
+        self.sigs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sigs.is_empty()
+    }
+
+    /// Signatures that match, with their evidence, in signature order.
+    pub fn evaluate(&self, f: &Facts<'_>, spki: &SpkiTracker) -> Vec<(usize, Vec<Evidence>)> {
+        // name hits: (signature, fact, value, pattern)
+        let mut hits: Vec<(usize, NameFact, String, String)> = Vec::new();
+        let sans: Vec<&str> = f
+            .chain
+            .first()
+            .map(|c| c.san.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        for (fact, ix) in &self.names {
+            if ix.is_empty() {
+                continue;
+            }
+            let values: Vec<&str> = match fact {
+                NameFact::Sni => f.sni.into_iter().collect(),
+                NameFact::DnsQuery => f.dns_query.clone(),
+                NameFact::DnsAnswer => f.dns_answer.clone(),
+                NameFact::HttpHost => f.http_host.into_iter().collect(),
+                NameFact::HttpConnect => f.http_connect.into_iter().collect(),
+                NameFact::CertSan => sans.clone(),
+            };
+            for v in values {
+                ix.lookup(v, &mut |t| {
+                    if let Some((sig, pat)) = self.tags.get(t as usize) {
+                        hits.push((*sig, *fact, v.to_string(), pat.clone()));
+                    }
+                });
+            }
+        }
+        let mut candidates: Vec<usize> = hits
+            .iter()
+            .map(|h| h.0)
+            .chain(self.unindexed.iter().copied())
+            .collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        let mut out = Vec::new();
+        for i in candidates {
+            if let Some(ev) = self.check(&self.sigs[i], f, &hits, i, spki) {
+                out.push((i, ev));
+            }
+        }
+        out
+    }
+
+    fn check(
+        &self,
+        c: &Compiled,
+        f: &Facts<'_>,
+        hits: &[(usize, NameFact, String, String)],
+        idx: usize,
+        spki: &SpkiTracker,
+    ) -> Option<Vec<Evidence>> {
+        let mut ev = Vec::new();
+        let leaf = f.chain.first().map(|c| &**c);
+        let fact_name = |nf: NameFact| {
+            NAME_FACTS
+                .iter()
+                .find(|(f, _)| *f == nf)
+                .map(|(_, n)| *n)
+                .unwrap_or("name")
+        };
+        let any =
+            |fact: &'static str, value: String, list: &[String], ev: &mut Vec<Evidence>| -> bool {
+                let hit = list.iter().find(|p| p.eq_ignore_ascii_case(&value));
+                if let Some(p) = hit {
+                    ev.push(Evidence {
+                        fact,
+                        value,
+                        pattern: p.clone(),
+                    });
+                }
+                hit.is_some()
+            };
+        for cond in &c.conds {
+            let ok = match cond {
+                Cond::Name(nf) => {
+                    let h = hits.iter().find(|h| h.0 == idx && h.1 == *nf);
+                    if let Some(h) = h {
+                        ev.push(Evidence {
+                            fact: fact_name(*nf),
+                            value: h.2.clone(),
+                            pattern: h.3.clone(),
+                        });
+                    }
+                    h.is_some()
+                }
+                Cond::Text(tf, _) if tf.is_cert() => true, // below, per certificate
+                Cond::Text(tf, m) => {
+                    let v = match tf {
+                        TextFact::HttpUrl => f.http_url,
+                        TextFact::HttpServer => f.http_server,
+                        TextFact::HttpTitle => f.http_title,
+                        TextFact::HttpReason => f.http_reason,
+                        TextFact::HttpCookie => f.http_cookie,
+                        TextFact::HttpUserAgent => f.http_user_agent,
+                        _ => None,
+                    };
+                    match v.and_then(|v| m.find(v).map(|p| (v, p))) {
+                        Some((v, p)) => {
+                            ev.push(Evidence {
+                                fact: tf.name(),
+                                value: v.to_string(),
+                                pattern: p,
+                            });
+                            true
+                        }
+                        None => false,
+                    }
+                }
+                Cond::HttpStatus(l) => f.http_status.is_some_and(|s| {
+                    let ok = l.contains(&s);
+                    if ok {
+                        ev.push(Evidence {
+                            fact: "http_status",
+                            value: s.to_string(),
+                            pattern: s.to_string(),
+                        });
+                    }
+                    ok
+                }),
+                Cond::HttpHeaderCount(l) => f.http_header_count.is_some_and(|n| l.contains(&n)),
+                Cond::CertSha256(l) => f
+                    .chain
+                    .iter()
+                    .any(|c| any("cert_sha256", c.sha256.clone(), l, &mut ev)),
+                Cond::CertSpki(l) => f
+                    .chain
+                    .iter()
+                    .any(|c| any("cert_spki_sha256", c.spki_sha256.clone(), l, &mut ev)),
+                Cond::Ja3(l) => f.ja3.is_some_and(|j| any("ja3", j.to_string(), l, &mut ev)),
+                Cond::Ja4(l) => f.ja4.is_some_and(|j| any("ja4", j.to_string(), l, &mut ev)),
+                Cond::DestPort(l) => l.contains(&f.dest_port),
+                Cond::ChainLen(l) => !f.chain.is_empty() && l.contains(&f.chain.len()),
+                Cond::LeafValidityDays(l) => leaf.is_some_and(|c| {
+                    let ok = l.contains(&c.validity_days);
+                    if ok {
+                        ev.push(Evidence {
+                            fact: "leaf_validity_days",
+                            value: c.validity_days.to_string(),
+                            pattern: format!("{l:?}"),
+                        });
+                    }
+                    ok
+                }),
+                Cond::LeafExtensions(x) => leaf.is_some_and(|c| {
+                    let ok = x.all.iter().all(|o| c.extensions.contains(o))
+                        && !x.none.iter().any(|o| c.extensions.contains(o));
+                    if ok {
+                        ev.push(Evidence {
+                            fact: "leaf_extensions",
+                            value: c.extensions.join(","),
+                            pattern: format!("all {:?}, none {:?}", x.all, x.none),
+                        });
+                    }
+                    ok
+                }),
+                Cond::LeafSelfSigned(want) => {
+                    leaf.is_some_and(|c| (c.subject == c.issuerdn) == *want)
+                }
+                Cond::SharedSpki(n) => leaf.is_some_and(|c| {
+                    let seen = spki.names(&c.spki_sha256);
+                    let ok = seen.len() >= *n;
+                    if ok {
+                        ev.push(Evidence {
+                            fact: "shared_spki_names",
+                            value: format!("{} on {}", c.spki_sha256, seen.join(",")),
+                            pattern: format!(">= {n} unrelated names"),
+                        });
+                    }
+                    ok
+                }),
+            };
+            if !ok {
+                return None;
+            }
+        }
+        // Certificate text conditions must all hold on one certificate.
+        let cert_conds: Vec<(&TextFact, &TextMatcher)> = c
+            .conds
+            .iter()
+            .filter_map(|c| match c {
+                Cond::Text(tf, m) if tf.is_cert() => Some((tf, m)),
+                _ => None,
+            })
+            .collect();
+        if !cert_conds.is_empty() {
+            let found = f.chain.iter().enumerate().find_map(|(i, cert)| {
+                let mut e = Vec::new();
+                for (tf, m) in &cert_conds {
+                    let vals: Vec<&str> = match tf {
+                        TextFact::SubjectCn => cert.subject_cn.as_deref().into_iter().collect(),
+                        TextFact::SubjectO => cert.subject_o.as_deref().into_iter().collect(),
+                        TextFact::SubjectOu => cert.subject_ou.as_deref().into_iter().collect(),
+                        TextFact::IssuerCn => cert.issuer_cn.as_deref().into_iter().collect(),
+                        TextFact::IssuerO => cert.issuer_o.as_deref().into_iter().collect(),
+                        TextFact::IssuerOu => cert.issuer_ou.as_deref().into_iter().collect(),
+                        TextFact::CrlUrl => cert.crl_urls.iter().map(String::as_str).collect(),
+                        _ => Vec::new(),
+                    };
+                    let hit = vals.iter().find_map(|v| m.find(v).map(|p| (*v, p)));
+                    let (v, p) = hit?;
+                    e.push(Evidence {
+                        fact: tf.name(),
+                        value: if i == 0 {
+                            v.to_string()
+                        } else {
+                            format!("{v} (chain[{i}])")
+                        },
+                        pattern: p,
+                    });
+                }
+                Some(e)
+            });
+            ev.extend(found?);
+        }
+        Some(ev)
+    }
+}
+
+fn text_conds(r: &RawSignature) -> Vec<Cond> {
+    let list = [
+        (TextFact::HttpUrl, &r.http_url),
+        (TextFact::HttpServer, &r.http_server),
+        (TextFact::HttpTitle, &r.http_title),
+        (TextFact::HttpReason, &r.http_reason),
+        (TextFact::HttpCookie, &r.http_cookie),
+        (TextFact::HttpUserAgent, &r.http_user_agent),
+        (TextFact::SubjectCn, &r.cert_subject_cn),
+        (TextFact::SubjectO, &r.cert_subject_o),
+        (TextFact::SubjectOu, &r.cert_subject_ou),
+        (TextFact::IssuerCn, &r.cert_issuer_cn),
+        (TextFact::IssuerO, &r.cert_issuer_o),
+        (TextFact::IssuerOu, &r.cert_issuer_ou),
+        (TextFact::CrlUrl, &r.cert_crl_url),
+    ];
+    list.into_iter()
+        .filter_map(|(f, c)| c.as_ref().map(|c| Cond::Text(f, TextMatcher::new(c))))
+        .collect()
+}
+
+fn other_conds(r: &RawSignature) -> Vec<Cond> {
+    let low = |v: &Vec<String>| v.iter().map(|s| s.to_ascii_lowercase()).collect::<Vec<_>>();
+    let mut v = Vec::new();
+    if let Some(l) = &r.http_status {
+        v.push(Cond::HttpStatus(l.clone()));
+    }
+    if let Some(l) = &r.http_header_count {
+        v.push(Cond::HttpHeaderCount(l.clone()));
+    }
+    if let Some(l) = &r.cert_sha256 {
+        v.push(Cond::CertSha256(low(l)));
+    }
+    if let Some(l) = &r.cert_spki_sha256 {
+        v.push(Cond::CertSpki(low(l)));
+    }
+    if let Some(l) = &r.ja3 {
+        v.push(Cond::Ja3(low(l)));
+    }
+    if let Some(l) = &r.ja4 {
+        v.push(Cond::Ja4(low(l)));
+    }
+    if let Some(l) = &r.dest_port {
+        v.push(Cond::DestPort(l.clone()));
+    }
+    if let Some(l) = &r.chain_len {
+        v.push(Cond::ChainLen(l.clone()));
+    }
+    if let Some(l) = &r.leaf_validity_days {
+        v.push(Cond::LeafValidityDays(l.clone()));
+    }
+    if let Some(x) = &r.leaf_extensions {
+        v.push(Cond::LeafExtensions(x.clone()));
+    }
+    if let Some(b) = r.leaf_self_signed {
+        v.push(Cond::LeafSelfSigned(b));
+    }
+    if let Some(n) = r.shared_spki_names {
+        v.push(Cond::SharedSpki(n));
+    }
+    v
+}
+
+/// Keys seen on leaf certificates: which unrelated names each public key signed
+/// for. Shared by every worker; bounded.
+#[derive(Debug, Default)]
+pub struct SpkiTracker {
+    map: DashMap<String, SpkiEntry, ahash::RandomState>,
+}
+
+#[derive(Debug, Default)]
+struct SpkiEntry {
+    certs: Vec<String>,
+    names: Vec<String>,
+}
+
+/// Public keys tracked at most.
+pub const SPKI_CAPACITY: usize = 65_536;
+/// Certificates and names remembered per key.
+const SPKI_PER_KEY: usize = 16;
+
+impl SpkiTracker {
+    /// Notes a lone leaf certificate (chain of one: what proxies send).
+    pub fn observe(&self, chain: &[Arc<CertInfo>]) {
+        let [leaf] = chain else { return };
+        if leaf.spki_sha256.is_empty() || leaf.subject == leaf.issuerdn {
+            return;
+        }
+        if !self.map.contains_key(&leaf.spki_sha256) && self.map.len() >= SPKI_CAPACITY {
+            return;
+        }
+        let mut e = self.map.entry(leaf.spki_sha256.clone()).or_default();
+        if e.certs.contains(&leaf.sha256) || e.certs.len() >= SPKI_PER_KEY {
+            return;
+        }
+        e.certs.push(leaf.sha256.clone());
+        let base = base_name(
+            leaf.subject_cn
+                .as_deref()
+                .or(leaf.san.first().map(String::as_str))
+                .unwrap_or(""),
+        );
+        if !base.is_empty() && !e.names.contains(&base) && e.names.len() < SPKI_PER_KEY {
+            e.names.push(base);
+        }
+    }
+
+    /// The unrelated names seen on certificates with this key.
+    pub fn names(&self, spki: &str) -> Vec<String> {
+        self.map
+            .get(spki)
+            .map(|e| e.names.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The registrable part of a name, roughly: the last two labels, or three
+/// under a two-letter country code with a generic second level (`co.uk`).
+pub fn base_name(name: &str) -> String {
+    let n = names::normalize(name.trim_start_matches("*."));
+    let labels: Vec<&str> = n.split('.').collect();
+    let keep = match labels.as_slice() {
+        [.., sld, tld]
+            if tld.len() == 2 && ["co", "com", "net", "org", "gov", "edu", "ac"].contains(sld) =>
+        {
+            3
+        }
+        _ => 2,
+    };
+    labels[labels.len().saturating_sub(keep)..].join(".")
+}
+
+/// Severity of a verdict about a host in a segment of this kind (1 = highest).
+pub fn severity(kind: Option<SegmentKind>) -> u8 {
+    match kind {
+        Some(SegmentKind::Production) => 1,
+        Some(SegmentKind::Development) => 4,
+        Some(SegmentKind::Other) | None => 2,
+    }
+}
+
+/// Is the verdict about the client (tunnels) or the server (interception)?
+pub fn about_server(category: &str) -> bool {
+    category.starts_with("interception-")
+}
+
+/// The site's policy: allow-list and ledger settings, from the site config.
+#[derive(Debug, Default)]
+pub struct Policy {
+    allow: NameIndex,
+    allow_names: Vec<String>,
+}
+
+impl Policy {
+    pub fn new(site: &SiteConfig) -> Self {
+        let mut allow = NameIndex::default();
+        for (i, n) in site.allow.names.iter().enumerate() {
+            allow.insert(n, Kind::Suffix, i as u32);
+        }
+        Policy {
+            allow,
+            allow_names: site.allow.names.clone(),
+        }
+    }
+
+    /// The allow-list entry that sanctions one of these names, if any.
+    pub fn sanctioned<'a>(&self, names: impl Iterator<Item = &'a str>) -> Option<&str> {
+        for n in names {
+            let mut hit = None;
+            self.allow.lookup(n, &mut |t| hit = Some(t));
+            if let Some(t) = hit {
+                return self.allow_names.get(t as usize).map(String::as_str);
+            }
+        }
+        None
+    }
+}
+
+/// State shared by every worker: the ledger and the key tracker.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub ledger: Ledger,
+    pub spki: SpkiTracker,
+}
+
+/// An alert ready to log (owned: alerts are rare).
+#[derive(Debug, Clone)]
+pub struct AlertOut {
+    pub id: u32,
+    pub rev: u32,
+    pub name: String,
+    pub tool: String,
+    pub category: String,
+    pub confidence: Confidence,
+    pub references: Vec<String>,
+    pub evidence: Vec<Evidence>,
+    pub host: IpAddr,
+    pub severity: u8,
+    pub segment: Option<String>,
+    pub segment_kind: &'static str,
+}
+
+/// The two ends of a flow, with their segments.
+#[derive(Debug, Clone, Copy)]
+pub struct Ends<'a> {
+    pub client: IpAddr,
+    pub server: IpAddr,
+    pub client_seg: Option<(&'a str, SegmentKind)>,
+    pub server_seg: Option<(&'a str, SegmentKind)>,
+}
+
+/// What detection decided for one protocol event.
+#[derive(Debug, Default)]
+pub struct Decision {
+    pub alerts: Vec<AlertOut>,
+    /// (allow-list entry, signature ids, tools) when the event is sanctioned.
+    pub sanctioned: Option<(String, Vec<u32>, Vec<String>)>,
+    /// Ledger entries to log as `host_activity`, with the reason.
+    pub activity: Vec<(Activity, &'static str)>,
+    /// Signature ids alerted now (the flow must not alert on them again).
+    pub alerted: Vec<u32>,
+    /// (host, tool) pairs this flow now counts for in the ledger.
+    pub ledger_keys: Vec<(IpAddr, String)>,
+}
+
+fn kind_str(k: Option<SegmentKind>) -> &'static str {
+    k.map(SegmentKind::as_str).unwrap_or("other")
+}
+
+/// The alert raised when a tool stays active past `max_active`.
+pub fn long_running(a: &Activity, max: crate::time::Duration) -> AlertOut {
+    let kind = match a.segment_kind {
+        "production" => Some(SegmentKind::Production),
+        "development" => Some(SegmentKind::Development),
+        _ => Some(SegmentKind::Other),
+    };
+    AlertOut {
+        id: LONG_RUNNING_ID,
+        rev: 1,
+        name: format!(
+            "{} active on one host longer than the allowed {} s",
+            a.tool,
+            max.0 / 1_000_000_000
+        ),
+        tool: a.tool.clone(),
+        category: "long-running".into(),
+        confidence: Confidence::High,
+        references: Vec::new(),
+        evidence: vec![Evidence {
+            fact: "active_seconds",
+            value: a.active_seconds.to_string(),
+            pattern: format!("> {}", max.0 / 1_000_000_000),
+        }],
+        host: a.host,
+        // production stays critical; elsewhere a forgotten tool is worth a look
+        severity: if kind == Some(SegmentKind::Production) {
+            1
+        } else {
+            2
+        },
+        segment: a.segment.clone(),
+        segment_kind: a.segment_kind,
+    }
+}
+
+/// Signatures, policy and shared state: what a worker needs to decide.
+#[derive(Debug)]
+pub struct Detector {
+    pub rules: Arc<RuleSet>,
+    pub policy: Arc<Policy>,
+    pub shared: Arc<Shared>,
+}
+
+impl Detector {
+    /// Evaluates one event's facts and applies the policy.
+    pub fn decide(
+        &self,
+        facts: &Facts<'_>,
+        ends: &Ends<'_>,
+        flow_alerted: &[u32],
+        flow_keys: &[(IpAddr, String)],
+        at: crate::time::Timestamp,
+    ) -> Decision {
+        self.shared.spki.observe(facts.chain);
+        let verdicts = self.rules.evaluate(facts, &self.shared.spki);
+        let mut d = Decision::default();
+        if verdicts.is_empty() {
+            return d;
+        }
+        let allowed = self.policy.sanctioned(facts.names()).map(String::from);
+        let mut ids = Vec::new();
+        let mut tools: Vec<String> = Vec::new();
+        for (i, evidence) in verdicts {
+            let sig = &self.rules.sigs[i].sig;
+            let r = &sig.raw;
+            let server_side = about_server(sig.category());
+            let (host, seg) = if server_side {
+                (ends.server, ends.server_seg)
+            } else {
+                (ends.client, ends.client_seg)
+            };
+            let mut sev = severity(seg.map(|s| s.1));
+            if server_side {
+                // interception concerns the proxy's clients too: the worse of both
+                sev = sev.min(severity(ends.client_seg.map(|s| s.1)));
+            }
+            let key = (host, r.tool.clone());
+            let new_flow = !flow_keys.contains(&key) && !d.ledger_keys.contains(&key);
+            let facts_used: Vec<&str> = evidence.iter().map(|e| e.fact).collect();
+            let obs = self.shared.ledger.observe(&ledger::Sighting {
+                host,
+                tool: &r.tool,
+                at,
+                new_flow,
+                category: sig.category(),
+                evidence: &facts_used,
+                strong: !r.supporting,
+                sanctioned: allowed.is_some(),
+                segment: seg.map(|s| s.0),
+                segment_kind: kind_str(seg.map(|s| s.1)),
+            });
+            if new_flow {
+                d.ledger_keys.push(key);
+            }
+            if obs.first {
+                if let Some(a) = self.shared.ledger.get(host, &r.tool) {
+                    d.activity.push((a, "first_seen"));
+                }
+            }
+            if obs.passed_max_active {
+                if let (Some(a), Some(max)) = (
+                    self.shared.ledger.get(host, &r.tool),
+                    self.shared.ledger.max_active(),
+                ) {
+                    d.alerts.push(long_running(&a, max));
+                    d.activity.push((a, "max_active"));
+                }
+            }
+            if allowed.is_some() {
+                ids.push(sig.id());
+                if !tools.contains(&r.tool) {
+                    tools.push(r.tool.clone());
+                }
+                continue;
+            }
+            let id = sig.id();
+            if flow_alerted.contains(&id)
+                || d.alerted.contains(&id)
+                || (r.supporting && !obs.strong)
+            {
+                continue;
+            }
+            d.alerted.push(id);
+            d.alerts.push(AlertOut {
+                id,
+                rev: r.rev.unwrap_or(1),
+                name: r.name.clone(),
+                tool: r.tool.clone(),
+                category: sig.category().to_string(),
+                confidence: r.confidence,
+                references: r.references.clone(),
+                evidence,
+                host,
+                severity: sev,
+                segment: seg.map(|s| s.0.to_string()),
+                segment_kind: kind_str(seg.map(|s| s.1)),
+            });
+        }
+        if let Some(a) = allowed {
+            d.sanctioned = Some((a, ids, tools));
+        }
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> RuleSet {
+        RuleSet::compile(rules::parse_file("t.toml", text).expect("valid"))
+    }
+
+    const HEAD: &str = "format = 1\n[[signature]]\nid = 1\nname = \"n\"\ntool = \"t\"\ncategory = \"interception-cert\"\nconfidence = \"high\"\n";
+
+    fn cert(subject_cn: &str, issuer_cn: &str, issuer_o: &str) -> Arc<CertInfo> {
+        Arc::new(CertInfo {
+            subject: format!("CN={subject_cn}"),
+            issuerdn: format!("CN={issuer_cn}, O={issuer_o}"),
+            subject_cn: Some(subject_cn.into()),
+            issuer_cn: Some(issuer_cn.into()),
+            issuer_o: Some(issuer_o.into()),
+            spki_sha256: "aa".into(),
+            sha256: subject_cn.into(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn cert_conditions_hold_on_one_certificate() {
+        let r = set(&format!("{HEAD}cert_issuer_cn = {{ exact = [\"mitmproxy\"] }}\ncert_issuer_o = {{ exact = [\"mitmproxy\"] }}\n"));
+        let sp = SpkiTracker::default();
+        let chain = [cert("a.example", "mitmproxy", "mitmproxy")];
+        let f = Facts {
+            chain: &chain,
+            ..Default::default()
+        };
+        let v = r.evaluate(&f, &sp);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].1[0].fact, "cert_issuer_cn");
+        // CN on one certificate and O on another do not make a match
+        let chain = [
+            cert("a.example", "mitmproxy", "Other"),
+            cert("b", "Other", "mitmproxy"),
+        ];
+        let f = Facts {
+            chain: &chain,
+            ..Default::default()
+        };
+        assert!(r.evaluate(&f, &sp).is_empty());
+    }
+
+    #[test]
+    fn name_and_text_conditions_combine() {
+        let r = set(&format!("{HEAD}http_host = {{ exact = [\"mitm.it\"] }}\nhttp_url = {{ prefix = [\"/cert/\"] }}\n"));
+        let sp = SpkiTracker::default();
+        let mut f = Facts {
+            http_host: Some("MITM.IT"),
+            http_url: Some("/cert/pem"),
+            ..Default::default()
+        };
+        let v = r.evaluate(&f, &sp);
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            v[0].1[0],
+            Evidence {
+                fact: "http_host",
+                value: "MITM.IT".into(),
+                pattern: "mitm.it".into()
+            }
+        );
+        assert_eq!(v[0].1[1].pattern, "/cert/*");
+        f.http_url = Some("/");
+        assert!(r.evaluate(&f, &sp).is_empty());
+    }
+
+    #[test]
+    fn shared_key_across_unrelated_names() {
+        let r = set(&format!("{HEAD}chain_len = [1]\nshared_spki_names = 3\n"));
+        let sp = SpkiTracker::default();
+        for (i, name) in [
+            "www.example.com",
+            "api.example.com",
+            "shop.example.org",
+            "news.example.net",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let chain = [cert(name, "Some CA", "Org")];
+            sp.observe(&chain);
+            let f = Facts {
+                chain: &chain,
+                ..Default::default()
+            };
+            // example.com twice counts once: the third unrelated name is the fourth cert
+            assert_eq!(!r.evaluate(&f, &sp).is_empty(), i >= 3, "{name}");
+        }
+    }
+
+    #[test]
+    fn base_names() {
+        assert_eq!(base_name("a.b.example.com."), "example.com");
+        assert_eq!(base_name("www.bbc.co.uk"), "bbc.co.uk");
+        assert_eq!(base_name("*.example.org"), "example.org");
+        assert_eq!(base_name("localhost"), "localhost");
+    }
+
+    #[test]
+    fn allow_list_is_label_aligned() {
+        let site =
+            SiteConfig::parse("t", "[allow]\nnames = [\"tunnels.example.com\"]\n").expect("cfg");
+        let p = Policy::new(&site);
+        assert_eq!(
+            p.sanctioned(["x.tunnels.example.com"].into_iter()),
+            Some("tunnels.example.com")
+        );
+        assert_eq!(p.sanctioned(["eviltunnels.example.com"].into_iter()), None);
+    }
+}
