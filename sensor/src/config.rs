@@ -79,6 +79,9 @@ pub struct AllowConfig {
 pub struct LedgerConfig {
     /// A tool active on one host longer than this raises its own alert.
     pub max_active: Option<HumanDuration>,
+    /// After an alert for one host and signature, repeats are silent (the
+    /// ledger still counts them) for this long. Default 1h.
+    pub realert_after: Option<HumanDuration>,
 }
 
 /// A duration written `90s`, `15m`, `8h` or `2d`.

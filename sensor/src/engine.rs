@@ -44,13 +44,13 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// Settings for a site, with the bundled signatures.
     pub fn for_site(site: SiteConfig) -> Self {
-        let max_active = site.ledger.max_active.map(|d| d.0);
+        let shared = Shared::new(
+            site.ledger.max_active.map(|d| d.0),
+            site.ledger.realert_after.map(|d| d.0),
+        );
         EngineConfig {
             site: Arc::new(site),
-            shared: Arc::new(Shared {
-                ledger: crate::detect::Ledger::new(max_active),
-                ..Default::default()
-            }),
+            shared: Arc::new(shared),
             ..Default::default()
         }
     }
@@ -735,6 +735,7 @@ fn alert_body(a: &crate::detect::AlertOut) -> AlertBody<'_> {
         segment: a.segment.as_deref(),
         segment_kind: a.segment_kind,
         evidence: &a.evidence,
+        also_matched: &a.also_matched,
         references: &a.references,
     }
 }
@@ -809,7 +810,7 @@ fn emit_http(
                 .and_then(|r| r.hostname.as_deref())
                 .filter(|_| connect.is_none()),
             http_connect: connect.and_then(|r| r.hostname.as_deref()),
-            http_url: req.as_ref().map(|r| r.url.as_str()),
+            http_url: req.as_ref().map(|r| url_path(&r.url)),
             http_user_agent: req.as_ref().and_then(|r| r.http_user_agent.as_deref()),
             http_server: resp.as_ref().and_then(|r| r.server.as_deref()),
             http_title: resp.as_ref().and_then(|r| r.title.as_deref()),
@@ -838,6 +839,15 @@ fn emit_http(
         counters.http_transactions += 1;
     }
     flow.data.http = Some(h);
+}
+
+/// The path of a request target, also in absolute form (`http://host/path`,
+/// what a client sends through a proxy).
+fn url_path(url: &str) -> &str {
+    match url.split_once("://") {
+        Some((_, rest)) => rest.find('/').map(|i| &rest[i..]).unwrap_or("/"),
+        None => url,
+    }
 }
 
 fn tls_version_name(v: u16) -> &'static str {

@@ -68,6 +68,9 @@ struct ReadArgs {
     /// Which capture reader to use.
     #[arg(long, value_enum, default_value = "native")]
     reader: Reader,
+    /// Write only these event types (comma-separated, e.g. `alert,host_activity`).
+    #[arg(long, value_delimiter = ',')]
+    event_types: Vec<String>,
     /// Flows tracked at most.
     #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
     max_flows: usize,
@@ -187,7 +190,10 @@ fn read(args: ReadArgs) -> ExitCode {
             std::io::stdout().lock(),
         )),
     };
-    let mut sink = JsonLines::new(out);
+    let mut sink = Filtered {
+        inner: JsonLines::new(out),
+        types: args.event_types.clone(),
+    };
     let rules = match RuleSet::load(args.signatures.as_deref()) {
         Ok(r) => Arc::new(r),
         Err(e) => {
@@ -250,27 +256,41 @@ fn read(args: ReadArgs) -> ExitCode {
     );
     Engine::report_ledger(&shared, &site, "end_of_run", engine.now(), &mut sink);
     bar.finish_and_clear();
-    if let Err(e) = sink.flush() {
+    if let Err(e) = sink.inner.flush() {
         eprintln!("spanwatch: writing events: {e}");
         failed += 1;
     }
-    if let Some(e) = sink.take_error() {
+    if let Some(e) = sink.inner.take_error() {
         eprintln!(
             "spanwatch: {} events could not be written: {e}",
-            sink.errors
+            sink.inner.errors
         );
         failed += 1;
     }
     summary(
         &engine.counters,
         args.captures.len(),
-        sink.written,
+        sink.inner.written,
         started.elapsed(),
     );
     if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// Passes on only the event types asked for (all when none is).
+struct Filtered<W: Write> {
+    inner: JsonLines<W>,
+    types: Vec<String>,
+}
+
+impl<W: Write> spanwatch::event::EventSink for Filtered<W> {
+    fn emit(&mut self, ev: &spanwatch::event::Event<'_>) {
+        if self.types.is_empty() || self.types.iter().any(|t| t == ev.event_type) {
+            self.inner.emit(ev);
+        }
     }
 }
 

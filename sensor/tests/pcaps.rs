@@ -11,14 +11,26 @@ use spanwatch::capture::LibpcapReader;
 use spanwatch::engine::{Engine, EngineConfig, Origin};
 use spanwatch::event::VecSink;
 
+/// Every capture in `pcaps/` and `pcaps/lab/`.
 fn captures() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(common::workspace().join("pcaps"))
-        .expect("pcaps/ exists")
+    let mut v: Vec<PathBuf> = ["pcaps", "pcaps/lab"]
+        .iter()
+        .flat_map(|d| {
+            std::fs::read_dir(common::workspace().join(d)).expect("capture directory exists")
+        })
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
         .collect();
     v.sort();
     v
+}
+
+/// `tls12-chain.pcap` or `lab/lab-negatives.pcap`.
+fn rel(path: &std::path::Path) -> String {
+    path.strip_prefix(common::workspace().join("pcaps"))
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 fn run(name: &str) -> common::Run {
@@ -35,25 +47,17 @@ fn one_snapshot_per_capture() {
     let all = captures();
     assert!(all.len() >= 7, "captures missing: {all:?}");
     for path in all {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("name")
-            .to_string();
+        let name = rel(&path);
         let r = run(&name);
         assert!(r.error.is_none(), "{name}: {:?}", r.error);
-        insta::assert_snapshot!(name.clone(), r.lines.join("\n"));
+        insta::assert_snapshot!(name.replace('/', "__"), r.lines.join("\n"));
     }
 }
 
 #[test]
 fn same_capture_twice_gives_identical_output() {
     for path in captures() {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("name")
-            .to_string();
+        let name = rel(&path);
         assert_eq!(run(&name).lines, run(&name).lines, "{name}");
     }
 }

@@ -415,7 +415,20 @@ impl RuleSet {
                     .iter()
                     .any(|c| any("cert_spki_sha256", c.spki_sha256.clone(), l, &mut ev)),
                 Cond::Ja3(l) => f.ja3.is_some_and(|j| any("ja3", j.to_string(), l, &mut ev)),
-                Cond::Ja4(l) => f.ja4.is_some_and(|j| any("ja4", j.to_string(), l, &mut ev)),
+                Cond::Ja4(l) => f.ja4.is_some_and(|j| {
+                    let hit = l.iter().find(|p| match p.strip_suffix('*') {
+                        Some(prefix) => j.starts_with(prefix),
+                        None => p.as_str() == j,
+                    });
+                    if let Some(p) = hit {
+                        ev.push(Evidence {
+                            fact: "ja4",
+                            value: j.to_string(),
+                            pattern: p.clone(),
+                        });
+                    }
+                    hit.is_some()
+                }),
                 Cond::DestPort(l) => l.contains(&f.dest_port),
                 Cond::ChainLen(l) => !f.chain.is_empty() && l.contains(&f.chain.len()),
                 Cond::LeafValidityDays(l) => leaf.is_some_and(|c| {
@@ -445,13 +458,17 @@ impl RuleSet {
                     leaf.is_some_and(|c| (c.subject == c.issuerdn) == *want)
                 }
                 Cond::SharedSpki(n) => leaf.is_some_and(|c| {
-                    let seen = spki.names(&c.spki_sha256);
-                    let ok = seen.len() >= *n;
+                    let (certs, names) = spki.spread(&c.spki_sha256);
+                    let ok = certs >= *n;
                     if ok {
                         ev.push(Evidence {
                             fact: "shared_spki_names",
-                            value: format!("{} on {}", c.spki_sha256, seen.join(",")),
-                            pattern: format!(">= {n} unrelated names"),
+                            value: format!(
+                                "key {} on {certs} certificates for {}",
+                                c.spki_sha256,
+                                names.join(", ")
+                            ),
+                            pattern: format!(">= {n} certificates for unrelated names"),
                         });
                     }
                     ok
@@ -578,6 +595,8 @@ pub struct SpkiTracker {
 struct SpkiEntry {
     certs: Vec<String>,
     names: Vec<String>,
+    /// Certificates that brought at least one name not seen with this key before.
+    novel: usize,
 }
 
 /// Public keys tracked at most.
@@ -600,22 +619,33 @@ impl SpkiTracker {
             return;
         }
         e.certs.push(leaf.sha256.clone());
-        let base = base_name(
-            leaf.subject_cn
-                .as_deref()
-                .or(leaf.san.first().map(String::as_str))
-                .unwrap_or(""),
-        );
-        if !base.is_empty() && !e.names.contains(&base) && e.names.len() < SPKI_PER_KEY {
-            e.names.push(base);
+        // mitmproxy copies the upstream names and adds the client's SNI: each
+        // forged leaf brings the name of another site.
+        let mut novel = false;
+        for n in leaf
+            .subject_cn
+            .iter()
+            .chain(leaf.san.iter())
+            .take(SPKI_PER_KEY)
+        {
+            let base = base_name(n);
+            if !base.is_empty() && !e.names.contains(&base) && e.names.len() < SPKI_PER_KEY {
+                e.names.push(base);
+                novel = true;
+            }
+        }
+        if novel {
+            e.novel += 1;
         }
     }
 
-    /// The unrelated names seen on certificates with this key.
-    pub fn names(&self, spki: &str) -> Vec<String> {
+    /// How many certificates with this key each brought a new unrelated name,
+    /// and the names. One certificate with many names counts once: a CDN
+    /// certificate is not a proxy.
+    pub fn spread(&self, spki: &str) -> (usize, Vec<String>) {
         self.map
             .get(spki)
-            .map(|e| e.names.clone())
+            .map(|e| (e.novel, e.names.clone()))
             .unwrap_or_default()
     }
 }
@@ -682,11 +712,64 @@ impl Policy {
     }
 }
 
-/// State shared by every worker: the ledger and the key tracker.
-#[derive(Debug, Default)]
+/// How long, by default, an alert for one host and signature silences repeats.
+pub const DEFAULT_REALERT_AFTER: crate::time::Duration = crate::time::Duration::from_secs(3600);
+
+/// State shared by every worker: the ledger, the key tracker and alert
+/// suppression.
+#[derive(Debug)]
 pub struct Shared {
     pub ledger: Ledger,
     pub spki: SpkiTracker,
+    /// Last alert time by (host, signature).
+    recent: DashMap<(IpAddr, u32), crate::time::Timestamp, ahash::RandomState>,
+    pub realert_after: crate::time::Duration,
+    pub suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            ledger: Ledger::default(),
+            spki: SpkiTracker::default(),
+            recent: DashMap::default(),
+            realert_after: DEFAULT_REALERT_AFTER,
+            suppressed: Default::default(),
+        }
+    }
+}
+
+impl Shared {
+    pub fn new(
+        max_active: Option<crate::time::Duration>,
+        realert_after: Option<crate::time::Duration>,
+    ) -> Self {
+        Shared {
+            ledger: Ledger::new(max_active),
+            realert_after: realert_after.unwrap_or(DEFAULT_REALERT_AFTER),
+            ..Default::default()
+        }
+    }
+
+    /// Records an alert; false when the same host and signature alerted less
+    /// than `realert_after` ago (capture time).
+    fn may_alert(&self, host: IpAddr, id: u32, at: crate::time::Timestamp) -> bool {
+        if self.recent.len() >= ledger::LEDGER_CAPACITY && !self.recent.contains_key(&(host, id)) {
+            // Full: forget everything rather than grow (alerts may then repeat once).
+            self.recent.clear();
+        }
+        let mut e = self
+            .recent
+            .entry((host, id))
+            .or_insert(crate::time::Timestamp(i64::MIN));
+        if e.0 != i64::MIN && at.since(*e) < self.realert_after {
+            self.suppressed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        *e = at;
+        true
+    }
 }
 
 /// An alert ready to log (owned: alerts are rare).
@@ -700,6 +783,9 @@ pub struct AlertOut {
     pub confidence: Confidence,
     pub references: Vec<String>,
     pub evidence: Vec<Evidence>,
+    /// Other signatures of the same tool and category that matched the same
+    /// event (folded into this alert rather than alerting again).
+    pub also_matched: Vec<u32>,
     pub host: IpAddr,
     pub severity: u8,
     pub segment: Option<String>,
@@ -757,6 +843,7 @@ pub fn long_running(a: &Activity, max: crate::time::Duration) -> AlertOut {
             value: a.active_seconds.to_string(),
             pattern: format!("> {}", max.0 / 1_000_000_000),
         }],
+        also_matched: Vec::new(),
         host: a.host,
         // production stays critical; elsewhere a forgotten tool is worth a look
         severity: if kind == Some(SegmentKind::Production) {
@@ -799,7 +886,11 @@ impl Detector {
         for (i, evidence) in verdicts {
             let sig = &self.rules.sigs[i].sig;
             let r = &sig.raw;
-            let server_side = about_server(sig.category());
+            let server_side = match r.host {
+                Some(rules::HostSide::Server) => true,
+                Some(rules::HostSide::Client) => false,
+                None => about_server(sig.category()),
+            };
             let (host, seg) = if server_side {
                 (ends.server, ends.server_seg)
             } else {
@@ -850,14 +941,10 @@ impl Detector {
                 continue;
             }
             let id = sig.id();
-            if flow_alerted.contains(&id)
-                || d.alerted.contains(&id)
-                || (r.supporting && !obs.strong)
-            {
+            if flow_alerted.contains(&id) || (r.supporting && !obs.strong) {
                 continue;
             }
-            d.alerted.push(id);
-            d.alerts.push(AlertOut {
+            let candidate = AlertOut {
                 id,
                 rev: r.rev.unwrap_or(1),
                 name: r.name.clone(),
@@ -866,12 +953,50 @@ impl Detector {
                 confidence: r.confidence,
                 references: r.references.clone(),
                 evidence,
+                also_matched: Vec::new(),
                 host,
                 severity: sev,
                 segment: seg.map(|s| s.0.to_string()),
                 segment_kind: kind_str(seg.map(|s| s.1)),
-            });
+            };
+            // One alert per tool, category and host for one event: the most
+            // confident signature speaks, the others add their evidence.
+            match d.alerts.iter_mut().find(|a| {
+                a.host == host && a.tool == candidate.tool && a.category == candidate.category
+            }) {
+                Some(a) => {
+                    let better = (candidate.confidence, std::cmp::Reverse(candidate.id))
+                        > (a.confidence, std::cmp::Reverse(a.id));
+                    let mut other = candidate;
+                    if better {
+                        std::mem::swap(a, &mut other);
+                        a.also_matched = std::mem::take(&mut other.also_matched);
+                    }
+                    a.also_matched.push(other.id);
+                    for e in other.evidence {
+                        if !a.evidence.contains(&e) {
+                            a.evidence.push(e);
+                        }
+                    }
+                }
+                None => d.alerts.push(candidate),
+            }
         }
+        // Every matched id counts as alerted for this flow; repeats of the
+        // same host and signature within `realert_after` are suppressed.
+        let shared = &self.shared;
+        let alerted = &mut d.alerted;
+        d.alerts.retain_mut(|a| {
+            a.also_matched.sort_unstable();
+            alerted.push(a.id);
+            alerted.extend(&a.also_matched);
+            // Silent only if every signature folded into it alerted lately:
+            // new evidence (a shared key seen for the third site) still speaks.
+            let fresh = std::iter::once(a.id)
+                .chain(a.also_matched.iter().copied())
+                .fold(false, |fresh, id| shared.may_alert(a.host, id, at) | fresh);
+            a.id == LONG_RUNNING_ID || fresh
+        });
         if let Some(a) = allowed {
             d.sanctioned = Some((a, ids, tools));
         }

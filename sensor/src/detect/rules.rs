@@ -91,6 +91,13 @@ pub struct ExtCond {
     pub none: Vec<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HostSide {
+    Client,
+    Server,
+}
+
 /// One signature as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,6 +117,10 @@ pub struct RawSignature {
     /// is already active there on stronger evidence.
     #[serde(default)]
     pub supporting: bool,
+    /// Which end of the flow the verdict is about, when not the category's
+    /// default (tunnels: the client; interception: the server).
+    #[serde(default)]
+    pub host: Option<HostSide>,
 
     pub sni: Option<NameCond>,
     pub dns_query: Option<NameCond>,
@@ -327,9 +338,14 @@ fn validate(s: &RawSignature) -> Result<(), String> {
     if let Some(l) = &s.ja4 {
         conditions += 1;
         for j in l {
-            if j.len() != 36 || j.matches('_').count() != 2 {
+            // a whole fingerprint, or a prefix ending in `*` (`t13d2812h2_a01be8c064b6_*`)
+            let ok = match j.strip_suffix('*') {
+                Some(p) => !p.is_empty() && p.len() < 36,
+                None => j.len() == 36 && j.matches('_').count() == 2,
+            };
+            if !ok {
                 return Err(format!(
-                    "`{j}` is not a JA4 fingerprint (a_b_c, 36 characters)"
+                    "`{j}` is not a JA4 fingerprint (a_b_c, 36 characters) or a prefix ending in `*`"
                 ));
             }
         }

@@ -200,6 +200,8 @@ pub struct AlertBody<'a> {
     pub segment: Option<&'a str>,
     pub segment_kind: &'static str,
     pub evidence: &'a [crate::detect::Evidence],
+    #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+    pub also_matched: &'a [u32],
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub references: &'a [String],
 }

@@ -1,0 +1,294 @@
+//! Detection on recordings of the real tools (`pcaps/lab/`, made by
+//! `pcaps/lab/record.sh`), checked against `pcaps/lab/ground-truth.toml`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::Value;
+use spanwatch::config::SiteConfig;
+use spanwatch::engine::{Engine, EngineConfig, Origin};
+use spanwatch::event::VecSink;
+
+#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
+struct Expected {
+    tool: String,
+    category: String,
+    segment: String,
+    host: String,
+    severity: u8,
+}
+
+#[derive(Debug, Deserialize)]
+struct Capture {
+    file: String,
+    what: String,
+    alerts: Vec<Expected>,
+    #[serde(default)]
+    signatures: Vec<u32>,
+    #[serde(default)]
+    absent: Vec<u32>,
+    #[serde(default)]
+    sanctioned: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct Truth {
+    capture: Vec<Capture>,
+}
+
+fn lab() -> std::path::PathBuf {
+    common::workspace().join("pcaps/lab")
+}
+
+fn site(extra: &str) -> SiteConfig {
+    let text = std::fs::read_to_string(lab().join("site.toml")).expect("site.toml") + extra;
+    SiteConfig::parse("pcaps/lab/site.toml", &text).expect("lab site config")
+}
+
+/// Reads captures in order through one engine and returns every event,
+/// ledger report included.
+fn read(files: &[&str], site: SiteConfig) -> Vec<Value> {
+    let cfg = EngineConfig::for_site(site);
+    let (shared, site) = (Arc::clone(&cfg.shared), Arc::clone(&cfg.site));
+    let mut engine = Engine::new(cfg);
+    let mut sink = VecSink::default();
+    for f in files {
+        let path = lab().join(f);
+        let mut r = spanwatch::capture::FileReader::open(&path).expect("capture opens");
+        while let Some(p) = r.next() {
+            engine.process(
+                &p.expect("packet"),
+                Origin { pcap_file: Some(f) },
+                &mut sink,
+            );
+        }
+    }
+    engine.finish(Origin::default(), &mut sink);
+    Engine::report_ledger(&shared, &site, "end_of_run", engine.now(), &mut sink);
+    sink.0
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect()
+}
+
+fn alerts(events: &[Value]) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["event_type"] == "alert")
+        .collect()
+}
+
+#[test]
+fn recordings_alert_exactly_as_the_ground_truth_says() {
+    let truth: Truth =
+        toml::from_str(&std::fs::read_to_string(lab().join("ground-truth.toml")).expect("truth"))
+            .expect("ground truth parses");
+    assert!(truth.capture.len() >= 8);
+    let mut failures = Vec::new();
+    for c in &truth.capture {
+        let events = read(&[&c.file], site(""));
+        let got: BTreeSet<Expected> = alerts(&events)
+            .iter()
+            .map(|e| {
+                let a = &e["alert"];
+                Expected {
+                    tool: a["tool"].as_str().unwrap_or("").into(),
+                    category: a["category"].as_str().unwrap_or("").into(),
+                    segment: a["segment"].as_str().unwrap_or("").into(),
+                    host: a["host"].as_str().unwrap_or("").into(),
+                    severity: a["severity"].as_u64().unwrap_or(0) as u8,
+                }
+            })
+            .collect();
+        let want: BTreeSet<Expected> = c.alerts.iter().cloned().collect();
+        if got != want {
+            failures.push(format!(
+                "{} ({}):\n  want {want:?}\n  got  {got:?}",
+                c.file, c.what
+            ));
+        }
+        let ids: BTreeSet<u64> = alerts(&events)
+            .iter()
+            .flat_map(|e| {
+                let a = &e["alert"];
+                std::iter::once(a["signature_id"].as_u64().unwrap_or(0)).chain(
+                    a["also_matched"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_u64),
+                )
+            })
+            .collect();
+        for s in &c.signatures {
+            if !ids.contains(&(*s as u64)) {
+                failures.push(format!(
+                    "{}: signature {s} did not fire (fired: {ids:?})",
+                    c.file
+                ));
+            }
+        }
+        for s in &c.absent {
+            if ids.contains(&(*s as u64)) {
+                failures.push(format!("{}: signature {s} must not fire", c.file));
+            }
+        }
+        let sanctioned = events.iter().any(|e| e["sanctioned"].is_object());
+        if sanctioned != c.sanctioned {
+            failures.push(format!(
+                "{}: sanctioned events {sanctioned}, expected {}",
+                c.file, c.sanctioned
+            ));
+        }
+        // every alert names its evidence
+        for a in alerts(&events) {
+            assert!(
+                a["alert"]["evidence"]
+                    .as_array()
+                    .is_some_and(|e| !e.is_empty()),
+                "{a}"
+            );
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn sanctioned_use_is_counted_in_the_ledger_without_alerting() {
+    let events = read(&["lab-ngrok-sanctioned.pcap"], site(""));
+    assert!(alerts(&events).is_empty());
+    let s = events
+        .iter()
+        .find(|e| e["sanctioned"].is_object())
+        .expect("a sanctioned event");
+    assert_eq!(s["sanctioned"]["allowed_by"], "tunnels.example.com");
+    assert_eq!(s["sanctioned"]["tools"], serde_json::json!(["ngrok"]));
+    let end = events
+        .iter()
+        .find(|e| {
+            e["event_type"] == "host_activity" && e["host_activity"]["reason"] == "end_of_run"
+        })
+        .expect("ledger report");
+    assert_eq!(end["host_activity"]["host"], "10.20.0.10");
+    assert!(end["host_activity"]["sanctioned_flows"]
+        .as_u64()
+        .is_some_and(|n| n > 0));
+}
+
+#[test]
+fn ledger_reports_first_and_last_seen_and_max_active_from_capture_time() {
+    // The 2.x agent retried for about 40 s of capture time on a production host.
+    let events = read(&["lab-ngrok-v2-agent.pcap"], site("").with_ledger("20s"));
+    let first = events
+        .iter()
+        .find(|e| {
+            e["event_type"] == "host_activity" && e["host_activity"]["reason"] == "first_seen"
+        })
+        .expect("first_seen");
+    let h = &first["host_activity"];
+    assert_eq!(
+        (h["host"].as_str(), h["tool"].as_str()),
+        (Some("10.1.0.10"), Some("ngrok"))
+    );
+    assert_eq!(
+        h["first_seen"], first["timestamp"],
+        "first seen is the capture time of the sighting"
+    );
+    let long = alerts(&events)
+        .into_iter()
+        .find(|e| e["alert"]["signature_id"] == 9_000_001)
+        .expect("max_active alert");
+    assert_eq!(long["alert"]["severity"], 1, "production");
+    assert_eq!(long["alert"]["category"], "long-running");
+    let report = events
+        .iter()
+        .find(|e| {
+            e["event_type"] == "host_activity" && e["host_activity"]["reason"] == "max_active"
+        })
+        .expect("max_active report");
+    let a = &report["host_activity"];
+    assert!(a["active_seconds"].as_i64().is_some_and(|s| s > 20), "{a}");
+    assert!(a["last_seen"].as_str() > a["first_seen"].as_str());
+    // only once, however long it goes on
+    assert_eq!(
+        alerts(&events)
+            .iter()
+            .filter(|e| e["alert"]["signature_id"] == 9_000_001)
+            .count(),
+        1
+    );
+
+    // the same in development: informational sightings, but the forgotten tool is severity 2
+    let events = read(&["lab-ngrok-rust-agent.pcap"], site("").with_ledger("1s"));
+    let sev: Vec<u64> = alerts(&events)
+        .iter()
+        .filter_map(|e| e["alert"]["severity"].as_u64())
+        .collect();
+    assert!(sev.contains(&4), "{sev:?}");
+    let long = alerts(&events)
+        .into_iter()
+        .find(|e| e["alert"]["signature_id"] == 9_000_001);
+    if let Some(l) = long {
+        assert_eq!(l["alert"]["severity"], 2);
+    }
+    // without max_active there is no such alert
+    let events = read(&["lab-ngrok-v2-agent.pcap"], SiteConfig::default());
+    assert!(alerts(&events)
+        .iter()
+        .all(|e| e["alert"]["signature_id"] != 9_000_001));
+}
+
+trait WithLedger {
+    fn with_ledger(self, max_active: &str) -> Self;
+}
+
+impl WithLedger for SiteConfig {
+    fn with_ledger(mut self, max_active: &str) -> Self {
+        self.ledger.max_active =
+            spanwatch::config::parse_duration(max_active).map(spanwatch::config::HumanDuration);
+        self
+    }
+}
+
+#[test]
+fn unknown_segments_get_severity_two() {
+    let events = read(&["lab-ngrok-endpoints.pcap"], SiteConfig::default());
+    let a = alerts(&events);
+    assert!(!a.is_empty());
+    for e in a {
+        assert_eq!(e["alert"]["severity"], 2);
+        assert_eq!(e["alert"]["segment_kind"], "other");
+        assert!(e["alert"]["segment"].is_null());
+    }
+}
+
+#[test]
+fn alerts_carry_the_protocol_object_and_flow_fields() {
+    let events = read(&["lab-ngrok-rust-agent.pcap"], site(""));
+    let tls_alert = alerts(&events)
+        .into_iter()
+        .find(|e| e["tls"].is_object())
+        .expect("an alert from the TLS handshake");
+    assert_eq!(tls_alert["tls"]["sni"], "connect.ngrok-agent.com");
+    assert_eq!(tls_alert["tls"]["version"], "TLS 1.3");
+    assert!(
+        tls_alert["tls"]["chain"].is_null(),
+        "TLS 1.3: the certificate is encrypted, the SNI speaks"
+    );
+    assert!(tls_alert["flow_id"].is_u64() && tls_alert["community_id"].is_string());
+    assert_eq!(tls_alert["alert"]["confidence"], "high");
+    let ev = &tls_alert["alert"]["evidence"][0];
+    assert_eq!(
+        (ev["fact"].as_str(), ev["pattern"].as_str()),
+        (Some("sni"), Some("connect.ngrok-agent.com"))
+    );
+    // the flow event says it alerted
+    let flow = events
+        .iter()
+        .find(|e| e["event_type"] == "flow" && e["flow_id"] == tls_alert["flow_id"])
+        .expect("flow event");
+    assert_eq!(flow["flow"]["alerted"], true);
+}
