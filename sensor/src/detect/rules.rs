@@ -296,12 +296,14 @@ fn validate(s: &RawSignature) -> Result<(), String> {
         }
         for v in n.exact.iter().chain(&n.suffix) {
             let v = v.strip_suffix('.').unwrap_or(v);
-            if v.is_empty()
-                || v.starts_with('.')
-                || v.contains("..")
-                || !v.is_ascii()
-                || v.contains(char::is_whitespace)
-            {
+            // letters, digits, hyphen and underscore in dot-separated labels
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            };
+            if v.is_empty() || v.len() > 253 || !v.split('.').all(label_ok) {
                 return Err(format!(
                     "`{v}` is not a DNS name (write suffixes without a leading dot or `*`)"
                 ));

@@ -1,0 +1,108 @@
+//! The `spanwatch` binary: exit codes, error lines, output options.
+
+mod common;
+
+use std::process::Command;
+
+fn spanwatch(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spanwatch"))
+        .args(args)
+        .current_dir(common::workspace())
+        .output()
+        .expect("spanwatch runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("spanwatch-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("tmp dir");
+    d
+}
+
+#[test]
+fn a_file_that_is_not_a_capture_is_named_and_the_run_goes_on() {
+    let (code, out, err) = spanwatch(&["read", "README.md", "pcaps/tls12-chain.pcap"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("README.md: not a pcap or pcapng capture"),
+        "{err}"
+    );
+    assert_eq!(err.matches("not a pcap").count(), 1);
+    assert!(
+        out.lines().any(|l| l.contains("\"event_type\":\"tls\"")),
+        "the second file was read"
+    );
+    assert!(err.contains("1 TLS handshakes"), "summary: {err}");
+}
+
+#[test]
+fn output_file_and_event_type_filter() {
+    let d = tmp("out");
+    let o = d.join("events.json");
+    let (code, out, err) = spanwatch(&[
+        "read",
+        "-c",
+        "pcaps/lab/site.toml",
+        "--event-types",
+        "alert,host_activity",
+        "-o",
+        o.to_str().expect("utf-8"),
+        "pcaps/lab/lab-ngrok-v2-agent.pcap",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty());
+    let text = std::fs::read_to_string(&o).expect("written");
+    assert!(text.lines().count() >= 2);
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json line");
+        assert!(
+            v["event_type"] == "alert" || v["event_type"] == "host_activity",
+            "{l}"
+        );
+    }
+    assert!(err.contains("alerts (severity 1: "), "{err}");
+}
+
+#[test]
+fn check_reports_bad_config_and_rules_with_location() {
+    let (code, _, err) = spanwatch(&["check", "-c", "pcaps/lab/site.toml"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("signatures (bundled): ok"), "{err}");
+
+    let d = tmp("check");
+    let cfg = d.join("site.toml");
+    std::fs::write(&cfg, "[sensor]\nname = \"x\"\n[[segment]]\nname = \"p\"\nkind = \"prod\"\ncidrs = [\"10.0.0.0/8\"]\n").expect("write");
+    let (code, _, err) = spanwatch(&["check", "-c", cfg.to_str().expect("utf-8")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("site.toml:5:8: unknown variant `prod`"),
+        "{err}"
+    );
+
+    let rules = d.join("rules");
+    std::fs::create_dir_all(&rules).expect("dir");
+    std::fs::write(
+        rules.join("bad.toml"),
+        "format = 1\n[[signature]]\nid = 1\nname = \"x\"\ntool = \"t\"\ncategory = \"tunnel-agent\"\nconfidence = \"high\"\nsni = { suffix = [\"*.ngrok.io\"] }\n",
+    )
+    .expect("write");
+    let (code, _, err) = spanwatch(&["check", "--signatures", rules.to_str().expect("utf-8")]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("bad.toml:3:6: signature 1: `*.ngrok.io` is not a DNS name"),
+        "{err}"
+    );
+    // read refuses to start with bad rules, and says why
+    let (code, _, err) = spanwatch(&[
+        "read",
+        "--signatures",
+        rules.to_str().expect("utf-8"),
+        "pcaps/tls12-chain.pcap",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.toml:3:6"), "{err}");
+}
