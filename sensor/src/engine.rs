@@ -927,6 +927,7 @@ fn emit_tls(
             supported_versions: &c.supported_versions,
             groups: &c.groups,
             sig_algs: &c.sig_algs,
+            point_formats: &c.point_formats,
             sslv2: c.sslv2,
         }),
         client_chain: t.client_chain.iter().map(|c| &**c).collect(),

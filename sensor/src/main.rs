@@ -211,6 +211,7 @@ fn read(args: ReadArgs) -> ExitCode {
     let started = Instant::now();
     let mut failed = 0usize;
     let bar = progress_bar();
+    let terminal = std::io::stderr().is_terminal();
     let mut last_name = String::new();
     for path in &args.captures {
         let name = path.display().to_string();
@@ -239,7 +240,10 @@ fn read(args: ReadArgs) -> ExitCode {
             n += 1;
             if n.is_multiple_of(8192) {
                 if let Some((pos, len)) = src.progress() {
-                    if started.elapsed().as_secs() >= 1 && !bar.is_hidden() {
+                    if started.elapsed().as_secs() >= 1 && terminal {
+                        if bar.is_hidden() {
+                            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                        }
                         bar.set_length(len as u64);
                         bar.set_position(pos as u64);
                     }
@@ -298,7 +302,9 @@ fn progress_bar() -> indicatif::ProgressBar {
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(0);
+    // Hidden until the run has taken a second (see `read`).
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden());
     if let Ok(style) = indicatif::ProgressStyle::with_template(
         "{msg} [{bar:30}] {bytes}/{total_bytes} ({bytes_per_sec}, {eta})",
     ) {

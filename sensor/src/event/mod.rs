@@ -100,6 +100,8 @@ pub struct ClientHandshake<'a> {
     pub groups: &'a [u16],
     #[serde(skip_serializing_if = "<[u16]>::is_empty")]
     pub sig_algs: &'a [u16],
+    #[serde(skip_serializing_if = "<[u8]>::is_empty")]
+    pub point_formats: &'a [u8],
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sslv2: bool,
 }

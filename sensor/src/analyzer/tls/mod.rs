@@ -350,6 +350,80 @@ mod tests {
         v
     }
 
+    /// A real rustls 0.23 ClientHello (TLS 1.2 only, SNI www.example.com,
+    /// ALPN h2 + http/1.1) from pcaps/tls12-chain.pcap.
+    static CLIENT_HELLO: &[u8] = include_bytes!("fixtures/rustls-tls12-client-hello.bin");
+    /// The server's first flight from the same connection: ServerHello,
+    /// Certificate (3 certificates), ServerKeyExchange, ServerHelloDone.
+    static SERVER_FLIGHT: &[u8] = include_bytes!("fixtures/rustls-tls12-server-flight.bin");
+
+    #[test]
+    fn real_client_hello_facts_and_fingerprints() {
+        let mut s = TlsSession::default();
+        let mut c = CertCache::default();
+        assert_eq!(
+            s.feed(Dir::ToServer, CLIENT_HELLO, &mut c),
+            CLIENT_HELLO.len()
+        );
+        let ch = s.client_hello.as_ref().expect("parsed");
+        assert_eq!(ch.sni.as_deref(), Some("www.example.com"));
+        assert_eq!(ch.alpns, vec!["h2", "http/1.1"]);
+        assert_eq!(ch.legacy_version, 0x0303);
+        assert!(ch.extensions.contains(&hello::ext::SERVER_NAME));
+        // tshark 4.0.17 on the same capture: tls.handshake.ja3
+        assert_eq!(ja3::ja3(ch).hash, "bd9a3206c94db805166cef19e4d05102");
+        let (j4, raw) = ja4::ja4(ch, ja4::Transport::Tcp);
+        assert!(j4.starts_with("t12d") && j4.len() == 36, "{j4} {raw}");
+        assert!(!s.malformed);
+    }
+
+    #[test]
+    fn real_client_hello_cut_anywhere_needs_more() {
+        for cut in 0..CLIENT_HELLO.len() {
+            let mut s = TlsSession::default();
+            let mut c = CertCache::default();
+            let used = s.feed(Dir::ToServer, &CLIENT_HELLO[..cut], &mut c);
+            assert_eq!(used, 0, "cut at {cut}");
+            assert!(s.client_hello.is_none() && !s.malformed, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn real_client_hello_with_a_bad_length_is_malformed() {
+        let mut bad = CLIENT_HELLO.to_vec();
+        // the cipher-suite list length claims more than the message holds
+        let at = 5 + 4 + 2 + 32 + 1 + bad[5 + 4 + 2 + 32] as usize;
+        bad[at] = 0xff;
+        let mut s = TlsSession::default();
+        s.feed(Dir::ToServer, &bad, &mut CertCache::default());
+        assert!(s.malformed && s.client_hello.is_none());
+    }
+
+    #[test]
+    fn real_server_flight_in_any_chunking() {
+        for chunk in [1usize, 3, 7, 100, SERVER_FLIGHT.len()] {
+            let mut s = TlsSession::default();
+            let mut c = CertCache::default();
+            let mut buf = Vec::new();
+            for part in SERVER_FLIGHT.chunks(chunk) {
+                buf.extend_from_slice(part);
+                let used = s.feed(Dir::ToClient, &buf, &mut c);
+                buf.drain(..used);
+            }
+            let sh = s.server_hello.as_ref().expect("server hello");
+            assert_eq!(
+                (sh.version(), sh.alpn.as_deref()),
+                (0x0303, Some("h2")),
+                "chunk {chunk}"
+            );
+            assert_eq!(s.chain.len(), 3, "chunk {chunk}");
+            assert_eq!(s.chain[0].subject, "CN=www.example.com, O=Example Org");
+            assert_eq!(s.chain[2].subject, "CN=Example Org Root CA, O=Example Org");
+            assert_eq!(s.chain[1].ca, Some(true));
+            assert!(s.dir_done(Dir::ToClient), "stops after the certificate");
+        }
+    }
+
     #[test]
     fn non_tls_bytes_stop_the_direction() {
         let mut s = TlsSession::default();
