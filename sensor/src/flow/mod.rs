@@ -392,7 +392,17 @@ fn initiator_is_src(d: &Decoded<'_>, tcp: Option<TcpHeader>) -> bool {
 /// kept to 53 bits so JSON consumers that read numbers as doubles keep it exact.
 fn flow_id(key: &FlowKey, start: Timestamp) -> u64 {
     let mut h = Sha1::new();
-    h.update(format!("{:?}", key).as_bytes());
+    for (ip, port) in [key.lo, key.hi] {
+        match ip {
+            IpAddr::V4(a) => h.update(a.octets()),
+            IpAddr::V6(a) => h.update(a.octets()),
+        }
+        h.update(port.to_be_bytes());
+    }
+    h.update([key.proto]);
+    for v in key.vlans.as_slice() {
+        h.update(v.to_be_bytes());
+    }
     h.update(start.0.to_be_bytes());
     let d: [u8; 20] = h.finalize().into();
     let mut b = [0u8; 8];

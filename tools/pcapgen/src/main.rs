@@ -7,6 +7,7 @@
 //!
 //! Usage: `cargo run -p pcapgen -- pcaps/`
 
+mod bench;
 mod net;
 mod tls;
 
@@ -341,7 +342,20 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
 }
 
 fn main() -> Result<()> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "pcaps".into());
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("bench") {
+        // pcapgen bench handshake|mix OUT [SEED]
+        let (Some(profile), Some(out)) = (args.get(2), args.get(3)) else {
+            return Err("usage: pcapgen bench handshake|mix OUT [SEED]".into());
+        };
+        let seed = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
+        return match profile.as_str() {
+            "handshake" => bench::handshake_heavy(Path::new(out), seed, 80_000),
+            "mix" => bench::mix(Path::new(out), seed, 750_000),
+            p => Err(format!("unknown profile {p}").into()),
+        };
+    }
+    let dir = args.get(1).cloned().unwrap_or_else(|| "pcaps".into());
     let dir = Path::new(&dir);
     std::fs::create_dir_all(dir)?;
     tls12_chain(dir)?;

@@ -282,6 +282,48 @@ impl<'c> Tcp<'c> {
     }
 }
 
+/// Streams frames into a little-endian microsecond pcap (for large captures).
+pub struct PcapWriter<W: std::io::Write> {
+    out: W,
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+impl<W: std::io::Write> PcapWriter<W> {
+    pub fn new(mut out: W, linktype: u32) -> std::io::Result<Self> {
+        let mut h = Vec::new();
+        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        h.extend_from_slice(&2u16.to_le_bytes());
+        h.extend_from_slice(&4u16.to_le_bytes());
+        h.extend_from_slice(&[0; 8]);
+        h.extend_from_slice(&65535u32.to_le_bytes());
+        h.extend_from_slice(&linktype.to_le_bytes());
+        out.write_all(&h)?;
+        Ok(PcapWriter {
+            out,
+            frames: 0,
+            bytes: 0,
+        })
+    }
+
+    pub fn write(&mut self, f: &Frame) -> std::io::Result<()> {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&((f.ts_ns / 1_000_000_000) as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&(((f.ts_ns % 1_000_000_000) / 1000) as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&(f.data.len() as u32).to_le_bytes());
+        h[12..16].copy_from_slice(&(f.data.len() as u32).to_le_bytes());
+        self.out.write_all(&h)?;
+        self.out.write_all(&f.data)?;
+        self.frames += 1;
+        self.bytes += f.data.len() as u64;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// Writes a little-endian pcap with microsecond (or nanosecond) timestamps.
 pub fn write_pcap(path: &std::path::Path, frames: &[Frame], nanos: bool) -> std::io::Result<()> {
     let linktype = frames

@@ -1,0 +1,277 @@
+//! One criterion group per stage, on real bytes from `pcaps/`.
+//!
+//! `cargo bench -p spanwatch-benches --bench stages`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use spanwatch::analyzer::tls::cert::{self, CertCache};
+use spanwatch::analyzer::tls::{hello, ja3, ja4, TlsSession};
+use spanwatch::decode::{self, Outcome};
+use spanwatch::detect::names::{Kind, NameIndex};
+use spanwatch::engine::{Engine, EngineConfig, Origin};
+use spanwatch::event::EventSink;
+use spanwatch::flow::{FlowTable, Timeouts};
+use spanwatch::reassembly::Stream;
+use spanwatch_benches::{all_packets, packets, workspace};
+
+static CLIENT_HELLO: &[u8] =
+    include_bytes!("../../sensor/src/analyzer/tls/fixtures/rustls-tls12-client-hello.bin");
+static SERVER_FLIGHT: &[u8] =
+    include_bytes!("../../sensor/src/analyzer/tls/fixtures/rustls-tls12-server-flight.bin");
+
+fn bytes_of(p: &[spanwatch::capture::Packet]) -> u64 {
+    p.iter().map(|p| p.data.len() as u64).sum()
+}
+
+fn decode(c: &mut Criterion) {
+    let pkts = all_packets();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Bytes(bytes_of(&pkts)));
+    g.bench_function("all captures", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for p in &pkts {
+                if let Ok(Outcome::Packet(d)) = decode::decode(p.linktype, &p.data) {
+                    n += d.payload.len();
+                }
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+fn flow(c: &mut Criterion) {
+    let pkts = all_packets();
+    let decoded: Vec<_> = pkts
+        .iter()
+        .filter_map(|p| match decode::decode(p.linktype, &p.data) {
+            Ok(Outcome::Packet(d)) => Some((p, d)),
+            _ => None,
+        })
+        .collect();
+    let mut g = c.benchmark_group("flow");
+    g.throughput(Throughput::Elements(decoded.len() as u64));
+    g.bench_function("lookup/insert", |b| {
+        b.iter_batched(
+            || FlowTable::<()>::new(65_536, Timeouts::default()),
+            |mut t| {
+                let mut ended = Vec::new();
+                for (p, d) in &decoded {
+                    t.track(d, p.data.len() as u32, p.ts, p.frame, &mut ended, || ());
+                }
+                t
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn reassembly(c: &mut Criterion) {
+    let mut g = c.benchmark_group("reassembly");
+    g.throughput(Throughput::Bytes(SERVER_FLIGHT.len() as u64));
+    for mss in [48usize, 536, 1460] {
+        g.bench_function(format!("in order, mss {mss}"), |b| {
+            b.iter(|| {
+                let mut s = Stream::default();
+                s.syn(0);
+                let mut seen = 0usize;
+                for (i, chunk) in SERVER_FLIGHT.chunks(mss).enumerate() {
+                    let _ = s.push(1 + (i * mss) as u32, chunk, &mut |d: &[u8]| {
+                        seen += d.len();
+                        d.len()
+                    });
+                }
+                black_box(seen)
+            })
+        });
+    }
+    g.bench_function("reversed pairs, mss 536", |b| {
+        let chunks: Vec<(u32, &[u8])> = SERVER_FLIGHT
+            .chunks(536)
+            .enumerate()
+            .map(|(i, c)| (1 + (i * 536) as u32, c))
+            .collect();
+        let mut order: Vec<usize> = (0..chunks.len()).collect();
+        for p in order.chunks_mut(2) {
+            p.reverse();
+        }
+        b.iter(|| {
+            let mut s = Stream::default();
+            s.syn(0);
+            for &i in &order {
+                let _ = s.push(chunks[i].0, chunks[i].1, &mut |d: &[u8]| d.len());
+            }
+            black_box(s.held())
+        })
+    });
+    g.finish();
+}
+
+fn tls(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tls");
+    g.throughput(Throughput::Bytes(CLIENT_HELLO.len() as u64));
+    g.bench_function("client hello", |b| {
+        let mut certs = CertCache::default();
+        b.iter(|| {
+            let mut s = TlsSession::default();
+            s.feed(
+                spanwatch::flow::Dir::ToServer,
+                black_box(CLIENT_HELLO),
+                &mut certs,
+            );
+            black_box(s.client_hello.is_some())
+        })
+    });
+    let body = &CLIENT_HELLO[9..];
+    let ch = hello::parse_client_hello(body).expect("fixture parses");
+    g.bench_function("ja3", |b| b.iter(|| black_box(ja3::ja3(black_box(&ch)))));
+    g.bench_function("ja4", |b| {
+        b.iter(|| black_box(ja4::ja4(black_box(&ch), ja4::Transport::Tcp)))
+    });
+    g.throughput(Throughput::Bytes(SERVER_FLIGHT.len() as u64));
+    g.bench_function("server flight, certificates cached", |b| {
+        let mut certs = CertCache::default();
+        b.iter(|| {
+            let mut s = TlsSession::default();
+            s.feed(
+                spanwatch::flow::Dir::ToClient,
+                black_box(SERVER_FLIGHT),
+                &mut certs,
+            );
+            black_box(s.chain.len())
+        })
+    });
+    g.bench_function("server flight, certificates cold", |b| {
+        b.iter(|| {
+            let mut certs = CertCache::new(1);
+            let mut s = TlsSession::default();
+            // a one-entry cache: the three certificates evict each other
+            s.feed(
+                spanwatch::flow::Dir::ToClient,
+                black_box(SERVER_FLIGHT),
+                &mut certs,
+            );
+            black_box(s.chain.len())
+        })
+    });
+    g.finish();
+    let mut g = c.benchmark_group("certificate");
+    let mut s = TlsSession::default();
+    s.feed(
+        spanwatch::flow::Dir::ToClient,
+        SERVER_FLIGHT,
+        &mut CertCache::default(),
+    );
+    let _ = &s;
+    // DER of the leaf: find it in the flight (after the 3-byte list and cert lengths)
+    let at = SERVER_FLIGHT
+        .windows(2)
+        .position(|w| w == [0x0b, 0x00])
+        .expect("certificate message");
+    let len = u32::from_be_bytes([
+        0,
+        SERVER_FLIGHT[at + 7],
+        SERVER_FLIGHT[at + 8],
+        SERVER_FLIGHT[at + 9],
+    ]) as usize;
+    let der = &SERVER_FLIGHT[at + 10..at + 10 + len];
+    g.throughput(Throughput::Bytes(der.len() as u64));
+    g.bench_function("x509 parse (cold)", |b| {
+        b.iter(|| black_box(cert::parse(black_box(der), &[0; 32])))
+    });
+    g.bench_function("cache hit", |b| {
+        let mut cache = CertCache::default();
+        cache.get(der);
+        b.iter(|| black_box(cache.get(black_box(der))))
+    });
+    g.finish();
+}
+
+fn signatures(c: &mut Criterion) {
+    let mut ix = NameIndex::default();
+    for i in 0..10_000u32 {
+        ix.insert(
+            &format!("tenant{i}.tunnel-provider{}.example", i % 97),
+            Kind::Suffix,
+            i,
+        );
+    }
+    let names = [
+        "www.example.com",
+        "a.b.tenant4242.tunnel-provider69.example",
+        "connect.ngrok-agent.com",
+        "x.tenant9999.tunnel-provider8.example",
+    ];
+    let mut g = c.benchmark_group("signatures");
+    g.throughput(Throughput::Elements(names.len() as u64));
+    g.bench_function("SNI against 10000 suffix rules", |b| {
+        b.iter(|| {
+            let mut hits = 0;
+            for n in names {
+                ix.lookup(black_box(n), &mut |_| hits += 1);
+            }
+            black_box(hits)
+        })
+    });
+    let rules = spanwatch::detect::RuleSet::load(None).expect("bundled");
+    let spki = spanwatch::detect::SpkiTracker::default();
+    let facts = spanwatch::detect::Facts {
+        sni: Some("demo.ngrok-free.app"),
+        dest_port: 443,
+        ..Default::default()
+    };
+    g.bench_function("bundled rules, one TLS event", |b| {
+        b.iter(|| black_box(rules.evaluate(black_box(&facts), &spki)))
+    });
+    g.finish();
+}
+
+struct Bytes(Vec<u8>, u64);
+impl EventSink for Bytes {
+    fn emit(&mut self, ev: &spanwatch::event::Event<'_>) {
+        self.0.clear();
+        let _ = serde_json::to_writer(&mut self.0, ev);
+        self.1 += self.0.len() as u64;
+    }
+}
+
+fn end_to_end(c: &mut Criterion) {
+    let mut g = c.benchmark_group("end_to_end");
+    for name in [
+        "pcaps/tls12-chain.pcap",
+        "pcaps/lab/lab-mitmproxy-custom-ca.pcap",
+        "pcaps/lab/lab-ngrok-v2-agent.pcap",
+    ] {
+        let pkts = packets(&workspace().join(name));
+        g.throughput(Throughput::Bytes(bytes_of(&pkts)));
+        let cfg = EngineConfig::default();
+        let rules = Arc::clone(&cfg.rules);
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    Engine::new(EngineConfig {
+                        rules: Arc::clone(&rules),
+                        ..EngineConfig::default()
+                    })
+                },
+                |mut e| {
+                    let mut sink = Bytes(Vec::with_capacity(4096), 0);
+                    for p in &pkts {
+                        e.process(p, Origin::default(), &mut sink);
+                    }
+                    e.finish(Origin::default(), &mut sink);
+                    sink.1
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, decode, flow, reassembly, tls, signatures, end_to_end);
+criterion_main!(benches);

@@ -1,0 +1,275 @@
+//! Large benchmark captures built from a pool of real rustls handshakes,
+//! re-framed with new addresses, ports and times (valid checksums).
+//!
+//! - `handshake`: 80 000 short TLS connections (half TLS 1.2 with certificate
+//!   chains, half TLS 1.3), ~2 % without SNI, a few percent to ngrok names and
+//!   with mitmproxy-issued certificates: ~1.7 M packets, ~21 per connection.
+//! - `mix`: a handful of bulk TLS downloads carrying ~90 % of ~750 k packets,
+//!   one new TLS connection per ~250 packets, each after a DNS lookup, and
+//!   some other UDP.
+//!
+//! The generated files are not committed: the generator and its seed are.
+
+use std::io::BufWriter;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use rcgen::{CertificateParams, DnType, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::net::{frame, Clock, Endpoints, Flight, PcapWriter, Side, Tcp, L4, LINKTYPE_ETHERNET};
+use crate::tls::{chain, handshake, Chain, Handshake, Result};
+
+/// A small deterministic PRNG (xorshift64*), so a seed names a capture.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.max(1))
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// mitmproxy's shape: a lone leaf, issuer CN=O=mitmproxy, signed with the CA key
+/// and carrying the CA's public key.
+fn mitm_chain(name: &str) -> Result<Chain> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.distinguished_name.push(DnType::CommonName, "mitmproxy");
+    ca.distinguished_name
+        .push(DnType::OrganizationName, "mitmproxy");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key)?;
+    let mut leaf = CertificateParams::new(vec![name.to_string()])?;
+    leaf.distinguished_name.push(DnType::CommonName, name);
+    let leaf = leaf.signed_by(&ca_key, &ca, &ca_key)?;
+    Ok(Chain {
+        certs: vec![leaf.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca_key.serialize_der())),
+    })
+}
+
+struct Pooled {
+    flights: Vec<Flight>,
+}
+
+fn pool(n: usize) -> Result<Vec<Pooled>> {
+    let mut v = Vec::with_capacity(n);
+    let normal = chain("Bench Org", &["www.bench.example", "bench.example"])?;
+    for i in 0..n {
+        let tls12 = i % 2 == 0;
+        let (sni, ch) = match i % 25 {
+            0 => ("demo.ngrok-free.app".to_string(), None),
+            1 => (
+                format!("shop{i}.example.org"),
+                Some(mitm_chain(&format!("shop{i}.example.org"))?),
+            ),
+            // rustls sends no SNI for an address
+            2 if i % 50 == 2 => ("198.51.100.99".to_string(), None),
+            _ => (format!("site{i}.bench.example"), None),
+        };
+        let ch = ch.unwrap_or(Chain {
+            certs: normal.certs.clone(),
+            key: normal.key.clone_key(),
+        });
+        let flights = handshake(&Handshake {
+            version: if tls12 {
+                &rustls::version::TLS12
+            } else {
+                &rustls::version::TLS13
+            },
+            sni: &sni,
+            alpn: &["h2", "http/1.1"],
+            chain: &ch,
+            request: b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n",
+        })?;
+        v.push(Pooled { flights });
+    }
+    Ok(v)
+}
+
+fn addr(base: [u8; 2], i: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(base[0], base[1], (i >> 8) as u8, i as u8))
+}
+
+pub fn handshake_heavy(path: &Path, seed: u64, connections: u64) -> Result<()> {
+    let pool = pool(50)?;
+    let mut rng = Rng::new(seed);
+    let mut w = PcapWriter::new(
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?),
+        LINKTYPE_ETHERNET,
+    )?;
+    let mut clock = Clock(crate::T0);
+    for i in 0..connections {
+        let p = &pool[rng.below(pool.len() as u64) as usize];
+        let e = Endpoints {
+            client: (
+                addr([10, 1 + (i % 200) as u8], i / 200),
+                20_000 + (i % 40_000) as u16,
+            ),
+            server: (addr([203, 0], rng.below(65_536)), 443),
+            vlan: None,
+            ethernet: true,
+        };
+        let mut t = Tcp::open(e, &mut clock, 1460, (rng.next() as u32, rng.next() as u32));
+        t.flights(&p.flights);
+        for f in t.close() {
+            w.write(&f)?;
+        }
+    }
+    eprintln!("pcapgen: {} packets, {} bytes", w.frames, w.bytes);
+    w.finish()?;
+    Ok(())
+}
+
+pub fn mix(path: &Path, seed: u64, packets: u64) -> Result<()> {
+    let pool = pool(50)?;
+    let mut rng = Rng::new(seed);
+    let mut w = PcapWriter::new(
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?),
+        LINKTYPE_ETHERNET,
+    )?;
+    let mut clock = Clock(crate::T0);
+    // Bulk downloads: a handshake each, then 1448-byte records until the end.
+    let bulk: Vec<Endpoints> = (0..6u64)
+        .map(|i| Endpoints {
+            client: (addr([10, 9], i), 50_000 + i as u16),
+            server: (addr([198, 51], 100 * 256 + i), 443),
+            vlan: None,
+            ethernet: true,
+        })
+        .collect();
+    let mut seq: Vec<(u32, u32)> = Vec::new();
+    for e in &bulk {
+        let p = &pool[1 + 2 * rng.below(20) as usize];
+        let mut t = Tcp::open(*e, &mut clock, 1460, (1000, 2000));
+        t.flights(&p.flights);
+        let frames = t.frames.clone();
+        let sent_c: u32 = p
+            .flights
+            .iter()
+            .filter(|f| f.side == Side::Client)
+            .map(|f| f.data.len() as u32)
+            .sum();
+        let sent_s: u32 = p
+            .flights
+            .iter()
+            .filter(|f| f.side == Side::Server)
+            .map(|f| f.data.len() as u32)
+            .sum();
+        for f in frames {
+            w.write(&f)?;
+        }
+        seq.push((1001 + sent_c, 2001 + sent_s));
+    }
+    let mut junk = vec![0u8; 1448];
+    for (i, b) in junk.iter_mut().enumerate() {
+        *b = (i as u64).wrapping_mul(0x9e37_79b9) as u8;
+    }
+    junk[0..5].copy_from_slice(&[23, 3, 3, 0x05, 0xa3]);
+    let mut n = 0u64;
+    let mut short = 0u64;
+    while w.frames < packets {
+        // bulk: a data segment from the server, every second one ACKed
+        let k = (n % bulk.len() as u64) as usize;
+        let e = &bulk[k];
+        let (c, s) = seq[k];
+        w.write(&frame(
+            e,
+            Side::Server,
+            L4::Tcp {
+                seq: s,
+                ack: Some(c),
+                syn: false,
+                fin: false,
+                psh: false,
+            },
+            &junk,
+            clock.tick(10),
+        ))?;
+        seq[k].1 = s.wrapping_add(junk.len() as u32);
+        if n % 2 == 1 {
+            w.write(&frame(
+                e,
+                Side::Client,
+                L4::Tcp {
+                    seq: c,
+                    ack: Some(seq[k].1),
+                    syn: false,
+                    fin: false,
+                    psh: false,
+                },
+                &[],
+                clock.tick(5),
+            ))?;
+        }
+        n += 1;
+        if n % 120 == 0 {
+            // now and then: some other UDP (a 48-byte NTP-like exchange)
+            let u = Endpoints {
+                client: (addr([10, 3], rng.below(256)), 123),
+                server: (addr([203, 0], 113 * 256 + 1), 123),
+                vlan: None,
+                ethernet: true,
+            };
+            w.write(&frame(
+                &u,
+                Side::Client,
+                L4::Udp,
+                &[0x23; 48],
+                clock.tick(3),
+            ))?;
+        }
+        if n % 220 == 0 {
+            // a new short TLS connection, after its DNS lookup
+            short += 1;
+            let client = (
+                addr([10, 2], short % 65_000),
+                30_000 + (short % 30_000) as u16,
+            );
+            let server = (addr([203, 0], 113 * 256 + 10 + short % 200), 443);
+            let d = Endpoints {
+                client: (client.0, 40_000 + (short % 20_000) as u16),
+                server: (addr([198, 51], 100 * 256 + 53), 53),
+                vlan: None,
+                ethernet: true,
+            };
+            let q = crate::dns(short as u16, "site.bench.example", false, None, &[]);
+            let r = crate::dns(
+                short as u16,
+                "site.bench.example",
+                true,
+                None,
+                &[[203, 0, 113, 10]],
+            );
+            w.write(&frame(&d, Side::Client, L4::Udp, &q, clock.tick(3)))?;
+            w.write(&frame(&d, Side::Server, L4::Udp, &r, clock.tick(300)))?;
+            let p = &pool[rng.below(pool.len() as u64) as usize];
+            let e = Endpoints {
+                client,
+                server,
+                vlan: None,
+                ethernet: true,
+            };
+            let mut t = Tcp::open(e, &mut clock, 1460, (rng.next() as u32, rng.next() as u32));
+            t.flights(&p.flights);
+            for f in t.close() {
+                w.write(&f)?;
+            }
+        }
+    }
+    eprintln!(
+        "pcapgen: {} packets, {} bytes ({short} short TLS connections)",
+        w.frames, w.bytes
+    );
+    w.finish()?;
+    Ok(())
+}
