@@ -196,7 +196,7 @@ pub fn mix(path: &Path, seed: u64, packets: u64) -> Result<()> {
             clock.tick(10),
         ))?;
         seq[k].1 = s.wrapping_add(junk.len() as u32);
-        if n % 2 == 1 {
+        if !n.is_multiple_of(2) {
             w.write(&frame(
                 e,
                 Side::Client,
@@ -212,7 +212,7 @@ pub fn mix(path: &Path, seed: u64, packets: u64) -> Result<()> {
             ))?;
         }
         n += 1;
-        if n % 120 == 0 {
+        if n.is_multiple_of(120) {
             // now and then: some other UDP (a 48-byte NTP-like exchange)
             let u = Endpoints {
                 client: (addr([10, 3], rng.below(256)), 123),
@@ -228,7 +228,7 @@ pub fn mix(path: &Path, seed: u64, packets: u64) -> Result<()> {
                 clock.tick(3),
             ))?;
         }
-        if n % 220 == 0 {
+        if n.is_multiple_of(220) {
             // a new short TLS connection, after its DNS lookup
             short += 1;
             let client = (
