@@ -344,14 +344,16 @@ fn ipv4_checksum(h: &[u8]) -> u16 {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("bench") {
-        // pcapgen bench handshake|mix OUT [SEED]
+        // pcapgen bench handshake|mix OUT [SEED [SIZE]]
         let (Some(profile), Some(out)) = (args.get(2), args.get(3)) else {
             return Err("usage: pcapgen bench handshake|mix OUT [SEED]".into());
         };
         let seed = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
+        // a fifth argument scales the profile down (connections / packets), for profiling
+        let size = args.get(5).and_then(|s| s.parse().ok());
         return match profile.as_str() {
-            "handshake" => bench::handshake_heavy(Path::new(out), seed, 80_000),
-            "mix" => bench::mix(Path::new(out), seed, 750_000),
+            "handshake" => bench::handshake_heavy(Path::new(out), seed, size.unwrap_or(80_000)),
+            "mix" => bench::mix(Path::new(out), seed, size.unwrap_or(750_000)),
             p => Err(format!("unknown profile {p}").into()),
         };
     }

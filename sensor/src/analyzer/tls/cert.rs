@@ -77,11 +77,17 @@ pub struct CacheStats {
     pub errors: u64,
 }
 
-/// A bounded map from SHA-256 of DER to parsed facts.
+/// A bounded map from certificate DER to parsed facts.
+///
+/// Looked up by a keyed 64-bit hash of the DER and confirmed by comparing the
+/// DER itself, so a hit costs one fast hash and one `memcmp`; the SHA-256
+/// and everything else are computed once, on a miss.
 pub struct CertCache {
-    map: HashMap<[u8; 32], Arc<CertInfo>, ahash::RandomState>,
-    order: VecDeque<[u8; 32]>,
+    map: HashMap<u64, Vec<(Box<[u8]>, Arc<CertInfo>)>>,
+    order: VecDeque<u64>,
+    len: usize,
     cap: usize,
+    hasher: ahash::RandomState,
     pub stats: CacheStats,
 }
 
@@ -94,31 +100,52 @@ impl Default for CertCache {
 impl CertCache {
     pub fn new(cap: usize) -> Self {
         CertCache {
-            map: HashMap::default(),
+            map: HashMap::new(),
             order: VecDeque::new(),
+            len: 0,
             cap: cap.max(1),
+            hasher: ahash::RandomState::new(),
             stats: CacheStats::default(),
         }
     }
 
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     pub fn get(&mut self, der: &[u8]) -> Arc<CertInfo> {
-        let key: [u8; 32] = Sha256::digest(der).into();
-        if let Some(c) = self.map.get(&key) {
+        let key = self.hasher.hash_one(der);
+        if let Some(c) = self.map.get(&key).and_then(|v| v.iter().find(|(d, _)| &**d == der)) {
             self.stats.hits += 1;
-            return Arc::clone(c);
+            return Arc::clone(&c.1);
         }
-        let info = Arc::new(parse(der, &key));
+        let sha: [u8; 32] = Sha256::digest(der).into();
+        let info = Arc::new(parse(der, &sha));
         self.stats.parsed += 1;
         if info.parse_error.is_some() {
             self.stats.errors += 1;
         }
-        if self.map.len() >= self.cap {
+        if self.len >= self.cap {
+            // forget the oldest entry (first in, first out)
             if let Some(old) = self.order.pop_front() {
-                self.map.remove(&old);
+                if let Some(v) = self.map.get_mut(&old) {
+                    if !v.is_empty() {
+                        v.remove(0);
+                        self.len -= 1;
+                    }
+                    if v.is_empty() {
+                        self.map.remove(&old);
+                    }
+                }
             }
         }
         self.order.push_back(key);
-        self.map.insert(key, Arc::clone(&info));
+        self.map.entry(key).or_default().push((der.into(), Arc::clone(&info)));
+        self.len += 1;
         info
     }
 }
@@ -356,8 +383,11 @@ mod tests {
         c.get(b"b");
         c.get(b"c");
         assert_eq!(c.stats.hits, 1);
-        assert_eq!(c.map.len(), 2);
+        assert_eq!(c.len(), 2);
         assert_eq!(c.order.len(), 2);
+        // the oldest ("a") went; "c" is still there
+        c.get(b"c");
+        assert_eq!(c.stats.hits, 2);
     }
 
     #[test]
