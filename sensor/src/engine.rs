@@ -616,6 +616,7 @@ fn header<'a>(
         alert: None,
         sanctioned: None,
         host_activity: None,
+        stats: None,
         tls: None,
         dns: None,
         http: None,
@@ -623,12 +624,21 @@ fn header<'a>(
     }
 }
 
-fn activity_event<'a>(
-    a: &'a crate::detect::Activity,
-    reason: &'static str,
+/// A `stats` event (no flow fields).
+pub fn stats_event<'a>(
+    st: &'a crate::stats::StatsEvent,
     at: Timestamp,
     site: &'a SiteConfig,
 ) -> Event<'a> {
+    Event {
+        event_type: "stats",
+        host_activity: None,
+        stats: Some(st),
+        ..activity_event_base(at, site)
+    }
+}
+
+fn activity_event_base(at: Timestamp, site: &SiteConfig) -> Event<'_> {
     Event {
         timestamp: at,
         flow_id: None,
@@ -648,14 +658,27 @@ fn activity_event<'a>(
         dest_segment: None,
         alert: None,
         sanctioned: None,
-        host_activity: Some(HostActivity {
-            reason,
-            activity: a,
-        }),
+        host_activity: None,
+        stats: None,
         tls: None,
         dns: None,
         http: None,
         flow: None,
+    }
+}
+
+fn activity_event<'a>(
+    a: &'a crate::detect::Activity,
+    reason: &'static str,
+    at: Timestamp,
+    site: &'a SiteConfig,
+) -> Event<'a> {
+    Event {
+        host_activity: Some(HostActivity {
+            reason,
+            activity: a,
+        }),
+        ..activity_event_base(at, site)
     }
 }
 

@@ -11,7 +11,7 @@ use spanwatch::capture::{CaptureError, FileReader, LibpcapReader, Packet};
 use spanwatch::config::SiteConfig;
 use spanwatch::detect::RuleSet;
 use spanwatch::engine::{Engine, EngineConfig, Origin};
-use spanwatch::event::JsonLines;
+use spanwatch::event::{EventSink, JsonLines};
 use spanwatch::stats::Counters;
 
 #[derive(Parser)]
@@ -31,6 +31,45 @@ enum Cmd {
     Read(ReadArgs),
     /// Validate a site configuration and signatures; exits non-zero on errors.
     Check(CheckArgs),
+    /// Capture live from interfaces (span port, tap) until SIGINT/SIGTERM.
+    Live(LiveArgs),
+}
+
+#[derive(clap::Args)]
+struct LiveArgs {
+    /// Interface to capture on (repeat for several).
+    #[arg(long = "interface", short = 'i', required = true)]
+    interfaces: Vec<String>,
+    /// BPF filter, e.g. 'not port 22'.
+    #[arg(long)]
+    bpf: Option<String>,
+    /// Site configuration (TOML); SIGHUP reloads it.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Signature directory replacing the bundled signatures; SIGHUP reloads it.
+    #[arg(long)]
+    signatures: Option<PathBuf>,
+    /// Write events here (appended; SIGHUP reopens it for log rotation).
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+    /// Write only these event types (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    event_types: Vec<String>,
+    /// Worker threads (live capture runs one engine for now).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Seconds between `stats` events.
+    #[arg(long, default_value = "30s")]
+    stats_interval: String,
+    /// Kernel capture buffer per interface, in MiB.
+    #[arg(long, default_value_t = 64)]
+    buffer_size: i32,
+    /// Drop privileges to this user once the interfaces are open.
+    #[arg(long)]
+    user: Option<String>,
+    /// Flows tracked at most.
+    #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
+    max_flows: usize,
 }
 
 #[derive(clap::Args)]
@@ -117,7 +156,266 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Read(args) => read(args),
         Cmd::Check(args) => check(args),
+        Cmd::Live(args) => live(args),
     }
+}
+
+fn load_site(p: Option<&std::path::Path>) -> Result<SiteConfig, String> {
+    match p {
+        Some(p) => SiteConfig::load(p).map_err(|e| e.to_string()),
+        None => Ok(SiteConfig::default()),
+    }
+}
+
+fn open_output(p: Option<&std::path::Path>) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match p {
+        Some(p) => Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        )),
+        None => Box::new(std::io::BufWriter::with_capacity(
+            1 << 16,
+            std::io::stdout(),
+        )),
+    })
+}
+
+fn drop_privileges(user: &str) -> Result<(), String> {
+    use nix::unistd::{setgid, setgroups, setuid, User};
+    let u = User::from_name(user)
+        .map_err(|e| format!("user {user}: {e}"))?
+        .ok_or_else(|| format!("user {user}: no such user"))?;
+    setgroups(&[u.gid]).map_err(|e| format!("setgroups: {e}"))?;
+    setgid(u.gid).map_err(|e| format!("setgid: {e}"))?;
+    setuid(u.uid).map_err(|e| format!("setuid: {e}"))?;
+    Ok(())
+}
+
+fn live(args: LiveArgs) -> ExitCode {
+    use spanwatch::capture::live;
+    use spanwatch::stats::{InterfaceStats, Latency, StatsEvent};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let Some(stats_every) =
+        spanwatch::config::parse_duration(&args.stats_interval).filter(|d| d.0 > 0)
+    else {
+        eprintln!(
+            "spanwatch: --stats-interval {}: write e.g. 30s, 5m",
+            args.stats_interval
+        );
+        return ExitCode::from(2);
+    };
+    let site = match load_site(args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("spanwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rules = match RuleSet::load(args.signatures.as_deref()) {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            eprintln!("spanwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.workers > 1 {
+        eprintln!(
+            "spanwatch: note: --workers {} accepted; live capture runs one engine for now",
+            args.workers
+        );
+    }
+    let opened = match live::open(
+        &args.interfaces,
+        &live::LiveOptions {
+            bpf: args.bpf.as_deref(),
+            buffer_size: args.buffer_size.saturating_mul(1 << 20),
+        },
+    ) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("spanwatch: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // Open the output while still privileged, then drop privileges.
+    let out = match open_output(args.output.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("spanwatch: output: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(u) = &args.user {
+        if let Err(e) = drop_privileges(u) {
+            eprintln!("spanwatch: dropping privileges: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
+            eprintln!("spanwatch: signal handler: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let cfg = EngineConfig {
+        rules,
+        max_flows: args.max_flows,
+        ..EngineConfig::for_site(site)
+    };
+    let (shared, mut site) = (Arc::clone(&cfg.shared), Arc::clone(&cfg.site));
+    let mut engine = Engine::new(cfg);
+    let mut sink = Filtered {
+        inner: JsonLines::new(out),
+        types: args.event_types.clone(),
+    };
+    let (tx, rx) = crossbeam_channel::bounded::<Vec<spanwatch::capture::Packet>>(1024);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (threads, ifstats) = live::start(opened, tx, Arc::clone(&stop));
+    eprintln!("spanwatch: capturing on {}", args.interfaces.join(", "));
+    let started = Instant::now();
+    let mut last_stats = Instant::now();
+    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
+        .expect("histogram bounds are valid");
+    let origin = Origin::default();
+    let write_stats = |engine: &mut Engine,
+                       sink: &mut Filtered<Box<dyn Write + Send>>,
+                       hist: &hdrhistogram::Histogram<u64>,
+                       queue: usize,
+                       site: &SiteConfig| {
+        engine.sync_counters();
+        let st = StatsEvent {
+            uptime: started.elapsed().as_secs(),
+            interfaces: ifstats
+                .iter()
+                .map(|s| InterfaceStats {
+                    name: s.name.clone(),
+                    packets: s.packets.load(Ordering::Relaxed),
+                    bytes: s.bytes.load(Ordering::Relaxed),
+                    kernel_dropped: s.kernel_dropped.load(Ordering::Relaxed),
+                    if_dropped: s.if_dropped.load(Ordering::Relaxed),
+                    queue_dropped: s.queue_dropped.load(Ordering::Relaxed),
+                })
+                .collect(),
+            queue_depth: queue,
+            counters: engine.counters,
+            latency_ns: Latency::of(hist),
+            events_written: sink.inner.written,
+            events_lost: sink.inner.errors,
+            alerts_suppressed: shared.suppressed.load(Ordering::Relaxed),
+        };
+        let now = wall_clock();
+        sink.emit(&spanwatch::engine::stats_event(&st, now, site));
+        if let Some(e) = sink.inner.take_error() {
+            eprintln!(
+                "spanwatch: writing events: {e} ({} lost so far)",
+                sink.inner.errors
+            );
+        }
+        let _ = sink.inner.flush();
+    };
+    loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(batch) => {
+                for p in &batch {
+                    let t = Instant::now();
+                    engine.process(p, origin, &mut sink);
+                    let _ = hist.record(t.elapsed().as_nanos().max(1) as u64);
+                }
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let _ = sink.inner.flush();
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        if term.load(Ordering::Relaxed) {
+            break;
+        }
+        if hup.swap(false, Ordering::Relaxed) {
+            // Reload both files; a bad one is reported and the old one kept.
+            match (
+                load_site(args.config.as_deref()),
+                RuleSet::load(args.signatures.as_deref()),
+            ) {
+                (Ok(new_site), Ok(new_rules)) => {
+                    let s = Arc::new(new_site);
+                    engine.set_site(Arc::clone(&s));
+                    engine.set_rules(Arc::new(new_rules));
+                    site = s;
+                    eprintln!("spanwatch: SIGHUP: configuration and signatures reloaded");
+                }
+                (Err(e), _) => {
+                    eprintln!("spanwatch: SIGHUP: {e}; keeping the previous configuration")
+                }
+                (_, Err(e)) => eprintln!("spanwatch: SIGHUP: {e}; keeping the previous signatures"),
+            }
+            if args.output.is_some() {
+                match open_output(args.output.as_deref()) {
+                    Ok(o) => {
+                        let _ = sink.inner.replace(o);
+                    }
+                    Err(e) => eprintln!(
+                        "spanwatch: SIGHUP: reopening the output: {e}; writing to the old file"
+                    ),
+                }
+            }
+        }
+        if last_stats.elapsed().as_nanos() as i64 >= stats_every.0 {
+            last_stats = Instant::now();
+            write_stats(&mut engine, &mut sink, &hist, rx.len(), &site);
+        }
+    }
+    // Stop capture, drain every queue, end every flow, flush and fsync.
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    while let Ok(batch) = rx.try_recv() {
+        for p in &batch {
+            engine.process(p, origin, &mut sink);
+        }
+    }
+    engine.finish(origin, &mut sink);
+    Engine::report_ledger(&shared, &site, "end_of_run", engine.now(), &mut sink);
+    write_stats(&mut engine, &mut sink, &hist, 0, &site);
+    let mut failed = false;
+    if let Err(e) = sink.inner.flush() {
+        eprintln!("spanwatch: writing events: {e}");
+        failed = true;
+    }
+    if let Some(p) = &args.output {
+        if let Ok(f) = std::fs::File::open(p) {
+            let _ = f.sync_all();
+        }
+    }
+    summary(
+        &engine.counters,
+        args.interfaces.len(),
+        sink.inner.written,
+        started.elapsed(),
+    );
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Wall-clock time, for stats events only (everything else is capture time).
+fn wall_clock() -> spanwatch::time::Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    spanwatch::time::Timestamp(d.as_nanos() as i64)
 }
 
 fn check(args: CheckArgs) -> ExitCode {

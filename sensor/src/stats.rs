@@ -104,3 +104,49 @@ impl Counters {
             + self.dns_malformed
     }
 }
+
+/// Per-interface capture counters, as logged.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct InterfaceStats {
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub kernel_dropped: u64,
+    pub if_dropped: u64,
+    pub queue_dropped: u64,
+}
+
+/// Per-packet processing latency percentiles (nanoseconds).
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+impl Latency {
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> Self {
+        Latency {
+            p50: h.value_at_quantile(0.5),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            max: h.max(),
+        }
+    }
+}
+
+/// EVE's `stats` object (spanwatch's fields).
+#[derive(Debug, Clone, Serialize)]
+pub struct StatsEvent {
+    pub uptime: u64,
+    pub interfaces: Vec<InterfaceStats>,
+    /// Packets waiting in the engine's queue when this was written.
+    pub queue_depth: usize,
+    #[serde(flatten)]
+    pub counters: Counters,
+    pub latency_ns: Latency,
+    pub events_written: u64,
+    pub events_lost: u64,
+    pub alerts_suppressed: u64,
+}

@@ -6,6 +6,7 @@
 
 mod file;
 mod libpcap;
+pub mod live;
 
 pub use file::FileReader;
 pub use libpcap::LibpcapReader;

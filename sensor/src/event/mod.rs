@@ -78,6 +78,8 @@ pub struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_activity: Option<HostActivity<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<&'a crate::stats::StatsEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsEvent<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<&'a DnsMessage>,
@@ -272,6 +274,16 @@ impl<W: Write> JsonLines<W> {
 
     pub fn into_inner(self) -> W {
         self.out
+    }
+
+    /// Swaps the output (log rotation); returns the old one, flushed.
+    pub fn replace(&mut self, out: W) -> W {
+        let _ = self.out.flush();
+        std::mem::replace(&mut self.out, out)
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 }
 

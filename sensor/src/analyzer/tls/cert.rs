@@ -77,13 +77,16 @@ pub struct CacheStats {
     pub errors: u64,
 }
 
+/// A cached certificate: its DER (to confirm a hash hit) and its facts.
+type Entry = (Box<[u8]>, Arc<CertInfo>);
+
 /// A bounded map from certificate DER to parsed facts.
 ///
 /// Looked up by a keyed 64-bit hash of the DER and confirmed by comparing the
 /// DER itself, so a hit costs one fast hash and one `memcmp`; the SHA-256
 /// and everything else are computed once, on a miss.
 pub struct CertCache {
-    map: HashMap<u64, Vec<(Box<[u8]>, Arc<CertInfo>)>>,
+    map: HashMap<u64, Vec<Entry>>,
     order: VecDeque<u64>,
     len: usize,
     cap: usize,
@@ -119,7 +122,11 @@ impl CertCache {
 
     pub fn get(&mut self, der: &[u8]) -> Arc<CertInfo> {
         let key = self.hasher.hash_one(der);
-        if let Some(c) = self.map.get(&key).and_then(|v| v.iter().find(|(d, _)| &**d == der)) {
+        if let Some(c) = self
+            .map
+            .get(&key)
+            .and_then(|v| v.iter().find(|(d, _)| &**d == der))
+        {
             self.stats.hits += 1;
             return Arc::clone(&c.1);
         }
@@ -144,7 +151,10 @@ impl CertCache {
             }
         }
         self.order.push_back(key);
-        self.map.entry(key).or_default().push((der.into(), Arc::clone(&info)));
+        self.map
+            .entry(key)
+            .or_default()
+            .push((der.into(), Arc::clone(&info)));
         self.len += 1;
         info
     }

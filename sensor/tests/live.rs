@@ -1,0 +1,357 @@
+//! Live capture, end to end: a network namespace with a veth pair, captures
+//! from `pcaps/` replayed into one end with tcpreplay, `spanwatch live` on the
+//! other, stopped with SIGTERM. Needs root, `ip` and `tcpreplay`
+//! (`scripts/deps` installs them); skips with a message otherwise.
+//! Traffic stays inside the namespace the test creates and deletes.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn available() -> bool {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    let tools = ["ip", "tcpreplay"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    });
+    if !(root && tools) {
+        eprintln!("SKIP: live tests need root, ip and tcpreplay (root={root}, tools={tools})");
+    }
+    root && tools
+}
+
+/// A namespace with a veth pair `va` (replay) — `vb` (capture); deleted on drop.
+struct Lab {
+    ns: String,
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Lab {
+    fn new(name: &str) -> Option<Lab> {
+        if !available() {
+            return None;
+        }
+        let ns = format!("swt-{}-{name}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        let run = |args: &[&str]| {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .args(args)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "ip netns exec {args:?}");
+        };
+        if !Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+        {
+            eprintln!("SKIP: cannot create a network namespace");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(&ns);
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let lab = Lab {
+            ns: ns.clone(),
+            child: None,
+            dir,
+        };
+        // no IPv6 autoconfiguration chatter (router solicitations, MLD) on the wire
+        run(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"]);
+        run(&["sysctl", "-q", "-w", "net.ipv6.conf.default.disable_ipv6=1"]);
+        run(&[
+            "ip", "link", "add", "va", "type", "veth", "peer", "name", "vb",
+        ]);
+        run(&["ip", "link", "set", "va", "up"]);
+        run(&["ip", "link", "set", "vb", "up"]);
+        run(&["ip", "link", "set", "lo", "up"]);
+        Some(lab)
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.join("events.json")
+    }
+
+    fn start(&mut self, config: &Path) {
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                env!("CARGO_BIN_EXE_spanwatch"),
+                "live",
+                "-i",
+                "vb",
+                "--stats-interval",
+                "1s",
+                "-c",
+            ])
+            .arg(config)
+            .arg("-o")
+            .arg(self.out())
+            .current_dir(common::workspace())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("stderr")).expect("stderr file"))
+            .spawn()
+            .expect("spanwatch live starts");
+        self.child = Some(child);
+        // wait until it says it captures
+        let t = Instant::now();
+        while !self.stderr().contains("capturing on") {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "spanwatch live did not start: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
+    }
+
+    fn replay(&self, capture: &str) {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "tcpreplay",
+                "-q",
+                "-i",
+                "va",
+                "--mbps",
+                "20",
+            ])
+            .arg(common::workspace().join(capture))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "tcpreplay {capture}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        assert!(Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false));
+    }
+
+    /// SIGTERM, wait (bounded), and the events written.
+    fn stop(&mut self) -> Vec<Value> {
+        self.signal("-TERM");
+        let mut child = self.child.take().expect("running");
+        let t = Instant::now();
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "spanwatch live did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "exit status {status}: {}", self.stderr());
+        std::fs::read_to_string(self.out())
+            .expect("events written")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
+            .collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn lab_config() -> PathBuf {
+    common::workspace().join("pcaps/lab/site.toml")
+}
+
+/// What must be the same live and offline: alerts, TLS and DNS facts, flows.
+fn summary(events: &[Value]) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>, usize) {
+    let alerts = events
+        .iter()
+        .filter(|e| e["event_type"] == "alert")
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["alert"]["signature_id"],
+                e["alert"]["tool"],
+                e["alert"]["category"],
+                e["alert"]["host"]
+            )
+        })
+        .collect();
+    let tls = events
+        .iter()
+        .filter(|e| e["event_type"] == "tls")
+        .map(|e| {
+            format!(
+                "{} {} {} {}",
+                e["src_ip"], e["dest_ip"], e["tls"]["sni"], e["tls"]["ja4"]
+            )
+        })
+        .collect();
+    let dns = events
+        .iter()
+        .filter(|e| e["event_type"] == "dns")
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["dns"]["type"], e["dns"]["id"], e["dns"]["queries"]
+            )
+        })
+        .collect();
+    let flows = events.iter().filter(|e| e["event_type"] == "flow").count();
+    (alerts, tls, dns, flows)
+}
+
+fn flow_list(events: &[Value]) -> String {
+    events
+        .iter()
+        .filter(|e| e["event_type"] == "flow")
+        .map(|e| {
+            format!(
+                "{} {}:{}>{}:{}",
+                e["proto"], e["src_ip"], e["src_port"], e["dest_ip"], e["dest_port"]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn offline(capture: &str) -> Vec<Value> {
+    let site = spanwatch::config::SiteConfig::load(&lab_config()).expect("lab config");
+    common::run_with(
+        &common::workspace().join(capture),
+        capture,
+        spanwatch::engine::EngineConfig::for_site(site),
+    )
+    .events
+}
+
+#[test]
+fn live_capture_equals_offline_read_with_no_drops() {
+    for capture in [
+        "pcaps/lab/lab-mitmproxy-explicit.pcap",
+        "pcaps/lab/lab-ngrok-endpoints.pcap",
+        "pcaps/tls12-tiny-mss.pcap",
+    ] {
+        let Some(mut lab) = Lab::new("eq") else {
+            return;
+        };
+        lab.start(&lab_config());
+        lab.replay(capture);
+        let live = lab.stop();
+        let (la, lt, ld, lf) = summary(&live);
+        let (oa, ot, od, of) = summary(&offline(capture));
+        assert_eq!(la, oa, "{capture}: alerts");
+        assert_eq!(lt, ot, "{capture}: TLS");
+        assert_eq!(ld, od, "{capture}: DNS");
+        assert_eq!(lf, of, "{capture}: flows ({})", flow_list(&live));
+        let stats: Vec<&Value> = live.iter().filter(|e| e["event_type"] == "stats").collect();
+        let last = stats.last().expect("a stats event at exit");
+        let iface = &last["stats"]["interfaces"][0];
+        assert_eq!(iface["name"], "vb");
+        assert_eq!(
+            (
+                iface["kernel_dropped"].as_u64(),
+                iface["queue_dropped"].as_u64()
+            ),
+            (Some(0), Some(0)),
+            "{capture}"
+        );
+        assert!(last["stats"]["latency_ns"]["p99"]
+            .as_u64()
+            .is_some_and(|p| p > 0));
+        assert!(last["stats"]["packets"].as_u64().is_some_and(|p| p > 0));
+    }
+}
+
+#[test]
+fn sigterm_mid_capture_ends_every_flow() {
+    let Some(mut lab) = Lab::new("term") else {
+        return;
+    };
+    lab.start(&lab_config());
+    // the agent's connections are cut off mid-way: no FIN for several of them
+    lab.replay("pcaps/lab/lab-ngrok-v2-agent.pcap");
+    let live = lab.stop();
+    let (_, _, _, flows) = summary(&live);
+    let (_, _, _, offline_flows) = summary(&offline("pcaps/lab/lab-ngrok-v2-agent.pcap"));
+    assert_eq!(
+        flows, offline_flows,
+        "every flow that started has its flow event"
+    );
+    assert!(live
+        .iter()
+        .any(|e| e["event_type"] == "flow" && e["flow"]["reason"] == "shutdown"));
+    assert!(live.iter().any(
+        |e| e["event_type"] == "host_activity" && e["host_activity"]["reason"] == "end_of_run"
+    ));
+}
+
+#[test]
+fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let Some(mut lab) = Lab::new("hup") else {
+        return;
+    };
+    let cfg = lab.dir.join("site.toml");
+    std::fs::copy(lab_config(), &cfg).expect("copy config");
+    lab.start(&cfg);
+    std::fs::write(&cfg, "[sensor]\nname = \"x\"\n[[segment]]\nname = \"p\"\nkind = \"prod\"\ncidrs = [\"10.0.0.0/8\"]\n").expect("break it");
+    lab.signal("-HUP");
+    let t = Instant::now();
+    while !lab.stderr().contains("keeping the previous configuration") {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no reload message: {}",
+            lab.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        lab.stderr()
+            .contains("site.toml:5:8: unknown variant `prod`"),
+        "{}",
+        lab.stderr()
+    );
+    // still running, still with the old segments
+    lab.replay("pcaps/lab/lab-mitmweb-ui.pcap");
+    let live = lab.stop();
+    let alert = live
+        .iter()
+        .find(|e| e["event_type"] == "alert")
+        .expect("alert");
+    assert_eq!(alert["alert"]["segment"], "prod-core");
+}
