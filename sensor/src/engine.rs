@@ -451,7 +451,7 @@ impl Engine {
             self.counters.events_flow += 1;
             if !late.alerts.is_empty() {
                 e.flow = None;
-                publish_late(e, &late, &site, sink, &mut self.counters);
+                publish_alerts(e, &late, &site, sink, &mut self.counters);
             }
         }
     }
@@ -710,21 +710,13 @@ fn publish<'a>(
         counters.sanctioned += 1;
     }
     sink.emit(&e);
-    let ts = e.timestamp;
     e.sanctioned = None;
-    for a in &d.alerts {
-        e.event_type = "alert";
-        e.alert = Some(alert_body(a));
-        sink.emit(&e);
-        counters.alert(a.severity);
-    }
-    for (a, reason) in &d.activity {
-        sink.emit(&activity_event(a, reason, ts, site));
-    }
+    publish_alerts(e, d, site, sink, counters);
 }
 
-/// Alerts raised at a flow's end (no protocol event of their own).
-fn publish_late<'a>(
+/// Logs a decision's alerts (each carrying `e`'s protocol object and flow
+/// fields), then the ledger's news.
+fn publish_alerts<'a>(
     mut e: Event<'a>,
     d: &'a Decision,
     site: &SiteConfig,
@@ -763,6 +755,23 @@ fn alert_body(a: &crate::detect::AlertOut) -> AlertBody<'_> {
     }
 }
 
+/// Runs detection for one protocol event of this flow.
+fn decide(
+    det: &Detector,
+    flow: &Flow<Session>,
+    site: &SiteConfig,
+    facts: &Facts<'_>,
+    at: Timestamp,
+) -> Decision {
+    det.decide(
+        facts,
+        &ends(flow, site),
+        &flow.data.alerted,
+        &flow.data.ledger_keys,
+        at,
+    )
+}
+
 fn remember(flow: &mut Flow<Session>, d: Decision) {
     flow.data.alerted.extend(d.alerted);
     flow.data.ledger_keys.extend(d.ledger_keys);
@@ -791,13 +800,7 @@ fn emit_dns(
             dest_port: flow.server().1,
             ..Default::default()
         };
-        let d = det.decide(
-            &facts,
-            &ends(flow, site),
-            &flow.data.alerted,
-            &flow.data.ledger_keys,
-            pkt.ts,
-        );
+        let d = decide(det, flow, site, &facts, pkt.ts);
         let mut e = header(flow, "dns", pkt.ts, site, origin, Some(pkt.frame));
         // DNS events carry the packet's own direction (a response comes from the server).
         if dir == Dir::ToClient {
@@ -844,13 +847,7 @@ fn emit_http(
             dest_port: flow.server().1,
             ..Default::default()
         };
-        let d = det.decide(
-            &facts,
-            &ends(flow, site),
-            &flow.data.alerted,
-            &flow.data.ledger_keys,
-            pkt.ts,
-        );
+        let d = decide(det, flow, site, &facts, pkt.ts);
         let mut e = header(flow, "http", pkt.ts, site, origin, Some(pkt.frame));
         e.http = Some(HttpEvent {
             request: req.as_ref(),
@@ -919,13 +916,7 @@ fn emit_tls(
         dest_port: flow.server().1,
         ..Default::default()
     };
-    let d = det.decide(
-        &facts,
-        &ends(flow, site),
-        &flow.data.alerted,
-        &flow.data.ledger_keys,
-        ts,
-    );
+    let d = decide(det, flow, site, &facts, ts);
     let ev = TlsEvent {
         sni: ch.and_then(|c| c.sni.as_deref()),
         version,

@@ -37,27 +37,14 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct LiveArgs {
+    #[command(flatten)]
+    common: CommonArgs,
     /// Interface to capture on (repeat for several).
     #[arg(long = "interface", short = 'i', required = true)]
     interfaces: Vec<String>,
     /// BPF filter, e.g. 'not port 22'.
     #[arg(long)]
     bpf: Option<String>,
-    /// Site configuration (TOML); SIGHUP reloads it.
-    #[arg(long, short = 'c')]
-    config: Option<PathBuf>,
-    /// Signature directory replacing the bundled signatures; SIGHUP reloads it.
-    #[arg(long)]
-    signatures: Option<PathBuf>,
-    /// Write events here (appended; SIGHUP reopens it for log rotation).
-    #[arg(long, short = 'o')]
-    output: Option<PathBuf>,
-    /// Write only these event types (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    event_types: Vec<String>,
-    /// Worker threads (live capture runs one engine for now).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
     /// Seconds between `stats` events.
     #[arg(long, default_value = "30s")]
     stats_interval: String,
@@ -67,9 +54,6 @@ struct LiveArgs {
     /// Drop privileges to this user once the interfaces are open.
     #[arg(long)]
     user: Option<String>,
-    /// Flows tracked at most.
-    #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
-    max_flows: usize,
 }
 
 #[derive(clap::Args)]
@@ -90,29 +74,37 @@ enum Reader {
     Libpcap,
 }
 
+/// Options `read` and `live` share.
 #[derive(clap::Args)]
-struct ReadArgs {
-    /// Site configuration (TOML).
+struct CommonArgs {
+    /// Site configuration (TOML); `live` reloads it on SIGHUP.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
     /// Signature directory replacing the bundled signatures.
     #[arg(long)]
     signatures: Option<PathBuf>,
-    /// Write events here instead of standard output.
+    /// Write events here instead of standard output (`live` appends, and
+    /// reopens it on SIGHUP).
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
-    /// Worker threads (the offline reader is single-threaded for now).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
-    /// Which capture reader to use.
-    #[arg(long, value_enum, default_value = "native")]
-    reader: Reader,
     /// Write only these event types (comma-separated, e.g. `alert,host_activity`).
     #[arg(long, value_delimiter = ',')]
     event_types: Vec<String>,
+    /// Worker threads (one engine runs for now; the multi-worker pipeline is to come).
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
     /// Flows tracked at most.
     #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
     max_flows: usize,
+}
+
+#[derive(clap::Args)]
+struct ReadArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Which capture reader to use.
+    #[arg(long, value_enum, default_value = "native")]
+    reader: Reader,
     /// Capture files, read in the order given.
     #[arg(required = true)]
     captures: Vec<PathBuf>,
@@ -208,24 +200,24 @@ fn live(args: LiveArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let site = match load_site(args.config.as_deref()) {
+    let site = match load_site(args.common.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("spanwatch: {e}");
             return ExitCode::from(2);
         }
     };
-    let rules = match RuleSet::load(args.signatures.as_deref()) {
+    let rules = match RuleSet::load(args.common.signatures.as_deref()) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("spanwatch: {e}");
             return ExitCode::from(2);
         }
     };
-    if args.workers > 1 {
+    if args.common.workers > 1 {
         eprintln!(
             "spanwatch: note: --workers {} accepted; live capture runs one engine for now",
-            args.workers
+            args.common.workers
         );
     }
     let opened = match live::open(
@@ -242,7 +234,7 @@ fn live(args: LiveArgs) -> ExitCode {
         }
     };
     // Open the output while still privileged, then drop privileges.
-    let out = match open_output(args.output.as_deref()) {
+    let out = match open_output(args.common.output.as_deref()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("spanwatch: output: {e}");
@@ -269,14 +261,14 @@ fn live(args: LiveArgs) -> ExitCode {
     }
     let cfg = EngineConfig {
         rules,
-        max_flows: args.max_flows,
+        max_flows: args.common.max_flows,
         ..EngineConfig::for_site(site)
     };
     let (shared, mut site) = (Arc::clone(&cfg.shared), Arc::clone(&cfg.site));
     let mut engine = Engine::new(cfg);
     let mut sink = Filtered {
         inner: JsonLines::new(out),
-        types: args.event_types.clone(),
+        types: args.common.event_types.clone(),
     };
     let (tx, rx) = crossbeam_channel::bounded::<Vec<spanwatch::capture::Packet>>(1024);
     let stop = Arc::new(AtomicBool::new(false));
@@ -343,8 +335,8 @@ fn live(args: LiveArgs) -> ExitCode {
         if hup.swap(false, Ordering::Relaxed) {
             // Reload both files; a bad one is reported and the old one kept.
             match (
-                load_site(args.config.as_deref()),
-                RuleSet::load(args.signatures.as_deref()),
+                load_site(args.common.config.as_deref()),
+                RuleSet::load(args.common.signatures.as_deref()),
             ) {
                 (Ok(new_site), Ok(new_rules)) => {
                     let s = Arc::new(new_site);
@@ -358,8 +350,8 @@ fn live(args: LiveArgs) -> ExitCode {
                 }
                 (_, Err(e)) => eprintln!("spanwatch: SIGHUP: {e}; keeping the previous signatures"),
             }
-            if args.output.is_some() {
-                match open_output(args.output.as_deref()) {
+            if args.common.output.is_some() {
+                match open_output(args.common.output.as_deref()) {
                     Ok(o) => {
                         let _ = sink.inner.replace(o);
                     }
@@ -392,7 +384,7 @@ fn live(args: LiveArgs) -> ExitCode {
         eprintln!("spanwatch: writing events: {e}");
         failed = true;
     }
-    if let Some(p) = &args.output {
+    if let Some(p) = &args.common.output {
         if let Ok(f) = std::fs::File::open(p) {
             let _ = f.sync_all();
         }
@@ -459,7 +451,7 @@ fn check(args: CheckArgs) -> ExitCode {
 }
 
 fn read(args: ReadArgs) -> ExitCode {
-    let site = match &args.config {
+    let site = match &args.common.config {
         Some(p) => match SiteConfig::load(p) {
             Ok(c) => c,
             Err(e) => {
@@ -469,13 +461,13 @@ fn read(args: ReadArgs) -> ExitCode {
         },
         None => SiteConfig::default(),
     };
-    if args.workers > 1 {
+    if args.common.workers > 1 {
         eprintln!(
             "spanwatch: note: --workers {} accepted; offline reading runs on one worker for now",
-            args.workers
+            args.common.workers
         );
     }
-    let out: Box<dyn Write> = match &args.output {
+    let out: Box<dyn Write> = match &args.common.output {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
             Err(e) => {
@@ -490,9 +482,9 @@ fn read(args: ReadArgs) -> ExitCode {
     };
     let mut sink = Filtered {
         inner: JsonLines::new(out),
-        types: args.event_types.clone(),
+        types: args.common.event_types.clone(),
     };
-    let rules = match RuleSet::load(args.signatures.as_deref()) {
+    let rules = match RuleSet::load(args.common.signatures.as_deref()) {
         Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("spanwatch: {e}");
@@ -501,7 +493,7 @@ fn read(args: ReadArgs) -> ExitCode {
     };
     let cfg = EngineConfig {
         rules,
-        max_flows: args.max_flows,
+        max_flows: args.common.max_flows,
         ..EngineConfig::for_site(site)
     };
     let (shared, site) = (Arc::clone(&cfg.shared), Arc::clone(&cfg.site));

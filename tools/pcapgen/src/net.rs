@@ -282,17 +282,24 @@ impl<'c> Tcp<'c> {
     }
 }
 
-/// Streams frames into a little-endian microsecond pcap (for large captures).
+/// Streams frames into a little-endian pcap, microsecond or nanosecond.
 pub struct PcapWriter<W: std::io::Write> {
     out: W,
+    nanos: bool,
+    linktype: u32,
     pub frames: u64,
     pub bytes: u64,
 }
 
 impl<W: std::io::Write> PcapWriter<W> {
-    pub fn new(mut out: W, linktype: u32) -> std::io::Result<Self> {
-        let mut h = Vec::new();
-        h.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    pub fn new(out: W, linktype: u32) -> std::io::Result<Self> {
+        Self::with_resolution(out, linktype, false)
+    }
+
+    pub fn with_resolution(mut out: W, linktype: u32, nanos: bool) -> std::io::Result<Self> {
+        let magic: u32 = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(&magic.to_le_bytes());
         h.extend_from_slice(&2u16.to_le_bytes());
         h.extend_from_slice(&4u16.to_le_bytes());
         h.extend_from_slice(&[0; 8]);
@@ -301,15 +308,20 @@ impl<W: std::io::Write> PcapWriter<W> {
         out.write_all(&h)?;
         Ok(PcapWriter {
             out,
+            nanos,
+            linktype,
             frames: 0,
             bytes: 0,
         })
     }
 
     pub fn write(&mut self, f: &Frame) -> std::io::Result<()> {
+        assert_eq!(f.linktype, self.linktype, "a pcap file has one link type");
+        let frac = f.ts_ns % 1_000_000_000;
+        let frac = if self.nanos { frac } else { frac / 1000 };
         let mut h = [0u8; 16];
         h[0..4].copy_from_slice(&((f.ts_ns / 1_000_000_000) as u32).to_le_bytes());
-        h[4..8].copy_from_slice(&(((f.ts_ns % 1_000_000_000) / 1000) as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&(frac as u32).to_le_bytes());
         h[8..12].copy_from_slice(&(f.data.len() as u32).to_le_bytes());
         h[12..16].copy_from_slice(&(f.data.len() as u32).to_le_bytes());
         self.out.write_all(&h)?;
@@ -330,29 +342,15 @@ pub fn write_pcap(path: &std::path::Path, frames: &[Frame], nanos: bool) -> std:
         .first()
         .map(|f| f.linktype)
         .unwrap_or(LINKTYPE_ETHERNET);
-    let mut out = Vec::new();
-    let magic: u32 = if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
-    out.extend_from_slice(&magic.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&linktype.to_le_bytes());
+    let mut w = PcapWriter::with_resolution(
+        std::io::BufWriter::new(std::fs::File::create(path)?),
+        linktype,
+        nanos,
+    )?;
     for f in frames {
-        assert_eq!(f.linktype, linktype, "a pcap file has one link type");
-        let secs = (f.ts_ns / 1_000_000_000) as u32;
-        let frac = if nanos {
-            f.ts_ns % 1_000_000_000
-        } else {
-            (f.ts_ns % 1_000_000_000) / 1000
-        } as u32;
-        out.extend_from_slice(&secs.to_le_bytes());
-        out.extend_from_slice(&frac.to_le_bytes());
-        out.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(f.data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&f.data);
+        w.write(f)?;
     }
-    std::fs::write(path, out)
+    w.finish()
 }
 
 fn block(out: &mut Vec<u8>, ty: u32, body: &[u8]) {
