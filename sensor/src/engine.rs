@@ -373,6 +373,15 @@ impl Engine {
                     );
                 }
                 let s = &mut flow.data;
+                // One side talked past its probes and the other has said
+                // nothing: no handshake will follow, stop reading both.
+                let other = 1 - dir as usize;
+                if s.modes[dir as usize] == Mode::Off
+                    && s.streams[other].delivered() == 0
+                    && s.probes[dir as usize] >= MAX_PROBES
+                {
+                    s.modes[other] = Mode::Off;
+                }
                 if s.off() {
                     s.bypass = true;
                     for st in s.streams.iter_mut() {

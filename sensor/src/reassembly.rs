@@ -51,6 +51,11 @@ impl Stream {
         }
     }
 
+    /// Bytes handed to the analyzer so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
     /// Bytes held (in-order waiting plus out-of-order).
     pub fn held(&self) -> usize {
         self.buf.len() + self.ooo_bytes
