@@ -45,7 +45,7 @@ impl Lab {
             return None;
         }
         let ns = format!("swt-{}-{name}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
         let run = |args: &[&str]| {
             let ok = Command::new("ip")
                 .args(["netns", "exec", &ns])
