@@ -364,6 +364,8 @@ fn live(args: LiveArgs) -> ExitCode {
         if last_stats.elapsed().as_nanos() as i64 >= stats_every.0 {
             last_stats = Instant::now();
             write_stats(&mut engine, &mut sink, &hist, rx.len(), &site);
+            // the ledger, too, is reported periodically on a long-running sensor
+            Engine::report_ledger(&shared, &site, "periodic", engine.now(), &mut sink);
         }
     }
     // Stop capture, drain every queue, end every flow, flush and fsync.

@@ -45,7 +45,10 @@ impl Lab {
             return None;
         }
         let ns = format!("swt-{}-{name}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &ns])
+            .stderr(Stdio::null())
+            .status();
         let run = |args: &[&str]| {
             let ok = Command::new("ip")
                 .args(["netns", "exec", &ns])
@@ -306,6 +309,8 @@ fn sigterm_mid_capture_ends_every_flow() {
     lab.start(&lab_config());
     // the agent's connections are cut off mid-way: no FIN for several of them
     lab.replay("pcaps/lab/lab-ngrok-v2-agent.pcap");
+    // let one stats interval (1 s) pass with the agent in the ledger
+    std::thread::sleep(Duration::from_millis(1500));
     let live = lab.stop();
     let (_, _, _, flows) = summary(&live);
     let (_, _, _, offline_flows) = summary(&offline("pcaps/lab/lab-ngrok-v2-agent.pcap"));
@@ -316,9 +321,14 @@ fn sigterm_mid_capture_ends_every_flow() {
     assert!(live
         .iter()
         .any(|e| e["event_type"] == "flow" && e["flow"]["reason"] == "shutdown"));
-    assert!(live.iter().any(
-        |e| e["event_type"] == "host_activity" && e["host_activity"]["reason"] == "end_of_run"
-    ));
+    let reasons: Vec<&Value> = live
+        .iter()
+        .filter(|e| e["event_type"] == "host_activity")
+        .map(|e| &e["host_activity"]["reason"])
+        .collect();
+    assert!(reasons.iter().any(|r| **r == "end_of_run"), "{reasons:?}");
+    // with a 1 s stats interval the ledger was also reported while running
+    assert!(reasons.iter().any(|r| **r == "periodic"), "{reasons:?}");
 }
 
 #[test]
