@@ -49,31 +49,47 @@ impl Timestamp {
     }
 }
 
-/// RFC 3339 with microseconds and an explicit UTC offset, as EVE writes it:
-/// `2024-01-02T03:04:05.678901+0000`.
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Timestamp {
+    /// Writes `2024-01-02T03:04:05.678901+0000` into `buf` without the
+    /// formatting machinery (events carry several timestamps each).
+    pub fn rfc3339<'b>(&self, buf: &'b mut [u8; 31]) -> &'b str {
         let secs = self.secs();
         let days = secs.div_euclid(86_400);
         let sod = secs.rem_euclid(86_400);
         let (y, m, d) = civil_from_days(days);
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+0000",
-            y,
-            m,
-            d,
-            sod / 3600,
-            (sod / 60) % 60,
-            sod % 60,
-            self.subsec_nanos() / 1000
-        )
+        let y = y.clamp(0, 9999) as u32;
+        let micros = self.subsec_nanos() / 1000;
+        let put = |buf: &mut [u8; 31], at: usize, v: u32, width: usize| {
+            let mut v = v;
+            for i in (0..width).rev() {
+                buf[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        buf.copy_from_slice(b"0000-00-00T00:00:00.000000+0000");
+        put(buf, 0, y, 4);
+        put(buf, 5, m, 2);
+        put(buf, 8, d, 2);
+        put(buf, 11, (sod / 3600) as u32, 2);
+        put(buf, 14, ((sod / 60) % 60) as u32, 2);
+        put(buf, 17, (sod % 60) as u32, 2);
+        put(buf, 20, micros, 6);
+        // only ASCII digits and punctuation were written
+        std::str::from_utf8(buf).unwrap_or("1970-01-01T00:00:00.000000+0000")
+    }
+}
+
+/// RFC 3339 with microseconds and an explicit UTC offset, as EVE writes it:
+/// `2024-01-02T03:04:05.678901+0000`.
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.rfc3339(&mut [0; 31]))
     }
 }
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        s.serialize_str(self.rfc3339(&mut [0; 31]))
     }
 }
 

@@ -297,13 +297,23 @@ impl RuleSet {
             if ix.is_empty() {
                 continue;
             }
-            let values: Vec<&str> = match fact {
-                NameFact::Sni => f.sni.into_iter().collect(),
-                NameFact::DnsQuery => f.dns_query.clone(),
-                NameFact::DnsAnswer => f.dns_answer.clone(),
-                NameFact::HttpHost => f.http_host.into_iter().collect(),
-                NameFact::HttpConnect => f.http_connect.into_iter().collect(),
-                NameFact::CertSan => sans.clone(),
+            let one;
+            let values: &[&str] = match fact {
+                NameFact::Sni => {
+                    one = f.sni;
+                    one.as_slice()
+                }
+                NameFact::DnsQuery => &f.dns_query,
+                NameFact::DnsAnswer => &f.dns_answer,
+                NameFact::HttpHost => {
+                    one = f.http_host;
+                    one.as_slice()
+                }
+                NameFact::HttpConnect => {
+                    one = f.http_connect;
+                    one.as_slice()
+                }
+                NameFact::CertSan => &sans,
             };
             for v in values {
                 ix.lookup(v, &mut |t| {
