@@ -56,13 +56,21 @@ impl EngineConfig {
     }
 }
 
+/// The bundled signatures, compiled once per process.
+fn bundled_rules() -> Arc<RuleSet> {
+    static RULES: std::sync::OnceLock<Arc<RuleSet>> = std::sync::OnceLock::new();
+    Arc::clone(RULES.get_or_init(|| {
+        Arc::new(RuleSet::load(None).unwrap_or_else(|_| RuleSet::compile(Vec::new())))
+    }))
+}
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             site: Arc::new(SiteConfig::default()),
             // The bundled set is validated by a unit test; should it ever fail
             // to load, the sensor still logs every event, just with no alerts.
-            rules: Arc::new(RuleSet::load(None).unwrap_or_else(|_| RuleSet::compile(Vec::new()))),
+            rules: bundled_rules(),
             shared: Arc::new(Shared::default()),
             max_flows: DEFAULT_MAX_FLOWS,
             timeouts: Timeouts::default(),
