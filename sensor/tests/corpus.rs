@@ -94,6 +94,26 @@ fn load(files: impl IntoIterator<Item = String>) -> Option<Corpus> {
     Some(Corpus { root, tls })
 }
 
+/// Our certificate objects (server or client chain) at a tshark certificate
+/// row's position on its connection.
+fn our_certs<'a>(c: &'a Corpus, r: &HashMap<String, String>) -> Vec<&'a Value> {
+    let k = conn(
+        &r["file"],
+        &r["server_ip"],
+        &r["server_port"],
+        &r["client_ip"],
+        &r["client_port"],
+    );
+    let idx: usize = r["cert_index"].parse().unwrap_or(0);
+    c.tls
+        .get(&k)
+        .into_iter()
+        .flatten()
+        .flat_map(|e| [&e["tls"]["chain"], &e["tls"]["client_chain"]])
+        .filter_map(|chain| chain.get(idx))
+        .collect()
+}
+
 fn expected(name: &str) -> Option<Vec<HashMap<String, String>>> {
     let root = common::corpus()?;
     Some(common::tsv(&root.join("expected").join(name)))
@@ -224,28 +244,11 @@ fn certificate_hashes_match_tshark() {
     let mut same = 0;
     let mut diffs = Vec::new();
     for r in &rows {
-        let k = conn(
-            &r["file"],
-            &r["server_ip"],
-            &r["server_port"],
-            &r["client_ip"],
-            &r["client_port"],
-        );
-        let idx: usize = r["cert_index"].parse().unwrap_or(0);
-        let ours: Vec<String> = c
-            .tls
-            .get(&k)
-            .map(|v| {
-                v.iter()
-                    .flat_map(|e| [&e["tls"]["chain"], &e["tls"]["client_chain"]])
-                    .filter_map(|c| {
-                        c.get(idx)
-                            .and_then(|x| x["sha256"].as_str())
-                            .map(String::from)
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let idx = &r["cert_index"];
+        let ours: Vec<String> = our_certs(&c, r)
+            .iter()
+            .filter_map(|x| x["sha256"].as_str().map(String::from))
+            .collect();
         if ours.contains(&r["sha256"]) {
             same += 1;
         } else {
@@ -290,25 +293,11 @@ fn certificate_names_match_rfc4514() {
     let mut same = 0;
     let mut diffs = Vec::new();
     for r in &rows {
-        let k = conn(
-            &r["file"],
-            &r["server_ip"],
-            &r["server_port"],
-            &r["client_ip"],
-            &r["client_port"],
-        );
-        let idx: usize = r["cert_index"].parse().unwrap_or(0);
-        let found = c
-            .tls
-            .get(&k)
-            .into_iter()
-            .flatten()
-            .flat_map(|e| [&e["tls"]["chain"], &e["tls"]["client_chain"]])
-            .filter_map(|c| c.get(idx))
-            .any(|x| {
-                x["subject_rfc4514"] == r["subject_rfc4514"].as_str()
-                    && x["issuer_rfc4514"] == r["issuer_rfc4514"].as_str()
-            });
+        let idx = &r["cert_index"];
+        let found = our_certs(&c, r).iter().any(|x| {
+            x["subject_rfc4514"] == r["subject_rfc4514"].as_str()
+                && x["issuer_rfc4514"] == r["issuer_rfc4514"].as_str()
+        });
         if found {
             same += 1;
         } else {
