@@ -253,7 +253,7 @@ impl Engine {
         origin: Origin<'_>,
         sink: &mut dyn EventSink,
     ) {
-        let site = Arc::clone(&self.cfg.site);
+        let site = &*self.cfg.site;
         let (flow, dir) = self.flows.track(
             d,
             pkt.orig_len.max(pkt.data.len() as u32),
@@ -286,7 +286,7 @@ impl Engine {
                     flow,
                     dir,
                     pkt,
-                    &site,
+                    site,
                     origin,
                     sink,
                     &mut self.counters,
@@ -353,7 +353,7 @@ impl Engine {
                     flow,
                     dir,
                     pkt,
-                    &site,
+                    site,
                     origin,
                     sink,
                     &mut self.counters,
@@ -362,7 +362,7 @@ impl Engine {
                     &self.detector,
                     flow,
                     pkt,
-                    &site,
+                    site,
                     origin,
                     sink,
                     &mut self.counters,
@@ -374,7 +374,7 @@ impl Engine {
                         flow,
                         pkt.ts,
                         Some(pkt.frame),
-                        &site,
+                        site,
                         origin,
                         sink,
                         &mut self.counters,

@@ -272,18 +272,10 @@ impl<W: Write> JsonLines<W> {
         self.last_error.take()
     }
 
-    pub fn into_inner(self) -> W {
-        self.out
-    }
-
     /// Swaps the output (log rotation); returns the old one, flushed.
     pub fn replace(&mut self, out: W) -> W {
         let _ = self.out.flush();
         std::mem::replace(&mut self.out, out)
-    }
-
-    pub fn get_mut(&mut self) -> &mut W {
-        &mut self.out
     }
 }
 

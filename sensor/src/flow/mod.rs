@@ -345,11 +345,6 @@ impl<T> FlowTable<T> {
         self.deadlines.clear();
     }
 
-    /// Ends one flow now (the caller decided it is over).
-    pub fn remove(&mut self, key: &FlowKey) -> Option<Flow<T>> {
-        self.flows.remove(key)
-    }
-
     fn evict_one(&mut self, ended: &mut Vec<(Flow<T>, EndReason)>) {
         while let Some(Reverse((deadline, key))) = self.deadlines.pop() {
             let valid = self.flows.get(&key).is_some_and(|f| f.deadline == deadline);

@@ -160,37 +160,9 @@ impl<'c> Tcp<'c> {
             seq: [isn.0, isn.1],
             frames: Vec::new(),
         };
-        let ts = t.clock.tick(100);
-        t.frames.push(frame(
-            &ep,
-            Side::Client,
-            L4::Tcp {
-                seq: isn.0,
-                ack: None,
-                syn: true,
-                fin: false,
-                psh: false,
-            },
-            &[],
-            ts,
-        ));
-        t.seq[0] = isn.0.wrapping_add(1);
-        let ts = t.clock.tick(800);
-        t.frames.push(frame(
-            &ep,
-            Side::Server,
-            L4::Tcp {
-                seq: isn.1,
-                ack: Some(t.seq[0]),
-                syn: true,
-                fin: false,
-                psh: false,
-            },
-            &[],
-            ts,
-        ));
-        t.seq[1] = isn.1.wrapping_add(1);
-        t.ack(Side::Client);
+        t.segment(Side::Client, Flags::SYN, &[], 100);
+        t.segment(Side::Server, Flags::SYN, &[], 800);
+        t.segment(Side::Client, Flags::NONE, &[], 50);
         t
     }
 
@@ -201,53 +173,36 @@ impl<'c> Tcp<'c> {
         }
     }
 
-    fn ack(&mut self, side: Side) {
+    /// One segment from `side`, `us` microseconds after the previous one.
+    /// Every segment but the client's SYN acknowledges the peer; SYN and FIN
+    /// take one sequence number, data its length.
+    fn segment(&mut self, side: Side, f: Flags, payload: &[u8], us: u64) {
         let i = Self::idx(side);
-        let ts = self.clock.tick(50);
-        let f = frame(
-            &self.ep,
-            side,
-            L4::Tcp {
-                seq: self.seq[i],
-                ack: Some(self.seq[1 - i]),
-                syn: false,
-                fin: false,
-                psh: false,
-            },
-            &[],
-            ts,
-        );
-        self.frames.push(f);
+        let ts = self.clock.tick(us);
+        let ack = (side == Side::Server || !f.syn).then_some(self.seq[1 - i]);
+        let l4 = L4::Tcp {
+            seq: self.seq[i],
+            ack,
+            syn: f.syn,
+            fin: f.fin,
+            psh: f.psh,
+        };
+        self.frames.push(frame(&self.ep, side, l4, payload, ts));
+        let used = payload.len() as u32 + u32::from(f.syn) + u32::from(f.fin);
+        self.seq[i] = self.seq[i].wrapping_add(used);
     }
 
     /// Sends bytes from `side` in MSS-sized segments, then the peer ACKs.
     pub fn send(&mut self, side: Side, data: &[u8]) {
-        let i = Self::idx(side);
         for chunk in data.chunks(self.mss.max(1)) {
-            let ts = self.clock.tick(20);
-            let f = frame(
-                &self.ep,
-                side,
-                L4::Tcp {
-                    seq: self.seq[i],
-                    ack: Some(self.seq[1 - i]),
-                    syn: false,
-                    fin: false,
-                    psh: true,
-                },
-                chunk,
-                ts,
-            );
-            self.frames.push(f);
-            self.seq[i] = self.seq[i].wrapping_add(chunk.len() as u32);
+            self.segment(side, Flags::PSH, chunk, 20);
         }
         let peer = if side == Side::Client {
             Side::Server
         } else {
             Side::Client
         };
-        self.clock.tick(300);
-        self.ack(peer);
+        self.segment(peer, Flags::NONE, &[], 350);
     }
 
     pub fn flights(&mut self, flights: &[Flight]) {
@@ -258,28 +213,38 @@ impl<'c> Tcp<'c> {
 
     /// FIN from the client, FIN from the server, last ACK.
     pub fn close(mut self) -> Vec<Frame> {
-        for side in [Side::Client, Side::Server] {
-            let i = Self::idx(side);
-            let ts = self.clock.tick(200);
-            let f = frame(
-                &self.ep,
-                side,
-                L4::Tcp {
-                    seq: self.seq[i],
-                    ack: Some(self.seq[1 - i]),
-                    syn: false,
-                    fin: true,
-                    psh: false,
-                },
-                &[],
-                ts,
-            );
-            self.frames.push(f);
-            self.seq[i] = self.seq[i].wrapping_add(1);
-        }
-        self.ack(Side::Client);
+        self.segment(Side::Client, Flags::FIN, &[], 200);
+        self.segment(Side::Server, Flags::FIN, &[], 200);
+        self.segment(Side::Client, Flags::NONE, &[], 50);
         self.frames
     }
+}
+
+#[derive(Clone, Copy)]
+struct Flags {
+    syn: bool,
+    fin: bool,
+    psh: bool,
+}
+
+impl Flags {
+    const NONE: Flags = Flags {
+        syn: false,
+        fin: false,
+        psh: false,
+    };
+    const SYN: Flags = Flags {
+        syn: true,
+        ..Flags::NONE
+    };
+    const FIN: Flags = Flags {
+        fin: true,
+        ..Flags::NONE
+    };
+    const PSH: Flags = Flags {
+        psh: true,
+        ..Flags::NONE
+    };
 }
 
 /// Streams frames into a little-endian pcap, microsecond or nanosecond.

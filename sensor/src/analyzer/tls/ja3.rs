@@ -32,34 +32,22 @@ fn hashed(string: String) -> Ja3 {
     }
 }
 
+/// Joins the non-GREASE values of `list` with dashes.
+fn join_u16(out: &mut String, list: &[u16]) {
+    join(
+        out,
+        list.iter().filter(|v| !is_grease(**v)).map(|v| *v as u32),
+    );
+}
+
 /// `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`.
 pub fn ja3(ch: &ClientHello) -> Ja3 {
     let mut s = String::with_capacity(256);
     let _ = write!(s, "{},", ch.legacy_version);
-    join(
-        &mut s,
-        ch.ciphers
-            .iter()
-            .filter(|c| !is_grease(**c))
-            .map(|c| *c as u32),
-    );
-    s.push(',');
-    join(
-        &mut s,
-        ch.extensions
-            .iter()
-            .filter(|c| !is_grease(**c))
-            .map(|c| *c as u32),
-    );
-    s.push(',');
-    join(
-        &mut s,
-        ch.groups
-            .iter()
-            .filter(|c| !is_grease(**c))
-            .map(|c| *c as u32),
-    );
-    s.push(',');
+    for list in [&ch.ciphers, &ch.extensions, &ch.groups] {
+        join_u16(&mut s, list);
+        s.push(',');
+    }
     join(&mut s, ch.point_formats.iter().map(|c| *c as u32));
     hashed(s)
 }
@@ -68,13 +56,7 @@ pub fn ja3(ch: &ClientHello) -> Ja3 {
 pub fn ja3s(sh: &ServerHello) -> Ja3 {
     let mut s = String::with_capacity(64);
     let _ = write!(s, "{},{},", sh.legacy_version, sh.cipher);
-    join(
-        &mut s,
-        sh.extensions
-            .iter()
-            .filter(|c| !is_grease(**c))
-            .map(|c| *c as u32),
-    );
+    join_u16(&mut s, &sh.extensions);
     hashed(s)
 }
 

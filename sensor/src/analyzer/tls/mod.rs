@@ -47,16 +47,6 @@ pub fn hex(b: &[u8]) -> String {
     s
 }
 
-/// Does this look like the start of a TLS record (any content type, SSL 3.0 – TLS 1.3)
-/// or an SSLv2-format ClientHello?
-pub fn looks_like_tls(d: &[u8]) -> bool {
-    match d {
-        [t, 3, minor, ..] if (CONTENT_CCS..=CONTENT_HEARTBEAT).contains(t) && *minor <= 4 => true,
-        [hi, _, 1, 0, 2, ..] | [hi, _, 1, 3, 0..=4, ..] if hi & 0x80 != 0 => true,
-        _ => false,
-    }
-}
-
 /// Does this look like the start of a TLS handshake record (the first bytes a
 /// TLS client or server sends)?
 pub fn looks_like_handshake(d: &[u8]) -> bool {
@@ -481,7 +471,10 @@ mod tests {
     fn detection_by_content() {
         assert!(looks_like_handshake(&[22, 3, 1, 0, 5]));
         assert!(!looks_like_handshake(b"GET /"));
-        assert!(looks_like_tls(&[23, 3, 3, 0, 5]));
+        assert!(
+            !looks_like_handshake(&[23, 3, 3, 0, 5]),
+            "application data is not a handshake"
+        );
         assert!(looks_like_handshake(&[0x80, 0x2e, 1, 3, 1]));
     }
 }
