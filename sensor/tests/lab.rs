@@ -238,6 +238,9 @@ fn ledger_reports_first_and_last_seen_and_max_active_from_capture_time() {
         .find(|e| e["alert"]["signature_id"] == 9_000_001)
         .expect("the Rust agent retried for longer than 1 s");
     assert_eq!(long["alert"]["severity"], 2, "development: 2, not 4");
+    // sanctioned use alone never raises it, however long it goes on
+    let events = read(&["lab-ngrok-sanctioned.pcap"], site("").with_ledger("1s"));
+    assert!(alerts(&events).is_empty(), "{:?}", alerts(&events));
     // without max_active there is no such alert
     let events = read(&["lab-ngrok-v2-agent.pcap"], SiteConfig::default());
     assert!(alerts(&events)

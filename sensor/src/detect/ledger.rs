@@ -128,7 +128,7 @@ impl Ledger {
         a.strong |= s.strong;
         a.unsanctioned |= s.strong && !s.sanctioned;
         obs.strong = a.unsanctioned;
-        obs.passed_max_active = a.strong && self.check_max_active(&mut a);
+        obs.passed_max_active = a.unsanctioned && self.check_max_active(&mut a);
         obs
     }
 
@@ -145,7 +145,7 @@ impl Ledger {
         a.last_seen = a.last_seen.max(at);
         a.active_seconds = a.last_seen.since(a.first_seen).0 / 1_000_000_000;
         a.bytes += bytes;
-        let passed = a.strong && self.check_max_active(&mut a);
+        let passed = a.unsanctioned && self.check_max_active(&mut a);
         Some(Observation {
             passed_max_active: passed,
             strong: a.unsanctioned,
