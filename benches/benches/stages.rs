@@ -10,9 +10,9 @@ use spanwatch::analyzer::tls::cert::{self, CertCache};
 use spanwatch::analyzer::tls::{hello, ja3, ja4, TlsSession};
 use spanwatch::decode::{self, Outcome};
 use spanwatch::detect::names::{Kind, NameIndex};
-use spanwatch::engine::{Engine, EngineConfig, Origin};
-use spanwatch::event::EventSink;
+use spanwatch::engine::EngineConfig;
 use spanwatch::flow::{FlowTable, Timeouts};
+use spanwatch::pipeline::Inline;
 use spanwatch::reassembly::Stream;
 use spanwatch_benches::{all_packets, packets, workspace};
 
@@ -225,18 +225,9 @@ fn signatures(c: &mut Criterion) {
         ..Default::default()
     };
     g.bench_function("bundled rules, one TLS event", |b| {
-        b.iter(|| black_box(rules.evaluate(black_box(&facts), &spki)))
+        b.iter(|| black_box(rules.evaluate(black_box(&facts), Some(&spki))))
     });
     g.finish();
-}
-
-struct Bytes(Vec<u8>, u64);
-impl EventSink for Bytes {
-    fn emit(&mut self, ev: &spanwatch::event::Event<'_>) {
-        self.0.clear();
-        let _ = serde_json::to_writer(&mut self.0, ev);
-        self.1 += self.0.len() as u64;
-    }
 }
 
 fn end_to_end(c: &mut Criterion) {
@@ -253,18 +244,20 @@ fn end_to_end(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter_batched(
                 || {
-                    Engine::new(EngineConfig {
+                    let cfg = EngineConfig {
                         rules: Arc::clone(&rules),
                         ..EngineConfig::default()
-                    })
+                    };
+                    (
+                        Inline::new(cfg, Default::default(), std::io::sink()),
+                        pkts.clone(),
+                    )
                 },
-                |mut e| {
-                    let mut sink = Bytes(Vec::with_capacity(4096), 0);
-                    for p in &pkts {
-                        e.process(p, Origin::default(), &mut sink);
+                |(mut e, pkts)| {
+                    for p in pkts {
+                        e.packet(p);
                     }
-                    e.finish(Origin::default(), &mut sink);
-                    sink.1
+                    e.finish().written
                 },
                 BatchSize::SmallInput,
             )

@@ -1,8 +1,10 @@
 //! The per-worker pipeline: decode → flow → stream → analyzers → events.
 //!
 //! An [`Engine`] owns its flows (no locks on the per-packet path) and is fed
-//! packets in capture order. It is sans-IO: events go to an [`EventSink`], and
-//! time is each packet's capture time.
+//! packets in capture order, and ticks (capture time) at which idle flows
+//! end. It is sans-IO: events go to an [`Output`] for the writer, and time is
+//! capture time. Detection that needs no state beyond the flow is done here;
+//! what needs state shared across flows is the writer's (see `writer`).
 
 use std::sync::Arc;
 
@@ -13,30 +15,27 @@ use crate::analyzer::tls::{self, ja3, ja4, TlsSession};
 use crate::capture::Packet;
 use crate::config::SiteConfig;
 use crate::decode::{self, defrag::Defragmenter, Decoded, Outcome, TcpHeader, Transport};
-use crate::detect::{Decision, Detector, Ends, Facts, Policy, RuleSet, Shared};
+use crate::detect::{Ends, Facts, RuleSet, SpkiTracker};
 use crate::event::{
-    AlertBody, ClientHandshake, Event, EventSink, FlowEvent, HelloSummary, HostActivity, HttpEvent,
-    Proto, Sanctioned, TlsEvent,
+    AlertBody, ClientHandshake, Event, FlowEvent, HelloSummary, HostActivity, HttpEvent, Proto,
+    TlsEvent,
 };
 use crate::flow::{Dir, EndReason, Flow, FlowTable, Timeouts, DEFAULT_MAX_FLOWS};
+use crate::output::Output;
 use crate::reassembly::{Stream, StreamError};
 use crate::stats::Counters;
-use crate::time::{Duration, Timestamp};
+use crate::time::Timestamp;
 
 /// Data chunks per direction looked at for a protocol before giving up.
 pub const MAX_PROBES: u8 = 8;
 /// DNS-over-TCP messages logged per flow.
 pub const MAX_TCP_DNS_MESSAGES: u32 = 64;
-/// How often (capture time) idle flows are looked for.
-const EXPIRE_EVERY: Duration = Duration::from_secs(1);
 
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub site: Arc<SiteConfig>,
     pub rules: Arc<RuleSet>,
-    /// Ledger and key tracker, shared by every engine of one sensor.
-    pub shared: Arc<Shared>,
     pub max_flows: usize,
     pub timeouts: Timeouts,
 }
@@ -44,13 +43,8 @@ pub struct EngineConfig {
 impl EngineConfig {
     /// Settings for a site, with the bundled signatures.
     pub fn for_site(site: SiteConfig) -> Self {
-        let shared = Shared::new(
-            site.ledger.max_active.map(|d| d.0),
-            site.ledger.realert_after.map(|d| d.0),
-        );
         EngineConfig {
             site: Arc::new(site),
-            shared: Arc::new(shared),
             ..Default::default()
         }
     }
@@ -71,7 +65,6 @@ impl Default for EngineConfig {
             // The bundled set is validated by a unit test; should it ever fail
             // to load, the sensor still logs every event, just with no alerts.
             rules: bundled_rules(),
-            shared: Arc::new(Shared::default()),
             max_flows: DEFAULT_MAX_FLOWS,
             timeouts: Timeouts::default(),
         }
@@ -106,10 +99,8 @@ pub struct Session {
     src_seg: Option<usize>,
     dest_seg: Option<usize>,
     segs_known: bool,
-    /// Signatures this flow has alerted on (one alert per flow and signature).
-    alerted: Vec<u32>,
-    /// (host, tool) pairs this flow counts for in the ledger.
-    ledger_keys: Vec<(std::net::IpAddr, String)>,
+    /// An event of this flow went to the writer for a verdict: so does its end.
+    decided: bool,
 }
 
 impl Session {
@@ -127,15 +118,12 @@ struct Ctx<'a> {
 
 pub struct Engine {
     cfg: EngineConfig,
-    detector: Detector,
     flows: FlowTable<Session>,
     defrag: Defragmenter,
     certs: CertCache,
     pub counters: Counters,
     ended: Vec<(Flow<Session>, EndReason)>,
     dns_out: Vec<DnsMessage>,
-    now: Timestamp,
-    last_expire: Timestamp,
 }
 
 /// Where the current packet came from (offline runs name the file).
@@ -147,11 +135,6 @@ pub struct Origin<'a> {
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Self {
         Engine {
-            detector: Detector {
-                rules: Arc::clone(&cfg.rules),
-                policy: Arc::new(Policy::new(&cfg.site)),
-                shared: Arc::clone(&cfg.shared),
-            },
             flows: FlowTable::new(cfg.max_flows, cfg.timeouts),
             cfg,
             defrag: Defragmenter::default(),
@@ -159,74 +142,51 @@ impl Engine {
             counters: Counters::default(),
             ended: Vec::new(),
             dns_out: Vec::new(),
-            now: Timestamp::default(),
-            last_expire: Timestamp::default(),
         }
     }
 
     /// Replaces the site configuration (segments of flows already seen stay).
     pub fn set_site(&mut self, site: Arc<SiteConfig>) {
-        self.detector.policy = Arc::new(Policy::new(&site));
         self.cfg.site = site;
     }
 
     /// Replaces the signatures.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
-        self.detector.rules = Arc::clone(&rules);
         self.cfg.rules = rules;
     }
 
-    /// Logs every ledger entry as a `host_activity` event (end of run, or
-    /// periodically in live mode). Call it once per sensor, not per worker.
-    pub fn report_ledger(
-        shared: &Shared,
-        site: &SiteConfig,
-        reason: &'static str,
-        at: Timestamp,
-        sink: &mut dyn EventSink,
-    ) {
-        for a in shared.ledger.snapshot() {
-            sink.emit(&activity_event(&a, reason, at, site));
-        }
-    }
-
-    /// Processes one captured frame.
-    pub fn process(&mut self, pkt: &Packet, origin: Origin<'_>, sink: &mut dyn EventSink) {
+    /// Processes one captured frame. `now` is the latest capture time the
+    /// sensor has seen (for fragment timeouts).
+    pub fn process(&mut self, pkt: &Packet, now: Timestamp, origin: Origin<'_>, out: &mut Output) {
         self.counters.packets += 1;
         self.counters.bytes += pkt.data.len() as u64;
-        if pkt.ts > self.now {
-            self.now = pkt.ts;
-        }
-        if self.now.since(self.last_expire) >= EXPIRE_EVERY {
-            self.last_expire = self.now;
-            self.flows.expire(self.now, &mut self.ended);
-            self.defrag.expire(self.now);
-            self.end_flows(origin, sink);
-        }
         match decode::decode(pkt.linktype, &pkt.data) {
-            Ok(Outcome::Packet(d)) => self.packet(pkt, &d, origin, sink),
+            Ok(Outcome::Packet(d)) => self.packet(pkt, &d, origin, out),
             Ok(Outcome::Fragment(f)) => {
-                if let Some(datagram) = self.defrag.add(self.now, &f) {
+                if let Some(datagram) = self.defrag.add(now, &f) {
                     match decode::decode_reassembled(&f, &datagram) {
-                        Ok(d) => self.packet(pkt, &d, origin, sink),
+                        Ok(d) => self.packet(pkt, &d, origin, out),
                         Err(e) => self.counters.decode_error(e),
                     }
                 }
             }
             Err(e) => self.counters.decode_error(e),
         }
-        self.end_flows(origin, sink);
+        self.end_flows(origin, out);
     }
 
-    /// The latest capture time seen.
-    pub fn now(&self) -> Timestamp {
-        self.now
+    /// Capture time has reached `now`: ends idle flows, drops stale fragments.
+    /// The dispatcher sends every worker the same ticks, at whole seconds.
+    pub fn tick(&mut self, now: Timestamp, origin: Origin<'_>, out: &mut Output) {
+        self.flows.expire(now, &mut self.ended);
+        self.defrag.expire(now);
+        self.end_flows(origin, out);
     }
 
     /// Ends every flow (end of input), logging each.
-    pub fn finish(&mut self, origin: Origin<'_>, sink: &mut dyn EventSink) {
+    pub fn finish(&mut self, origin: Origin<'_>, out: &mut Output) {
         self.flows.drain(&mut self.ended);
-        self.end_flows(origin, sink);
+        self.end_flows(origin, out);
         self.sync_counters();
     }
 
@@ -246,13 +206,7 @@ impl Engine {
         c.fragments_dropped = self.defrag.stats.dropped;
     }
 
-    fn packet(
-        &mut self,
-        pkt: &Packet,
-        d: &Decoded<'_>,
-        origin: Origin<'_>,
-        sink: &mut dyn EventSink,
-    ) {
+    fn packet(&mut self, pkt: &Packet, d: &Decoded<'_>, origin: Origin<'_>, out: &mut Output) {
         let site = &*self.cfg.site;
         let (flow, dir) = self.flows.track(
             d,
@@ -280,17 +234,13 @@ impl Engine {
                     }
                     Err(_) => self.counters.dns_malformed += 1,
                 }
-                emit_dns(
-                    &mut self.dns_out,
-                    &self.detector,
-                    flow,
-                    dir,
-                    pkt,
+                let mut em = Emit {
+                    rules: &self.cfg.rules,
                     site,
                     origin,
-                    sink,
-                    &mut self.counters,
-                );
+                    out,
+                };
+                emit_dns(&mut self.dns_out, &mut em, flow, dir, pkt);
             }
             Transport::Tcp(h) => {
                 if s.bypass {
@@ -347,38 +297,17 @@ impl Engine {
                         t.stop(dir);
                     }
                 }
-                emit_dns(
-                    &mut self.dns_out,
-                    &self.detector,
-                    flow,
-                    dir,
-                    pkt,
+                let mut em = Emit {
+                    rules: &self.cfg.rules,
                     site,
                     origin,
-                    sink,
-                    &mut self.counters,
-                );
-                emit_http(
-                    &self.detector,
-                    flow,
-                    pkt,
-                    site,
-                    origin,
-                    sink,
-                    &mut self.counters,
-                );
+                    out,
+                };
+                emit_dns(&mut self.dns_out, &mut em, flow, dir, pkt);
+                emit_http(&mut em, flow, pkt, &mut self.counters);
                 let s = &flow.data;
                 if s.tls.as_ref().is_some_and(|t| t.done()) && !s.tls_logged {
-                    emit_tls(
-                        &self.detector,
-                        flow,
-                        pkt.ts,
-                        Some(pkt.frame),
-                        site,
-                        origin,
-                        sink,
-                        &mut self.counters,
-                    );
+                    emit_tls(&mut em, flow, pkt.ts, Some(pkt.frame), &mut self.counters);
                 }
                 let s = &mut flow.data;
                 // One side talked past its probes and the other has said
@@ -401,41 +330,30 @@ impl Engine {
         }
     }
 
-    fn end_flows(&mut self, origin: Origin<'_>, sink: &mut dyn EventSink) {
+    fn end_flows(&mut self, origin: Origin<'_>, out: &mut Output) {
         if self.ended.is_empty() {
             return;
         }
-        let site = Arc::clone(&self.cfg.site);
+        let site = &*self.cfg.site;
+        let mut em = Emit {
+            rules: &self.cfg.rules,
+            site,
+            origin,
+            out,
+        };
         for (mut flow, reason) in self.ended.drain(..) {
             if let Some(h) = flow.data.http.as_mut() {
                 h.flush();
             }
             let last = flow.last;
-            emit_http(
-                &self.detector,
-                &mut flow,
-                &Packet::at(last),
-                &site,
-                origin,
-                sink,
-                &mut self.counters,
-            );
+            emit_http(&mut em, &mut flow, &Packet::at(last), &mut self.counters);
             let s = &flow.data;
             if !s.tls_logged
                 && s.tls
                     .as_ref()
                     .is_some_and(|t| t.client_hello.is_some() || t.server_hello.is_some())
             {
-                emit_tls(
-                    &self.detector,
-                    &mut flow,
-                    last,
-                    None,
-                    &site,
-                    origin,
-                    sink,
-                    &mut self.counters,
-                );
+                emit_tls(&mut em, &mut flow, last, None, &mut self.counters);
             }
             let ev = FlowEvent {
                 pkts_toserver: flow.pkts[0],
@@ -447,29 +365,18 @@ impl Engine {
                 age: flow.last.since(flow.start).0 / 1_000_000_000,
                 state: flow.state(),
                 reason: reason.as_str(),
-                alerted: !flow.data.alerted.is_empty(),
+                // the writer knows, for flows that had pending events
+                alerted: false,
             };
-            // The ledger hears how long and how much the flows it counts went on.
-            let mut late = crate::detect::Decision::default();
-            let total = flow.bytes[0] + flow.bytes[1];
-            for (host, tool) in &flow.data.ledger_keys {
-                let o = self.detector.shared.ledger.extend(*host, tool, last, total);
-                if o.is_some_and(|o| o.passed_max_active) {
-                    let ledger = &self.detector.shared.ledger;
-                    if let (Some(a), Some(max)) = (ledger.get(*host, tool), ledger.max_active()) {
-                        late.alerts.push(crate::detect::long_running(&a, max));
-                        late.activity.push((a, "max_active"));
-                    }
-                }
-            }
-            let mut e = header(&flow, "flow", last, &site, origin, Some(flow.first_frame));
+            let mut e = header(&flow, "flow", last, site, origin, Some(flow.first_frame));
             e.flow = Some(ev);
-            sink.emit(&e);
-            self.counters.events_flow += 1;
-            if !late.alerts.is_empty() {
-                e.flow = None;
-                publish_alerts(e, &late, &site, sink, &mut self.counters);
+            if flow.data.decided {
+                // `alerted`, and the ledger's view of how long the flow went on
+                em.out.flow_end(flow.id, e);
+            } else {
+                em.out.line(flow.id, &e);
             }
+            self.counters.events_flow += 1;
         }
     }
 }
@@ -684,7 +591,7 @@ fn activity_event_base(at: Timestamp, site: &SiteConfig) -> Event<'_> {
     }
 }
 
-fn activity_event<'a>(
+pub(crate) fn activity_event<'a>(
     a: &'a crate::detect::Activity,
     reason: &'static str,
     at: Timestamp,
@@ -709,50 +616,42 @@ fn ends<'a>(flow: &Flow<Session>, site: &'a SiteConfig) -> Ends<'a> {
     }
 }
 
-/// Logs a protocol event, then its alerts (each carrying the same protocol
-/// object), then the ledger's news.
-fn publish<'a>(
-    mut e: Event<'a>,
-    d: &'a Decision,
-    site: &SiteConfig,
-    sink: &mut dyn EventSink,
-    counters: &mut Counters,
-) {
-    e.sanctioned = d.sanctioned.as_ref().map(|(by, ids, tools)| Sanctioned {
-        allowed_by: by,
-        signature_ids: ids.clone(),
-        tools: tools.iter().map(String::as_str).collect(),
-    });
-    if e.sanctioned.is_some() {
-        counters.sanctioned += 1;
-    }
-    sink.emit(&e);
-    e.sanctioned = None;
-    publish_alerts(e, d, site, sink, counters);
+/// What logging an event needs besides the flow.
+struct Emit<'a, 'o> {
+    rules: &'a RuleSet,
+    site: &'a SiteConfig,
+    origin: Origin<'a>,
+    out: &'o mut Output,
 }
 
-/// Logs a decision's alerts (each carrying `e`'s protocol object and flow
-/// fields), then the ledger's news.
-fn publish_alerts<'a>(
-    mut e: Event<'a>,
-    d: &'a Decision,
-    site: &SiteConfig,
-    sink: &mut dyn EventSink,
-    counters: &mut Counters,
+/// Should this event go to the writer for a verdict? Marks the flow if so.
+fn pending(rules: &RuleSet, flow: &mut Flow<Session>, facts: &Facts<'_>) -> bool {
+    let p = rules.may_match(facts);
+    flow.data.decided |= p;
+    p
+}
+
+/// Logs a protocol event: finished, when no signature can match it; else
+/// pending, for the writer to decide with the state it keeps across flows.
+fn send(
+    out: &mut Output,
+    flow: u64,
+    pending: bool,
+    facts: &Facts<'_>,
+    ends: &Ends<'_>,
+    e: Event<'_>,
 ) {
-    let ts = e.timestamp;
-    for a in &d.alerts {
-        e.event_type = "alert";
-        e.alert = Some(alert_body(a));
-        sink.emit(&e);
-        counters.alert(a.severity);
-    }
-    for (a, reason) in &d.activity {
-        sink.emit(&activity_event(a, reason, ts, site));
+    if pending {
+        out.decide(flow, facts, ends, e);
+    } else {
+        if let Some(leaf) = SpkiTracker::tracked(facts.chain) {
+            out.observe(flow, Arc::clone(leaf));
+        }
+        out.line(flow, &e);
     }
 }
 
-fn alert_body(a: &crate::detect::AlertOut) -> AlertBody<'_> {
+pub(crate) fn alert_body(a: &crate::detect::AlertOut) -> AlertBody<'_> {
     AlertBody {
         action: "allowed",
         gid: 1,
@@ -772,41 +671,14 @@ fn alert_body(a: &crate::detect::AlertOut) -> AlertBody<'_> {
     }
 }
 
-/// Runs detection for one protocol event of this flow.
-fn decide(
-    det: &Detector,
-    flow: &Flow<Session>,
-    site: &SiteConfig,
-    facts: &Facts<'_>,
-    at: Timestamp,
-) -> Decision {
-    det.decide(
-        facts,
-        &ends(flow, site),
-        &flow.data.alerted,
-        &flow.data.ledger_keys,
-        at,
-    )
-}
-
-fn remember(flow: &mut Flow<Session>, d: Decision) {
-    flow.data.alerted.extend(d.alerted);
-    flow.data.ledger_keys.extend(d.ledger_keys);
-}
-
-#[allow(clippy::too_many_arguments)]
 fn emit_dns(
-    out: &mut Vec<DnsMessage>,
-    det: &Detector,
+    msgs: &mut Vec<DnsMessage>,
+    em: &mut Emit<'_, '_>,
     flow: &mut Flow<Session>,
     dir: Dir,
     pkt: &Packet,
-    site: &SiteConfig,
-    origin: Origin<'_>,
-    sink: &mut dyn EventSink,
-    counters: &mut Counters,
 ) {
-    for m in out.drain(..) {
+    for m in msgs.drain(..) {
         let facts = Facts {
             dns_query: m.queries.iter().map(|q| q.rrname.as_str()).collect(),
             dns_answer: m
@@ -817,8 +689,9 @@ fn emit_dns(
             dest_port: flow.server().1,
             ..Default::default()
         };
-        let d = decide(det, flow, site, &facts, pkt.ts);
-        let mut e = header(flow, "dns", pkt.ts, site, origin, Some(pkt.frame));
+        let p = pending(em.rules, flow, &facts);
+        let ends = ends(flow, em.site);
+        let mut e = header(flow, "dns", pkt.ts, em.site, em.origin, Some(pkt.frame));
         // DNS events carry the packet's own direction (a response comes from the server).
         if dir == Dir::ToClient {
             std::mem::swap(&mut e.src_ip, &mut e.dest_ip);
@@ -826,18 +699,14 @@ fn emit_dns(
             std::mem::swap(&mut e.src_segment, &mut e.dest_segment);
         }
         e.dns = Some(&m);
-        publish(e, &d, site, sink, counters);
-        remember(flow, d);
+        send(em.out, flow.id, p, &facts, &ends, e);
     }
 }
 
 fn emit_http(
-    det: &Detector,
+    em: &mut Emit<'_, '_>,
     flow: &mut Flow<Session>,
     pkt: &Packet,
-    site: &SiteConfig,
-    origin: Origin<'_>,
-    sink: &mut dyn EventSink,
     counters: &mut Counters,
 ) {
     let Some(mut h) = flow.data.http.take() else {
@@ -864,14 +733,14 @@ fn emit_http(
             dest_port: flow.server().1,
             ..Default::default()
         };
-        let d = decide(det, flow, site, &facts, pkt.ts);
-        let mut e = header(flow, "http", pkt.ts, site, origin, Some(pkt.frame));
+        let p = pending(em.rules, flow, &facts);
+        let ends = ends(flow, em.site);
+        let mut e = header(flow, "http", pkt.ts, em.site, em.origin, Some(pkt.frame));
         e.http = Some(HttpEvent {
             request: req.as_ref(),
             response: resp.as_ref(),
         });
-        publish(e, &d, site, sink, counters);
-        remember(flow, d);
+        send(em.out, flow.id, p, &facts, &ends, e);
         h.logged += 1;
         counters.http_transactions += 1;
     }
@@ -900,15 +769,11 @@ fn tls_version_name(v: u16) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn emit_tls(
-    det: &Detector,
+    em: &mut Emit<'_, '_>,
     flow: &mut Flow<Session>,
     ts: Timestamp,
     frame: Option<u64>,
-    site: &SiteConfig,
-    origin: Origin<'_>,
-    sink: &mut dyn EventSink,
     counters: &mut Counters,
 ) {
     flow.data.tls_logged = true;
@@ -933,7 +798,8 @@ fn emit_tls(
         dest_port: flow.server().1,
         ..Default::default()
     };
-    let d = decide(det, flow, site, &facts, ts);
+    let p = em.rules.may_match(&facts);
+    flow.data.decided |= p;
     let ev = TlsEvent {
         sni: ch.and_then(|c| c.sni.as_deref()),
         version,
@@ -969,10 +835,10 @@ fn emit_tls(
         }),
     };
     let has_chain = !t.chain.is_empty();
-    let mut e = header(flow, "tls", ts, site, origin, frame);
+    let ends = ends(flow, em.site);
+    let mut e = header(flow, "tls", ts, em.site, em.origin, frame);
     e.tls = Some(ev);
-    publish(e, &d, site, sink, counters);
-    remember(flow, d);
+    send(em.out, flow.id, p, &facts, &ends, e);
     counters.events_tls += 1;
     if has_chain {
         counters.tls_certificate_msgs += 1;

@@ -8,17 +8,15 @@ use bytes::Bytes;
 use crate::analyzer::tls::cert::CertCache;
 use crate::analyzer::tls::TlsSession;
 use crate::capture::{FileReader, LinkType, Packet};
-use crate::engine::{Engine, EngineConfig, Origin};
-use crate::event::EventSink;
+use crate::engine::EngineConfig;
 use crate::flow::Dir;
+use crate::pipeline::Inline;
 use crate::time::Timestamp;
 
-struct Discard;
-impl EventSink for Discard {
-    fn emit(&mut self, ev: &crate::event::Event<'_>) {
-        // serialise anyway: serialisation of odd values must not panic either
-        let _ = serde_json::to_vec(ev);
-    }
+/// The whole pipeline in this thread, writing to nowhere (events are still
+/// serialised: serialisation of odd values must not panic either).
+fn sensor() -> Inline<std::io::Sink> {
+    Inline::new(EngineConfig::default(), Default::default(), std::io::sink())
 }
 
 /// A whole capture file through the whole engine.
@@ -26,14 +24,12 @@ pub fn capture(data: &[u8]) {
     let Ok(mut r) = FileReader::from_bytes("fuzz".into(), Bytes::copy_from_slice(data)) else {
         return;
     };
-    let mut e = Engine::new(EngineConfig::default());
-    let origin = Origin {
-        pcap_file: Some("fuzz"),
-    };
+    let mut e = sensor();
+    e.set_origin(Some("fuzz".into()));
     while let Some(Ok(p)) = r.next() {
-        e.process(&p, origin, &mut Discard);
+        e.packet(p);
     }
-    e.finish(origin, &mut Discard);
+    e.finish();
 }
 
 /// One frame: first byte picks the link type, the rest is the frame. The
@@ -51,7 +47,7 @@ pub fn packet(data: &[u8]) {
         _ => LinkType::LOOP,
     };
     let _ = crate::decode::decode(linktype, frame);
-    let mut e = Engine::new(EngineConfig::default());
+    let mut e = sensor();
     for i in 0..2 {
         let p = Packet {
             ts: Timestamp(i),
@@ -60,9 +56,9 @@ pub fn packet(data: &[u8]) {
             orig_len: frame.len() as u32,
             frame: i as u64 + 1,
         };
-        e.process(&p, Origin::default(), &mut Discard);
+        e.packet(p);
     }
-    e.finish(Origin::default(), &mut Discard);
+    e.finish();
 }
 
 /// TLS bytes: the first byte splits the rest into a client and a server part,

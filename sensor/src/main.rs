@@ -10,9 +10,17 @@ use clap::{Parser, Subcommand, ValueEnum};
 use spanwatch::capture::{CaptureError, FileReader, LibpcapReader, Packet};
 use spanwatch::config::SiteConfig;
 use spanwatch::detect::RuleSet;
-use spanwatch::engine::{Engine, EngineConfig, Origin};
-use spanwatch::event::{EventSink, JsonLines};
+use spanwatch::engine::EngineConfig;
+use spanwatch::output::EventTypes;
+use spanwatch::pipeline::{Pipeline, Settings};
 use spanwatch::stats::Counters;
+use spanwatch::writer::StatsRequest;
+
+/// mimalloc: events are built from many small allocations, and the pipeline
+/// frees in the writer what workers allocated; glibc's allocator was ~10 % of
+/// the profile on handshake-heavy input (`benches/README.md`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -90,10 +98,11 @@ struct CommonArgs {
     /// Write only these event types (comma-separated, e.g. `alert,host_activity`).
     #[arg(long, value_delimiter = ',')]
     event_types: Vec<String>,
-    /// Worker threads (one engine runs for now; the multi-worker pipeline is to come).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
-    /// Flows tracked at most.
+    /// Worker threads, each owning a share of the flows. The output is the
+    /// same for every number of workers.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    workers: u16,
+    /// Flows tracked at most (all workers together).
     #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
     max_flows: usize,
 }
@@ -159,6 +168,21 @@ fn load_site(p: Option<&std::path::Path>) -> Result<SiteConfig, String> {
     }
 }
 
+/// Pipeline settings from the options `read` and `live` share.
+fn settings(c: &CommonArgs, site: SiteConfig, rules: Arc<RuleSet>, live: bool) -> Settings {
+    Settings {
+        workers: c.workers as usize,
+        engine: EngineConfig {
+            rules,
+            max_flows: c.max_flows,
+            ..EngineConfig::for_site(site)
+        },
+        types: Arc::new(EventTypes::new(&c.event_types)),
+        live,
+        latency: live,
+    }
+}
+
 fn open_output(p: Option<&std::path::Path>) -> std::io::Result<Box<dyn Write + Send>> {
     Ok(match p {
         Some(p) => Box::new(std::io::BufWriter::with_capacity(
@@ -188,7 +212,7 @@ fn drop_privileges(user: &str) -> Result<(), String> {
 
 fn live(args: LiveArgs) -> ExitCode {
     use spanwatch::capture::live;
-    use spanwatch::stats::{InterfaceStats, Latency, StatsEvent};
+    use spanwatch::stats::InterfaceStats;
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let Some(stats_every) =
@@ -214,12 +238,6 @@ fn live(args: LiveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.common.workers > 1 {
-        eprintln!(
-            "spanwatch: note: --workers {} accepted; live capture runs one engine for now",
-            args.common.workers
-        );
-    }
     let opened = match live::open(
         &args.interfaces,
         &live::LiveOptions {
@@ -259,73 +277,49 @@ fn live(args: LiveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let cfg = EngineConfig {
-        rules,
-        max_flows: args.common.max_flows,
-        ..EngineConfig::for_site(site)
-    };
-    let (shared, mut site) = (Arc::clone(&cfg.shared), Arc::clone(&cfg.site));
-    let mut engine = Engine::new(cfg);
-    let mut sink = Filtered {
-        inner: JsonLines::new(out),
-        types: args.common.event_types.clone(),
-    };
+    let mut p = Pipeline::start(settings(&args.common, site, rules, true), out);
     let (tx, rx) = crossbeam_channel::bounded::<Vec<spanwatch::capture::Packet>>(1024);
     let stop = Arc::new(AtomicBool::new(false));
     let (threads, ifstats) = live::start(opened, tx, Arc::clone(&stop));
-    eprintln!("spanwatch: capturing on {}", args.interfaces.join(", "));
+    eprintln!(
+        "spanwatch: capturing on {} ({} worker{})",
+        args.interfaces.join(", "),
+        args.common.workers,
+        if args.common.workers == 1 { "" } else { "s" }
+    );
     let started = Instant::now();
     let mut last_stats = Instant::now();
-    let mut hist = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)
-        .expect("histogram bounds are valid");
-    let origin = Origin::default();
-    let write_stats = |engine: &mut Engine,
-                       sink: &mut Filtered<Box<dyn Write + Send>>,
-                       hist: &hdrhistogram::Histogram<u64>,
-                       queue: usize,
-                       site: &SiteConfig| {
-        engine.sync_counters();
-        let st = StatsEvent {
-            uptime: started.elapsed().as_secs(),
-            interfaces: ifstats
-                .iter()
-                .map(|s| InterfaceStats {
-                    name: s.name.clone(),
-                    packets: s.packets.load(Ordering::Relaxed),
-                    bytes: s.bytes.load(Ordering::Relaxed),
-                    kernel_dropped: s.kernel_dropped.load(Ordering::Relaxed),
-                    if_dropped: s.if_dropped.load(Ordering::Relaxed),
-                    queue_dropped: s.queue_dropped.load(Ordering::Relaxed),
-                })
-                .collect(),
-            queue_depth: queue,
-            counters: engine.counters,
-            latency_ns: Latency::of(hist),
-            events_written: sink.inner.written,
-            events_lost: sink.inner.errors,
-            alerts_suppressed: shared.suppressed.load(Ordering::Relaxed),
-        };
-        let now = wall_clock();
-        sink.emit(&spanwatch::engine::stats_event(&st, now, site));
-        if let Some(e) = sink.inner.take_error() {
-            eprintln!(
-                "spanwatch: writing events: {e} ({} lost so far)",
-                sink.inner.errors
-            );
-        }
-        let _ = sink.inner.flush();
+    let request = |queue: usize| StatsRequest {
+        at: wall_clock(),
+        uptime: started.elapsed().as_secs(),
+        interfaces: ifstats
+            .iter()
+            .map(|s| InterfaceStats {
+                name: s.name.clone(),
+                packets: s.packets.load(Ordering::Relaxed),
+                bytes: s.bytes.load(Ordering::Relaxed),
+                kernel_dropped: s.kernel_dropped.load(Ordering::Relaxed),
+                if_dropped: s.if_dropped.load(Ordering::Relaxed),
+                queue_dropped: s.queue_dropped.load(Ordering::Relaxed),
+            })
+            .collect(),
+        queue_depth: queue,
+        worker_dropped: Vec::new(),
     };
     loop {
-        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(batch) => {
-                for p in &batch {
-                    let t = Instant::now();
-                    engine.process(p, origin, &mut sink);
-                    let _ = hist.record(t.elapsed().as_nanos().max(1) as u64);
+                for pkt in batch {
+                    p.packet(pkt);
+                }
+                if rx.is_empty() {
+                    p.flush();
                 }
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                let _ = sink.inner.flush();
+                // an idle link: capture time goes on, idle flows still end
+                p.clock(wall_clock());
+                p.flush();
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
         }
@@ -339,10 +333,7 @@ fn live(args: LiveArgs) -> ExitCode {
                 RuleSet::load(args.common.signatures.as_deref()),
             ) {
                 (Ok(new_site), Ok(new_rules)) => {
-                    let s = Arc::new(new_site);
-                    engine.set_site(Arc::clone(&s));
-                    engine.set_rules(Arc::new(new_rules));
-                    site = s;
+                    p.reload(Arc::new(new_site), Arc::new(new_rules));
                     eprintln!("spanwatch: SIGHUP: configuration and signatures reloaded");
                 }
                 (Err(e), _) => {
@@ -352,9 +343,7 @@ fn live(args: LiveArgs) -> ExitCode {
             }
             if args.common.output.is_some() {
                 match open_output(args.common.output.as_deref()) {
-                    Ok(o) => {
-                        let _ = sink.inner.replace(o);
-                    }
+                    Ok(o) => p.reopen(o),
                     Err(e) => eprintln!(
                         "spanwatch: SIGHUP: reopening the output: {e}; writing to the old file"
                     ),
@@ -363,9 +352,9 @@ fn live(args: LiveArgs) -> ExitCode {
         }
         if last_stats.elapsed().as_nanos() as i64 >= stats_every.0 {
             last_stats = Instant::now();
-            write_stats(&mut engine, &mut sink, &hist, rx.len(), &site);
+            p.stats(request(rx.len()));
             // the ledger, too, is reported periodically on a long-running sensor
-            Engine::report_ledger(&shared, &site, "periodic", engine.now(), &mut sink);
+            p.ledger("periodic");
         }
     }
     // Stop capture, drain every queue, end every flow, flush and fsync.
@@ -374,27 +363,31 @@ fn live(args: LiveArgs) -> ExitCode {
         let _ = t.join();
     }
     while let Ok(batch) = rx.try_recv() {
-        for p in &batch {
-            engine.process(p, origin, &mut sink);
+        for pkt in batch {
+            p.packet(pkt);
         }
     }
-    engine.finish(origin, &mut sink);
-    Engine::report_ledger(&shared, &site, "end_of_run", engine.now(), &mut sink);
-    write_stats(&mut engine, &mut sink, &hist, 0, &site);
+    p.end_flows();
+    p.ledger("end_of_run");
+    p.stats(request(0));
+    let mut w = p.close();
     let mut failed = false;
-    if let Err(e) = sink.inner.flush() {
+    if let Err(e) = w.flush() {
         eprintln!("spanwatch: writing events: {e}");
         failed = true;
     }
-    if let Some(p) = &args.common.output {
-        if let Ok(f) = std::fs::File::open(p) {
+    if let Some(e) = w.take_error() {
+        eprintln!("spanwatch: {} events could not be written: {e}", w.errors);
+    }
+    if let Some(path) = &args.common.output {
+        if let Ok(f) = std::fs::File::open(path) {
             let _ = f.sync_all();
         }
     }
     summary(
-        &engine.counters,
+        &w.counters(),
         args.interfaces.len(),
-        sink.inner.written,
+        w.written,
         started.elapsed(),
     );
     if failed {
@@ -463,13 +456,7 @@ fn read(args: ReadArgs) -> ExitCode {
         },
         None => SiteConfig::default(),
     };
-    if args.common.workers > 1 {
-        eprintln!(
-            "spanwatch: note: --workers {} accepted; offline reading runs on one worker for now",
-            args.common.workers
-        );
-    }
-    let out: Box<dyn Write> = match &args.common.output {
+    let out: Box<dyn Write + Send> = match &args.common.output {
         Some(p) => match std::fs::File::create(p) {
             Ok(f) => Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
             Err(e) => {
@@ -479,12 +466,8 @@ fn read(args: ReadArgs) -> ExitCode {
         },
         None => Box::new(std::io::BufWriter::with_capacity(
             1 << 16,
-            std::io::stdout().lock(),
+            std::io::stdout(),
         )),
-    };
-    let mut sink = Filtered {
-        inner: JsonLines::new(out),
-        types: args.common.event_types.clone(),
     };
     let rules = match RuleSet::load(args.common.signatures.as_deref()) {
         Ok(r) => Arc::new(r),
@@ -493,18 +476,11 @@ fn read(args: ReadArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cfg = EngineConfig {
-        rules,
-        max_flows: args.common.max_flows,
-        ..EngineConfig::for_site(site)
-    };
-    let (shared, site) = (Arc::clone(&cfg.shared), Arc::clone(&cfg.site));
-    let mut engine = Engine::new(cfg);
+    let mut p = Pipeline::start(settings(&args.common, site, rules, false), out);
     let started = Instant::now();
     let mut failed = 0usize;
     let bar = progress_bar();
     let terminal = std::io::stderr().is_terminal();
-    let mut last_name = String::new();
     for path in &args.captures {
         let name = path.display().to_string();
         let mut src = match Source::open(args.reader, path) {
@@ -516,13 +492,11 @@ fn read(args: ReadArgs) -> ExitCode {
             }
         };
         bar.set_message(name.clone());
-        let origin = Origin {
-            pcap_file: Some(&name),
-        };
+        p.set_origin(Some(name.as_str().into()));
         let mut n = 0u64;
         while let Some(item) = src.next() {
             match item {
-                Ok(pkt) => engine.process(&pkt, origin, &mut sink),
+                Ok(pkt) => p.packet(pkt),
                 Err(e) => {
                     bar.suspend(|| eprintln!("spanwatch: {e}"));
                     failed += 1;
@@ -542,51 +516,29 @@ fn read(args: ReadArgs) -> ExitCode {
                 }
             }
         }
-        last_name = name;
     }
-    engine.finish(
-        Origin {
-            pcap_file: Some(&last_name),
-        },
-        &mut sink,
-    );
-    Engine::report_ledger(&shared, &site, "end_of_run", engine.now(), &mut sink);
+    p.end_flows();
+    p.ledger("end_of_run");
+    let mut w = p.close();
     bar.finish_and_clear();
-    if let Err(e) = sink.inner.flush() {
+    if let Err(e) = w.flush() {
         eprintln!("spanwatch: writing events: {e}");
         failed += 1;
     }
-    if let Some(e) = sink.inner.take_error() {
-        eprintln!(
-            "spanwatch: {} events could not be written: {e}",
-            sink.inner.errors
-        );
+    if let Some(e) = w.take_error() {
+        eprintln!("spanwatch: {} events could not be written: {e}", w.errors);
         failed += 1;
     }
     summary(
-        &engine.counters,
+        &w.counters(),
         args.captures.len(),
-        sink.inner.written,
+        w.written,
         started.elapsed(),
     );
     if failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// Passes on only the event types asked for (all when none is).
-struct Filtered<W: Write> {
-    inner: JsonLines<W>,
-    types: Vec<String>,
-}
-
-impl<W: Write> spanwatch::event::EventSink for Filtered<W> {
-    fn emit(&mut self, ev: &spanwatch::event::Event<'_>) {
-        if self.types.is_empty() || self.types.iter().any(|t| t == ev.event_type) {
-            self.inner.emit(ev);
-        }
     }
 }
 

@@ -143,10 +143,24 @@ pub struct StatsEvent {
     pub interfaces: Vec<InterfaceStats>,
     /// Packets waiting in the engine's queue when this was written.
     pub queue_depth: usize,
+    pub workers: Vec<WorkerStats>,
     #[serde(flatten)]
     pub counters: Counters,
     pub latency_ns: Latency,
     pub events_written: u64,
     pub events_lost: u64,
     pub alerts_suppressed: u64,
+}
+
+/// One worker's share, as logged.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct WorkerStats {
+    pub worker: usize,
+    pub packets: u64,
+    pub bytes: u64,
+    pub flows_active: u64,
+    /// Batches waiting in the worker's queue when it last reported.
+    pub queue_depth: usize,
+    /// Packets dropped because the worker's queue was full (live capture).
+    pub queue_dropped: u64,
 }

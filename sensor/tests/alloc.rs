@@ -9,7 +9,7 @@ use bytes::Bytes;
 use etherparse::PacketBuilder;
 use spanwatch::capture::{LinkType, Packet};
 use spanwatch::engine::{Engine, EngineConfig, Origin};
-use spanwatch::event::VecSink;
+use spanwatch::output::Output;
 use spanwatch::time::Timestamp;
 
 struct Counting;
@@ -81,14 +81,14 @@ fn bypassed_flow_packets_allocate_nothing() {
         }
     }
     let mut engine = Engine::new(EngineConfig::default());
-    let mut sink = VecSink::default();
+    let mut out = Output::default();
     let (warm, steady) = pkts.split_at(200);
     for p in warm {
-        engine.process(p, Origin::default(), &mut sink);
+        engine.process(p, p.ts, Origin::default(), &mut out);
     }
     let before = ALLOCS.load(Ordering::Relaxed);
     for p in steady {
-        engine.process(p, Origin::default(), &mut sink);
+        engine.process(p, p.ts, Origin::default(), &mut out);
     }
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     assert!(

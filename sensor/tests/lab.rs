@@ -4,13 +4,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::Value;
 use spanwatch::config::SiteConfig;
-use spanwatch::engine::{Engine, EngineConfig, Origin};
-use spanwatch::event::VecSink;
+use spanwatch::engine::EngineConfig;
+use spanwatch::pipeline::Inline;
 
 #[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
 struct Expected {
@@ -52,24 +51,19 @@ fn site(extra: &str) -> SiteConfig {
 /// ledger report included.
 fn read(files: &[&str], site: SiteConfig) -> Vec<Value> {
     let cfg = EngineConfig::for_site(site);
-    let (shared, site) = (Arc::clone(&cfg.shared), Arc::clone(&cfg.site));
-    let mut engine = Engine::new(cfg);
-    let mut sink = VecSink::default();
+    let mut sensor = Inline::new(cfg, Default::default(), Vec::new());
     for f in files {
         let path = lab().join(f);
+        sensor.set_origin(Some((*f).into()));
         let mut r = spanwatch::capture::FileReader::open(&path).expect("capture opens");
         while let Some(p) = r.next() {
-            engine.process(
-                &p.expect("packet"),
-                Origin { pcap_file: Some(f) },
-                &mut sink,
-            );
+            sensor.packet(p.expect("packet"));
         }
     }
-    engine.finish(Origin::default(), &mut sink);
-    Engine::report_ledger(&shared, &site, "end_of_run", engine.now(), &mut sink);
-    sink.0
-        .iter()
+    let out = sensor.finish().into_inner();
+    String::from_utf8(out)
+        .expect("utf-8")
+        .lines()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect()
 }

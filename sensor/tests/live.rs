@@ -90,7 +90,7 @@ impl Lab {
         self.dir.join("events.json")
     }
 
-    fn start(&mut self, config: &Path) {
+    fn start(&mut self, config: &Path, workers: usize) {
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -102,6 +102,8 @@ impl Lab {
                 "vb",
                 "--stats-interval",
                 "1s",
+                "--workers",
+                &workers.to_string(),
                 "-c",
             ])
             .arg(config)
@@ -265,15 +267,15 @@ fn offline(capture: &str) -> Vec<Value> {
 
 #[test]
 fn live_capture_equals_offline_read_with_no_drops() {
-    for capture in [
-        "pcaps/lab/lab-mitmproxy-explicit.pcap",
-        "pcaps/lab/lab-ngrok-endpoints.pcap",
-        "pcaps/tls12-tiny-mss.pcap",
+    for (capture, workers) in [
+        ("pcaps/lab/lab-mitmproxy-explicit.pcap", 2),
+        ("pcaps/lab/lab-ngrok-endpoints.pcap", 3),
+        ("pcaps/tls12-tiny-mss.pcap", 1),
     ] {
         let Some(mut lab) = Lab::new("eq") else {
             return;
         };
-        lab.start(&lab_config());
+        lab.start(&lab_config(), workers);
         lab.replay(capture);
         let live = lab.stop();
         let (la, lt, ld, lf) = summary(&live);
@@ -297,7 +299,19 @@ fn live_capture_equals_offline_read_with_no_drops() {
         assert!(last["stats"]["latency_ns"]["p99"]
             .as_u64()
             .is_some_and(|p| p > 0));
-        assert!(last["stats"]["packets"].as_u64().is_some_and(|p| p > 0));
+        let packets = last["stats"]["packets"].as_u64().unwrap_or(0);
+        assert!(packets > 0);
+        // per-worker shares: every worker reported, none dropped, they add up
+        let per = last["stats"]["workers"]
+            .as_array()
+            .expect("per-worker stats");
+        assert_eq!(per.len(), workers, "{capture}");
+        assert!(
+            per.iter().all(|w| w["queue_dropped"] == 0),
+            "{capture}: {per:?}"
+        );
+        let sum: u64 = per.iter().filter_map(|w| w["packets"].as_u64()).sum();
+        assert_eq!(sum, packets, "{capture}: {per:?}");
     }
 }
 
@@ -306,7 +320,7 @@ fn sigterm_mid_capture_ends_every_flow() {
     let Some(mut lab) = Lab::new("term") else {
         return;
     };
-    lab.start(&lab_config());
+    lab.start(&lab_config(), 1);
     // the agent's connections are cut off mid-way: no FIN for several of them
     lab.replay("pcaps/lab/lab-ngrok-v2-agent.pcap");
     // let one stats interval (1 s) pass with the agent in the ledger
@@ -338,7 +352,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     };
     let cfg = lab.dir.join("site.toml");
     std::fs::copy(lab_config(), &cfg).expect("copy config");
-    lab.start(&cfg);
+    lab.start(&cfg, 2);
     std::fs::write(&cfg, "[sensor]\nname = \"x\"\n[[segment]]\nname = \"p\"\nkind = \"prod\"\ncidrs = [\"10.0.0.0/8\"]\n").expect("break it");
     lab.signal("-HUP");
     let t = Instant::now();

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use spanwatch::capture::LibpcapReader;
-use spanwatch::engine::{Engine, EngineConfig, Origin};
-use spanwatch::event::VecSink;
+use spanwatch::engine::EngineConfig;
+use spanwatch::pipeline::Inline;
 
 /// Every capture in `pcaps/` and `pcaps/lab/`.
 fn captures() -> Vec<PathBuf> {
@@ -54,6 +54,31 @@ fn one_snapshot_per_capture() {
     }
 }
 
+/// The threaded pipeline writes exactly what the in-thread one writes, for
+/// any number of workers: same lines, same order (see `pipeline`'s docs).
+#[test]
+fn every_worker_count_gives_identical_output() {
+    let lab_site = std::fs::read_to_string(common::workspace().join("pcaps/lab/site.toml"))
+        .expect("lab site config");
+    let site = spanwatch::config::SiteConfig::parse("pcaps/lab/site.toml", &lab_site)
+        .expect("lab site config parses");
+    for path in captures() {
+        let name = rel(&path);
+        let cfg = EngineConfig::for_site(site.clone());
+        let inline = common::run_with(&path, &name, cfg.clone());
+        assert!(!inline.lines.is_empty(), "{name}");
+        for workers in [1, 2, 4] {
+            let threaded = common::run_workers(&path, &name, cfg.clone(), workers);
+            assert_eq!(
+                threaded.lines, inline.lines,
+                "{name}: {workers} workers differ from one"
+            );
+            assert_eq!(threaded.counters.packets, inline.counters.packets, "{name}");
+            assert_eq!(threaded.counters.alerts, inline.counters.alerts, "{name}");
+        }
+    }
+}
+
 #[test]
 fn same_capture_twice_gives_identical_output() {
     for path in captures() {
@@ -74,18 +99,17 @@ fn libpcap_reader_gives_the_same_events() {
             .and_then(|n| n.to_str())
             .expect("name")
             .to_string();
-        let mut engine = Engine::new(EngineConfig::default());
-        let mut sink = VecSink::default();
-        let origin = Origin {
-            pcap_file: Some("x"),
-        };
+        let mut sensor = Inline::new(EngineConfig::default(), Default::default(), Vec::new());
+        sensor.set_origin(Some("x".into()));
         let mut r = LibpcapReader::open(&path).expect("libpcap opens");
         while let Some(p) = r.next() {
-            engine.process(&p.expect("packet"), origin, &mut sink);
+            sensor.packet(p.expect("packet"));
         }
-        engine.finish(origin, &mut sink);
+        let w = sensor.finish();
+        let counters = w.counters();
+        let libpcap = common::Run::of(w.into_inner(), counters, None);
         let native = common::run(&path, "x");
-        assert_eq!(sink.0, native.lines, "{name}");
+        assert_eq!(libpcap.lines, native.lines, "{name}");
     }
 }
 

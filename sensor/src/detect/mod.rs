@@ -284,8 +284,21 @@ impl RuleSet {
         self.sigs.is_empty()
     }
 
+    /// Could some signature match these facts, whatever the cross-flow state?
+    pub fn may_match(&self, f: &Facts<'_>) -> bool {
+        !self.evaluate(f, None).is_empty()
+    }
+
     /// Signatures that match, with their evidence, in signature order.
-    pub fn evaluate(&self, f: &Facts<'_>, spki: &SpkiTracker) -> Vec<(usize, Vec<Evidence>)> {
+    ///
+    /// Without a key tracker (`spki` None) the shared-key condition holds for
+    /// any leaf: that is how a worker finds the events that *may* match
+    /// before the writer, which owns the tracker, decides.
+    pub fn evaluate(
+        &self,
+        f: &Facts<'_>,
+        spki: Option<&SpkiTracker>,
+    ) -> Vec<(usize, Vec<Evidence>)> {
         // name hits: (signature, fact, value, pattern)
         let mut hits: Vec<(usize, NameFact, String, String)> = Vec::new();
         let sans: Vec<&str> = f
@@ -345,7 +358,7 @@ impl RuleSet {
         f: &Facts<'_>,
         hits: &[(usize, NameFact, String, String)],
         idx: usize,
-        spki: &SpkiTracker,
+        spki: Option<&SpkiTracker>,
     ) -> Option<Vec<Evidence>> {
         let mut ev = Vec::new();
         let leaf = f.chain.first().map(|c| &**c);
@@ -467,8 +480,9 @@ impl RuleSet {
                 Cond::LeafSelfSigned(want) => {
                     leaf.is_some_and(|c| (c.subject == c.issuerdn) == *want)
                 }
+                Cond::SharedSpki(_) if spki.is_none() => leaf.is_some(),
                 Cond::SharedSpki(n) => leaf.is_some_and(|c| {
-                    let (certs, names) = spki.spread(&c.spki_sha256);
+                    let (certs, names) = spki.map(|t| t.spread(&c.spki_sha256)).unwrap_or_default();
                     let ok = certs >= *n;
                     if ok {
                         ev.push(Evidence {
@@ -615,12 +629,20 @@ pub const SPKI_CAPACITY: usize = 65_536;
 const SPKI_PER_KEY: usize = 16;
 
 impl SpkiTracker {
+    /// The certificate of a chain the tracker takes note of: a lone leaf
+    /// (what proxies send) that is not self-signed.
+    pub fn tracked(chain: &[Arc<CertInfo>]) -> Option<&Arc<CertInfo>> {
+        match chain {
+            [leaf] if !leaf.spki_sha256.is_empty() && leaf.subject != leaf.issuerdn => Some(leaf),
+            _ => None,
+        }
+    }
+
     /// Notes a lone leaf certificate (chain of one: what proxies send).
     pub fn observe(&self, chain: &[Arc<CertInfo>]) {
-        let [leaf] = chain else { return };
-        if leaf.spki_sha256.is_empty() || leaf.subject == leaf.issuerdn {
+        let Some(leaf) = Self::tracked(chain) else {
             return;
-        }
+        };
         if !self.map.contains_key(&leaf.spki_sha256) && self.map.len() >= SPKI_CAPACITY {
             return;
         }
@@ -885,7 +907,7 @@ impl Detector {
         at: crate::time::Timestamp,
     ) -> Decision {
         self.shared.spki.observe(facts.chain);
-        let verdicts = self.rules.evaluate(facts, &self.shared.spki);
+        let verdicts = self.rules.evaluate(facts, Some(&self.shared.spki));
         let mut d = Decision::default();
         if verdicts.is_empty() {
             return d;
@@ -1046,7 +1068,7 @@ mod tests {
             chain: &chain,
             ..Default::default()
         };
-        let v = r.evaluate(&f, &sp);
+        let v = r.evaluate(&f, Some(&sp));
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].1[0].fact, "cert_issuer_cn");
         // CN on one certificate and O on another do not make a match
@@ -1058,7 +1080,7 @@ mod tests {
             chain: &chain,
             ..Default::default()
         };
-        assert!(r.evaluate(&f, &sp).is_empty());
+        assert!(r.evaluate(&f, Some(&sp)).is_empty());
     }
 
     #[test]
@@ -1070,7 +1092,7 @@ mod tests {
             http_url: Some("/cert/pem"),
             ..Default::default()
         };
-        let v = r.evaluate(&f, &sp);
+        let v = r.evaluate(&f, Some(&sp));
         assert_eq!(v.len(), 1);
         assert_eq!(
             v[0].1[0],
@@ -1082,7 +1104,7 @@ mod tests {
         );
         assert_eq!(v[0].1[1].pattern, "/cert/*");
         f.http_url = Some("/");
-        assert!(r.evaluate(&f, &sp).is_empty());
+        assert!(r.evaluate(&f, Some(&sp)).is_empty());
     }
 
     #[test]
@@ -1105,7 +1127,7 @@ mod tests {
                 ..Default::default()
             };
             // example.com twice counts once: the third unrelated name is the fourth cert
-            assert_eq!(!r.evaluate(&f, &sp).is_empty(), i >= 3, "{name}");
+            assert_eq!(!r.evaluate(&f, Some(&sp)).is_empty(), i >= 3, "{name}");
         }
     }
 

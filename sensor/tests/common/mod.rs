@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use spanwatch::capture::FileReader;
-use spanwatch::engine::{Engine, EngineConfig, Origin};
-use spanwatch::event::VecSink;
+use spanwatch::engine::EngineConfig;
+use spanwatch::pipeline::{Inline, Pipeline, Settings};
 use spanwatch::stats::Counters;
 
 /// Result of reading one capture.
@@ -28,19 +28,17 @@ pub fn corpus() -> Option<PathBuf> {
     p.join("catalog.tsv").exists().then_some(p)
 }
 
-/// Reads a capture with the given engine settings; `name` is what events call it.
+/// Reads a capture with the given engine settings through the in-thread
+/// pipeline; `name` is what events call it.
 pub fn run_with(path: &Path, name: &str, cfg: EngineConfig) -> Run {
-    let mut engine = Engine::new(cfg);
-    let mut sink = VecSink::default();
-    let origin = Origin {
-        pcap_file: Some(name),
-    };
+    let mut sensor = Inline::new(cfg, Default::default(), Vec::new());
+    sensor.set_origin(Some(name.into()));
     let mut error = None;
     match FileReader::open(path) {
         Ok(mut r) => {
             while let Some(item) = r.next() {
                 match item {
-                    Ok(p) => engine.process(&p, origin, &mut sink),
+                    Ok(p) => sensor.packet(p),
                     Err(e) => {
                         error = Some(e.to_string());
                         break;
@@ -50,17 +48,58 @@ pub fn run_with(path: &Path, name: &str, cfg: EngineConfig) -> Run {
         }
         Err(e) => error = Some(e.to_string()),
     }
-    engine.finish(origin, &mut sink);
-    let events = sink
-        .0
-        .iter()
-        .map(|l| serde_json::from_str(l).expect("events are valid JSON"))
-        .collect();
-    Run {
-        events,
-        lines: sink.0,
-        counters: engine.counters,
-        error,
+    let w = sensor.finish();
+    let counters = w.counters();
+    Run::of(w.into_inner(), counters, error)
+}
+
+/// The same through the threaded pipeline with `workers` workers.
+pub fn run_workers(path: &Path, name: &str, cfg: EngineConfig, workers: usize) -> Run {
+    let settings = Settings {
+        workers,
+        engine: cfg,
+        types: Default::default(),
+        live: false,
+        latency: false,
+    };
+    let mut p = Pipeline::start(settings, Vec::new());
+    p.set_origin(Some(name.into()));
+    let mut error = None;
+    match FileReader::open(path) {
+        Ok(mut r) => {
+            while let Some(item) = r.next() {
+                match item {
+                    Ok(pkt) => p.packet(pkt),
+                    Err(e) => {
+                        error = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        Err(e) => error = Some(e.to_string()),
+    }
+    p.end_flows();
+    p.ledger("end_of_run");
+    let w = p.close();
+    let counters = w.counters();
+    Run::of(w.into_inner(), counters, error)
+}
+
+impl Run {
+    pub fn of(out: Vec<u8>, counters: Counters, error: Option<String>) -> Run {
+        let text = String::from_utf8(out).expect("events are UTF-8");
+        let lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let events = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).expect("events are valid JSON"))
+            .collect();
+        Run {
+            events,
+            lines,
+            counters,
+            error,
+        }
     }
 }
 

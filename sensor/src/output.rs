@@ -1,0 +1,377 @@
+//! What a worker hands to the writer.
+//!
+//! An engine writes its events into an [`Output`]: most as finished JSON lines
+//! in one reused buffer, and the few that need state shared across flows (the
+//! host ledger, alert suppression, the shared-key tracker) as [`Pending`]
+//! events that the single writer thread completes in a fixed order. Every item
+//! carries a [`Key`] (the sequence number of the packet or tick that caused it
+//! and the flow's id) by which the writer merges the workers' outputs, so the
+//! output is the same whatever the number of workers.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::analyzer::tls::cert::CertInfo;
+use crate::config::SegmentKind;
+use crate::detect::{Ends, Facts};
+use crate::event::{Event, FlowEvent};
+use crate::stats::Counters;
+use crate::time::Timestamp;
+
+/// Where an output item sorts: the sequence number of what caused it (packet,
+/// tick, end of input), then the flow it is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Key {
+    pub seq: u64,
+    pub flow: u64,
+}
+
+/// Which event types to write (all when the list is empty).
+#[derive(Debug, Clone, Default)]
+pub struct EventTypes(Vec<String>);
+
+impl EventTypes {
+    pub fn new(types: &[String]) -> Self {
+        EventTypes(types.to_vec())
+    }
+
+    pub fn wants(&self, t: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|x| x == t)
+    }
+}
+
+/// A protocol event whose verdict needs the cross-flow state.
+#[derive(Debug)]
+pub struct Pending {
+    pub at: Timestamp,
+    pub event_type: &'static str,
+    pub facts: OwnedFacts,
+    pub ends: OwnedEnds,
+    /// The event's JSON up to (not including) its protocol object, without
+    /// the closing brace; and the same with `event_type` "alert".
+    pub head: Vec<u8>,
+    pub alert_head: Vec<u8>,
+    /// `,"tls":{…}` (or dns, http): the protocol object, key included.
+    pub body: Vec<u8>,
+}
+
+/// The end of a flow that had a pending event: its `flow` event's `alerted`
+/// and the ledger's bookkeeping are the writer's.
+#[derive(Debug)]
+pub struct PendingFlow {
+    pub head: Vec<u8>,
+    pub alert_head: Vec<u8>,
+    pub flow: FlowEvent,
+}
+
+/// What a worker reports when asked (stats, end of run).
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub worker: usize,
+    pub counters: Counters,
+    pub queue_depth: usize,
+    pub latency: Option<Box<hdrhistogram::Histogram<u64>>>,
+}
+
+/// One item of a worker's output.
+#[derive(Debug)]
+pub enum Item {
+    /// A finished line: `buf[start..end]`, newline included.
+    Line {
+        key: Key,
+        start: usize,
+        end: usize,
+    },
+    /// A lone leaf certificate for the shared-key tracker.
+    Observe {
+        key: Key,
+        leaf: Arc<CertInfo>,
+    },
+    Decide {
+        key: Key,
+        p: Box<Pending>,
+    },
+    FlowEnd {
+        key: Key,
+        p: Box<PendingFlow>,
+    },
+    Report {
+        key: Key,
+        r: Box<Report>,
+    },
+}
+
+impl Item {
+    pub fn key(&self) -> Key {
+        match self {
+            Item::Line { key, .. }
+            | Item::Observe { key, .. }
+            | Item::Decide { key, .. }
+            | Item::FlowEnd { key, .. }
+            | Item::Report { key, .. } => *key,
+        }
+    }
+}
+
+/// Emptied buffers of an output, handed back for reuse.
+pub type Spare = (Vec<u8>, Vec<Item>);
+
+/// A worker's output since it was last handed over.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Sequence number of what is being processed now.
+    pub seq: u64,
+    pub buf: Vec<u8>,
+    pub items: Vec<Item>,
+    pub types: Arc<EventTypes>,
+}
+
+impl Output {
+    pub fn new(types: Arc<EventTypes>) -> Self {
+        Output {
+            types,
+            ..Default::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Takes the output so far, leaving an empty one with the same settings
+    /// and these (empty) buffers, if given.
+    pub fn take(&mut self, spare: Option<Spare>) -> Output {
+        let (buf, items) = spare.unwrap_or_else(|| {
+            (
+                Vec::with_capacity(self.buf.capacity()),
+                Vec::with_capacity(self.items.capacity()),
+            )
+        });
+        let fresh = Output {
+            seq: self.seq,
+            buf,
+            items,
+            types: Arc::clone(&self.types),
+        };
+        std::mem::replace(self, fresh)
+    }
+
+    /// Empties the output, keeping its buffers (single-threaded use).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.items.clear();
+    }
+
+    fn key(&self, flow: u64) -> Key {
+        Key {
+            seq: self.seq,
+            flow,
+        }
+    }
+
+    /// Writes a finished event (if its type is wanted).
+    pub fn line(&mut self, flow: u64, e: &Event<'_>) {
+        if !self.types.wants(e.event_type) {
+            return;
+        }
+        let start = self.buf.len();
+        if serde_json::to_writer(&mut self.buf, e).is_err() {
+            // Only a failing Serialize impl gets here; none of ours fails.
+            self.buf.truncate(start);
+            return;
+        }
+        self.buf.push(b'\n');
+        let key = self.key(flow);
+        self.items.push(Item::Line {
+            key,
+            start,
+            end: self.buf.len(),
+        });
+    }
+
+    pub fn observe(&mut self, flow: u64, leaf: Arc<CertInfo>) {
+        let key = self.key(flow);
+        self.items.push(Item::Observe { key, leaf });
+    }
+
+    /// Hands a protocol event to the writer for its verdict.
+    pub fn decide(&mut self, flow: u64, facts: &Facts<'_>, ends: &Ends<'_>, e: Event<'_>) {
+        let event_type = e.event_type;
+        let at = e.timestamp;
+        let (head, alert_head, body) = split(e);
+        let key = self.key(flow);
+        self.items.push(Item::Decide {
+            key,
+            p: Box::new(Pending {
+                at,
+                event_type,
+                facts: OwnedFacts::of(facts),
+                ends: OwnedEnds::of(ends),
+                head,
+                alert_head,
+                body,
+            }),
+        });
+    }
+
+    /// Hands the end of a flow with pending events to the writer.
+    pub fn flow_end(&mut self, flow: u64, mut e: Event<'_>) {
+        let Some(ev) = e.flow.take() else { return };
+        let (head, alert_head, _) = split(e);
+        let key = self.key(flow);
+        self.items.push(Item::FlowEnd {
+            key,
+            p: Box::new(PendingFlow {
+                head,
+                alert_head,
+                flow: ev,
+            }),
+        });
+    }
+
+    pub fn report(&mut self, r: Report) {
+        let key = self.key(r.worker as u64);
+        self.items.push(Item::Report {
+            key,
+            r: Box::new(r),
+        });
+    }
+}
+
+/// An event's head (twice: as itself and as an alert) and protocol object.
+fn split(mut e: Event<'_>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    fn keyed<T: Serialize>(name: &str, v: &T) -> Vec<u8> {
+        let mut b = Vec::with_capacity(512);
+        b.extend_from_slice(b",\"");
+        b.extend_from_slice(name.as_bytes());
+        b.extend_from_slice(b"\":");
+        if serde_json::to_writer(&mut b, v).is_err() {
+            b.clear();
+        }
+        b
+    }
+    let body = if let Some(t) = e.tls.take() {
+        keyed("tls", &t)
+    } else if let Some(d) = e.dns.take() {
+        keyed("dns", d)
+    } else if let Some(h) = e.http.take() {
+        keyed("http", &h)
+    } else {
+        Vec::new()
+    };
+    e.flow = None;
+    let head = |e: &Event<'_>| {
+        let mut h = serde_json::to_vec(e).unwrap_or_else(|_| b"{}".to_vec());
+        h.pop(); // the closing brace
+        h
+    };
+    let proto = head(&e);
+    e.event_type = "alert";
+    let alert = head(&e);
+    (proto, alert, body)
+}
+
+/// [`Facts`], owned (pending events are few).
+#[derive(Debug, Default, Clone)]
+pub struct OwnedFacts {
+    pub sni: Option<String>,
+    pub dns_query: Vec<String>,
+    pub dns_answer: Vec<String>,
+    pub http_host: Option<String>,
+    pub http_connect: Option<String>,
+    pub http_url: Option<String>,
+    pub http_server: Option<String>,
+    pub http_title: Option<String>,
+    pub http_reason: Option<String>,
+    pub http_cookie: Option<String>,
+    pub http_user_agent: Option<String>,
+    pub http_status: Option<u16>,
+    pub http_header_count: Option<usize>,
+    pub chain: Vec<Arc<CertInfo>>,
+    pub ja3: Option<String>,
+    pub ja4: Option<String>,
+    pub dest_port: u16,
+}
+
+impl OwnedFacts {
+    pub fn of(f: &Facts<'_>) -> Self {
+        let s = |v: Option<&str>| v.map(str::to_string);
+        let all = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
+        OwnedFacts {
+            sni: s(f.sni),
+            dns_query: all(&f.dns_query),
+            dns_answer: all(&f.dns_answer),
+            http_host: s(f.http_host),
+            http_connect: s(f.http_connect),
+            http_url: s(f.http_url),
+            http_server: s(f.http_server),
+            http_title: s(f.http_title),
+            http_reason: s(f.http_reason),
+            http_cookie: s(f.http_cookie),
+            http_user_agent: s(f.http_user_agent),
+            http_status: f.http_status,
+            http_header_count: f.http_header_count,
+            chain: f.chain.to_vec(),
+            ja3: s(f.ja3),
+            ja4: s(f.ja4),
+            dest_port: f.dest_port,
+        }
+    }
+
+    pub fn facts(&self) -> Facts<'_> {
+        Facts {
+            sni: self.sni.as_deref(),
+            dns_query: self.dns_query.iter().map(String::as_str).collect(),
+            dns_answer: self.dns_answer.iter().map(String::as_str).collect(),
+            http_host: self.http_host.as_deref(),
+            http_connect: self.http_connect.as_deref(),
+            http_url: self.http_url.as_deref(),
+            http_server: self.http_server.as_deref(),
+            http_title: self.http_title.as_deref(),
+            http_reason: self.http_reason.as_deref(),
+            http_cookie: self.http_cookie.as_deref(),
+            http_user_agent: self.http_user_agent.as_deref(),
+            http_status: self.http_status,
+            http_header_count: self.http_header_count,
+            chain: &self.chain,
+            ja3: self.ja3.as_deref(),
+            ja4: self.ja4.as_deref(),
+            dest_port: self.dest_port,
+        }
+    }
+}
+
+/// [`Ends`], owned.
+#[derive(Debug, Clone)]
+pub struct OwnedEnds {
+    pub client: IpAddr,
+    pub server: IpAddr,
+    pub client_seg: Option<(String, SegmentKind)>,
+    pub server_seg: Option<(String, SegmentKind)>,
+}
+
+impl OwnedEnds {
+    pub fn of(e: &Ends<'_>) -> Self {
+        let own = |s: Option<(&str, SegmentKind)>| s.map(|(n, k)| (n.to_string(), k));
+        OwnedEnds {
+            client: e.client,
+            server: e.server,
+            client_seg: own(e.client_seg),
+            server_seg: own(e.server_seg),
+        }
+    }
+
+    pub fn ends(&self) -> Ends<'_> {
+        fn b(s: &Option<(String, SegmentKind)>) -> Option<(&str, SegmentKind)> {
+            s.as_ref().map(|(n, k)| (n.as_str(), *k))
+        }
+        Ends {
+            client: self.client,
+            server: self.server,
+            client_seg: b(&self.client_seg),
+            server_seg: b(&self.server_seg),
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The multi-worker pipeline.
+//!
+//! ```text
+//!  capture ──► dispatcher ──batches──► worker 0 (Engine) ──┐
+//!  (file or    seq numbers,  bounded   worker 1 (Engine) ──┼──► writer ──► JSON lines
+//!   live)      ticks, hash   queues    …                   ┘    (merge, cross-flow state)
+//! ```
+//!
+//! The dispatcher numbers every packet, decodes just enough of it to find the
+//! IP address pair, and sends it to the worker that owns that pair (a
+//! symmetric hash: both directions of a flow, and every fragment of a
+//! datagram, reach the same worker; for a fragmented *tunnel* packet it is the
+//! outer pair). Packets travel in batches, and the batch vectors come back to
+//! the dispatcher to be reused, so the dispatcher also drops the packets'
+//! shared buffers (no reference count bouncing between cores).
+//!
+//! Time is capture time. When it passes a whole second the dispatcher sends
+//! every worker a tick, numbered like a packet, at which each ends its idle
+//! flows; so flows end at the same points of the input whatever the number of
+//! workers. The writer merges the workers' outputs by those numbers (see
+//! [`crate::writer`]), which makes `read --workers N` write the same lines,
+//! in the same order, for every N. Two things do depend on N: each worker
+//! holds `max_flows / N` flows, so under table pressure a different flow may
+//! be evicted; and per-worker counters in `stats`.
+//!
+//! Offline, a full queue blocks the dispatcher (back-pressure, nothing lost).
+//! Live, a full worker queue drops the packets of that batch (counted per
+//! worker) rather than stall capture; ticks and control messages are always
+//! delivered.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::capture::Packet;
+use crate::config::SiteConfig;
+use crate::decode::{self, Outcome};
+use crate::detect::RuleSet;
+use crate::engine::{Engine, EngineConfig, Origin};
+use crate::output::{EventTypes, Output, Report};
+use crate::time::Timestamp;
+use crate::writer::{Control, StatsRequest, Writer};
+
+/// Packets per batch sent to one worker.
+pub const BATCH: usize = 1024;
+/// Batches queued per worker.
+pub const QUEUE: usize = 16;
+
+/// Pipeline settings.
+#[derive(Clone)]
+pub struct Settings {
+    pub workers: usize,
+    /// `max_flows` is the total, shared out among the workers.
+    pub engine: EngineConfig,
+    pub types: Arc<EventTypes>,
+    /// Live capture: drop on a full queue instead of waiting.
+    pub live: bool,
+    /// Record per-packet processing time (for `stats`).
+    pub latency: bool,
+}
+
+/// The worker that owns this packet's address pair.
+pub fn worker_of(pkt: &Packet, workers: usize) -> usize {
+    if workers <= 1 {
+        return 0;
+    }
+    let pair = match decode::decode(pkt.linktype, &pkt.data) {
+        Ok(Outcome::Packet(d)) => (d.src, d.dst),
+        Ok(Outcome::Fragment(f)) => (f.src, f.dst),
+        // undecodable: any worker counts it the same
+        Err(_) => return 0,
+    };
+    let (lo, hi) = if pair.0 <= pair.1 {
+        pair
+    } else {
+        (pair.1, pair.0)
+    };
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = ahash::RandomState::with_seeds(7, 11, 13, 17).build_hasher();
+    lo.hash(&mut h);
+    hi.hash(&mut h);
+    (h.finish() % workers as u64) as usize
+}
+
+/// Numbers packets and ticks, and says when a tick is due.
+#[derive(Debug, Default)]
+struct Sequencer {
+    seq: u64,
+    now: Timestamp,
+    second: Option<i64>,
+}
+
+impl Sequencer {
+    fn next(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// Capture time has reached `ts` (it never goes back): the time of the
+    /// tick now due, if a whole second has passed since the last one.
+    fn advance(&mut self, ts: Timestamp) -> Option<Timestamp> {
+        if ts > self.now {
+            self.now = ts;
+        }
+        let sec = self.now.0.div_euclid(1_000_000_000);
+        match self.second {
+            None => {
+                self.second = Some(sec);
+                None
+            }
+            Some(s) if sec > s => {
+                self.second = Some(sec);
+                Some(self.now)
+            }
+            Some(_) => None,
+        }
+    }
+}
+
+/// Work for a worker, in dispatch order.
+enum Work {
+    Packet {
+        seq: u64,
+        now: Timestamp,
+        pkt: Packet,
+    },
+    Tick {
+        seq: u64,
+        now: Timestamp,
+    },
+    Report {
+        seq: u64,
+    },
+    Reload {
+        site: Arc<SiteConfig>,
+        rules: Arc<RuleSet>,
+    },
+    /// End every flow.
+    Finish {
+        seq: u64,
+    },
+}
+
+struct Batch {
+    origin: Option<Arc<str>>,
+    items: Vec<Work>,
+    /// Everything for this worker numbered up to here has been sent.
+    horizon: u64,
+}
+
+enum ToWriter<W> {
+    Out {
+        worker: usize,
+        done: u64,
+        out: Output,
+    },
+    Control {
+        seq: u64,
+        c: Control<W>,
+    },
+}
+
+/// One worker: an engine fed batches in dispatch order.
+struct Worker {
+    id: usize,
+    engine: Engine,
+    out: Output,
+    hist: Option<hdrhistogram::Histogram<u64>>,
+}
+
+impl Worker {
+    fn new(id: usize, engine: Engine, types: Arc<EventTypes>, latency: bool) -> Self {
+        Worker {
+            id,
+            engine,
+            out: Output::new(types),
+            hist: latency.then(|| {
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                    .expect("histogram bounds are valid")
+            }),
+        }
+    }
+
+    fn run(&mut self, w: &Work, origin: Origin<'_>, queue_depth: usize) {
+        let out = &mut self.out;
+        match w {
+            Work::Packet { seq, now, pkt } => {
+                out.seq = *seq;
+                match &mut self.hist {
+                    Some(h) => {
+                        let t = std::time::Instant::now();
+                        self.engine.process(pkt, *now, origin, out);
+                        let _ = h.record(t.elapsed().as_nanos().max(1) as u64);
+                    }
+                    None => self.engine.process(pkt, *now, origin, out),
+                }
+            }
+            Work::Tick { seq, now } => {
+                out.seq = *seq;
+                self.engine.tick(*now, origin, out);
+            }
+            Work::Report { seq } => {
+                out.seq = *seq;
+                self.engine.sync_counters();
+                out.report(Report {
+                    worker: self.id,
+                    counters: self.engine.counters,
+                    queue_depth,
+                    latency: self.hist.clone().map(Box::new),
+                });
+            }
+            Work::Reload { site, rules } => {
+                self.engine.set_site(Arc::clone(site));
+                self.engine.set_rules(Arc::clone(rules));
+            }
+            Work::Finish { seq } => {
+                out.seq = *seq;
+                self.engine.finish(origin, out);
+            }
+        }
+    }
+}
+
+fn engine_for(s: &Settings) -> Engine {
+    let n = s.workers.max(1);
+    Engine::new(EngineConfig {
+        max_flows: (s.engine.max_flows / n).max(1),
+        ..s.engine.clone()
+    })
+}
+
+/// The threaded pipeline: the caller's thread dispatches, `workers` threads
+/// run engines, one thread writes.
+pub struct Pipeline<W: Write + Send + 'static> {
+    seq: Sequencer,
+    live: bool,
+    origin: Option<Arc<str>>,
+    txs: Vec<Sender<Batch>>,
+    pending: Vec<Vec<Work>>,
+    recycled: Receiver<Vec<Work>>,
+    to_writer: Sender<ToWriter<W>>,
+    workers: Vec<JoinHandle<()>>,
+    writer: JoinHandle<Writer<W>>,
+    /// Packets dropped because a worker's queue was full (live), per worker.
+    pub dropped: Vec<u64>,
+}
+
+impl<W: Write + Send + 'static> Pipeline<W> {
+    pub fn start(s: Settings, out: W) -> Self {
+        let n = s.workers.max(1);
+        let (to_writer, from_workers) = crossbeam_channel::bounded::<ToWriter<W>>(n * QUEUE);
+        let (recycle, recycled) = crossbeam_channel::bounded::<Vec<Work>>(n * (QUEUE + 2));
+        let mut txs = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        let mut writer = Writer::new(
+            out,
+            n,
+            Arc::clone(&s.engine.site),
+            Arc::clone(&s.engine.rules),
+            Arc::clone(&s.types),
+        );
+        for id in 0..n {
+            let (give, spares) = crossbeam_channel::bounded(4);
+            writer.recycle_to(id, give);
+            let (tx, rx) = crossbeam_channel::bounded::<Batch>(QUEUE);
+            txs.push(tx);
+            let mut w = Worker::new(id, engine_for(&s), Arc::clone(&s.types), s.latency);
+            let to_writer = to_writer.clone();
+            let recycle = recycle.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("spanwatch-worker-{id}"))
+                .spawn(move || {
+                    for mut b in rx.iter() {
+                        let origin = Origin {
+                            pcap_file: b.origin.as_deref(),
+                        };
+                        for item in &b.items {
+                            w.run(item, origin, rx.len());
+                        }
+                        let out = w.out.take(spares.try_recv().ok());
+                        let msg = ToWriter::Out {
+                            worker: id,
+                            done: b.horizon,
+                            out,
+                        };
+                        if to_writer.send(msg).is_err() {
+                            break;
+                        }
+                        // back to the dispatcher, packets and all (it drops them)
+                        let _ = recycle.try_send(std::mem::take(&mut b.items));
+                    }
+                });
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => panic!("spawning a worker thread: {e}"),
+            }
+        }
+        let writer = std::thread::Builder::new()
+            .name("spanwatch-writer".into())
+            .spawn(move || {
+                for m in from_workers.iter() {
+                    match m {
+                        ToWriter::Out { worker, done, out } => writer.push(worker, done, out),
+                        ToWriter::Control { seq, c } => writer.control(seq, c),
+                    }
+                    writer.release();
+                }
+                writer.release();
+                writer
+            })
+            .unwrap_or_else(|e| panic!("spawning the writer thread: {e}"));
+        Pipeline {
+            seq: Sequencer::default(),
+            live: s.live,
+            origin: None,
+            txs,
+            pending: (0..n).map(|_| Vec::with_capacity(BATCH)).collect(),
+            recycled,
+            to_writer,
+            workers,
+            writer,
+            dropped: vec![0; n],
+        }
+    }
+
+    /// Names the capture the next packets come from (offline).
+    pub fn set_origin(&mut self, name: Option<Arc<str>>) {
+        if self.origin != name {
+            self.flush();
+            self.origin = name;
+        }
+    }
+
+    /// The latest capture time seen.
+    pub fn now(&self) -> Timestamp {
+        self.seq.now
+    }
+
+    /// Dispatches one packet.
+    pub fn packet(&mut self, pkt: Packet) {
+        self.clock(pkt.ts);
+        let seq = self.seq.next();
+        let w = worker_of(&pkt, self.txs.len());
+        let now = self.seq.now;
+        self.pending[w].push(Work::Packet { seq, now, pkt });
+        if self.pending[w].len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Capture time has reached `ts` (live: also called when the link is
+    /// idle, with the wall clock, so idle flows still end).
+    pub fn clock(&mut self, ts: Timestamp) {
+        if let Some(now) = self.seq.advance(ts) {
+            let seq = self.seq.next();
+            self.broadcast(|| Work::Tick { seq, now });
+        }
+    }
+
+    fn broadcast(&mut self, mut f: impl FnMut() -> Work) {
+        for p in &mut self.pending {
+            p.push(f());
+        }
+    }
+
+    /// Sends every worker what is waiting for it (possibly nothing: the
+    /// batch still tells it, and the writer, how far the input has got).
+    pub fn flush(&mut self) {
+        let horizon = self.seq.seq;
+        for w in 0..self.txs.len() {
+            let fresh = match self.recycled.try_recv() {
+                Ok(mut v) => {
+                    v.clear();
+                    v
+                }
+                Err(_) => Vec::with_capacity(BATCH),
+            };
+            let items = std::mem::replace(&mut self.pending[w], fresh);
+            let b = Batch {
+                origin: self.origin.clone(),
+                items,
+                horizon,
+            };
+            if !self.live {
+                let _ = self.txs[w].send(b);
+                continue;
+            }
+            match self.txs[w].try_send(b) {
+                Ok(()) => {}
+                Err(TrySendError::Full(mut b)) => {
+                    let before = b.items.len();
+                    b.items.retain(|i| !matches!(i, Work::Packet { .. }));
+                    self.dropped[w] += (before - b.items.len()) as u64;
+                    // ticks and control messages always get through
+                    let _ = self.txs[w].send(b);
+                }
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+    }
+
+    fn control(&mut self, seq: u64, c: Control<W>) {
+        let _ = self.to_writer.send(ToWriter::Control { seq, c });
+    }
+
+    /// Writes a `stats` event once every worker has reported.
+    pub fn stats(&mut self, mut req: StatsRequest) {
+        let seq = self.seq.next();
+        self.broadcast(|| Work::Report { seq });
+        req.worker_dropped = self.dropped.clone();
+        self.control(seq, Control::Stats(Box::new(req)));
+        self.flush();
+    }
+
+    /// Logs the host activity ledger.
+    pub fn ledger(&mut self, reason: &'static str) {
+        let seq = self.seq.next();
+        let at = self.seq.now;
+        self.control(seq, Control::Ledger { reason, at });
+        self.flush();
+    }
+
+    /// New site configuration and signatures, from this point of the input.
+    pub fn reload(&mut self, site: Arc<SiteConfig>, rules: Arc<RuleSet>) {
+        let seq = self.seq.next();
+        let (s, r) = (Arc::clone(&site), Arc::clone(&rules));
+        self.broadcast(|| Work::Reload {
+            site: Arc::clone(&s),
+            rules: Arc::clone(&r),
+        });
+        self.control(seq, Control::Reload { site, rules });
+        self.flush();
+    }
+
+    /// Writes to `out` from now on.
+    pub fn reopen(&mut self, out: W) {
+        let seq = self.seq.next();
+        self.control(seq, Control::Reopen(out));
+        self.flush();
+    }
+
+    /// Ends every open flow (end of input, or the sensor stopping).
+    pub fn end_flows(&mut self) {
+        let seq = self.seq.next();
+        self.broadcast(|| Work::Finish { seq });
+        self.flush();
+    }
+
+    /// Batches waiting in each worker's queue.
+    pub fn queue_depths(&self) -> Vec<usize> {
+        self.txs.iter().map(Sender::len).collect()
+    }
+
+    /// Waits for every worker and the writer; returns the writer (counters,
+    /// events written) once all is written.
+    pub fn close(mut self) -> Writer<W> {
+        let seq = self.seq.next();
+        self.broadcast(|| Work::Report { seq });
+        self.flush();
+        drop(self.txs);
+        for h in self.workers {
+            let _ = h.join();
+        }
+        drop(self.to_writer);
+        match self.writer.join() {
+            Ok(w) => w,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
+/// The same pipeline in the caller's thread, one engine (tests, fuzzing,
+/// tools). Writes exactly what [`Pipeline`] writes.
+pub struct Inline<W: Write> {
+    seq: Sequencer,
+    origin: Option<Arc<str>>,
+    worker: Worker,
+    writer: Writer<W>,
+}
+
+impl<W: Write> Inline<W> {
+    pub fn new(cfg: EngineConfig, types: Arc<EventTypes>, out: W) -> Self {
+        let writer = Writer::new(
+            out,
+            1,
+            Arc::clone(&cfg.site),
+            Arc::clone(&cfg.rules),
+            Arc::clone(&types),
+        );
+        Inline {
+            seq: Sequencer::default(),
+            origin: None,
+            worker: Worker::new(0, Engine::new(cfg), types, false),
+            writer,
+        }
+    }
+
+    pub fn set_origin(&mut self, name: Option<Arc<str>>) {
+        self.origin = name;
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.seq.now
+    }
+
+    fn run(&mut self, w: Work) {
+        let origin = Origin {
+            pcap_file: self.origin.as_deref(),
+        };
+        self.worker.run(&w, origin, 0);
+        if self.worker.out.is_empty() {
+            self.writer.advance(0, self.seq.seq);
+        } else {
+            let out = self.worker.out.take(None);
+            self.writer.push(0, self.seq.seq, out);
+        }
+        self.writer.release();
+    }
+
+    pub fn packet(&mut self, pkt: Packet) {
+        if let Some(now) = self.seq.advance(pkt.ts) {
+            let seq = self.seq.next();
+            self.run(Work::Tick { seq, now });
+        }
+        let seq = self.seq.next();
+        let now = self.seq.now;
+        self.run(Work::Packet { seq, now, pkt });
+    }
+
+    /// Ends every flow, logs the ledger, and returns the writer.
+    pub fn finish(mut self) -> Writer<W> {
+        let seq = self.seq.next();
+        self.run(Work::Finish { seq });
+        let seq = self.seq.next();
+        let at = self.seq.now;
+        self.writer.control(
+            seq,
+            Control::Ledger {
+                reason: "end_of_run",
+                at,
+            },
+        );
+        self.run(Work::Report { seq });
+        self.writer
+    }
+}

@@ -1,0 +1,486 @@
+//! The writer: merges the workers' outputs into one ordered stream, applies
+//! the state that spans flows, and writes JSON lines.
+//!
+//! Order. Every output item carries a [`Key`]: the sequence number the
+//! dispatcher gave the packet (or tick, or end of input) that caused it, then
+//! the flow id. Each worker's items arrive in sequence order, with a
+//! watermark saying "everything up to this sequence number is in". The writer
+//! releases items up to the lowest watermark, all items of one sequence
+//! number at a time, sorted by flow id (stable, so one flow's events keep
+//! their order). The result depends only on the input, not on how many
+//! workers there are or how their threads were scheduled.
+//!
+//! Cross-flow state. The host activity ledger, re-alert suppression and the
+//! shared-key tracker are updated here, in that order, so `first_seen`, which
+//! alert of a repeated pair speaks, and the shared-key count are the same for
+//! every run of the same input. Workers send the events that can touch that
+//! state as [`Pending`] items (those that some signature may match, found
+//! by evaluating the rules without the cross-flow conditions); all others
+//! arrive as finished lines.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::config::SiteConfig;
+use crate::detect::{Decision, Detector, Policy, RuleSet, Shared};
+use crate::engine::{activity_event, alert_body, stats_event};
+use crate::event::{Event, Sanctioned};
+use crate::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
+use crate::stats::{Counters, InterfaceStats, Latency, StatsEvent, WorkerStats};
+use crate::time::Timestamp;
+
+/// What the dispatcher asks of the writer at a point of the stream.
+pub enum Control<W> {
+    /// Log every ledger entry as `host_activity`.
+    Ledger { reason: &'static str, at: Timestamp },
+    /// Write a `stats` event (after every worker has reported at this point).
+    Stats(Box<StatsRequest>),
+    /// New site configuration and signatures.
+    Reload {
+        site: Arc<SiteConfig>,
+        rules: Arc<RuleSet>,
+    },
+    /// Write to this from now on (log rotation).
+    Reopen(W),
+}
+
+/// The parts of a `stats` event only the dispatcher knows.
+#[derive(Debug, Clone, Default)]
+pub struct StatsRequest {
+    pub at: Timestamp,
+    pub uptime: u64,
+    pub interfaces: Vec<InterfaceStats>,
+    pub queue_depth: usize,
+    /// Packets dropped because a worker's queue was full (live only), per worker.
+    pub worker_dropped: Vec<u64>,
+}
+
+/// What the writer remembers of a flow that had pending events.
+#[derive(Debug, Default)]
+struct FlowPolicy {
+    /// Signatures this flow has alerted on (one alert per flow and signature).
+    alerted: Vec<u32>,
+    /// (host, tool) pairs this flow counts for in the ledger.
+    ledger_keys: Vec<(IpAddr, String)>,
+}
+
+/// A worker's output being released.
+struct Chunk {
+    buf: Bytes,
+    items: VecDeque<Item>,
+}
+
+/// An item ready to handle, its line (if any) cut out of its chunk.
+enum Ready {
+    Line(Bytes),
+    Item(Item),
+}
+
+pub struct Writer<W: Write> {
+    out: W,
+    line: Vec<u8>,
+    pub written: u64,
+    pub errors: u64,
+    last_error: Option<String>,
+    types: Arc<EventTypes>,
+    detector: Detector,
+    site: Arc<SiteConfig>,
+    flows: HashMap<u64, FlowPolicy, ahash::RandomState>,
+    /// Alerts and sanctioned sightings (the workers count the rest).
+    counters: Counters,
+    queues: Vec<VecDeque<Chunk>>,
+    done: Vec<u64>,
+    controls: VecDeque<(u64, Control<W>)>,
+    reports: Vec<Option<Report>>,
+    group: Vec<(u64, usize, Ready)>,
+    /// Written-out chunks, whose buffers go back to their workers.
+    spent: Vec<(usize, Chunk)>,
+    recycle: Vec<Option<crossbeam_channel::Sender<Spare>>>,
+}
+
+impl<W: Write> Writer<W> {
+    pub fn new(
+        out: W,
+        workers: usize,
+        site: Arc<SiteConfig>,
+        rules: Arc<RuleSet>,
+        types: Arc<EventTypes>,
+    ) -> Self {
+        let shared = Shared::new(
+            site.ledger.max_active.map(|d| d.0),
+            site.ledger.realert_after.map(|d| d.0),
+        );
+        Writer {
+            out,
+            line: Vec::with_capacity(4096),
+            written: 0,
+            errors: 0,
+            last_error: None,
+            types,
+            detector: Detector {
+                rules,
+                policy: Arc::new(Policy::new(&site)),
+                shared: Arc::new(shared),
+            },
+            site,
+            flows: HashMap::default(),
+            counters: Counters::default(),
+            queues: (0..workers).map(|_| VecDeque::new()).collect(),
+            done: vec![0; workers],
+            controls: VecDeque::new(),
+            reports: (0..workers).map(|_| None).collect(),
+            group: Vec::new(),
+            spent: Vec::new(),
+            recycle: (0..workers).map(|_| None).collect(),
+        }
+    }
+
+    /// Sends a worker's written-out buffers back to it for reuse.
+    pub fn recycle_to(&mut self, worker: usize, tx: crossbeam_channel::Sender<Spare>) {
+        self.recycle[worker] = Some(tx);
+    }
+
+    fn give_back(&mut self) {
+        for (w, c) in self.spent.drain(..) {
+            let Some(tx) = &self.recycle[w] else { continue };
+            // unique by now: every line cut from it has been written
+            if let Ok(b) = c.buf.try_into_mut() {
+                let mut buf = Vec::from(b);
+                buf.clear();
+                let mut items = Vec::from(c.items);
+                items.clear();
+                let _ = tx.try_send((buf, items));
+            }
+        }
+    }
+
+    /// A worker's output, complete up to sequence number `done`.
+    pub fn push(&mut self, worker: usize, done: u64, out: Output) {
+        if !out.items.is_empty() {
+            self.queues[worker].push_back(Chunk {
+                buf: Bytes::from(out.buf),
+                items: VecDeque::from(out.items),
+            });
+        }
+        self.done[worker] = self.done[worker].max(done);
+    }
+
+    /// A worker has nothing more up to sequence number `done`.
+    pub fn advance(&mut self, worker: usize, done: u64) {
+        self.done[worker] = self.done[worker].max(done);
+    }
+
+    /// Something to do once every item up to `seq` has been written.
+    pub fn control(&mut self, seq: u64, c: Control<W>) {
+        self.controls.push_back((seq, c));
+    }
+
+    /// Writes everything every worker has completed.
+    pub fn release(&mut self) {
+        let horizon = self.done.iter().copied().min().unwrap_or(u64::MAX);
+        loop {
+            let next = self
+                .queues
+                .iter()
+                .filter_map(|q| q.front().and_then(|c| c.items.front()).map(Item::key))
+                .map(|k| k.seq)
+                .filter(|s| *s <= horizon)
+                .min();
+            self.apply_controls(next.map(|s| s.saturating_sub(1)).unwrap_or(horizon));
+            let Some(seq) = next else { break };
+            self.gather(seq);
+            // Stable: one flow's items (all from one worker) keep their order.
+            self.group.sort_by_key(|(flow, w, _)| (*flow, *w));
+            let mut group = std::mem::take(&mut self.group);
+            for (flow, _, r) in group.drain(..) {
+                match r {
+                    Ready::Line(b) => self.write_raw_line(&b),
+                    Ready::Item(it) => self.handle(flow, it),
+                }
+            }
+            self.group = group;
+            self.give_back();
+        }
+    }
+
+    /// Moves every item with sequence number `seq` into `group`.
+    fn gather(&mut self, seq: u64) {
+        for (w, q) in self.queues.iter_mut().enumerate() {
+            while let Some(c) = q.front_mut() {
+                match c.items.front() {
+                    Some(it) if it.key().seq == seq => {}
+                    Some(_) => break,
+                    None => {
+                        if let Some(c) = q.pop_front() {
+                            self.spent.push((w, c));
+                        }
+                        continue;
+                    }
+                }
+                let Some(it) = c.items.pop_front() else { break };
+                let flow = it.key().flow;
+                let r = match it {
+                    Item::Line { start, end, .. } => Ready::Line(c.buf.slice(start..end)),
+                    other => Ready::Item(other),
+                };
+                self.group.push((flow, w, r));
+                if c.items.is_empty() {
+                    if let Some(c) = q.pop_front() {
+                        self.spent.push((w, c));
+                    }
+                }
+            }
+        }
+    }
+
+    fn apply_controls(&mut self, upto: u64) {
+        while self.controls.front().is_some_and(|(s, _)| *s <= upto) {
+            let Some((_, c)) = self.controls.pop_front() else {
+                break;
+            };
+            match c {
+                Control::Ledger { reason, at } => {
+                    let site = Arc::clone(&self.site);
+                    for a in self.detector.shared.ledger.snapshot() {
+                        self.emit(&activity_event(&a, reason, at, &site));
+                    }
+                }
+                Control::Stats(req) => {
+                    let st = self.stats(&req);
+                    let site = Arc::clone(&self.site);
+                    self.emit(&stats_event(&st, req.at, &site));
+                    if let Some(e) = self.take_error() {
+                        eprintln!(
+                            "spanwatch: writing events: {e} ({} lost so far)",
+                            self.errors
+                        );
+                    }
+                    let _ = self.out.flush();
+                }
+                Control::Reload { site, rules } => {
+                    self.detector.rules = rules;
+                    self.detector.policy = Arc::new(Policy::new(&site));
+                    self.site = site;
+                }
+                Control::Reopen(w) => {
+                    let _ = self.out.flush();
+                    self.out = w;
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, flow: u64, it: Item) {
+        match it {
+            Item::Line { .. } => {} // cut out in `gather`
+            Item::Observe { leaf, .. } => self.detector.shared.spki.observe(&[leaf]),
+            Item::Decide { p, .. } => self.decide(flow, &p),
+            Item::FlowEnd { p, .. } => self.flow_end(flow, *p),
+            Item::Report { r, .. } => {
+                let w = r.worker;
+                if let Some(slot) = self.reports.get_mut(w) {
+                    *slot = Some(*r);
+                }
+            }
+        }
+    }
+
+    fn decide(&mut self, flow: u64, p: &Pending) {
+        let facts = p.facts.facts();
+        let ends = p.ends.ends();
+        let st = self.flows.entry(flow).or_default();
+        let d = self
+            .detector
+            .decide(&facts, &ends, &st.alerted, &st.ledger_keys, p.at);
+        st.alerted.extend(&d.alerted);
+        st.ledger_keys.extend(d.ledger_keys.iter().cloned());
+        if st.alerted.is_empty() && st.ledger_keys.is_empty() {
+            self.flows.remove(&flow);
+        }
+        if let Some((by, ids, tools)) = &d.sanctioned {
+            self.counters.sanctioned += 1;
+            if self.types.wants(p.event_type) {
+                let s = Sanctioned {
+                    allowed_by: by,
+                    signature_ids: ids.clone(),
+                    tools: tools.iter().map(String::as_str).collect(),
+                };
+                self.compose(&p.head, Some(("sanctioned", &s)), &p.body);
+            }
+        } else if self.types.wants(p.event_type) {
+            self.compose::<()>(&p.head, None, &p.body);
+        }
+        self.alerts(&d, &p.alert_head, &p.body, p.at);
+    }
+
+    fn flow_end(&mut self, flow: u64, mut p: PendingFlow) {
+        let st = self.flows.remove(&flow).unwrap_or_default();
+        p.flow.alerted = !st.alerted.is_empty();
+        if self.types.wants("flow") {
+            self.compose(&p.head, Some(("flow", &p.flow)), b"");
+        }
+        // The ledger hears how long and how much the flows it counts went on.
+        let mut late = Decision::default();
+        let last = p.flow.end;
+        let total = p.flow.bytes_toserver + p.flow.bytes_toclient;
+        let ledger = &self.detector.shared.ledger;
+        for (host, tool) in &st.ledger_keys {
+            let o = ledger.extend(*host, tool, last, total);
+            if o.is_some_and(|o| o.passed_max_active) {
+                if let (Some(a), Some(max)) = (ledger.get(*host, tool), ledger.max_active()) {
+                    late.alerts.push(crate::detect::long_running(&a, max));
+                    late.activity.push((a, "max_active"));
+                }
+            }
+        }
+        self.alerts(&late, &p.alert_head, b"", last);
+    }
+
+    /// A decision's alerts (each with the event's protocol object), then the
+    /// ledger's news.
+    fn alerts(&mut self, d: &Decision, alert_head: &[u8], body: &[u8], at: Timestamp) {
+        for a in &d.alerts {
+            self.counters.alert(a.severity);
+            if self.types.wants("alert") {
+                self.compose(alert_head, Some(("alert", &alert_body(a))), body);
+            }
+        }
+        let site = Arc::clone(&self.site);
+        for (a, reason) in &d.activity {
+            self.emit(&activity_event(a, reason, at, &site));
+        }
+    }
+
+    /// Writes `head`, then `"name":value`, then `body`, then the closing brace.
+    fn compose<T: serde::Serialize>(
+        &mut self,
+        head: &[u8],
+        field: Option<(&str, &T)>,
+        body: &[u8],
+    ) {
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        line.extend_from_slice(head);
+        if let Some((name, v)) = field {
+            line.extend_from_slice(b",\"");
+            line.extend_from_slice(name.as_bytes());
+            line.extend_from_slice(b"\":");
+            if serde_json::to_writer(&mut line, v).is_err() {
+                self.errors += 1;
+                self.line = line;
+                return;
+            }
+        }
+        line.extend_from_slice(body);
+        line.extend_from_slice(b"}\n");
+        self.write_raw_line(&line);
+        self.line = line;
+    }
+
+    /// Writes an event the writer made itself.
+    pub fn emit(&mut self, e: &Event<'_>) {
+        if !self.types.wants(e.event_type) {
+            return;
+        }
+        let mut line = std::mem::take(&mut self.line);
+        line.clear();
+        if serde_json::to_writer(&mut line, e).is_ok() {
+            line.push(b'\n');
+            self.write_raw_line(&line);
+        } else {
+            self.errors += 1;
+        }
+        self.line = line;
+    }
+
+    /// One write per line: a line is either written whole or counted lost.
+    fn write_raw_line(&mut self, b: &[u8]) {
+        match self.out.write_all(b) {
+            Ok(()) => self.written += 1,
+            Err(e) => {
+                self.errors += 1;
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+
+    pub fn take_error(&mut self) -> Option<String> {
+        self.last_error.take()
+    }
+
+    /// Every worker's last report, summed, with the writer's own counts.
+    pub fn counters(&self) -> Counters {
+        let mut c = Counters::default();
+        for r in self.reports.iter().flatten() {
+            c.add(&r.counters);
+        }
+        c.alerts = self.counters.alerts;
+        c.sanctioned = self.counters.sanctioned;
+        c
+    }
+
+    pub fn suppressed(&self) -> u64 {
+        self.detector
+            .shared
+            .suppressed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn stats(&self, req: &StatsRequest) -> StatsEvent {
+        let mut hist: Option<hdrhistogram::Histogram<u64>> = None;
+        for h in self
+            .reports
+            .iter()
+            .flatten()
+            .filter_map(|r| r.latency.as_deref())
+        {
+            match &mut hist {
+                Some(acc) => {
+                    let _ = acc.add(h);
+                }
+                None => hist = Some(h.clone()),
+            }
+        }
+        StatsEvent {
+            uptime: req.uptime,
+            interfaces: req.interfaces.clone(),
+            queue_depth: req.queue_depth,
+            workers: self
+                .reports
+                .iter()
+                .enumerate()
+                .map(|(i, r)| WorkerStats {
+                    worker: i,
+                    packets: r.as_ref().map_or(0, |r| r.counters.packets),
+                    bytes: r.as_ref().map_or(0, |r| r.counters.bytes),
+                    flows_active: r.as_ref().map_or(0, |r| r.counters.flows_active),
+                    queue_depth: r.as_ref().map_or(0, |r| r.queue_depth),
+                    queue_dropped: req.worker_dropped.get(i).copied().unwrap_or(0),
+                })
+                .collect(),
+            counters: self.counters(),
+            latency_ns: hist.as_ref().map(Latency::of).unwrap_or_default(),
+            events_written: self.written,
+            events_lost: self.errors,
+            alerts_suppressed: self.suppressed(),
+        }
+    }
+
+    /// Has every item up to `seq` been written?
+    pub fn caught_up(&self, seq: u64) -> bool {
+        self.done.iter().all(|d| *d >= seq) && self.queues.iter().all(VecDeque::is_empty)
+    }
+
+    /// The output, back (end of run).
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
