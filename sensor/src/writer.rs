@@ -23,8 +23,6 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::config::SiteConfig;
 use crate::detect::{Decision, Detector, Policy, RuleSet, Shared};
 use crate::engine::{activity_event, alert_body, stats_event};
@@ -70,14 +68,32 @@ struct FlowPolicy {
 
 /// A worker's output being released.
 struct Chunk {
-    buf: Bytes,
+    /// Numbers chunks, so a line can name the buffer it is in.
+    serial: u64,
+    buf: Vec<u8>,
     items: VecDeque<Item>,
 }
 
-/// An item ready to handle, its line (if any) cut out of its chunk.
+/// An item ready to handle.
 enum Ready {
-    Line(Bytes),
+    /// `buf[start..end]` of chunk `serial` from worker `w`.
+    Line {
+        w: usize,
+        serial: u64,
+        start: usize,
+        end: usize,
+    },
     Item(Item),
+}
+
+/// Lines next to each other in one chunk, written with one call.
+#[derive(Clone, Copy)]
+struct Run {
+    w: usize,
+    serial: u64,
+    start: usize,
+    end: usize,
+    lines: u64,
 }
 
 pub struct Writer<W: Write> {
@@ -97,6 +113,8 @@ pub struct Writer<W: Write> {
     controls: VecDeque<(u64, Control<W>)>,
     reports: Vec<Option<Report>>,
     group: Vec<(u64, usize, Ready)>,
+    serial: u64,
+    run: Option<Run>,
     /// Written-out chunks, whose buffers go back to their workers.
     spent: Vec<(usize, Chunk)>,
     recycle: Vec<Option<crossbeam_channel::Sender<Spare>>>,
@@ -134,6 +152,8 @@ impl<W: Write> Writer<W> {
             controls: VecDeque::new(),
             reports: (0..workers).map(|_| None).collect(),
             group: Vec::new(),
+            serial: 0,
+            run: None,
             spent: Vec::new(),
             recycle: (0..workers).map(|_| None).collect(),
         }
@@ -147,22 +167,20 @@ impl<W: Write> Writer<W> {
     fn give_back(&mut self) {
         for (w, c) in self.spent.drain(..) {
             let Some(tx) = &self.recycle[w] else { continue };
-            // unique by now: every line cut from it has been written
-            if let Ok(b) = c.buf.try_into_mut() {
-                let mut buf = Vec::from(b);
-                buf.clear();
-                let mut items = Vec::from(c.items);
-                items.clear();
-                let _ = tx.try_send((buf, items));
-            }
+            let (mut buf, mut items) = (c.buf, Vec::from(c.items));
+            buf.clear();
+            items.clear();
+            let _ = tx.try_send((buf, items));
         }
     }
 
     /// A worker's output, complete up to sequence number `done`.
     pub fn push(&mut self, worker: usize, done: u64, out: Output) {
         if !out.items.is_empty() {
+            self.serial += 1;
             self.queues[worker].push_back(Chunk {
-                buf: Bytes::from(out.buf),
+                serial: self.serial,
+                buf: out.buf,
                 items: VecDeque::from(out.items),
             });
         }
@@ -190,6 +208,9 @@ impl<W: Write> Writer<W> {
                 .map(|k| k.seq)
                 .filter(|s| *s <= horizon)
                 .min();
+            if self.controls.front().is_some_and(|(s, _)| *s < next.unwrap_or(u64::MAX)) {
+                self.write_run();
+            }
             self.apply_controls(next.map(|s| s.saturating_sub(1)).unwrap_or(horizon));
             let Some(seq) = next else { break };
             self.gather(seq);
@@ -198,12 +219,58 @@ impl<W: Write> Writer<W> {
             let mut group = std::mem::take(&mut self.group);
             for (flow, _, r) in group.drain(..) {
                 match r {
-                    Ready::Line(b) => self.write_raw_line(&b),
-                    Ready::Item(it) => self.handle(flow, it),
+                    Ready::Line {
+                        w,
+                        serial,
+                        start,
+                        end,
+                    } => match &mut self.run {
+                        Some(run) if run.serial == serial && run.end == start => {
+                            run.end = end;
+                            run.lines += 1;
+                        }
+                        _ => {
+                            self.write_run();
+                            self.run = Some(Run {
+                                w,
+                                serial,
+                                start,
+                                end,
+                                lines: 1,
+                            });
+                        }
+                    },
+                    Ready::Item(it) => {
+                        self.write_run();
+                        self.handle(flow, it);
+                    }
                 }
             }
             self.group = group;
-            self.give_back();
+        }
+        self.write_run();
+        self.give_back();
+    }
+
+    /// Writes the pending run of lines.
+    fn write_run(&mut self) {
+        let Some(r) = self.run.take() else { return };
+        let front = self.queues[r.w].front().filter(|c| c.serial == r.serial);
+        let chunk = front.or_else(|| {
+            self.spent
+                .iter()
+                .map(|(_, c)| c)
+                .find(|c| c.serial == r.serial)
+        });
+        let Some(bytes) = chunk.and_then(|c| c.buf.get(r.start..r.end)) else {
+            return;
+        };
+        match self.out.write_all(bytes) {
+            Ok(()) => self.written += r.lines,
+            Err(e) => {
+                self.errors += r.lines;
+                self.last_error = Some(e.to_string());
+            }
         }
     }
 
@@ -224,7 +291,12 @@ impl<W: Write> Writer<W> {
                 let Some(it) = c.items.pop_front() else { break };
                 let flow = it.key().flow;
                 let r = match it {
-                    Item::Line { start, end, .. } => Ready::Line(c.buf.slice(start..end)),
+                    Item::Line { start, end, .. } => Ready::Line {
+                        w,
+                        serial: c.serial,
+                        start,
+                        end,
+                    },
                     other => Ready::Item(other),
                 };
                 self.group.push((flow, w, r));
@@ -399,6 +471,7 @@ impl<W: Write> Writer<W> {
 
     /// One write per line: a line is either written whole or counted lost.
     fn write_raw_line(&mut self, b: &[u8]) {
+        self.write_run();
         match self.out.write_all(b) {
             Ok(()) => self.written += 1,
             Err(e) => {

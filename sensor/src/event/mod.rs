@@ -108,6 +108,11 @@ pub struct ClientHandshake<'a> {
     pub sslv2: bool,
 }
 
+/// Certificates as the JSON each was first serialised to.
+fn cached_json<S: serde::Serializer>(v: &[&CertInfo], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|c| c.json()))
+}
+
 /// EVE's `tls` object.
 #[derive(Debug, Serialize)]
 pub struct TlsEvent<'a> {
@@ -140,12 +145,18 @@ pub struct TlsEvent<'a> {
     pub notafter: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub subjectaltname: Option<&'a [String]>,
-    #[serde(skip_serializing_if = "<[&CertInfo]>::is_empty")]
+    #[serde(
+        skip_serializing_if = "<[&CertInfo]>::is_empty",
+        serialize_with = "cached_json"
+    )]
     pub chain: Vec<&'a CertInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_handshake: Option<ClientHandshake<'a>>,
     /// Client certificates (TLS ≤ 1.2 client authentication).
-    #[serde(skip_serializing_if = "<[&CertInfo]>::is_empty")]
+    #[serde(
+        skip_serializing_if = "<[&CertInfo]>::is_empty",
+        serialize_with = "cached_json"
+    )]
     pub client_chain: Vec<&'a CertInfo>,
     /// A second ClientHello on the same connection (after a HelloRetryRequest).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -68,7 +68,34 @@ pub struct CertInfo {
     /// Set when x509-parser refused the DER: only the hashes are then known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parse_error: Option<String>,
+    #[serde(skip)]
+    json: JsonCache,
 }
+
+impl CertInfo {
+    /// This certificate as JSON, serialised once: a certificate is parsed
+    /// once per cache lifetime but logged on every handshake that shows it.
+    pub fn json(&self) -> &serde_json::value::RawValue {
+        self.json.0.get_or_init(|| {
+            serde_json::value::to_raw_value(self).unwrap_or_else(|_| {
+                // no field of CertInfo fails to serialise; keep the type total anyway
+                serde_json::value::RawValue::from_string("{}".into())
+                    .unwrap_or_else(|_| unreachable!("\"{{}}\" is JSON"))
+            })
+        })
+    }
+}
+
+/// A lazily filled cache that takes no part in comparisons.
+#[derive(Debug, Clone, Default)]
+struct JsonCache(std::sync::OnceLock<Box<serde_json::value::RawValue>>);
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for JsonCache {}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CacheStats {
