@@ -789,7 +789,7 @@ fn emit_tls(
         _ => "UNDETERMINED",
     };
     let ja3 = ch.filter(|c| !c.sslv2).map(ja3::ja3);
-    let ja4 = ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp).0);
+    let ja4 = ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp));
     let facts = Facts {
         sni: ch.and_then(|c| c.sni.as_deref()),
         chain: &t.chain,
@@ -831,7 +831,7 @@ fn emit_tls(
         second_client_hello: t.second_client_hello.as_ref().map(|c| HelloSummary {
             sni: c.sni.as_deref(),
             ja3: ja3::ja3(c),
-            ja4: ja4::ja4(c, ja4::Transport::Tcp).0,
+            ja4: ja4::ja4(c, ja4::Transport::Tcp),
         }),
     };
     let has_chain = !t.chain.is_empty();

@@ -162,15 +162,23 @@ impl TextMatcher {
         }
     }
 
+    /// The pattern that matches `s`, as evidence. Patterns are stored lower
+    /// case; `s` is compared without being copied (this runs on every
+    /// certificate of every handshake).
     fn find(&self, s: &str) -> Option<String> {
-        let l = s.to_ascii_lowercase();
-        if let Some(p) = self.exact.iter().find(|p| **p == l) {
+        let b = s.as_bytes();
+        if let Some(p) = self.exact.iter().find(|p| b.eq_ignore_ascii_case(p.as_bytes())) {
             return Some(p.clone());
         }
-        if let Some(p) = self.prefix.iter().find(|p| l.starts_with(p.as_str())) {
+        let starts = |p: &str| b.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()));
+        if let Some(p) = self.prefix.iter().find(|p| starts(p)) {
             return Some(format!("{p}*"));
         }
-        if let Some(p) = self.contains.iter().find(|p| l.contains(p.as_str())) {
+        let contains = |p: &str| {
+            let p = p.as_bytes();
+            p.is_empty() || b.windows(p.len()).any(|w| w.eq_ignore_ascii_case(p))
+        };
+        if let Some(p) = self.contains.iter().find(|p| contains(p)) {
             return Some(format!("*{p}*"));
         }
         let (set, src) = self.regex.as_ref()?;

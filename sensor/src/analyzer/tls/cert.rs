@@ -68,8 +68,9 @@ pub struct CertInfo {
     /// Set when x509-parser refused the DER: only the hashes are then known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parse_error: Option<String>,
+    /// The serialised form, filled on first use (see [`CertInfo::json`]).
     #[serde(skip)]
-    json: JsonCache,
+    pub json: JsonCache,
 }
 
 impl CertInfo {
@@ -88,7 +89,7 @@ impl CertInfo {
 
 /// A lazily filled cache that takes no part in comparisons.
 #[derive(Debug, Clone, Default)]
-struct JsonCache(std::sync::OnceLock<Box<serde_json::value::RawValue>>);
+pub struct JsonCache(std::sync::OnceLock<Box<serde_json::value::RawValue>>);
 
 impl PartialEq for JsonCache {
     fn eq(&self, _: &Self) -> bool {

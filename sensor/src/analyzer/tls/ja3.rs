@@ -1,7 +1,5 @@
 //! JA3 and JA3S (Salesforce): MD5 of the decimal hello fields, GREASE excluded.
 
-use std::fmt::Write as _;
-
 use md5::{Digest, Md5};
 
 use super::hello::{is_grease, ClientHello, ServerHello};
@@ -20,7 +18,25 @@ fn join(out: &mut String, vals: impl Iterator<Item = u32>) {
             out.push('-');
         }
         first = false;
-        let _ = write!(out, "{v}");
+        push_decimal(out, v);
+    }
+}
+
+/// Appends `v` in decimal (no `fmt` machinery: this runs for every hello).
+fn push_decimal(out: &mut String, v: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    for d in &digits[i..] {
+        out.push(*d as char);
     }
 }
 
@@ -43,7 +59,8 @@ fn join_u16(out: &mut String, list: &[u16]) {
 /// `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`.
 pub fn ja3(ch: &ClientHello) -> Ja3 {
     let mut s = String::with_capacity(256);
-    let _ = write!(s, "{},", ch.legacy_version);
+    push_decimal(&mut s, ch.legacy_version as u32);
+    s.push(',');
     for list in [&ch.ciphers, &ch.extensions, &ch.groups] {
         join_u16(&mut s, list);
         s.push(',');
@@ -55,7 +72,10 @@ pub fn ja3(ch: &ClientHello) -> Ja3 {
 /// `SSLVersion,Cipher,SSLExtension`.
 pub fn ja3s(sh: &ServerHello) -> Ja3 {
     let mut s = String::with_capacity(64);
-    let _ = write!(s, "{},{},", sh.legacy_version, sh.cipher);
+    push_decimal(&mut s, sh.legacy_version as u32);
+    s.push(',');
+    push_decimal(&mut s, sh.cipher as u32);
+    s.push(',');
     join_u16(&mut s, &sh.extensions);
     hashed(s)
 }

@@ -9,8 +9,6 @@
 //! - `c` = first 12 hex of SHA-256 over the sorted extension list without SNI and
 //!   ALPN, then `_` and the signature algorithms in wire order.
 
-use std::fmt::Write as _;
-
 use sha2::{Digest, Sha256};
 
 use super::hello::{ext, is_grease, ClientHello};
@@ -37,25 +35,27 @@ fn version_code(v: u16) -> &'static str {
     }
 }
 
-fn hash12(list: &str) -> String {
+/// First 12 hex digits of the SHA-256 of `list`, appended to `out`.
+fn hash12(out: &mut String, list: &str) {
     if list.is_empty() {
-        return "000000000000".into();
+        out.push_str("000000000000");
+        return;
     }
     let d = Sha256::digest(list.as_bytes());
-    let mut s = super::hex(&d);
-    s.truncate(12);
-    s
+    out.push_str(&super::hex(&d[..6]));
 }
 
-fn hex_list(vals: &[u16]) -> String {
-    let mut s = String::with_capacity(vals.len() * 5);
+/// Appends `vals` as 4-digit lower-case hex, comma-separated.
+fn hex_list(out: &mut String, vals: &[u16]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (i, v) in vals.iter().enumerate() {
         if i > 0 {
-            s.push(',');
+            out.push(',');
         }
-        let _ = write!(s, "{v:04x}");
+        for shift in [12, 8, 4, 0] {
+            out.push(DIGITS[((v >> shift) & 15) as usize] as char);
+        }
     }
-    s
 }
 
 /// First and last character of the first ALPN value.
@@ -82,8 +82,59 @@ fn alpn_code(ch: &ClientHello) -> String {
     }
 }
 
-/// The JA4 fingerprint and its raw (unhashed) form `a_b_c` with the lists.
-pub fn ja4(ch: &ClientHello, transport: Transport) -> (String, String) {
+/// The JA4 fingerprint.
+pub fn ja4(ch: &ClientHello, transport: Transport) -> String {
+    let mut parts = Parts::of(ch, transport);
+    let mut out = String::with_capacity(36);
+    out.push_str(&parts.a);
+    out.push('_');
+    parts.scratch.clear();
+    hex_list(&mut parts.scratch, &parts.ciphers);
+    hash12(&mut out, &parts.scratch);
+    out.push('_');
+    if parts.exts.is_empty() && parts.sigs.is_empty() {
+        out.push_str("000000000000");
+    } else {
+        parts.c_raw();
+        hash12(&mut out, &parts.scratch);
+    }
+    out
+}
+
+/// The raw (unhashed) form `a_b_c`, with the lists (JA4_r).
+pub fn ja4_raw(ch: &ClientHello, transport: Transport) -> String {
+    let mut parts = Parts::of(ch, transport);
+    let mut out = parts.a.clone();
+    out.push('_');
+    hex_list(&mut out, &parts.ciphers);
+    out.push('_');
+    parts.c_raw();
+    out.push_str(&parts.scratch);
+    out
+}
+
+/// The three parts before hashing: `a`, sorted ciphers, sorted extensions
+/// (without SNI and ALPN), signature algorithms in wire order.
+struct Parts {
+    a: String,
+    ciphers: Vec<u16>,
+    exts: Vec<u16>,
+    sigs: Vec<u16>,
+    scratch: String,
+}
+
+impl Parts {
+    /// `c`'s unhashed string into `scratch`.
+    fn c_raw(&mut self) {
+        self.scratch.clear();
+        hex_list(&mut self.scratch, &self.exts);
+        if !self.sigs.is_empty() {
+            self.scratch.push('_');
+            hex_list(&mut self.scratch, &self.sigs);
+        }
+    }
+
+    fn of(ch: &ClientHello, transport: Transport) -> Parts {
     let version = ch
         .supported_versions
         .iter()
@@ -122,30 +173,23 @@ pub fn ja4(ch: &ClientHello, transport: Transport) -> (String, String) {
     );
     let mut sorted_ciphers = ciphers;
     sorted_ciphers.sort_unstable();
-    let b_raw = hex_list(&sorted_ciphers);
     let mut sorted_exts: Vec<u16> = exts
         .into_iter()
         .filter(|e| *e != ext::SERVER_NAME && *e != ext::ALPN)
         .collect();
     sorted_exts.sort_unstable();
-    let mut c_raw = hex_list(&sorted_exts);
     let sigs: Vec<u16> = ch
         .sig_algs
         .iter()
         .copied()
         .filter(|s| !is_grease(*s))
         .collect();
-    if !sigs.is_empty() {
-        c_raw.push('_');
-        c_raw.push_str(&hex_list(&sigs));
+    Parts {
+        a,
+        ciphers: sorted_ciphers,
+        exts: sorted_exts,
+        sigs,
+        scratch: String::with_capacity(256),
     }
-    let c = if sorted_exts.is_empty() && sigs.is_empty() {
-        "000000000000".into()
-    } else {
-        hash12(&c_raw)
-    };
-    (
-        format!("{a}_{}_{c}", hash12(&b_raw)),
-        format!("{a}_{b_raw}_{c_raw}"),
-    )
+    }
 }

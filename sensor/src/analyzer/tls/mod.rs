@@ -362,7 +362,10 @@ mod tests {
         assert!(ch.extensions.contains(&hello::ext::SERVER_NAME));
         // tshark 4.0.17 on the same capture: tls.handshake.ja3
         assert_eq!(ja3::ja3(ch).hash, "bd9a3206c94db805166cef19e4d05102");
-        let (j4, raw) = ja4::ja4(ch, ja4::Transport::Tcp);
+        let (j4, raw) = (
+            ja4::ja4(ch, ja4::Transport::Tcp),
+            ja4::ja4_raw(ch, ja4::Transport::Tcp),
+        );
         assert!(j4.starts_with("t12d") && j4.len() == 36, "{j4} {raw}");
         assert!(!s.malformed);
     }
