@@ -124,6 +124,8 @@ pub struct Engine {
     pub counters: Counters,
     ended: Vec<(Flow<Session>, EndReason)>,
     dns_out: Vec<DnsMessage>,
+    /// Retransmitted segments of flows that have ended.
+    retransmitted: u64,
 }
 
 /// Where the current packet came from (offline runs name the file).
@@ -142,6 +144,7 @@ impl Engine {
             counters: Counters::default(),
             ended: Vec::new(),
             dns_out: Vec::new(),
+            retransmitted: 0,
         }
     }
 
@@ -198,6 +201,15 @@ impl Engine {
         c.flows_timed_out = f.timed_out;
         c.flows_evicted = f.evicted;
         c.flows_active = self.flows.len() as u64;
+        let (mut held, mut retrans) = (0u64, self.retransmitted);
+        for f in self.flows.iter() {
+            for st in &f.data.streams {
+                held += st.held() as u64;
+                retrans += st.retransmitted;
+            }
+        }
+        c.reassembly_bytes_held = held;
+        c.stream_retransmissions = retrans;
         c.certs_parsed = self.certs.stats.parsed;
         c.cert_cache_hits = self.certs.stats.hits;
         c.certs_malformed = self.certs.stats.errors;
@@ -342,6 +354,12 @@ impl Engine {
             out,
         };
         for (mut flow, reason) in self.ended.drain(..) {
+            self.retransmitted += flow
+                .data
+                .streams
+                .iter()
+                .map(|s| s.retransmitted)
+                .sum::<u64>();
             if let Some(h) = flow.data.http.as_mut() {
                 h.flush();
             }

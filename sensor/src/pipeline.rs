@@ -29,6 +29,7 @@
 //! delivered.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -66,11 +67,14 @@ pub fn worker_of(pkt: &Packet, workers: usize) -> usize {
     if workers <= 1 {
         return 0;
     }
-    let pair = match decode::decode(pkt.linktype, &pkt.data) {
-        Ok(Outcome::Packet(d)) => (d.src, d.dst),
-        Ok(Outcome::Fragment(f)) => (f.src, f.dst),
-        // undecodable: any worker counts it the same
-        Err(_) => return 0,
+    let pair = match tcp_pair(pkt.linktype, &pkt.data) {
+        Some(p) => p,
+        None => match decode::decode(pkt.linktype, &pkt.data) {
+            Ok(Outcome::Packet(d)) => (d.src, d.dst),
+            Ok(Outcome::Fragment(f)) => (f.src, f.dst),
+            // undecodable: any worker counts it the same
+            Err(_) => return 0,
+        },
     };
     let (lo, hi) = if pair.0 <= pair.1 {
         pair
@@ -82,6 +86,36 @@ pub fn worker_of(pkt: &Packet, workers: usize) -> usize {
     lo.hash(&mut h);
     hi.hash(&mut h);
     (h.finish() % workers as u64) as usize
+}
+
+/// The address pair of a TCP packet over Ethernet (VLAN tags allowed), read
+/// straight from the headers: the common case, without a full decode. TCP
+/// carries no tunnel spanwatch follows, so the full decode would give the same
+/// pair (fragments of a TCP datagram included); anything else returns None.
+fn tcp_pair(linktype: crate::capture::LinkType, d: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    if linktype != crate::capture::LinkType::ETHERNET {
+        return None;
+    }
+    let mut off = 12;
+    let mut et = u16::from_be_bytes([*d.get(off)?, *d.get(off + 1)?]);
+    while matches!(et, 0x8100 | 0x88a8 | 0x9100) && off < 12 + 4 * 4 {
+        off += 4;
+        et = u16::from_be_bytes([*d.get(off)?, *d.get(off + 1)?]);
+    }
+    let ip = d.get(off + 2..)?;
+    match et {
+        0x0800 if ip.first()? >> 4 == 4 && *ip.get(9)? == 6 => {
+            let a: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
+            let b: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+            Some((IpAddr::from(a), IpAddr::from(b)))
+        }
+        0x86dd if ip.first()? >> 4 == 6 && *ip.get(6)? == 6 => {
+            let a: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+            let b: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+            Some((IpAddr::from(a), IpAddr::from(b)))
+        }
+        _ => None,
+    }
 }
 
 /// Numbers packets and ticks, and says when a tick is due.
@@ -544,5 +578,72 @@ impl<W: Write> Inline<W> {
         );
         self.run(Work::Report { seq });
         self.writer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::LinkType;
+
+    /// The fast path agrees with the full decode on every packet of `pcaps/`.
+    #[test]
+    fn fast_pair_agrees_with_decode() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps");
+        let mut fast = 0;
+        for e in std::fs::read_dir(&dir).expect("pcaps/") {
+            let path = e.expect("entry").path();
+            if !path
+                .extension()
+                .is_some_and(|x| x == "pcap" || x == "pcapng")
+            {
+                continue;
+            }
+            let mut r = crate::capture::FileReader::open(&path).expect("opens");
+            while let Some(Ok(p)) = r.next() {
+                let Some(pair) = tcp_pair(p.linktype, &p.data) else {
+                    continue;
+                };
+                fast += 1;
+                let full = match decode::decode(p.linktype, &p.data) {
+                    Ok(Outcome::Packet(d)) => (d.src, d.dst),
+                    Ok(Outcome::Fragment(f)) => (f.src, f.dst),
+                    Err(e) => panic!(
+                        "{}: fast path took an undecodable packet: {e:?}",
+                        path.display()
+                    ),
+                };
+                assert_eq!(pair, full, "{}", path.display());
+            }
+        }
+        assert!(fast > 100, "the fast path was hardly used ({fast})");
+        assert_eq!(tcp_pair(LinkType::RAW, &[0x45; 40]), None);
+        assert_eq!(tcp_pair(LinkType::ETHERNET, &[0; 10]), None);
+    }
+
+    #[test]
+    fn both_directions_reach_the_same_worker() {
+        let d = |s: [u8; 4], t: [u8; 4]| {
+            let mut f = vec![0u8; 12];
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+            f.extend_from_slice(&s);
+            f.extend_from_slice(&t);
+            f.extend_from_slice(&[0; 20]);
+            Packet {
+                ts: Timestamp(0),
+                linktype: LinkType::ETHERNET,
+                data: bytes::Bytes::from(f),
+                orig_len: 74,
+                frame: 1,
+            }
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for i in 0..64u8 {
+            let (a, b) = ([10, 0, 0, i], [192, 0, 2, 255 - i]);
+            let w = worker_of(&d(a, b), 4);
+            assert_eq!(w, worker_of(&d(b, a), 4));
+            seen.insert(w);
+        }
+        assert_eq!(seen.len(), 4, "64 pairs spread over all 4 workers");
     }
 }

@@ -22,7 +22,12 @@ pub struct Counters {
     pub flows_active: u64,
     pub bypassed_packets: u64,
     pub stream_gaps: u64,
+    /// Directions that hit a reassembly cap (bytes or out-of-order segments).
     pub stream_overflows: u64,
+    /// Segments that carried only data already seen.
+    pub stream_retransmissions: u64,
+    /// Bytes reassembly holds now (gauge).
+    pub reassembly_bytes_held: u64,
     pub tls_client_hellos: u64,
     pub tls_certificate_msgs: u64,
     pub tls_malformed: u64,
@@ -81,6 +86,8 @@ impl Counters {
             bypassed_packets,
             stream_gaps,
             stream_overflows,
+            stream_retransmissions,
+            reassembly_bytes_held,
             tls_client_hellos,
             tls_certificate_msgs,
             tls_malformed,

@@ -208,7 +208,11 @@ impl<W: Write> Writer<W> {
                 .map(|k| k.seq)
                 .filter(|s| *s <= horizon)
                 .min();
-            if self.controls.front().is_some_and(|(s, _)| *s < next.unwrap_or(u64::MAX)) {
+            if self
+                .controls
+                .front()
+                .is_some_and(|(s, _)| *s < next.unwrap_or(u64::MAX))
+            {
                 self.write_run();
             }
             self.apply_controls(next.map(|s| s.saturating_sub(1)).unwrap_or(horizon));

@@ -167,10 +167,17 @@ impl TextMatcher {
     /// certificate of every handshake).
     fn find(&self, s: &str) -> Option<String> {
         let b = s.as_bytes();
-        if let Some(p) = self.exact.iter().find(|p| b.eq_ignore_ascii_case(p.as_bytes())) {
+        if let Some(p) = self
+            .exact
+            .iter()
+            .find(|p| b.eq_ignore_ascii_case(p.as_bytes()))
+        {
             return Some(p.clone());
         }
-        let starts = |p: &str| b.get(..p.len()).is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()));
+        let starts = |p: &str| {
+            b.get(..p.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(p.as_bytes()))
+        };
         if let Some(p) = self.prefix.iter().find(|p| starts(p)) {
             return Some(format!("{p}*"));
         }

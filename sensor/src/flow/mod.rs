@@ -216,6 +216,11 @@ impl<T> FlowTable<T> {
         self.flows.len()
     }
 
+    /// Every flow in the table, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Flow<T>> {
+        self.flows.values()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }

@@ -135,61 +135,61 @@ impl Parts {
     }
 
     fn of(ch: &ClientHello, transport: Transport) -> Parts {
-    let version = ch
-        .supported_versions
-        .iter()
-        .copied()
-        .filter(|v| !is_grease(*v))
-        .max()
-        .unwrap_or(ch.legacy_version);
-    let ciphers: Vec<u16> = ch
-        .ciphers
-        .iter()
-        .copied()
-        .filter(|c| !is_grease(*c))
-        .collect();
-    let exts: Vec<u16> = ch
-        .extensions
-        .iter()
-        .copied()
-        .filter(|e| !is_grease(*e))
-        .collect();
-    let proto = match transport {
-        Transport::Tcp => 't',
-        Transport::Quic => 'q',
-        Transport::Dtls => 'd',
-    };
-    let a = format!(
-        "{proto}{}{}{:02}{:02}{}",
-        version_code(version),
-        if ch.extensions.contains(&ext::SERVER_NAME) {
-            'd'
-        } else {
-            'i'
-        },
-        ciphers.len().min(99),
-        exts.len().min(99),
-        alpn_code(ch)
-    );
-    let mut sorted_ciphers = ciphers;
-    sorted_ciphers.sort_unstable();
-    let mut sorted_exts: Vec<u16> = exts
-        .into_iter()
-        .filter(|e| *e != ext::SERVER_NAME && *e != ext::ALPN)
-        .collect();
-    sorted_exts.sort_unstable();
-    let sigs: Vec<u16> = ch
-        .sig_algs
-        .iter()
-        .copied()
-        .filter(|s| !is_grease(*s))
-        .collect();
-    Parts {
-        a,
-        ciphers: sorted_ciphers,
-        exts: sorted_exts,
-        sigs,
-        scratch: String::with_capacity(256),
-    }
+        let version = ch
+            .supported_versions
+            .iter()
+            .copied()
+            .filter(|v| !is_grease(*v))
+            .max()
+            .unwrap_or(ch.legacy_version);
+        let ciphers: Vec<u16> = ch
+            .ciphers
+            .iter()
+            .copied()
+            .filter(|c| !is_grease(*c))
+            .collect();
+        let exts: Vec<u16> = ch
+            .extensions
+            .iter()
+            .copied()
+            .filter(|e| !is_grease(*e))
+            .collect();
+        let proto = match transport {
+            Transport::Tcp => 't',
+            Transport::Quic => 'q',
+            Transport::Dtls => 'd',
+        };
+        let a = format!(
+            "{proto}{}{}{:02}{:02}{}",
+            version_code(version),
+            if ch.extensions.contains(&ext::SERVER_NAME) {
+                'd'
+            } else {
+                'i'
+            },
+            ciphers.len().min(99),
+            exts.len().min(99),
+            alpn_code(ch)
+        );
+        let mut sorted_ciphers = ciphers;
+        sorted_ciphers.sort_unstable();
+        let mut sorted_exts: Vec<u16> = exts
+            .into_iter()
+            .filter(|e| *e != ext::SERVER_NAME && *e != ext::ALPN)
+            .collect();
+        sorted_exts.sort_unstable();
+        let sigs: Vec<u16> = ch
+            .sig_algs
+            .iter()
+            .copied()
+            .filter(|s| !is_grease(*s))
+            .collect();
+        Parts {
+            a,
+            ciphers: sorted_ciphers,
+            exts: sorted_exts,
+            sigs,
+            scratch: String::with_capacity(256),
+        }
     }
 }
