@@ -334,6 +334,10 @@ fn map_file(file: &File) -> std::io::Result<Bytes> {
     // inputs that nothing else writes during an offline run, and a live capture
     // never goes through this path.
     let map = unsafe { memmap2::Mmap::map(file)? };
+    // Read front to back: let the kernel read ahead and map in big steps
+    // rather than fault page by page (advice only; ignore failure).
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let _ = map.advise(memmap2::Advice::WillNeed);
     Ok(Bytes::from_owner(map))
 }
 
