@@ -1,6 +1,8 @@
 //! Host activity ledger: per (host, tool), when it was first and last seen
 //! active, over how many flows and bytes, on what evidence. Capture time only.
-//! Shared by every worker (`DashMap`), bounded.
+//! Kept by the writer, which applies sightings in input order (see `writer`);
+//! a `DashMap`, so a reader such as a future status endpoint needs no lock on
+//! the writer. Bounded.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -624,7 +624,7 @@ fn other_conds(r: &RawSignature) -> Vec<Cond> {
 }
 
 /// Keys seen on leaf certificates: which unrelated names each public key signed
-/// for. Shared by every worker; bounded.
+/// for. Kept by the writer (input order); bounded.
 #[derive(Debug, Default)]
 pub struct SpkiTracker {
     map: DashMap<String, SpkiEntry, ahash::RandomState>,
@@ -762,8 +762,9 @@ impl Policy {
 /// How long, by default, an alert for one host and signature silences repeats.
 pub const DEFAULT_REALERT_AFTER: crate::time::Duration = crate::time::Duration::from_secs(3600);
 
-/// State shared by every worker: the ledger, the key tracker and alert
-/// suppression.
+/// State that spans flows: the ledger, the key tracker and alert suppression.
+/// The writer owns it and updates it in input order, so its effects do not
+/// depend on the number of workers or their timing.
 #[derive(Debug)]
 pub struct Shared {
     pub ledger: Ledger,

@@ -1,10 +1,10 @@
-//! EVE-compatible events and the JSON-lines sink.
+//! EVE-compatible events.
 //!
-//! Events are typed structs that borrow from flow state; they are serialised
-//! with `serde_json::to_writer` into one reused buffer (no `Value` trees).
+//! Events are typed structs that borrow from flow state; workers serialise
+//! them with `serde_json::to_writer` into reused buffers (no `Value` trees),
+//! see `output` and `writer`.
 //! Field names follow Suricata's EVE where EVE has one.
 
-use std::io::Write;
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -236,75 +236,4 @@ pub struct HostActivity<'a> {
     pub reason: &'static str,
     #[serde(flatten)]
     pub activity: &'a crate::detect::Activity,
-}
-
-/// Where events go.
-pub trait EventSink {
-    fn emit(&mut self, ev: &Event<'_>);
-}
-
-/// Collects events as JSON strings (tests, tools).
-#[derive(Default)]
-pub struct VecSink(pub Vec<String>);
-
-impl EventSink for VecSink {
-    fn emit(&mut self, ev: &Event<'_>) {
-        if let Ok(s) = serde_json::to_string(ev) {
-            self.0.push(s);
-        }
-    }
-}
-
-/// Writes one JSON object per line, serialising into a reused buffer.
-pub struct JsonLines<W: Write> {
-    out: W,
-    buf: Vec<u8>,
-    pub written: u64,
-    pub errors: u64,
-    last_error: Option<String>,
-}
-
-impl<W: Write> JsonLines<W> {
-    pub fn new(out: W) -> Self {
-        JsonLines {
-            out,
-            buf: Vec::with_capacity(4096),
-            written: 0,
-            errors: 0,
-            last_error: None,
-        }
-    }
-
-    pub fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
-    }
-
-    pub fn take_error(&mut self) -> Option<String> {
-        self.last_error.take()
-    }
-
-    /// Swaps the output (log rotation); returns the old one, flushed.
-    pub fn replace(&mut self, out: W) -> W {
-        let _ = self.out.flush();
-        std::mem::replace(&mut self.out, out)
-    }
-}
-
-impl<W: Write> EventSink for JsonLines<W> {
-    fn emit(&mut self, ev: &Event<'_>) {
-        self.buf.clear();
-        if serde_json::to_writer(&mut self.buf, ev).is_err() {
-            self.errors += 1;
-            return;
-        }
-        self.buf.push(b'\n');
-        // One write per line: a line is either written whole or counted lost.
-        match self.out.write_all(&self.buf) {
-            Ok(()) => self.written += 1,
-            Err(e) => {
-                self.errors += 1;
-                self.last_error = Some(e.to_string());
-            }
-        }
-    }
 }

@@ -42,17 +42,6 @@ impl FlowKey {
             forward,
         )
     }
-
-    /// A hash that is the same for both directions and every worker, for
-    /// dispatching packets to the worker that owns their flow.
-    pub fn symmetric_hash(&self) -> u64 {
-        use std::hash::{BuildHasher, Hasher};
-        // Fixed keys: dispatch must be stable for the life of the process only,
-        // and the key is already direction-normalised.
-        let mut h = ahash::RandomState::with_seeds(1, 2, 3, 4).build_hasher();
-        std::hash::Hash::hash(self, &mut h);
-        h.finish()
-    }
 }
 
 /// Which way a packet travels relative to the flow's initiator.
