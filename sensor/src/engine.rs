@@ -756,6 +756,10 @@ fn emit_http(
         let mut e = header(flow, "http", pkt.ts, em.site, em.origin, Some(pkt.frame));
         e.http = Some(HttpEvent {
             request: req.as_ref(),
+            protocol: match (&req, &resp) {
+                (None, Some(r)) => Some(r.protocol.as_str()),
+                _ => None,
+            },
             response: resp.as_ref(),
         });
         send(em.out, flow.id, p, &facts, &ends, e);

@@ -256,3 +256,67 @@ fn site_segments_are_attached_to_events() {
         serde_json::json!({"name": "internet", "kind": "other"})
     );
 }
+
+/// No event repeats a key in any object (a SIEM keeps one of the two, or
+/// rejects the line): checked with a deserializer that sees every key.
+#[test]
+fn no_event_has_a_duplicate_key() {
+    use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
+    struct Unique;
+    impl<'de> serde::de::DeserializeSeed<'de> for Unique {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(Unique)
+        }
+    }
+    impl<'de> Visitor<'de> for Unique {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::BTreeSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(serde::de::Error::custom(format!("duplicate key {k}")));
+                }
+                m.next_value_seed(Unique)?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+            while s.next_element_seed(Unique)?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let mut lines = 0;
+    for path in captures() {
+        let name = rel(&path);
+        for line in run(&name).lines {
+            let mut d = serde_json::Deserializer::from_str(&line);
+            if let Err(e) = serde::de::DeserializeSeed::deserialize(Unique, &mut d) {
+                panic!("{name}: {e}: {line}");
+            }
+            lines += 1;
+        }
+    }
+    assert!(lines > 300, "{lines} lines checked");
+}

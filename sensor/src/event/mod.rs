@@ -177,6 +177,10 @@ pub struct HelloSummary<'a> {
 pub struct HttpEvent<'a> {
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub request: Option<&'a Request>,
+    /// The response's protocol, when there is no request to give it (one
+    /// `protocol` key, never two).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'a str>,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub response: Option<&'a Response>,
 }

@@ -59,6 +59,8 @@ pub struct Response {
     /// Headers in the head (mitmproxy's CONNECT reply has none).
     #[serde(skip)]
     pub header_count: usize,
+    /// Logged only without a request (EVE's `http.protocol` is the request's).
+    #[serde(skip)]
     pub protocol: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
