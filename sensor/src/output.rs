@@ -158,12 +158,6 @@ impl Output {
         std::mem::replace(self, fresh)
     }
 
-    /// Empties the output, keeping its buffers (single-threaded use).
-    pub fn clear(&mut self) {
-        self.buf.clear();
-        self.items.clear();
-    }
-
     fn key(&self, flow: u64) -> Key {
         Key {
             seq: self.seq,

@@ -367,11 +367,6 @@ impl<W: Write + Send + 'static> Pipeline<W> {
         }
     }
 
-    /// The latest capture time seen.
-    pub fn now(&self) -> Timestamp {
-        self.seq.now
-    }
-
     /// Dispatches one packet.
     pub fn packet(&mut self, pkt: Packet) {
         self.clock(pkt.ts);
@@ -482,11 +477,6 @@ impl<W: Write + Send + 'static> Pipeline<W> {
         self.flush();
     }
 
-    /// Batches waiting in each worker's queue.
-    pub fn queue_depths(&self) -> Vec<usize> {
-        self.txs.iter().map(Sender::len).collect()
-    }
-
     /// Waits for every worker and the writer; returns the writer (counters,
     /// events written) once all is written.
     pub fn close(mut self) -> Writer<W> {
@@ -533,10 +523,6 @@ impl<W: Write> Inline<W> {
 
     pub fn set_origin(&mut self, name: Option<Arc<str>>) {
         self.origin = name;
-    }
-
-    pub fn now(&self) -> Timestamp {
-        self.seq.now
     }
 
     fn run(&mut self, w: Work) {

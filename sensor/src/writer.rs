@@ -551,11 +551,6 @@ impl<W: Write> Writer<W> {
         }
     }
 
-    /// Has every item up to `seq` been written?
-    pub fn caught_up(&self, seq: u64) -> bool {
-        self.done.iter().all(|d| *d >= seq) && self.queues.iter().all(VecDeque::is_empty)
-    }
-
     /// The output, back (end of run).
     pub fn into_inner(self) -> W {
         self.out
