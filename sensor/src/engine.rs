@@ -555,14 +555,7 @@ fn header<'a>(
         app_proto: flow.data.app_proto,
         src_segment: site.segment_ref(flow.data.src_seg),
         dest_segment: site.segment_ref(flow.data.dest_seg),
-        alert: None,
-        sanctioned: None,
-        host_activity: None,
-        stats: None,
-        tls: None,
-        dns: None,
-        http: None,
-        flow: None,
+        ..Default::default()
     }
 }
 
@@ -573,39 +566,11 @@ pub fn stats_event<'a>(
     site: &'a SiteConfig,
 ) -> Event<'a> {
     Event {
-        event_type: "stats",
-        host_activity: None,
-        stats: Some(st),
-        ..activity_event_base(at, site)
-    }
-}
-
-fn activity_event_base(at: Timestamp, site: &SiteConfig) -> Event<'_> {
-    Event {
         timestamp: at,
-        flow_id: None,
         sensor: site.sensor.name.as_deref(),
-        pcap_file: None,
-        pcap_frame: None,
-        event_type: "host_activity",
-        src_ip: None,
-        src_port: None,
-        dest_ip: None,
-        dest_port: None,
-        proto: None,
-        vlan: &[],
-        community_id: None,
-        app_proto: None,
-        src_segment: None,
-        dest_segment: None,
-        alert: None,
-        sanctioned: None,
-        host_activity: None,
-        stats: None,
-        tls: None,
-        dns: None,
-        http: None,
-        flow: None,
+        event_type: "stats",
+        stats: Some(st),
+        ..Default::default()
     }
 }
 
@@ -616,11 +581,14 @@ pub(crate) fn activity_event<'a>(
     site: &'a SiteConfig,
 ) -> Event<'a> {
     Event {
+        timestamp: at,
+        sensor: site.sensor.name.as_deref(),
+        event_type: "host_activity",
         host_activity: Some(HostActivity {
             reason,
             activity: a,
         }),
-        ..activity_event_base(at, site)
+        ..Default::default()
     }
 }
 

@@ -168,19 +168,36 @@ fn load_site(p: Option<&std::path::Path>) -> Result<SiteConfig, String> {
     }
 }
 
+/// The site configuration and signatures the options name (at start, and
+/// again on SIGHUP).
+fn load(c: &CommonArgs) -> Result<(SiteConfig, RuleSet), String> {
+    let site = load_site(c.config.as_deref())?;
+    let rules = RuleSet::load(c.signatures.as_deref()).map_err(|e| e.to_string())?;
+    Ok((site, rules))
+}
+
 /// Pipeline settings from the options `read` and `live` share.
-fn settings(c: &CommonArgs, site: SiteConfig, rules: Arc<RuleSet>, live: bool) -> Settings {
-    Settings {
+fn settings(c: &CommonArgs, live: bool) -> Result<Settings, String> {
+    let (site, rules) = load(c)?;
+    Ok(Settings {
         workers: c.workers as usize,
         engine: EngineConfig {
-            rules,
+            rules: Arc::new(rules),
             max_flows: c.max_flows,
             ..EngineConfig::for_site(site)
         },
         types: Arc::new(EventTypes::new(&c.event_types)),
         live,
         latency: live,
-    }
+    })
+}
+
+/// Starts the pipeline, or says why not.
+fn start<W: Write + Send + 'static>(s: Settings, out: W) -> Result<Pipeline<W>, ExitCode> {
+    Pipeline::start(s, out).map_err(|e| {
+        eprintln!("spanwatch: starting worker threads: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn open_output(p: Option<&std::path::Path>) -> std::io::Result<Box<dyn Write + Send>> {
@@ -224,15 +241,8 @@ fn live(args: LiveArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let site = match load_site(args.common.config.as_deref()) {
+    let settings = match settings(&args.common, true) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("spanwatch: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let rules = match RuleSet::load(args.common.signatures.as_deref()) {
-        Ok(r) => Arc::new(r),
         Err(e) => {
             eprintln!("spanwatch: {e}");
             return ExitCode::from(2);
@@ -277,7 +287,10 @@ fn live(args: LiveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let mut p = Pipeline::start(settings(&args.common, site, rules, true), out);
+    let mut p = match start(settings, out) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
     let (tx, rx) = crossbeam_channel::bounded::<Vec<spanwatch::capture::Packet>>(1024);
     let stop = Arc::new(AtomicBool::new(false));
     let (threads, ifstats) = live::start(opened, tx, Arc::clone(&stop));
@@ -328,18 +341,14 @@ fn live(args: LiveArgs) -> ExitCode {
         }
         if hup.swap(false, Ordering::Relaxed) {
             // Reload both files; a bad one is reported and the old one kept.
-            match (
-                load_site(args.common.config.as_deref()),
-                RuleSet::load(args.common.signatures.as_deref()),
-            ) {
-                (Ok(new_site), Ok(new_rules)) => {
-                    p.reload(Arc::new(new_site), Arc::new(new_rules));
+            match load(&args.common) {
+                Ok((site, rules)) => {
+                    p.reload(Arc::new(site), Arc::new(rules));
                     eprintln!("spanwatch: SIGHUP: configuration and signatures reloaded");
                 }
-                (Err(e), _) => {
-                    eprintln!("spanwatch: SIGHUP: {e}; keeping the previous configuration")
-                }
-                (_, Err(e)) => eprintln!("spanwatch: SIGHUP: {e}; keeping the previous signatures"),
+                Err(e) => eprintln!(
+                    "spanwatch: SIGHUP: {e}; keeping the previous configuration and signatures"
+                ),
             }
             if args.common.output.is_some() {
                 match open_output(args.common.output.as_deref()) {
@@ -446,15 +455,12 @@ fn check(args: CheckArgs) -> ExitCode {
 }
 
 fn read(args: ReadArgs) -> ExitCode {
-    let site = match &args.common.config {
-        Some(p) => match SiteConfig::load(p) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("spanwatch: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => SiteConfig::default(),
+    let settings = match settings(&args.common, false) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("spanwatch: {e}");
+            return ExitCode::from(2);
+        }
     };
     let out: Box<dyn Write + Send> = match &args.common.output {
         Some(p) => match std::fs::File::create(p) {
@@ -469,14 +475,10 @@ fn read(args: ReadArgs) -> ExitCode {
             std::io::stdout(),
         )),
     };
-    let rules = match RuleSet::load(args.common.signatures.as_deref()) {
-        Ok(r) => Arc::new(r),
-        Err(e) => {
-            eprintln!("spanwatch: {e}");
-            return ExitCode::from(2);
-        }
+    let mut p = match start(settings, out) {
+        Ok(p) => p,
+        Err(code) => return code,
     };
-    let mut p = Pipeline::start(settings(&args.common, site, rules, false), out);
     let started = Instant::now();
     let mut failed = 0usize;
     let bar = progress_bar();

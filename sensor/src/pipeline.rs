@@ -282,7 +282,9 @@ pub struct Pipeline<W: Write + Send + 'static> {
 }
 
 impl<W: Write + Send + 'static> Pipeline<W> {
-    pub fn start(s: Settings, out: W) -> Self {
+    /// Starts the worker and writer threads (fails only if the system
+    /// refuses a thread).
+    pub fn start(s: Settings, out: W) -> std::io::Result<Self> {
         let n = s.workers.max(1);
         let (to_writer, from_workers) = crossbeam_channel::bounded::<ToWriter<W>>(n * QUEUE);
         let (recycle, recycled) = crossbeam_channel::bounded::<Vec<Work>>(n * (QUEUE + 2));
@@ -326,10 +328,7 @@ impl<W: Write + Send + 'static> Pipeline<W> {
                         let _ = recycle.try_send(std::mem::take(&mut b.items));
                     }
                 });
-            match spawned {
-                Ok(h) => workers.push(h),
-                Err(e) => panic!("spawning a worker thread: {e}"),
-            }
+            workers.push(spawned?);
         }
         let writer = std::thread::Builder::new()
             .name("spanwatch-writer".into())
@@ -343,9 +342,8 @@ impl<W: Write + Send + 'static> Pipeline<W> {
                 }
                 writer.release();
                 writer
-            })
-            .unwrap_or_else(|e| panic!("spawning the writer thread: {e}"));
-        Pipeline {
+            })?;
+        Ok(Pipeline {
             seq: Sequencer::default(),
             live: s.live,
             origin: None,
@@ -356,7 +354,7 @@ impl<W: Write + Send + 'static> Pipeline<W> {
             workers,
             writer,
             dropped: vec![0; n],
-        }
+        })
     }
 
     /// Names the capture the next packets come from (offline).

@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::decode::DecodeError;
 
 /// Per-engine counters (summed across workers for reporting).
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Counters {
     pub packets: u64,
     pub bytes: u64,

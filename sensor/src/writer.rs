@@ -504,6 +504,22 @@ impl<W: Write> Writer<W> {
         c
     }
 
+    /// Each worker's share as of its last report, with its queue drops.
+    pub fn worker_stats(&self, dropped: &[u64]) -> Vec<WorkerStats> {
+        self.reports
+            .iter()
+            .enumerate()
+            .map(|(i, r)| WorkerStats {
+                worker: i,
+                packets: r.as_ref().map_or(0, |r| r.counters.packets),
+                bytes: r.as_ref().map_or(0, |r| r.counters.bytes),
+                flows_active: r.as_ref().map_or(0, |r| r.counters.flows_active),
+                queue_depth: r.as_ref().map_or(0, |r| r.queue_depth),
+                queue_dropped: dropped.get(i).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
     pub fn suppressed(&self) -> u64 {
         self.detector
             .shared
@@ -530,19 +546,7 @@ impl<W: Write> Writer<W> {
             uptime: req.uptime,
             interfaces: req.interfaces.clone(),
             queue_depth: req.queue_depth,
-            workers: self
-                .reports
-                .iter()
-                .enumerate()
-                .map(|(i, r)| WorkerStats {
-                    worker: i,
-                    packets: r.as_ref().map_or(0, |r| r.counters.packets),
-                    bytes: r.as_ref().map_or(0, |r| r.counters.bytes),
-                    flows_active: r.as_ref().map_or(0, |r| r.counters.flows_active),
-                    queue_depth: r.as_ref().map_or(0, |r| r.queue_depth),
-                    queue_dropped: req.worker_dropped.get(i).copied().unwrap_or(0),
-                })
-                .collect(),
+            workers: self.worker_stats(&req.worker_dropped),
             counters: self.counters(),
             latency_ns: hist.as_ref().map(Latency::of).unwrap_or_default(),
             events_written: self.written,

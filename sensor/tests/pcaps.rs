@@ -56,27 +56,59 @@ fn one_snapshot_per_capture() {
 
 /// The threaded pipeline writes exactly what the in-thread one writes, for
 /// any number of workers: same lines, same order (see `pipeline`'s docs).
+/// Each capture alone, then every lab recording read as one stream, so the
+/// ledger, suppression and shared-key state see hosts whose flows are spread
+/// over several workers.
 #[test]
 fn every_worker_count_gives_identical_output() {
     let lab_site = std::fs::read_to_string(common::workspace().join("pcaps/lab/site.toml"))
         .expect("lab site config");
     let site = spanwatch::config::SiteConfig::parse("pcaps/lab/site.toml", &lab_site)
         .expect("lab site config parses");
-    for path in captures() {
-        let name = rel(&path);
+    let all = captures();
+    let names: Vec<String> = all.iter().map(|p| rel(p)).collect();
+    let singles = all
+        .iter()
+        .zip(&names)
+        .map(|(p, n)| vec![(p.as_path(), n.as_str())]);
+    let lab: Vec<(&std::path::Path, &str)> = all
+        .iter()
+        .zip(&names)
+        .filter(|(_, n)| n.starts_with("lab/"))
+        .map(|(p, n)| (p.as_path(), n.as_str()))
+        .collect();
+    assert!(lab.len() >= 8, "lab recordings missing");
+    for files in singles.chain(std::iter::once(lab.clone())) {
+        let what = format!("{:?}", files.iter().map(|f| f.1).collect::<Vec<_>>());
         let cfg = EngineConfig::for_site(site.clone());
-        let inline = common::run_with(&path, &name, cfg.clone());
-        assert!(!inline.lines.is_empty(), "{name}");
+        let inline = common::run_inline(&files, cfg.clone());
+        assert!(!inline.lines.is_empty(), "{what}");
         for workers in [1, 2, 4] {
-            let threaded = common::run_workers(&path, &name, cfg.clone(), workers);
+            let (threaded, shares) = common::run_workers(&files, cfg.clone(), workers);
             assert_eq!(
                 threaded.lines, inline.lines,
-                "{name}: {workers} workers differ from one"
+                "{what}: {workers} workers differ from the in-thread pipeline"
             );
-            assert_eq!(threaded.counters.packets, inline.counters.packets, "{name}");
-            assert_eq!(threaded.counters.alerts, inline.counters.alerts, "{name}");
+            assert_eq!(threaded.counters, inline.counters, "{what}");
+            assert_eq!(
+                shares.iter().sum::<u64>(),
+                inline.counters.packets,
+                "{what}"
+            );
+            if files.len() > 1 && workers > 1 {
+                // the combined stream really is spread over the workers
+                assert!(
+                    shares.iter().filter(|n| **n > 0).count() == workers,
+                    "{what}: {shares:?}"
+                );
+            }
         }
     }
+    let all_lab = common::run_inline(&lab, EngineConfig::for_site(site));
+    assert!(
+        all_lab.events.iter().any(|e| e["event_type"] == "alert"),
+        "the combined lab stream raises alerts"
+    );
 }
 
 #[test]

@@ -1,8 +1,7 @@
 //! Host activity ledger: per (host, tool), when it was first and last seen
 //! active, over how many flows and bytes, on what evidence. Capture time only.
-//! Kept by the writer, which applies sightings in input order (see `writer`);
-//! a `DashMap`, so a reader such as a future status endpoint needs no lock on
-//! the writer. Bounded.
+//! Kept by the writer, which applies sightings in input order (see `writer`).
+//! Bounded.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

@@ -37,8 +37,8 @@ impl Serialize for Proto {
 /// One event: the common EVE header and one protocol object.
 ///
 /// The flow fields are absent only on events about a host rather than a flow
-/// (`host_activity`).
-#[derive(Debug, Serialize)]
+/// (`host_activity`, `stats`). `Default` is an event with no optional field.
+#[derive(Debug, Default, Serialize)]
 pub struct Event<'a> {
     pub timestamp: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]

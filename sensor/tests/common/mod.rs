@@ -28,33 +28,43 @@ pub fn corpus() -> Option<PathBuf> {
     p.join("catalog.tsv").exists().then_some(p)
 }
 
+/// Feeds every packet of `path` to `each`; the first read error, if any.
+fn feed(path: &Path, mut each: impl FnMut(spanwatch::capture::Packet)) -> Option<String> {
+    let mut r = match FileReader::open(path) {
+        Ok(r) => r,
+        Err(e) => return Some(e.to_string()),
+    };
+    while let Some(item) = r.next() {
+        match item {
+            Ok(p) => each(p),
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+    None
+}
+
 /// Reads a capture with the given engine settings through the in-thread
 /// pipeline; `name` is what events call it.
 pub fn run_with(path: &Path, name: &str, cfg: EngineConfig) -> Run {
+    run_inline(&[(path, name)], cfg)
+}
+
+/// Reads captures, in order, as one stream through the in-thread pipeline.
+pub fn run_inline(files: &[(&Path, &str)], cfg: EngineConfig) -> Run {
     let mut sensor = Inline::new(cfg, Default::default(), Vec::new());
-    sensor.set_origin(Some(name.into()));
     let mut error = None;
-    match FileReader::open(path) {
-        Ok(mut r) => {
-            while let Some(item) = r.next() {
-                match item {
-                    Ok(p) => sensor.packet(p),
-                    Err(e) => {
-                        error = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-        }
-        Err(e) => error = Some(e.to_string()),
+    for (path, name) in files {
+        sensor.set_origin(Some((*name).into()));
+        error = error.or(feed(path, |p| sensor.packet(p)));
     }
     let w = sensor.finish();
     let counters = w.counters();
     Run::of(w.into_inner(), counters, error)
 }
 
-/// The same through the threaded pipeline with `workers` workers.
-pub fn run_workers(path: &Path, name: &str, cfg: EngineConfig, workers: usize) -> Run {
+/// Reads captures, in order, through the threaded pipeline with `workers`
+/// workers; also returns each worker's packet count.
+pub fn run_workers(files: &[(&Path, &str)], cfg: EngineConfig, workers: usize) -> (Run, Vec<u64>) {
     let settings = Settings {
         workers,
         engine: cfg,
@@ -62,28 +72,18 @@ pub fn run_workers(path: &Path, name: &str, cfg: EngineConfig, workers: usize) -
         live: false,
         latency: false,
     };
-    let mut p = Pipeline::start(settings, Vec::new());
-    p.set_origin(Some(name.into()));
+    let mut p = Pipeline::start(settings, Vec::new()).expect("threads start");
     let mut error = None;
-    match FileReader::open(path) {
-        Ok(mut r) => {
-            while let Some(item) = r.next() {
-                match item {
-                    Ok(pkt) => p.packet(pkt),
-                    Err(e) => {
-                        error = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-        }
-        Err(e) => error = Some(e.to_string()),
+    for (path, name) in files {
+        p.set_origin(Some((*name).into()));
+        error = error.or(feed(path, |pkt| p.packet(pkt)));
     }
     p.end_flows();
     p.ledger("end_of_run");
     let w = p.close();
     let counters = w.counters();
-    Run::of(w.into_inner(), counters, error)
+    let shares = w.worker_stats(&[]).iter().map(|s| s.packets).collect();
+    (Run::of(w.into_inner(), counters, error), shares)
 }
 
 impl Run {
