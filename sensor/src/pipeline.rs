@@ -312,8 +312,9 @@ impl<W: Write + Send + 'static> Pipeline<W> {
                         let origin = Origin {
                             pcap_file: b.origin.as_deref(),
                         };
+                        let depth = rx.len();
                         for item in &b.items {
-                            w.run(item, origin, rx.len());
+                            w.run(item, origin, depth);
                         }
                         let out = w.out.take(spares.try_recv().ok());
                         let msg = ToWriter::Out {

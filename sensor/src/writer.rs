@@ -208,13 +208,6 @@ impl<W: Write> Writer<W> {
                 .map(|k| k.seq)
                 .filter(|s| *s <= horizon)
                 .min();
-            if self
-                .controls
-                .front()
-                .is_some_and(|(s, _)| *s < next.unwrap_or(u64::MAX))
-            {
-                self.write_run();
-            }
             self.apply_controls(next.map(|s| s.saturating_sub(1)).unwrap_or(horizon));
             let Some(seq) = next else { break };
             self.gather(seq);
@@ -318,6 +311,9 @@ impl<W: Write> Writer<W> {
             let Some((_, c)) = self.controls.pop_front() else {
                 break;
             };
+            // lines before the control are written first (a reopen must not
+            // send them to the new file)
+            self.write_run();
             match c {
                 Control::Ledger { reason, at } => {
                     let site = Arc::clone(&self.site);

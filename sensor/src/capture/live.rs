@@ -9,14 +9,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use bytes::Bytes;
-use crossbeam_channel::{Sender, TrySendError};
+use bytes::{Bytes, BytesMut};
+use crossbeam_channel::Sender;
 
 use super::{CaptureError, LinkType, Packet};
 use crate::time::Timestamp;
 
 /// Packets per batch sent to the engine.
 pub const BATCH: usize = 64;
+/// Bytes of packet data one batch buffer holds (more than any snap length).
+const BATCH_BYTES: usize = 128 * 1024;
 
 /// Counters of one interface, updated by its capture thread.
 #[derive(Debug, Default)]
@@ -104,22 +106,65 @@ pub fn start(
     (handles, stats)
 }
 
-fn send(tx: &Sender<Vec<Packet>>, batch: &mut Vec<Packet>, st: &IfaceStats) {
-    if batch.is_empty() {
-        return;
+/// Packets captured but not yet handed over: their bytes are copied into one
+/// buffer per batch, which the batch's packets share (no allocation per
+/// packet).
+struct Handover {
+    tx: Sender<Vec<Packet>>,
+    st: Arc<IfaceStats>,
+    linktype: LinkType,
+    buf: BytesMut,
+    /// (time, original length, frame number, range in `buf`)
+    meta: Vec<(Timestamp, u32, u64, std::ops::Range<usize>)>,
+}
+
+impl Handover {
+    fn push(&mut self, ts: Timestamp, orig_len: u32, frame: u64, data: &[u8]) {
+        if self.buf.len() + data.len() > self.buf.capacity() {
+            self.send();
+        }
+        let start = self.buf.len();
+        self.buf.extend_from_slice(data);
+        self.meta.push((ts, orig_len, frame, start..self.buf.len()));
+        if self.meta.len() >= BATCH {
+            self.send();
+        }
     }
-    let b = std::mem::replace(batch, Vec::with_capacity(BATCH));
-    let n = b.len() as u64;
-    match tx.try_send(b) {
-        Ok(()) => {}
-        Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-            st.queue_dropped.fetch_add(n, Ordering::Relaxed);
+
+    /// Hands the batch to the dispatcher; a full queue drops it (counted).
+    fn send(&mut self) {
+        if self.meta.is_empty() {
+            return;
+        }
+        let fresh = BytesMut::with_capacity(BATCH_BYTES);
+        let data: Bytes = std::mem::replace(&mut self.buf, fresh).freeze();
+        let linktype = self.linktype;
+        let batch: Vec<Packet> = self
+            .meta
+            .drain(..)
+            .map(|(ts, orig_len, frame, range)| Packet {
+                ts,
+                linktype,
+                data: data.slice(range),
+                orig_len,
+                frame,
+            })
+            .collect();
+        let n = batch.len() as u64;
+        if self.tx.try_send(batch).is_err() {
+            self.st.queue_dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
 
 fn run(mut o: Opened, tx: Sender<Vec<Packet>>, stop: Arc<AtomicBool>, st: Arc<IfaceStats>) {
-    let mut batch = Vec::with_capacity(BATCH);
+    let mut out = Handover {
+        tx,
+        st: Arc::clone(&st),
+        linktype: o.linktype,
+        buf: BytesMut::with_capacity(BATCH_BYTES),
+        meta: Vec::with_capacity(BATCH),
+    };
     let mut frame = 0u64;
     let mut idle = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -128,24 +173,16 @@ fn run(mut o: Opened, tx: Sender<Vec<Packet>>, stop: Arc<AtomicBool>, st: Arc<If
                 frame += 1;
                 st.packets.fetch_add(1, Ordering::Relaxed);
                 st.bytes.fetch_add(p.data.len() as u64, Ordering::Relaxed);
-                batch.push(Packet {
-                    ts: Timestamp::from_parts(
-                        p.header.ts.tv_sec,
-                        p.header.ts.tv_usec.max(0) as u64,
-                        1_000_000,
-                    ),
-                    linktype: o.linktype,
-                    data: Bytes::copy_from_slice(p.data),
-                    orig_len: p.header.len,
-                    frame,
-                });
-                if batch.len() >= BATCH {
-                    send(&tx, &mut batch, &st);
-                }
+                let ts = Timestamp::from_parts(
+                    p.header.ts.tv_sec,
+                    p.header.ts.tv_usec.max(0) as u64,
+                    1_000_000,
+                );
+                out.push(ts, p.header.len, frame, p.data);
             }
             Err(pcap::Error::TimeoutExpired) => {
                 // Nothing waiting: hand over what we hold, then sleep briefly.
-                send(&tx, &mut batch, &st);
+                out.send();
                 idle += 1;
                 if idle.is_multiple_of(100) {
                     if let Ok(s) = o.cap.stats() {
@@ -161,7 +198,7 @@ fn run(mut o: Opened, tx: Sender<Vec<Packet>>, stop: Arc<AtomicBool>, st: Arc<If
             }
         }
     }
-    send(&tx, &mut batch, &st);
+    out.send();
     if let Ok(s) = o.cap.stats() {
         st.kernel_dropped.store(s.dropped as u64, Ordering::Relaxed);
         st.if_dropped.store(s.if_dropped as u64, Ordering::Relaxed);
