@@ -100,14 +100,20 @@ fn addr(base: [u8; 2], i: u64) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(base[0], base[1], (i >> 8) as u8, i as u8))
 }
 
-pub fn handshake_heavy(path: &Path, seed: u64, connections: u64) -> Result<()> {
-    let pool = pool(50)?;
-    let mut rng = Rng::new(seed);
-    let mut w = PcapWriter::new(
+type Writer = PcapWriter<BufWriter<std::fs::File>>;
+
+/// What both profiles start from: the handshake pool, the seeded generator,
+/// the output file and the clock.
+fn start(path: &Path, seed: u64) -> Result<(Vec<Pooled>, Rng, Writer, Clock)> {
+    let w = PcapWriter::new(
         BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?),
         LINKTYPE_ETHERNET,
     )?;
-    let mut clock = Clock(crate::T0);
+    Ok((pool(50)?, Rng::new(seed), w, Clock(crate::T0)))
+}
+
+pub fn handshake_heavy(path: &Path, seed: u64, connections: u64) -> Result<()> {
+    let (pool, mut rng, mut w, mut clock) = start(path, seed)?;
     for i in 0..connections {
         let p = &pool[rng.below(pool.len() as u64) as usize];
         let e = Endpoints {
@@ -131,13 +137,7 @@ pub fn handshake_heavy(path: &Path, seed: u64, connections: u64) -> Result<()> {
 }
 
 pub fn mix(path: &Path, seed: u64, packets: u64) -> Result<()> {
-    let pool = pool(50)?;
-    let mut rng = Rng::new(seed);
-    let mut w = PcapWriter::new(
-        BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?),
-        LINKTYPE_ETHERNET,
-    )?;
-    let mut clock = Clock(crate::T0);
+    let (pool, mut rng, mut w, mut clock) = start(path, seed)?;
     // Bulk downloads: a handshake each, then 1448-byte records until the end.
     let bulk: Vec<Endpoints> = (0..6u64)
         .map(|i| Endpoints {
