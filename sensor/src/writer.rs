@@ -19,7 +19,7 @@
 //! arrive as finished lines.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -86,19 +86,72 @@ enum Ready {
     Item(Item),
 }
 
-/// Lines next to each other in one chunk, written with one call.
+/// Queued output at least this large is written out at once.
+const WRITE_AT: usize = 256 * 1024;
+/// Slices per vectored write (well under any system's `IOV_MAX`).
+const IOV: usize = 128;
+
+/// Where a segment's bytes are.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Src {
+    /// A worker's chunk, still held (in its queue or `spent`).
+    Chunk { w: usize, serial: u64 },
+    /// `Outbox::own`: a line the writer made itself.
+    Own,
+}
+
+/// Whole lines next to each other in one buffer.
 #[derive(Clone, Copy)]
-struct Run {
-    w: usize,
-    serial: u64,
+struct Seg {
+    src: Src,
     start: usize,
     end: usize,
     lines: u64,
 }
 
+/// Output in order, not yet written: runs of lines left where the workers
+/// wrote them, and the lines the writer composed. Written with vectored
+/// writes, so a worker's line is copied once, by the kernel.
+#[derive(Default)]
+struct Outbox {
+    segs: Vec<Seg>,
+    own: Vec<u8>,
+    bytes: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, src: Src, start: usize, end: usize) {
+        self.bytes += end - start;
+        match self.segs.last_mut() {
+            Some(s) if s.src == src && s.end == start => {
+                s.end = end;
+                s.lines += 1;
+            }
+            _ => self.segs.push(Seg {
+                src,
+                start,
+                end,
+                lines: 1,
+            }),
+        }
+    }
+
+    /// Queues the line `f` appends to `own`; `f` returning false drops it.
+    fn own_line(&mut self, f: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let start = self.own.len();
+        if !f(&mut self.own) {
+            self.own.truncate(start);
+            return false;
+        }
+        let end = self.own.len();
+        self.push(Src::Own, start, end);
+        true
+    }
+}
+
 pub struct Writer<W: Write> {
     out: W,
-    line: Vec<u8>,
+    outbox: Outbox,
     pub written: u64,
     pub errors: u64,
     last_error: Option<String>,
@@ -114,7 +167,6 @@ pub struct Writer<W: Write> {
     reports: Vec<Option<Report>>,
     group: Vec<(u64, usize, Ready)>,
     serial: u64,
-    run: Option<Run>,
     /// Written-out chunks, whose buffers go back to their workers.
     spent: Vec<(usize, Chunk)>,
     recycle: Vec<Option<crossbeam_channel::Sender<Spare>>>,
@@ -134,7 +186,7 @@ impl<W: Write> Writer<W> {
         );
         Writer {
             out,
-            line: Vec::with_capacity(4096),
+            outbox: Outbox::default(),
             written: 0,
             errors: 0,
             last_error: None,
@@ -153,7 +205,6 @@ impl<W: Write> Writer<W> {
             reports: (0..workers).map(|_| None).collect(),
             group: Vec::new(),
             serial: 0,
-            run: None,
             spent: Vec::new(),
             recycle: (0..workers).map(|_| None).collect(),
         }
@@ -221,54 +272,91 @@ impl<W: Write> Writer<W> {
                         serial,
                         start,
                         end,
-                    } => match &mut self.run {
-                        Some(run) if run.serial == serial && run.end == start => {
-                            run.end = end;
-                            run.lines += 1;
-                        }
-                        _ => {
-                            self.write_run();
-                            self.run = Some(Run {
-                                w,
-                                serial,
-                                start,
-                                end,
-                                lines: 1,
-                            });
-                        }
-                    },
-                    Ready::Item(it) => {
-                        self.write_run();
-                        self.handle(flow, it);
-                    }
+                    } => self.outbox.push(Src::Chunk { w, serial }, start, end),
+                    Ready::Item(it) => self.handle(flow, it),
+                }
+                if self.outbox.bytes >= WRITE_AT {
+                    self.write_out();
                 }
             }
             self.group = group;
         }
-        self.write_run();
+        // before the chunks go back to their workers
+        self.write_out();
         self.give_back();
     }
 
-    /// Writes the pending run of lines.
-    fn write_run(&mut self) {
-        let Some(r) = self.run.take() else { return };
-        let front = self.queues[r.w].front().filter(|c| c.serial == r.serial);
-        let chunk = front.or_else(|| {
-            self.spent
-                .iter()
-                .map(|(_, c)| c)
-                .find(|c| c.serial == r.serial)
-        });
-        let Some(bytes) = chunk.and_then(|c| c.buf.get(r.start..r.end)) else {
-            return;
+    /// Writes everything queued in the outbox, in order. A line is either
+    /// written whole or counted lost.
+    fn write_out(&mut self) {
+        let Writer {
+            out,
+            outbox,
+            queues,
+            spent,
+            written,
+            errors,
+            last_error,
+            ..
+        } = self;
+        let bytes = |s: &Seg| -> &[u8] {
+            let buf = match s.src {
+                Src::Own => Some(&outbox.own),
+                Src::Chunk { w, serial } => queues[w]
+                    .front()
+                    .filter(|c| c.serial == serial)
+                    .or_else(|| spent.iter().map(|(_, c)| c).find(|c| c.serial == serial))
+                    .map(|c| &c.buf),
+            };
+            buf.and_then(|b| b.get(s.start..s.end)).unwrap_or_default()
         };
-        match self.out.write_all(bytes) {
-            Ok(()) => self.written += r.lines,
-            Err(e) => {
-                self.errors += r.lines;
-                self.last_error = Some(e.to_string());
+        // segs[i][off..] is the first byte not yet written
+        let (mut i, mut off) = (0, 0);
+        let segs = &outbox.segs;
+        while i < segs.len() {
+            let mut iov = [IoSlice::new(&[]); IOV];
+            let mut k = 0;
+            for (j, s) in segs[i..].iter().take(IOV).enumerate() {
+                let b = bytes(s);
+                iov[k] = IoSlice::new(if j == 0 {
+                    b.get(off..).unwrap_or_default()
+                } else {
+                    b
+                });
+                k += 1;
+            }
+            match out.write_vectored(&iov[..k]) {
+                Ok(0) if iov[..k].iter().any(|b| !b.is_empty()) => {
+                    *last_error =
+                        Some(std::io::Error::from(std::io::ErrorKind::WriteZero).to_string());
+                    break;
+                }
+                Ok(mut n) => {
+                    // past every slice that was written whole
+                    while i < segs.len() {
+                        let left = segs[i].end - segs[i].start - off;
+                        if n < left {
+                            off += n;
+                            break;
+                        }
+                        n -= left;
+                        *written += segs[i].lines;
+                        i += 1;
+                        off = 0;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    *last_error = Some(e.to_string());
+                    break;
+                }
             }
         }
+        // what could not be written (a part-written run included) is lost
+        *errors += segs[i..].iter().map(|s| s.lines).sum::<u64>();
+        outbox.segs.clear();
+        outbox.own.clear();
+        outbox.bytes = 0;
     }
 
     /// Moves every item with sequence number `seq` into `group`.
@@ -313,7 +401,7 @@ impl<W: Write> Writer<W> {
             };
             // lines before the control are written first (a reopen must not
             // send them to the new file)
-            self.write_run();
+            self.write_out();
             match c {
                 Control::Ledger { reason, at } => {
                     let site = Arc::clone(&self.site);
@@ -325,13 +413,15 @@ impl<W: Write> Writer<W> {
                     let st = self.stats(&req);
                     let site = Arc::clone(&self.site);
                     self.emit(&stats_event(&st, req.at, &site));
+                    if let Err(e) = self.flush() {
+                        self.last_error = Some(e.to_string());
+                    }
                     if let Some(e) = self.take_error() {
                         eprintln!(
                             "spanwatch: writing events: {e} ({} lost so far)",
                             self.errors
                         );
                     }
-                    let _ = self.out.flush();
                 }
                 Control::Reload { site, rules } => {
                     self.detector.rules = rules;
@@ -339,7 +429,7 @@ impl<W: Write> Writer<W> {
                     self.site = site;
                 }
                 Control::Reopen(w) => {
-                    let _ = self.out.flush();
+                    let _ = self.flush();
                     self.out = w;
                 }
             }
@@ -434,23 +524,21 @@ impl<W: Write> Writer<W> {
         field: Option<(&str, &T)>,
         body: &[u8],
     ) {
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        line.extend_from_slice(head);
-        if let Some((name, v)) = field {
-            line.extend_from_slice(b",\"");
-            line.extend_from_slice(name.as_bytes());
-            line.extend_from_slice(b"\":");
-            if serde_json::to_writer(&mut line, v).is_err() {
-                self.errors += 1;
-                self.line = line;
-                return;
+        let made = self.outbox.own_line(|line| {
+            line.extend_from_slice(head);
+            if let Some((name, v)) = field {
+                line.extend_from_slice(b",\"");
+                line.extend_from_slice(name.as_bytes());
+                line.extend_from_slice(b"\":");
+                if serde_json::to_writer(&mut *line, v).is_err() {
+                    return false;
+                }
             }
-        }
-        line.extend_from_slice(body);
-        line.extend_from_slice(b"}\n");
-        self.write_raw_line(&line);
-        self.line = line;
+            line.extend_from_slice(body);
+            line.extend_from_slice(b"}\n");
+            true
+        });
+        self.made(made);
     }
 
     /// Writes an event the writer made itself.
@@ -458,30 +546,26 @@ impl<W: Write> Writer<W> {
         if !self.types.wants(e.event_type) {
             return;
         }
-        let mut line = std::mem::take(&mut self.line);
-        line.clear();
-        if serde_json::to_writer(&mut line, e).is_ok() {
+        let made = self.outbox.own_line(|line| {
+            let ok = serde_json::to_writer(&mut *line, e).is_ok();
             line.push(b'\n');
-            self.write_raw_line(&line);
-        } else {
-            self.errors += 1;
-        }
-        self.line = line;
+            ok
+        });
+        self.made(made);
     }
 
-    /// One write per line: a line is either written whole or counted lost.
-    fn write_raw_line(&mut self, b: &[u8]) {
-        self.write_run();
-        match self.out.write_all(b) {
-            Ok(()) => self.written += 1,
-            Err(e) => {
-                self.errors += 1;
-                self.last_error = Some(e.to_string());
-            }
+    /// A line the writer made is queued (or, not serialisable, lost).
+    fn made(&mut self, ok: bool) {
+        if !ok {
+            self.errors += 1;
+        }
+        if self.outbox.bytes >= WRITE_AT {
+            self.write_out();
         }
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
+        self.write_out();
         self.out.flush()
     }
 
@@ -552,7 +636,8 @@ impl<W: Write> Writer<W> {
     }
 
     /// The output, back (end of run).
-    pub fn into_inner(self) -> W {
+    pub fn into_inner(mut self) -> W {
+        self.write_out();
         self.out
     }
 }
@@ -588,6 +673,80 @@ mod tests {
 
     fn text(w: &Writer<Vec<u8>>) -> String {
         String::from_utf8(w.out.clone()).expect("utf-8")
+    }
+
+    /// An output that takes at most `step` bytes a call, and fails (disk
+    /// full) once it holds `room` bytes.
+    struct Narrow {
+        got: Vec<u8>,
+        step: usize,
+        room: usize,
+    }
+
+    impl Write for Narrow {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            let n = b.len().min(self.step).min(self.room - self.got.len());
+            if n == 0 && !b.is_empty() {
+                return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+            }
+            self.got.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn narrow(step: usize, room: usize) -> Writer<Narrow> {
+        let cfg = crate::engine::EngineConfig::default();
+        let out = Narrow {
+            got: Vec::new(),
+            step,
+            room,
+        };
+        Writer::new(out, 2, cfg.site, cfg.rules, Default::default())
+    }
+
+    /// Lines from two workers, interleaved: many short runs in two buffers.
+    fn interleaved(w: &mut Writer<impl Write>) {
+        let a: Vec<(u64, u64, String)> = (0..300).map(|i| (2 * i, 1, format!("a{i}"))).collect();
+        let b: Vec<(u64, u64, String)> =
+            (0..300).map(|i| (2 * i + 1, 2, format!("b{i}"))).collect();
+        let lines = |v: &[(u64, u64, String)]| -> Output {
+            out(&v
+                .iter()
+                .map(|(s, f, t)| (*s, *f, t.as_str()))
+                .collect::<Vec<_>>())
+        };
+        w.push(0, 600, lines(&a));
+        w.push(1, 600, lines(&b));
+        w.release();
+    }
+
+    #[test]
+    fn short_writes_lose_nothing() {
+        let mut w = narrow(7, usize::MAX);
+        interleaved(&mut w);
+        let want: String = (0..300).map(|i| format!("a{i}\nb{i}\n")).collect();
+        assert_eq!(String::from_utf8_lossy(&w.out.got), want);
+        assert_eq!((w.written, w.errors), (600, 0));
+    }
+
+    #[test]
+    fn a_failed_write_counts_what_is_lost() {
+        // room for "a0\nb0\na1\n" and half of "b1\n"
+        let mut w = narrow(1 << 20, 10);
+        interleaved(&mut w);
+        assert_eq!(w.written, 3, "the lines written whole");
+        assert_eq!(w.errors, 597, "the part-written line and all after it");
+        assert!(w.take_error().is_some_and(|e| e.contains("storage")));
+        // later lines are tried again, and counted
+        w.advance(0, 700);
+        w.advance(1, 700);
+        w.push(0, 700, out(&[(650, 1, "late")]));
+        w.release();
+        assert_eq!((w.written, w.errors), (3, 598));
     }
 
     #[test]
