@@ -160,10 +160,16 @@ impl Engine {
 
     /// Processes one captured frame. `now` is the latest capture time the
     /// sensor has seen (for fragment timeouts).
-    pub fn process(&mut self, pkt: &Packet, now: Timestamp, origin: Origin<'_>, out: &mut Output) {
+    pub fn process(
+        &mut self,
+        pkt: &Packet<&[u8]>,
+        now: Timestamp,
+        origin: Origin<'_>,
+        out: &mut Output,
+    ) {
         self.counters.packets += 1;
         self.counters.bytes += pkt.data.len() as u64;
-        match decode::decode(pkt.linktype, &pkt.data) {
+        match decode::decode(pkt.linktype, pkt.data) {
             Ok(Outcome::Packet(d)) => self.packet(pkt, &d, origin, out),
             Ok(Outcome::Fragment(f)) => {
                 if let Some(datagram) = self.defrag.add(now, &f) {
@@ -218,7 +224,13 @@ impl Engine {
         c.fragments_dropped = self.defrag.stats.dropped;
     }
 
-    fn packet(&mut self, pkt: &Packet, d: &Decoded<'_>, origin: Origin<'_>, out: &mut Output) {
+    fn packet(
+        &mut self,
+        pkt: &Packet<&[u8]>,
+        d: &Decoded<'_>,
+        origin: Origin<'_>,
+        out: &mut Output,
+    ) {
         let site = &*self.cfg.site;
         let (flow, dir) = self.flows.track(
             d,
@@ -512,13 +524,13 @@ fn pad5(b: &[u8]) -> [u8; 5] {
     p
 }
 
-impl Packet {
+impl Packet<&[u8]> {
     /// A packet-less stand-in carrying only a time (for events at flow end).
-    fn at(ts: Timestamp) -> Packet {
+    fn at(ts: Timestamp) -> Self {
         Packet {
             ts,
             linktype: crate::capture::LinkType::ETHERNET,
-            data: bytes::Bytes::new(),
+            data: &[],
             orig_len: 0,
             frame: 0,
         }
@@ -662,7 +674,7 @@ fn emit_dns(
     em: &mut Emit<'_, '_>,
     flow: &mut Flow<Session>,
     dir: Dir,
-    pkt: &Packet,
+    pkt: &Packet<&[u8]>,
 ) {
     for m in msgs.drain(..) {
         let facts = Facts {
@@ -692,7 +704,7 @@ fn emit_dns(
 fn emit_http(
     em: &mut Emit<'_, '_>,
     flow: &mut Flow<Session>,
-    pkt: &Packet,
+    pkt: &Packet<&[u8]>,
     counters: &mut Counters,
 ) {
     let Some(mut h) = flow.data.http.take() else {

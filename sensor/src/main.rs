@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use spanwatch::capture::{CaptureError, FileReader, LibpcapReader, Packet};
+use spanwatch::capture::{CaptureError, FileReader, Frames, LibpcapReader};
 use spanwatch::config::SiteConfig;
 use spanwatch::detect::RuleSet;
 use spanwatch::engine::EngineConfig;
@@ -131,11 +131,12 @@ impl Source {
             Reader::Libpcap => Source::Libpcap(LibpcapReader::open(path)?),
         })
     }
-    fn next(&mut self) -> Option<Result<Packet, CaptureError>> {
-        match self {
-            Source::Native(r) => r.next(),
-            Source::Libpcap(r) => r.next(),
-        }
+    /// Hands the next packet to the pipeline; `None` at the end of the file.
+    fn feed<W: Write + Send>(&mut self, p: &mut Pipeline<W>) -> Option<Result<(), CaptureError>> {
+        Some(match self {
+            Source::Native(r) => r.next_range()?.map(|pkt| p.packet_in(r.data(), pkt)),
+            Source::Libpcap(r) => r.next()?.map(|pkt| p.packet(pkt)),
+        })
     }
     fn progress(&self) -> Option<(usize, usize)> {
         match self {
@@ -291,7 +292,7 @@ fn live(args: LiveArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let (tx, rx) = crossbeam_channel::bounded::<Vec<spanwatch::capture::Packet>>(1024);
+    let (tx, rx) = crossbeam_channel::bounded::<Frames>(1024);
     let stop = Arc::new(AtomicBool::new(false));
     let (threads, ifstats) = live::start(opened, tx, Arc::clone(&stop));
     eprintln!(
@@ -322,9 +323,7 @@ fn live(args: LiveArgs) -> ExitCode {
     loop {
         match rx.recv_timeout(std::time::Duration::from_millis(50)) {
             Ok(batch) => {
-                for pkt in batch {
-                    p.packet(pkt);
-                }
+                p.frames(batch);
                 if rx.is_empty() {
                     p.flush();
                 }
@@ -372,9 +371,7 @@ fn live(args: LiveArgs) -> ExitCode {
         let _ = t.join();
     }
     while let Ok(batch) = rx.try_recv() {
-        for pkt in batch {
-            p.packet(pkt);
-        }
+        p.frames(batch);
     }
     p.end_flows();
     p.ledger("end_of_run");
@@ -496,9 +493,9 @@ fn read(args: ReadArgs) -> ExitCode {
         bar.set_message(name.clone());
         p.set_origin(Some(name.as_str().into()));
         let mut n = 0u64;
-        while let Some(item) = src.next() {
-            match item {
-                Ok(pkt) => p.packet(pkt),
+        while let Some(fed) = src.feed(&mut p) {
+            match fed {
+                Ok(()) => {}
                 Err(e) => {
                     bar.suspend(|| eprintln!("spanwatch: {e}"));
                     failed += 1;

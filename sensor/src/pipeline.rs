@@ -10,9 +10,11 @@
 //! IP address pair, and sends it to the worker that owns that pair (a
 //! symmetric hash: both directions of a flow, and every fragment of a
 //! datagram, reach the same worker; for a fragmented *tunnel* packet it is the
-//! outer pair). Packets travel in batches, and the batch vectors come back to
-//! the dispatcher to be reused, so the dispatcher also drops the packets'
-//! shared buffers (no reference count bouncing between cores).
+//! outer pair). Packets travel in batches. A batch holds the buffers its
+//! packets' bytes are in (for a mapped capture file, the one map; live, one
+//! buffer per capture batch) and each packet as a span of one of them, so a
+//! batch costs a reference count per buffer, not per packet. Emptied batch
+//! vectors come back to the dispatcher to be reused.
 //!
 //! Time is capture time. When it passes a whole second the dispatcher sends
 //! every worker a tick, numbered like a packet, at which each ends its idle
@@ -30,12 +32,14 @@
 
 use std::io::Write;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::capture::Packet;
+use crate::capture::{Frames, LinkType, Packet};
 use crate::config::SiteConfig;
 use crate::decode::{self, Outcome};
 use crate::detect::RuleSet;
@@ -62,14 +66,14 @@ pub struct Settings {
     pub latency: bool,
 }
 
-/// The worker that owns this packet's address pair.
-pub fn worker_of(pkt: &Packet, workers: usize) -> usize {
+/// The worker that owns the address pair of this frame.
+pub fn worker_of(linktype: LinkType, data: &[u8], workers: usize) -> usize {
     if workers <= 1 {
         return 0;
     }
-    let pair = match tcp_pair(pkt.linktype, &pkt.data) {
+    let pair = match tcp_pair(linktype, data) {
         Some(p) => p,
-        None => match decode::decode(pkt.linktype, &pkt.data) {
+        None => match decode::decode(linktype, data) {
             Ok(Outcome::Packet(d)) => (d.src, d.dst),
             Ok(Outcome::Fragment(f)) => (f.src, f.dst),
             // undecodable: any worker counts it the same
@@ -92,8 +96,8 @@ pub fn worker_of(pkt: &Packet, workers: usize) -> usize {
 /// straight from the headers: the common case, without a full decode. TCP
 /// carries no tunnel spanwatch follows, so the full decode would give the same
 /// pair (fragments of a TCP datagram included); anything else returns None.
-fn tcp_pair(linktype: crate::capture::LinkType, d: &[u8]) -> Option<(IpAddr, IpAddr)> {
-    if linktype != crate::capture::LinkType::ETHERNET {
+fn tcp_pair(linktype: LinkType, d: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    if linktype != LinkType::ETHERNET {
         return None;
     }
     let mut off = 12;
@@ -153,12 +157,21 @@ impl Sequencer {
     }
 }
 
+/// Where a packet's bytes are: `len` bytes from `start` of buffer `buf` of
+/// its batch.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    buf: u32,
+    len: u32,
+    start: usize,
+}
+
 /// Work for a worker, in dispatch order.
 enum Work {
     Packet {
         seq: u64,
         now: Timestamp,
-        pkt: Packet,
+        pkt: Packet<Span>,
     },
     Tick {
         seq: u64,
@@ -179,9 +192,42 @@ enum Work {
 
 struct Batch {
     origin: Option<Arc<str>>,
-    items: Vec<Work>,
+    work: Filling,
     /// Everything for this worker numbered up to here has been sent.
     horizon: u64,
+}
+
+/// A worker's next batch, being filled: its work, and the buffers its
+/// packets' bytes are in.
+#[derive(Default)]
+struct Filling {
+    items: Vec<Work>,
+    bufs: Vec<Bytes>,
+}
+
+impl Filling {
+    fn with_capacity(n: usize) -> Self {
+        Filling {
+            items: Vec::with_capacity(n),
+            bufs: Vec::new(),
+        }
+    }
+
+    /// The index of `buf` among this batch's buffers, taking a reference to
+    /// it only when it is not the last one added (packets come in runs from
+    /// one buffer).
+    fn buffer(&mut self, buf: &Bytes) -> u32 {
+        match self.bufs.last() {
+            Some(b) if b.as_ptr() == buf.as_ptr() && b.len() == buf.len() => {}
+            _ => self.bufs.push(buf.clone()),
+        }
+        (self.bufs.len() - 1) as u32
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bufs.clear();
+    }
 }
 
 enum ToWriter<W> {
@@ -217,11 +263,17 @@ impl Worker {
         }
     }
 
-    fn run(&mut self, w: &Work, origin: Origin<'_>, queue_depth: usize) {
+    fn run(&mut self, w: &Work, bufs: &[Bytes], origin: Origin<'_>, queue_depth: usize) {
         let out = &mut self.out;
         match w {
             Work::Packet { seq, now, pkt } => {
                 out.seq = *seq;
+                let s = pkt.data;
+                let data = bufs
+                    .get(s.buf as usize)
+                    .and_then(|b| b.get(s.start..s.start + s.len as usize))
+                    .unwrap_or_default();
+                let pkt = &pkt.with_data(data);
                 match &mut self.hist {
                     Some(h) => {
                         let t = std::time::Instant::now();
@@ -272,8 +324,8 @@ pub struct Pipeline<W: Write + Send + 'static> {
     live: bool,
     origin: Option<Arc<str>>,
     txs: Vec<Sender<Batch>>,
-    pending: Vec<Vec<Work>>,
-    recycled: Receiver<Vec<Work>>,
+    pending: Vec<Filling>,
+    recycled: Receiver<Filling>,
     to_writer: Sender<ToWriter<W>>,
     workers: Vec<JoinHandle<()>>,
     writer: JoinHandle<Writer<W>>,
@@ -287,7 +339,7 @@ impl<W: Write + Send + 'static> Pipeline<W> {
     pub fn start(s: Settings, out: W) -> std::io::Result<Self> {
         let n = s.workers.max(1);
         let (to_writer, from_workers) = crossbeam_channel::bounded::<ToWriter<W>>(n * QUEUE);
-        let (recycle, recycled) = crossbeam_channel::bounded::<Vec<Work>>(n * (QUEUE + 2));
+        let (recycle, recycled) = crossbeam_channel::bounded::<Filling>(n * (QUEUE + 2));
         let mut txs = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
         let mut writer = Writer::new(
@@ -313,8 +365,8 @@ impl<W: Write + Send + 'static> Pipeline<W> {
                             pcap_file: b.origin.as_deref(),
                         };
                         let depth = rx.len();
-                        for item in &b.items {
-                            w.run(item, origin, depth);
+                        for item in &b.work.items {
+                            w.run(item, &b.work.bufs, origin, depth);
                         }
                         let out = w.out.take(spares.try_recv().ok());
                         let msg = ToWriter::Out {
@@ -325,8 +377,9 @@ impl<W: Write + Send + 'static> Pipeline<W> {
                         if to_writer.send(msg).is_err() {
                             break;
                         }
-                        // back to the dispatcher, packets and all (it drops them)
-                        let _ = recycle.try_send(std::mem::take(&mut b.items));
+                        // the vectors, emptied, back to the dispatcher
+                        b.work.clear();
+                        let _ = recycle.try_send(b.work);
                     }
                 });
             workers.push(spawned?);
@@ -349,7 +402,7 @@ impl<W: Write + Send + 'static> Pipeline<W> {
             live: s.live,
             origin: None,
             txs,
-            pending: (0..n).map(|_| Vec::with_capacity(BATCH)).collect(),
+            pending: (0..n).map(|_| Filling::with_capacity(BATCH)).collect(),
             recycled,
             to_writer,
             workers,
@@ -368,12 +421,39 @@ impl<W: Write + Send + 'static> Pipeline<W> {
 
     /// Dispatches one packet.
     pub fn packet(&mut self, pkt: Packet) {
+        let range = 0..pkt.data.len();
+        self.packet_in(&pkt.data, pkt.with_data(range));
+    }
+
+    /// Dispatches every packet of a capture batch.
+    pub fn frames(&mut self, f: Frames) {
+        for pkt in f.packets {
+            self.packet_in(&f.data, pkt);
+        }
+    }
+
+    /// Dispatches one packet whose bytes are `buf[pkt.data]`: the batch it
+    /// joins takes a reference to `buf` only if its last packet was in
+    /// another buffer.
+    pub fn packet_in(&mut self, buf: &Bytes, pkt: Packet<Range<usize>>) {
         self.clock(pkt.ts);
         let seq = self.seq.next();
-        let w = worker_of(&pkt, self.txs.len());
+        // out of bounds (never, from our readers): an empty frame, counted as such
+        let data = buf.get(pkt.data.clone()).unwrap_or_default();
+        let w = worker_of(pkt.linktype, data, self.txs.len());
         let now = self.seq.now;
-        self.pending[w].push(Work::Packet { seq, now, pkt });
-        if self.pending[w].len() >= BATCH {
+        let f = &mut self.pending[w];
+        let span = Span {
+            buf: f.buffer(buf),
+            len: data.len() as u32,
+            start: pkt.data.start,
+        };
+        f.items.push(Work::Packet {
+            seq,
+            now,
+            pkt: pkt.with_data(span),
+        });
+        if f.items.len() >= BATCH {
             self.flush();
         }
     }
@@ -389,7 +469,7 @@ impl<W: Write + Send + 'static> Pipeline<W> {
 
     fn broadcast(&mut self, mut f: impl FnMut() -> Work) {
         for p in &mut self.pending {
-            p.push(f());
+            p.items.push(f());
         }
     }
 
@@ -398,17 +478,14 @@ impl<W: Write + Send + 'static> Pipeline<W> {
     pub fn flush(&mut self) {
         let horizon = self.seq.seq;
         for w in 0..self.txs.len() {
-            let fresh = match self.recycled.try_recv() {
-                Ok(mut v) => {
-                    v.clear();
-                    v
-                }
-                Err(_) => Vec::with_capacity(BATCH),
-            };
-            let items = std::mem::replace(&mut self.pending[w], fresh);
+            let fresh = self
+                .recycled
+                .try_recv()
+                .unwrap_or_else(|_| Filling::with_capacity(BATCH));
+            let work = std::mem::replace(&mut self.pending[w], fresh);
             let b = Batch {
                 origin: self.origin.clone(),
-                items,
+                work,
                 horizon,
             };
             if !self.live {
@@ -418,9 +495,9 @@ impl<W: Write + Send + 'static> Pipeline<W> {
             match self.txs[w].try_send(b) {
                 Ok(()) => {}
                 Err(TrySendError::Full(mut b)) => {
-                    let before = b.items.len();
-                    b.items.retain(|i| !matches!(i, Work::Packet { .. }));
-                    self.dropped[w] += (before - b.items.len()) as u64;
+                    let before = b.work.items.len();
+                    b.work.items.retain(|i| !matches!(i, Work::Packet { .. }));
+                    self.dropped[w] += (before - b.work.items.len()) as u64;
                     // ticks and control messages always get through
                     let _ = self.txs[w].send(b);
                 }
@@ -501,6 +578,8 @@ pub struct Inline<W: Write> {
     origin: Option<Arc<str>>,
     worker: Worker,
     writer: Writer<W>,
+    /// The bytes of the packet being processed.
+    buf: [Bytes; 1],
 }
 
 impl<W: Write> Inline<W> {
@@ -517,6 +596,7 @@ impl<W: Write> Inline<W> {
             origin: None,
             worker: Worker::new(0, Engine::new(cfg), types, false),
             writer,
+            buf: Default::default(),
         }
     }
 
@@ -528,7 +608,7 @@ impl<W: Write> Inline<W> {
         let origin = Origin {
             pcap_file: self.origin.as_deref(),
         };
-        self.worker.run(&w, origin, 0);
+        self.worker.run(&w, &self.buf, origin, 0);
         if self.worker.out.is_empty() {
             self.writer.advance(0, self.seq.seq);
         } else {
@@ -545,7 +625,18 @@ impl<W: Write> Inline<W> {
         }
         let seq = self.seq.next();
         let now = self.seq.now;
-        self.run(Work::Packet { seq, now, pkt });
+        let span = Span {
+            buf: 0,
+            len: pkt.data.len() as u32,
+            start: 0,
+        };
+        let meta = pkt.with_data(span);
+        self.buf = [pkt.data];
+        self.run(Work::Packet {
+            seq,
+            now,
+            pkt: meta,
+        });
     }
 
     /// Ends every flow, logs the ledger, and returns the writer.
@@ -606,6 +697,59 @@ mod tests {
         assert_eq!(tcp_pair(LinkType::ETHERNET, &[0; 10]), None);
     }
 
+    /// Packets whose bytes alternate between buffers (live batches of two
+    /// interfaces, say) are dispatched with the right bytes: the threaded
+    /// pipeline writes what the in-thread one writes.
+    #[test]
+    fn packets_in_several_buffers_keep_their_bytes() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps/tls12-chain.pcap");
+        let mut r = crate::capture::FileReader::open(&path).expect("opens");
+        let mut packets = Vec::new();
+        while let Some(p) = r.next() {
+            packets.push(p.expect("reads"));
+        }
+        assert!(packets.len() > 10);
+        // runs of one, two and three packets in each buffer
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut placed = Vec::new();
+        for (i, p) in packets.iter().enumerate() {
+            let (which, buf) = if i % 5 < 2 { (0, &mut a) } else { (1, &mut b) };
+            let start = buf.len();
+            buf.extend_from_slice(&p.data);
+            placed.push((which, p.with_data(start..buf.len())));
+        }
+        let bufs = [Bytes::from(a), Bytes::from(b)];
+        let cfg = EngineConfig::default();
+        let mut inline = Inline::new(cfg.clone(), Default::default(), Vec::new());
+        for p in &packets {
+            inline.packet(p.clone());
+        }
+        let expected = inline.finish().into_inner();
+        assert!(!expected.is_empty());
+        for workers in [1, 2, 3] {
+            let s = Settings {
+                workers,
+                engine: cfg.clone(),
+                types: Default::default(),
+                live: false,
+                latency: false,
+            };
+            let mut p = Pipeline::start(s, Vec::new()).expect("threads start");
+            for (which, pkt) in &placed {
+                p.packet_in(&bufs[*which], pkt.clone());
+            }
+            p.end_flows();
+            p.ledger("end_of_run");
+            let got = p.close().into_inner();
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&expected),
+                "{workers} workers"
+            );
+        }
+    }
+
     #[test]
     fn both_directions_reach_the_same_worker() {
         let d = |s: [u8; 4], t: [u8; 4]| {
@@ -614,19 +758,13 @@ mod tests {
             f.extend_from_slice(&s);
             f.extend_from_slice(&t);
             f.extend_from_slice(&[0; 20]);
-            Packet {
-                ts: Timestamp(0),
-                linktype: LinkType::ETHERNET,
-                data: bytes::Bytes::from(f),
-                orig_len: 74,
-                frame: 1,
-            }
+            f
         };
         let mut seen = std::collections::BTreeSet::new();
         for i in 0..64u8 {
             let (a, b) = ([10, 0, 0, i], [192, 0, 2, 255 - i]);
-            let w = worker_of(&d(a, b), 4);
-            assert_eq!(w, worker_of(&d(b, a), 4));
+            let w = worker_of(LinkType::ETHERNET, &d(a, b), 4);
+            assert_eq!(w, worker_of(LinkType::ETHERNET, &d(b, a), 4));
             seen.insert(w);
         }
         assert_eq!(seen.len(), 4, "64 pairs spread over all 4 workers");

@@ -84,11 +84,11 @@ fn bypassed_flow_packets_allocate_nothing() {
     let mut out = Output::default();
     let (warm, steady) = pkts.split_at(200);
     for p in warm {
-        engine.process(p, p.ts, Origin::default(), &mut out);
+        engine.process(&p.view(), p.ts, Origin::default(), &mut out);
     }
     let before = ALLOCS.load(Ordering::Relaxed);
     for p in steady {
-        engine.process(p, p.ts, Origin::default(), &mut out);
+        engine.process(&p.view(), p.ts, Origin::default(), &mut out);
     }
     let allocs = ALLOCS.load(Ordering::Relaxed) - before;
     assert!(

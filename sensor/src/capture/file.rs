@@ -8,6 +8,7 @@
 //! and is what live capture uses.
 
 use std::fs::File;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -157,7 +158,7 @@ impl FileReader {
         self.data.is_empty()
     }
 
-    fn damaged(&mut self, what: impl Into<String>) -> Option<Result<Packet, CaptureError>> {
+    fn damaged<T>(&mut self, what: impl Into<String>) -> Option<Result<T, CaptureError>> {
         self.done = true;
         Some(Err(CaptureError::Damaged {
             path: self.path.clone(),
@@ -166,9 +167,17 @@ impl FileReader {
         }))
     }
 
-    /// The next packet, `None` at the end, or an error after which the reader is done.
+    /// The next packet (its bytes a slice of the mapped file), `None` at the
+    /// end, or an error after which the reader is done.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Option<Result<Packet, CaptureError>> {
+        self.next_range()
+            .map(|r| r.map(|p| p.with_data(self.data.slice(p.data.clone()))))
+    }
+
+    /// The next packet, its bytes a range of [`FileReader::data`]: no
+    /// reference count taken per packet (the pipeline takes one per batch).
+    pub fn next_range(&mut self) -> Option<Result<Packet<Range<usize>>, CaptureError>> {
         if self.done {
             return None;
         }
@@ -178,7 +187,12 @@ impl FileReader {
         }
     }
 
-    fn next_pcap(&mut self) -> Option<Result<Packet, CaptureError>> {
+    /// The whole file, which every packet's range points into.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    fn next_pcap(&mut self) -> Option<Result<Packet<Range<usize>>, CaptureError>> {
         let Format::Pcap {
             big_endian,
             units_per_sec,
@@ -220,13 +234,13 @@ impl FileReader {
         Some(Ok(Packet {
             ts: Timestamp::from_parts(secs as i64, frac as u64, units_per_sec),
             linktype,
-            data: self.data.slice(start..end),
+            data: start..end,
             orig_len: origlen,
             frame: self.frame,
         }))
     }
 
-    fn next_pcapng(&mut self) -> Option<Result<Packet, CaptureError>> {
+    fn next_pcapng(&mut self) -> Option<Result<Packet<Range<usize>>, CaptureError>> {
         loop {
             let rest = &self.data[self.pos..];
             if rest.is_empty() {
@@ -310,7 +324,7 @@ impl FileReader {
             return Some(Ok(Packet {
                 ts,
                 linktype: iface.linktype,
-                data: self.data.slice(offset..offset + len),
+                data: offset..offset + len,
                 orig_len,
                 frame: self.frame,
             }));

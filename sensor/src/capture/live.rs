@@ -5,14 +5,15 @@
 //! queue. A full queue drops the batch and counts it (capture never stalls on a
 //! slow consumer); kernel drops come from libpcap's statistics.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use crossbeam_channel::Sender;
 
-use super::{CaptureError, LinkType, Packet};
+use super::{CaptureError, Frames, LinkType, Packet};
 use crate::time::Timestamp;
 
 /// Packets per batch sent to the engine.
@@ -85,7 +86,7 @@ pub fn open(interfaces: &[String], o: &LiveOptions<'_>) -> Result<Vec<Opened>, C
 /// milliseconds of `stop` being set, after sending what they hold.
 pub fn start(
     opened: Vec<Opened>,
-    tx: Sender<Vec<Packet>>,
+    tx: Sender<Frames>,
     stop: Arc<AtomicBool>,
 ) -> (Vec<JoinHandle<()>>, Vec<Arc<IfaceStats>>) {
     let mut handles = Vec::new();
@@ -107,15 +108,14 @@ pub fn start(
 }
 
 /// Packets captured but not yet handed over: their bytes are copied into one
-/// buffer per batch, which the batch's packets share (no allocation per
-/// packet).
+/// buffer per batch, which the batch's packets are ranges of (no allocation
+/// or reference count per packet).
 struct Handover {
-    tx: Sender<Vec<Packet>>,
+    tx: Sender<Frames>,
     st: Arc<IfaceStats>,
     linktype: LinkType,
     buf: BytesMut,
-    /// (time, original length, frame number, range in `buf`)
-    meta: Vec<(Timestamp, u32, u64, std::ops::Range<usize>)>,
+    packets: Vec<Packet<Range<usize>>>,
 }
 
 impl Handover {
@@ -125,45 +125,42 @@ impl Handover {
         }
         let start = self.buf.len();
         self.buf.extend_from_slice(data);
-        self.meta.push((ts, orig_len, frame, start..self.buf.len()));
-        if self.meta.len() >= BATCH {
+        self.packets.push(Packet {
+            ts,
+            linktype: self.linktype,
+            data: start..self.buf.len(),
+            orig_len,
+            frame,
+        });
+        if self.packets.len() >= BATCH {
             self.send();
         }
     }
 
     /// Hands the batch to the dispatcher; a full queue drops it (counted).
     fn send(&mut self) {
-        if self.meta.is_empty() {
+        if self.packets.is_empty() {
             return;
         }
         let fresh = BytesMut::with_capacity(BATCH_BYTES);
-        let data: Bytes = std::mem::replace(&mut self.buf, fresh).freeze();
-        let linktype = self.linktype;
-        let batch: Vec<Packet> = self
-            .meta
-            .drain(..)
-            .map(|(ts, orig_len, frame, range)| Packet {
-                ts,
-                linktype,
-                data: data.slice(range),
-                orig_len,
-                frame,
-            })
-            .collect();
-        let n = batch.len() as u64;
+        let batch = Frames {
+            data: std::mem::replace(&mut self.buf, fresh).freeze(),
+            packets: std::mem::replace(&mut self.packets, Vec::with_capacity(BATCH)),
+        };
+        let n = batch.packets.len() as u64;
         if self.tx.try_send(batch).is_err() {
             self.st.queue_dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
 
-fn run(mut o: Opened, tx: Sender<Vec<Packet>>, stop: Arc<AtomicBool>, st: Arc<IfaceStats>) {
+fn run(mut o: Opened, tx: Sender<Frames>, stop: Arc<AtomicBool>, st: Arc<IfaceStats>) {
     let mut out = Handover {
         tx,
         st: Arc::clone(&st),
         linktype: o.linktype,
         buf: BytesMut::with_capacity(BATCH_BYTES),
-        meta: Vec::with_capacity(BATCH),
+        packets: Vec::with_capacity(BATCH),
     };
     let mut frame = 0u64;
     let mut idle = 0u64;

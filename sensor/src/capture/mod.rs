@@ -1,8 +1,8 @@
-//! Packet sources: capture files read offline, and (later) live interfaces.
+//! Packet sources: capture files read offline, and live interfaces.
 //!
-//! A source yields [`Packet`]s: a zero-copy [`Bytes`] view of the frame, its link
-//! type, capture time and frame number. Sources are the only part of the sensor,
-//! with the outputs, that does I/O.
+//! A source yields [`Packet`]s: a zero-copy view of the frame, its link type,
+//! capture time and frame number. Sources are the only part of the sensor, with
+//! the outputs, that does I/O.
 
 mod file;
 mod libpcap;
@@ -11,8 +11,10 @@ pub mod live;
 pub use file::FileReader;
 pub use libpcap::LibpcapReader;
 
-use bytes::Bytes;
+use std::ops::Range;
 use std::path::PathBuf;
+
+use bytes::Bytes;
 
 use crate::time::Timestamp;
 
@@ -35,16 +37,47 @@ impl LinkType {
     pub const LINUX_SLL2: LinkType = LinkType(276);
 }
 
-/// One captured frame.
+/// One captured frame. `D` says where its bytes are: [`Bytes`] as readers
+/// hand them out, `&[u8]` as the engine reads them, or a place in a buffer
+/// that many packets share (a `Range` of [`Frames::data`], a span of a
+/// pipeline batch), so that a batch of packets costs one reference count,
+/// not one per packet.
 #[derive(Debug, Clone)]
-pub struct Packet {
+pub struct Packet<D = Bytes> {
     pub ts: Timestamp,
     pub linktype: LinkType,
     /// Captured bytes (may be shorter than `orig_len` when cut by the snap length).
-    pub data: Bytes,
+    pub data: D,
     pub orig_len: u32,
     /// 1-based frame number within its capture file (as Wireshark counts).
     pub frame: u64,
+}
+
+impl<D> Packet<D> {
+    /// The same frame with its bytes elsewhere.
+    pub fn with_data<E>(&self, data: E) -> Packet<E> {
+        Packet {
+            ts: self.ts,
+            linktype: self.linktype,
+            data,
+            orig_len: self.orig_len,
+            frame: self.frame,
+        }
+    }
+}
+
+impl<D: AsRef<[u8]>> Packet<D> {
+    /// The frame borrowing its bytes.
+    pub fn view(&self) -> Packet<&[u8]> {
+        self.with_data(self.data.as_ref())
+    }
+}
+
+/// Packets whose bytes are ranges of one buffer (a live capture batch).
+#[derive(Debug, Default)]
+pub struct Frames {
+    pub data: Bytes,
+    pub packets: Vec<Packet<Range<usize>>>,
 }
 
 /// Why a capture could not be read (further).

@@ -1,9 +1,11 @@
 //! Shared helpers for whole-pipeline tests.
 #![allow(dead_code)]
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use spanwatch::capture::FileReader;
+use bytes::Bytes;
+use spanwatch::capture::{FileReader, Packet};
 use spanwatch::engine::EngineConfig;
 use spanwatch::pipeline::{Inline, Pipeline, Settings};
 use spanwatch::stats::Counters;
@@ -28,15 +30,16 @@ pub fn corpus() -> Option<PathBuf> {
     p.join("catalog.tsv").exists().then_some(p)
 }
 
-/// Feeds every packet of `path` to `each`; the first read error, if any.
-fn feed(path: &Path, mut each: impl FnMut(spanwatch::capture::Packet)) -> Option<String> {
+/// Feeds every packet of `path` to `each` as `spanwatch read` does: the
+/// mapped file and the packet's range in it. The first read error, if any.
+fn feed(path: &Path, mut each: impl FnMut(&Bytes, Packet<Range<usize>>)) -> Option<String> {
     let mut r = match FileReader::open(path) {
         Ok(r) => r,
         Err(e) => return Some(e.to_string()),
     };
-    while let Some(item) = r.next() {
+    while let Some(item) = r.next_range() {
         match item {
-            Ok(p) => each(p),
+            Ok(p) => each(r.data(), p),
             Err(e) => return Some(e.to_string()),
         }
     }
@@ -55,7 +58,9 @@ pub fn run_inline(files: &[(&Path, &str)], cfg: EngineConfig) -> Run {
     let mut error = None;
     for (path, name) in files {
         sensor.set_origin(Some((*name).into()));
-        error = error.or(feed(path, |p| sensor.packet(p)));
+        error = error.or(feed(path, |data, p| {
+            sensor.packet(p.with_data(data.slice(p.data.clone())))
+        }));
     }
     let w = sensor.finish();
     let counters = w.counters();
@@ -76,7 +81,7 @@ pub fn run_workers(files: &[(&Path, &str)], cfg: EngineConfig, workers: usize) -
     let mut error = None;
     for (path, name) in files {
         p.set_origin(Some((*name).into()));
-        error = error.or(feed(path, |pkt| p.packet(pkt)));
+        error = error.or(feed(path, |data, pkt| p.packet_in(data, pkt)));
     }
     p.end_flows();
     p.ledger("end_of_run");
