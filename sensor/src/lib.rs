@@ -4,8 +4,9 @@
 //! The core (`decode`, `flow`, `reassembly`, `analyzer`, `engine`) is sans-IO:
 //! it reads no files, sockets, clocks or environment, and takes capture time as
 //! an argument. `capture` and the event sinks are the only edges that do I/O.
-//! `unsafe` is denied everywhere; the one exception (mapping a capture file)
-//! is isolated in `capture::file` with its invariant written down.
+//! `unsafe` is denied everywhere; the two exceptions (mapping a capture file,
+//! and the prefetch hint that reads it ahead) are isolated in `capture::file`
+//! with their invariants written down.
 #![deny(unsafe_code)]
 
 pub mod analyzer;
