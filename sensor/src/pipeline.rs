@@ -271,7 +271,7 @@ impl Worker {
                 let s = pkt.data;
                 let data = bufs
                     .get(s.buf as usize)
-                    .and_then(|b| b.get(s.start..s.start + s.len as usize))
+                    .and_then(|b| b.get(s.start..)?.get(..s.len as usize))
                     .unwrap_or_default();
                 let pkt = &pkt.with_data(data);
                 match &mut self.hist {
@@ -497,6 +497,7 @@ impl<W: Write + Send + 'static> Pipeline<W> {
                 Err(TrySendError::Full(mut b)) => {
                     let before = b.work.items.len();
                     b.work.items.retain(|i| !matches!(i, Work::Packet { .. }));
+                    b.work.bufs.clear();
                     self.dropped[w] += (before - b.work.items.len()) as u64;
                     // ticks and control messages always get through
                     let _ = self.txs[w].send(b);

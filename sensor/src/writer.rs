@@ -315,18 +315,18 @@ impl<W: Write> Writer<W> {
         let segs = &outbox.segs;
         while i < segs.len() {
             let mut iov = [IoSlice::new(&[]); IOV];
-            let mut k = 0;
-            for (j, s) in segs[i..].iter().take(IOV).enumerate() {
+            let k = (segs.len() - i).min(IOV);
+            for (j, s) in segs[i..i + k].iter().enumerate() {
                 let b = bytes(s);
-                iov[k] = IoSlice::new(if j == 0 {
+                iov[j] = IoSlice::new(if j == 0 {
                     b.get(off..).unwrap_or_default()
                 } else {
                     b
                 });
-                k += 1;
             }
             match out.write_vectored(&iov[..k]) {
-                Ok(0) if iov[..k].iter().any(|b| !b.is_empty()) => {
+                // a line is never empty: nothing written is an error, not progress
+                Ok(0) => {
                     *last_error =
                         Some(std::io::Error::from(std::io::ErrorKind::WriteZero).to_string());
                     break;
