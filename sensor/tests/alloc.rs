@@ -1,6 +1,8 @@
 //! The steady-state per-packet path allocates nothing: once a flow is bypassed
 //! (its handshake read, or found not to be a protocol we follow), its packets
-//! cost decode + flow lookup + counters, with no heap allocation.
+//! cost decode + flow lookup + counters, with no heap allocation; and the
+//! threaded pipeline around the engine allocates per batch at most, never per
+//! packet.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +12,7 @@ use etherparse::PacketBuilder;
 use spanwatch::capture::{LinkType, Packet};
 use spanwatch::engine::{Engine, EngineConfig, Origin};
 use spanwatch::output::Output;
+use spanwatch::pipeline::{Pipeline, Settings, BATCH};
 use spanwatch::time::Timestamp;
 
 struct Counting;
@@ -35,6 +38,9 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// The count is process-wide: one test at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn frame(from_client: bool, seq: u32, ack: u32, flags: &str, payload: &[u8], i: u64) -> Packet {
     let (s, d, sp, dp) = if from_client {
@@ -62,8 +68,9 @@ fn frame(from_client: bool, seq: u32, ack: u32, flags: &str, payload: &[u8], i: 
     }
 }
 
-#[test]
-fn bypassed_flow_packets_allocate_nothing() {
+/// A TCP connection to a port spanwatch follows, carrying a protocol it does
+/// not: probed a few times, then bypassed. `n` packets after the handshake.
+fn bypassed_flow(n: u64) -> Vec<Packet> {
     let mut pkts = vec![
         frame(true, 100, 0, "S", &[], 1),
         frame(false, 500, 101, "SA", &[], 2),
@@ -72,7 +79,7 @@ fn bypassed_flow_packets_allocate_nothing() {
     // a protocol spanwatch does not follow: probed a few times, then bypassed
     let junk = [0x42u8; 1400];
     let (c, mut s) = (101u32, 501u32);
-    for i in 0..2000u64 {
+    for i in 0..n {
         if i % 2 == 0 {
             pkts.push(frame(false, s, c, "A", &junk, 4 + i));
             s = s.wrapping_add(junk.len() as u32);
@@ -80,6 +87,13 @@ fn bypassed_flow_packets_allocate_nothing() {
             pkts.push(frame(true, c, s, "A", &[], 4 + i));
         }
     }
+    pkts
+}
+
+#[test]
+fn bypassed_flow_packets_allocate_nothing() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pkts = bypassed_flow(2000);
     let mut engine = Engine::new(EngineConfig::default());
     let mut out = Output::default();
     let (warm, steady) = pkts.split_at(200);
@@ -100,6 +114,52 @@ fn bypassed_flow_packets_allocate_nothing() {
         allocs,
         0,
         "{allocs} allocations over {} steady-state packets",
+        steady.len()
+    );
+}
+
+#[test]
+fn the_pipeline_allocates_per_batch_not_per_packet() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    // every frame in one buffer, as a mapped capture file hands them out
+    let pkts = bypassed_flow(60_000);
+    let mut all = Vec::new();
+    let ranged: Vec<Packet<std::ops::Range<usize>>> = pkts
+        .iter()
+        .map(|p| {
+            let start = all.len();
+            all.extend_from_slice(&p.data);
+            p.with_data(start..all.len())
+        })
+        .collect();
+    let buf = Bytes::from(all);
+    let settings = Settings {
+        workers: 2,
+        engine: EngineConfig::default(),
+        types: Default::default(),
+        live: false,
+        latency: false,
+    };
+    let mut p = Pipeline::start(settings, std::io::sink()).expect("threads start");
+    // enough batches for the queues' vectors to be coming back for reuse
+    let (warm, steady) = ranged.split_at(20 * BATCH);
+    for pkt in warm {
+        p.packet_in(&buf, pkt.clone());
+    }
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for pkt in steady {
+        p.packet_in(&buf, pkt.clone());
+    }
+    p.flush();
+    let allocs = ALLOCS.load(Ordering::Relaxed) - before;
+    p.end_flows();
+    let w = p.close();
+    assert_eq!(w.counters().packets, pkts.len() as u64);
+    assert!(w.counters().bypassed_packets >= steady.len() as u64);
+    let batches = steady.len() / BATCH;
+    assert!(
+        allocs < steady.len() as u64 / 100,
+        "{allocs} allocations over {} steady-state packets ({batches} batches)",
         steady.len()
     );
 }
