@@ -201,19 +201,24 @@ fn start<W: Write + Send + 'static>(s: Settings, out: W) -> Result<Pipeline<W>, 
     })
 }
 
-fn open_output(p: Option<&std::path::Path>) -> std::io::Result<Box<dyn Write + Send>> {
+/// The event output: a file (appended to by `live`, which reopens it on
+/// SIGHUP; made anew by `read`) or standard output. Not buffered here: the
+/// writer gathers lines into large vectored writes itself, and counts a line
+/// written only once the system has taken it.
+fn open_output(
+    p: Option<&std::path::Path>,
+    append: bool,
+) -> std::io::Result<Box<dyn Write + Send>> {
     Ok(match p {
-        Some(p) => Box::new(std::io::BufWriter::with_capacity(
-            1 << 16,
+        Some(p) => Box::new(
             std::fs::OpenOptions::new()
                 .create(true)
-                .append(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
                 .open(p)?,
-        )),
-        None => Box::new(std::io::BufWriter::with_capacity(
-            1 << 16,
-            std::io::stdout(),
-        )),
+        ),
+        None => Box::new(std::io::stdout()),
     })
 }
 
@@ -263,7 +268,7 @@ fn live(args: LiveArgs) -> ExitCode {
         }
     };
     // Open the output while still privileged, then drop privileges.
-    let out = match open_output(args.common.output.as_deref()) {
+    let out = match open_output(args.common.output.as_deref(), true) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("spanwatch: output: {e}");
@@ -350,7 +355,7 @@ fn live(args: LiveArgs) -> ExitCode {
                 ),
             }
             if args.common.output.is_some() {
-                match open_output(args.common.output.as_deref()) {
+                match open_output(args.common.output.as_deref(), true) {
                     Ok(o) => p.reopen(o),
                     Err(e) => eprintln!(
                         "spanwatch: SIGHUP: reopening the output: {e}; writing to the old file"
@@ -382,8 +387,8 @@ fn live(args: LiveArgs) -> ExitCode {
         eprintln!("spanwatch: writing events: {e}");
         failed = true;
     }
-    if let Some(e) = w.take_error() {
-        eprintln!("spanwatch: {} events could not be written: {e}", w.errors);
+    if lost_events(&mut w) {
+        failed = true;
     }
     if let Some(path) = &args.common.output {
         if let Ok(f) = std::fs::File::open(path) {
@@ -392,7 +397,7 @@ fn live(args: LiveArgs) -> ExitCode {
     }
     summary(
         &w.counters(),
-        args.interfaces.len(),
+        &format!("{} interface(s)", args.interfaces.len()),
         w.written,
         started.elapsed(),
     );
@@ -401,6 +406,16 @@ fn live(args: LiveArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Says how many events could not be written, if any (with the last error
+/// not yet reported): a run that lost events fails.
+fn lost_events<W: Write>(w: &mut spanwatch::writer::Writer<W>) -> bool {
+    let last = w.take_error().map(|e| format!(": {e}")).unwrap_or_default();
+    if w.errors > 0 {
+        eprintln!("spanwatch: {} events could not be written{last}", w.errors);
+    }
+    w.errors > 0
 }
 
 /// Wall-clock time, for stats events only (everything else is capture time).
@@ -459,18 +474,13 @@ fn read(args: ReadArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let out: Box<dyn Write + Send> = match &args.common.output {
-        Some(p) => match std::fs::File::create(p) {
-            Ok(f) => Box::new(std::io::BufWriter::with_capacity(1 << 16, f)),
-            Err(e) => {
-                eprintln!("spanwatch: {}: cannot create: {e}", p.display());
-                return ExitCode::from(2);
-            }
-        },
-        None => Box::new(std::io::BufWriter::with_capacity(
-            1 << 16,
-            std::io::stdout(),
-        )),
+    let out = match open_output(args.common.output.as_deref(), false) {
+        Ok(o) => o,
+        Err(e) => {
+            let p = args.common.output.as_deref().unwrap_or("-".as_ref());
+            eprintln!("spanwatch: {}: cannot create: {e}", p.display());
+            return ExitCode::from(2);
+        }
     };
     let mut p = match start(settings, out) {
         Ok(p) => p,
@@ -524,13 +534,12 @@ fn read(args: ReadArgs) -> ExitCode {
         eprintln!("spanwatch: writing events: {e}");
         failed += 1;
     }
-    if let Some(e) = w.take_error() {
-        eprintln!("spanwatch: {} events could not be written: {e}", w.errors);
+    if lost_events(&mut w) {
         failed += 1;
     }
     summary(
         &w.counters(),
-        args.captures.len(),
+        &format!("{} file(s)", args.captures.len()),
         w.written,
         started.elapsed(),
     );
@@ -556,10 +565,11 @@ fn progress_bar() -> indicatif::ProgressBar {
     bar
 }
 
-fn summary(c: &Counters, files: usize, events: u64, elapsed: std::time::Duration) {
+/// The run's summary on stderr; `sources` is what was read, e.g. "2 file(s)".
+fn summary(c: &Counters, sources: &str, events: u64, elapsed: std::time::Duration) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "spanwatch: {files} file(s): {} packets, {} bytes, {} flows, {} TLS handshakes, {} certificate chains ({} certificates parsed, {} cache hits), {} DNS messages, {} HTTP transactions",
+        "spanwatch: {sources}: {} packets, {} bytes, {} flows, {} TLS handshakes, {} certificate chains ({} certificates parsed, {} cache hits), {} DNS messages, {} HTTP transactions",
         c.packets, c.bytes, c.flows_created, c.tls_client_hellos, c.tls_certificate_msgs, c.certs_parsed, c.cert_cache_hits, c.dns_packets, c.http_transactions
     );
     eprintln!(

@@ -106,3 +106,24 @@ fn check_reports_bad_config_and_rules_with_location() {
     assert_eq!(code, 2);
     assert!(err.contains("bad.toml:3:6"), "{err}");
 }
+
+/// A full disk loses events, says so, and counts them; nothing is counted as
+/// written that the system did not take.
+#[test]
+fn a_full_disk_is_reported_and_lost_events_counted() {
+    let (code, _, err) = spanwatch(&["read", "-o", "/dev/full", "pcaps/tls12-chain.pcap"]);
+    assert_eq!(code, 1, "{err}");
+    let lost: u64 = err
+        .split("spanwatch: ")
+        .find_map(|l| {
+            l.strip_suffix(" events could not be written: No space left on device (os error 28)\n")
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no loss reported: {err}"));
+    assert!(lost >= 3, "the TLS, flow and ledger events at least: {err}");
+    assert!(
+        err.contains(": 0 events in "),
+        "none counted written: {err}"
+    );
+    assert!(err.contains("1 TLS handshakes"), "the run went on: {err}");
+}

@@ -37,6 +37,8 @@ struct Lab {
     ns: String,
     child: Option<Child>,
     dir: PathBuf,
+    /// Where spanwatch writes its events (`-o`).
+    output: PathBuf,
 }
 
 impl Lab {
@@ -72,6 +74,7 @@ impl Lab {
         let lab = Lab {
             ns: ns.clone(),
             child: None,
+            output: dir.join("events.json"),
             dir,
         };
         // no IPv6 autoconfiguration chatter (router solicitations, MLD) on the wire
@@ -87,10 +90,14 @@ impl Lab {
     }
 
     fn out(&self) -> PathBuf {
-        self.dir.join("events.json")
+        self.output.clone()
     }
 
     fn start(&mut self, config: &Path, workers: usize) {
+        self.start_with(config, workers, &[]);
+    }
+
+    fn start_with(&mut self, config: &Path, workers: usize, extra: &[&str]) {
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -109,30 +116,24 @@ impl Lab {
             .arg(config)
             .arg("-o")
             .arg(self.out())
+            .args(extra)
             .current_dir(common::workspace())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(self.dir.join("stderr")).expect("stderr file"))
             .spawn()
             .expect("spanwatch live starts");
         self.child = Some(child);
-        // wait until it says it captures
-        let t = Instant::now();
-        while !self.stderr().contains("capturing on") {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "spanwatch live did not start: {}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.wait_for("capturing on");
     }
 
     fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default()
     }
 
-    fn replay(&self, capture: &str) {
-        let ok = Command::new("ip")
+    /// Replays a capture into the veth; the packets tcpreplay sent (frames
+    /// recorded larger than the veth's MTU are not).
+    fn replay(&self, capture: &str) -> u64 {
+        let out = Command::new("ip")
             .args([
                 "netns",
                 "exec",
@@ -145,17 +146,21 @@ impl Lab {
                 "20",
             ])
             .arg(common::workspace().join(capture))
-            .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(ok, "tcpreplay {capture}");
+            .output()
+            .expect("tcpreplay runs");
+        assert!(out.status.success(), "tcpreplay {capture}");
         std::thread::sleep(Duration::from_millis(500));
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split("Actual: ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("tcpreplay said: {text}"))
     }
 
     fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("running").id().to_string();
+        let pid = self.pid().to_string();
         assert!(Command::new("kill")
             .args([sig, &pid])
             .status()
@@ -163,28 +168,55 @@ impl Lab {
             .unwrap_or(false));
     }
 
-    /// SIGTERM, wait (bounded), and the events written.
-    fn stop(&mut self) -> Vec<Value> {
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM and wait (bounded): how it exited.
+    fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal("-TERM");
         let mut child = self.child.take().expect("running");
         let t = Instant::now();
-        let status = loop {
+        loop {
             if let Some(s) = child.try_wait().expect("wait") {
-                break s;
+                return s;
             }
             assert!(
                 t.elapsed() < Duration::from_secs(20),
                 "spanwatch live did not stop"
             );
             std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "exit status {status}: {}", self.stderr());
-        std::fs::read_to_string(self.out())
-            .expect("events written")
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
-            .collect()
+        }
     }
+
+    /// SIGTERM, wait (bounded), and the events written.
+    fn stop(&mut self) -> Vec<Value> {
+        let status = self.terminate();
+        assert!(status.success(), "exit status {status}: {}", self.stderr());
+        events(&self.out())
+    }
+
+    /// Waits (bounded) until spanwatch has said `what` on stderr.
+    fn wait_for(&self, what: &str) {
+        let t = Instant::now();
+        while !self.stderr().contains(what) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no {what:?} on stderr: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The events in a file, every line whole JSON.
+fn events(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("events written")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("whole JSON lines"))
+        .collect()
 }
 
 impl Drop for Lab {
@@ -355,15 +387,7 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     lab.start(&cfg, 2);
     std::fs::write(&cfg, "[sensor]\nname = \"x\"\n[[segment]]\nname = \"p\"\nkind = \"prod\"\ncidrs = [\"10.0.0.0/8\"]\n").expect("break it");
     lab.signal("-HUP");
-    let t = Instant::now();
-    while !lab.stderr().contains("keeping the previous configuration") {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "no reload message: {}",
-            lab.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    lab.wait_for("keeping the previous configuration");
     assert!(
         lab.stderr()
             .contains("site.toml:5:8: unknown variant `prod`"),
@@ -378,4 +402,116 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
         .find(|e| e["event_type"] == "alert")
         .expect("alert");
     assert_eq!(alert["alert"]["segment"], "prod-core");
+}
+
+/// TLS events as (client, server, SNI, JA4): what each file must hold.
+fn tls_of(events: &[Value]) -> BTreeSet<String> {
+    summary(events).1
+}
+
+#[test]
+fn sighup_reopens_the_output_for_log_rotation() {
+    let Some(mut lab) = Lab::new("rot") else {
+        return;
+    };
+    let (first, second) = (
+        "pcaps/lab/lab-mitmweb-ui.pcap",
+        "pcaps/lab/lab-ngrok-endpoints.pcap",
+    );
+    lab.start(&lab_config(), 2);
+    lab.replay(first);
+    // what logrotate does: move the file, then tell the sensor
+    let rotated = lab.dir.join("events.json.1");
+    std::fs::rename(lab.out(), &rotated).expect("rotate");
+    lab.signal("-HUP");
+    lab.wait_for("configuration and signatures reloaded");
+    lab.replay(second);
+    let new = lab.stop();
+    let old = events(&rotated);
+    let (a, b) = (offline(first), offline(second));
+    // each capture's handshakes are in the file that was open when they came
+    assert_eq!(tls_of(&old), tls_of(&a), "before the rotation");
+    assert_eq!(tls_of(&new), tls_of(&b), "after the rotation");
+    // every flow of both, once, across the two files (the first capture's
+    // may end after the rotation)
+    let flows = |e: &[Value]| summary(e).3;
+    assert_eq!(flows(&old) + flows(&new), flows(&a) + flows(&b));
+    let lines = |e: &[Value]| -> BTreeSet<String> { e.iter().map(|v| v.to_string()).collect() };
+    assert!(
+        lines(&old).is_disjoint(&lines(&new)),
+        "no event written to both"
+    );
+}
+
+#[test]
+fn runs_as_the_named_user_after_opening_the_interface() {
+    let Some(mut lab) = Lab::new("user") else {
+        return;
+    };
+    let id = |flag: &str| -> Option<String> {
+        let o = Command::new("id").args([flag, "nobody"]).output().ok()?;
+        o.status
+            .success()
+            .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let (Some(uid), Some(gid)) = (id("-u"), id("-g")) else {
+        eprintln!("SKIP: no user `nobody` to drop to");
+        return;
+    };
+    let capture = "pcaps/lab/lab-mitmweb-ui.pcap";
+    lab.start_with(&lab_config(), 2, &["--user", "nobody"]);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", lab.pid())).expect("status");
+    let field = |name: &str| -> Vec<String> {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .map(|l| l.split_whitespace().skip(1).map(String::from).collect())
+            .unwrap_or_default()
+    };
+    // real, effective, saved and file-system ids: all of them nobody's
+    assert_eq!(field("Uid:"), vec![uid.clone(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec![gid; 4], "{status}");
+    assert_eq!(
+        field("CapEff:"),
+        vec!["0000000000000000"],
+        "no capability kept"
+    );
+    // the interface opened before the drop still captures
+    lab.replay(capture);
+    let live = lab.stop();
+    assert_eq!(summary(&live).0, summary(&offline(capture)).0, "alerts");
+    assert!(!summary(&live).0.is_empty());
+}
+
+#[test]
+fn a_full_disk_loses_events_not_the_capture() {
+    let Some(mut lab) = Lab::new("full") else {
+        return;
+    };
+    lab.output = PathBuf::from("/dev/full");
+    lab.start(&lab_config(), 2);
+    let mut sent = lab.replay("pcaps/lab/lab-mitmweb-ui.pcap");
+    // said while running, at the next stats interval (1 s)
+    lab.wait_for("writing events: No space left on device");
+    assert!(lab.stderr().contains("lost so far"), "{}", lab.stderr());
+    // still capturing
+    sent += lab.replay("pcaps/lab/lab-ngrok-endpoints.pcap");
+    let status = lab.terminate();
+    let err = lab.stderr();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a run that lost events fails: {err}"
+    );
+    assert!(err.contains(" events could not be written"), "{err}");
+    let seen: u64 = err
+        .split("1 interface(s): ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no summary: {err}"));
+    assert_eq!(
+        seen, sent,
+        "every packet sent, before and after, captured: {err}"
+    );
 }
