@@ -127,7 +127,9 @@ fn tcp_pair(linktype: LinkType, d: &[u8]) -> Option<(IpAddr, IpAddr)> {
 struct Sequencer {
     seq: u64,
     now: Timestamp,
-    second: Option<i64>,
+    /// Where the next whole second of capture time starts (ns); none before
+    /// the first packet.
+    next_second: Option<i64>,
 }
 
 impl Sequencer {
@@ -139,20 +141,19 @@ impl Sequencer {
     /// Capture time has reached `ts` (it never goes back): the time of the
     /// tick now due, if a whole second has passed since the last one.
     fn advance(&mut self, ts: Timestamp) -> Option<Timestamp> {
-        if ts > self.now {
+        const SECOND: i64 = 1_000_000_000;
+        // the first packet sets the time, even one before 1970 (a pcapng
+        // interface's time offset can put it there)
+        if self.next_second.is_none() || ts > self.now {
             self.now = ts;
         }
-        let sec = self.now.0.div_euclid(1_000_000_000);
-        match self.second {
-            None => {
-                self.second = Some(sec);
-                None
+        match self.next_second {
+            Some(next) if self.now.0 < next => None,
+            due => {
+                let sec = self.now.0.div_euclid(SECOND);
+                self.next_second = Some(sec.saturating_add(1).saturating_mul(SECOND));
+                due.map(|_| self.now)
             }
-            Some(s) if sec > s => {
-                self.second = Some(sec);
-                Some(self.now)
-            }
-            Some(_) => None,
         }
     }
 }
@@ -749,6 +750,31 @@ mod tests {
                 "{workers} workers"
             );
         }
+    }
+
+    #[test]
+    fn a_tick_is_due_each_time_capture_time_crosses_a_whole_second() {
+        let mut s = Sequencer::default();
+        let t = |ns: i64| Timestamp(ns);
+        assert_eq!(s.advance(t(1_400_000_000)), None, "the first packet");
+        assert_eq!(s.advance(t(1_900_000_000)), None);
+        assert_eq!(s.advance(t(2_000_000_000)), Some(t(2_000_000_000)));
+        assert_eq!(s.advance(t(2_999_999_999)), None);
+        // a gap of many seconds: one tick, at the packet's time
+        assert_eq!(s.advance(t(9_500_000_000)), Some(t(9_500_000_000)));
+        // time going back neither ticks nor moves `now` back
+        assert_eq!(s.advance(t(3_000_000_000)), None);
+        assert_eq!(s.now, t(9_500_000_000));
+        assert_eq!(s.advance(t(10_000_000_000)), Some(t(10_000_000_000)));
+        // before 1970 the seconds are whole too
+        let mut s = Sequencer::default();
+        assert_eq!(s.advance(t(-1_500_000_000)), None);
+        assert_eq!(s.advance(t(-1_000_000_001)), None);
+        assert_eq!(s.advance(t(-1_000_000_000)), Some(t(-1_000_000_000)));
+        // and the end of time does not overflow
+        let mut s = Sequencer::default();
+        assert_eq!(s.advance(t(i64::MAX - 1)), None);
+        assert_eq!(s.advance(t(i64::MAX)), Some(t(i64::MAX)));
     }
 
     #[test]
