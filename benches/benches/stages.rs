@@ -8,11 +8,12 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use spanwatch::analyzer::tls::cert::{self, CertCache};
 use spanwatch::analyzer::tls::{hello, ja3, ja4, TlsSession};
+use spanwatch::capture::{FileReader, LinkType};
 use spanwatch::decode::{self, Outcome};
 use spanwatch::detect::names::{Kind, NameIndex};
 use spanwatch::engine::EngineConfig;
 use spanwatch::flow::{FlowTable, Timeouts};
-use spanwatch::pipeline::Inline;
+use spanwatch::pipeline::{worker_of, Inline};
 use spanwatch::reassembly::Stream;
 use spanwatch_benches::{all_packets, packets, workspace};
 
@@ -266,5 +267,78 @@ fn end_to_end(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, flow, reassembly, tls, signatures, end_to_end);
+/// A classic pcap of about `size` bytes, in memory: the Ethernet frames of
+/// `pcaps/` over and over, each round with other IPv4 addresses.
+fn big_capture(size: usize) -> (bytes::Bytes, u64) {
+    let frames: Vec<Vec<u8>> = all_packets()
+        .into_iter()
+        .filter(|p| p.linktype == LinkType::ETHERNET)
+        .map(|p| p.data.to_vec())
+        .collect();
+    let mut v = Vec::with_capacity(size + 70_000);
+    v.extend_from_slice(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]);
+    v.extend_from_slice(&[0; 8]);
+    v.extend_from_slice(&65_535u32.to_le_bytes());
+    v.extend_from_slice(&1u32.to_le_bytes());
+    let (mut round, mut n) = (0u32, 0u64);
+    while v.len() < size {
+        round += 1;
+        for f in &frames {
+            let mut f = f.clone();
+            if f.get(12..14) == Some(&[0x08, 0x00]) && f.len() >= 34 {
+                // new addresses for each round, both ends, same pairs within it
+                for at in [26, 30] {
+                    f[at + 2..at + 4].copy_from_slice(&(round as u16).to_be_bytes());
+                }
+            }
+            let len = f.len() as u32;
+            v.extend_from_slice(&round.to_le_bytes());
+            v.extend_from_slice(&0u32.to_le_bytes());
+            v.extend_from_slice(&len.to_le_bytes());
+            v.extend_from_slice(&len.to_le_bytes());
+            v.extend_from_slice(&f);
+            n += 1;
+        }
+    }
+    (bytes::Bytes::from(v), n)
+}
+
+/// What the dispatcher does per packet, over a capture file far larger than
+/// the caches, mapped as `spanwatch read` maps it: find each record (the next
+/// one's place depends on this one's length, so this measures the reader's
+/// prefetching), then the worker that owns the packet's address pair.
+fn dispatch(c: &mut Criterion) {
+    let (cap, n) = big_capture(128 << 20);
+    let path = std::env::temp_dir().join(format!("spanwatch-dispatch-{}.pcap", std::process::id()));
+    std::fs::write(&path, &cap).expect("temporary capture");
+    let reader = || FileReader::open(&path).expect("a pcap");
+    let mut g = c.benchmark_group("dispatch");
+    g.sample_size(10);
+    g.throughput(Throughput::Bytes(cap.len() as u64));
+    g.bench_function(format!("record scan, {n} records"), |b| {
+        b.iter(|| {
+            let mut r = reader();
+            let mut k = 0usize;
+            while let Some(Ok(p)) = r.next_range() {
+                k += p.data.len();
+            }
+            black_box(k)
+        })
+    });
+    g.bench_function("record scan + worker of 2", |b| {
+        b.iter(|| {
+            let mut r = reader();
+            let mut k = 0usize;
+            while let Some(Ok(p)) = r.next_range() {
+                let data = r.data().get(p.data.clone()).unwrap_or_default();
+                k += worker_of(p.linktype, data, 2);
+            }
+            black_box(k)
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_file(&path);
+}
+
+criterion_group!(benches, decode, flow, reassembly, tls, signatures, dispatch, end_to_end);
 criterion_main!(benches);
