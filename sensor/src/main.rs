@@ -504,13 +504,10 @@ fn read(args: ReadArgs) -> ExitCode {
         p.set_origin(Some(name.as_str().into()));
         let mut n = 0u64;
         while let Some(fed) = src.feed(&mut p) {
-            match fed {
-                Ok(()) => {}
-                Err(e) => {
-                    bar.suspend(|| eprintln!("spanwatch: {e}"));
-                    failed += 1;
-                    break;
-                }
+            if let Err(e) = fed {
+                bar.suspend(|| eprintln!("spanwatch: {e}"));
+                failed += 1;
+                break;
             }
             n += 1;
             if n.is_multiple_of(8192) {
