@@ -200,7 +200,6 @@ struct Batch {
 
 /// A worker's next batch, being filled: its work, and the buffers its
 /// packets' bytes are in.
-#[derive(Default)]
 struct Filling {
     items: Vec<Work>,
     bufs: Vec<Bytes>,

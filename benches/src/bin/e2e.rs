@@ -62,8 +62,10 @@ fn status_field(s: &str, name: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Each thread's name and CPU ticks (utime + stime) so far.
-fn thread_ticks(pid: u32) -> Vec<(u32, String, u64)> {
+/// Each thread's name and its time on a CPU so far, in ns: exact from
+/// `schedstat`, else from `stat`'s utime + stime (USER_HZ ticks, 100 a
+/// second on Linux, which undercount).
+fn thread_cpu(pid: u32) -> Vec<(u32, String, u64)> {
     let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
@@ -73,9 +75,18 @@ fn thread_ticks(pid: u32) -> Vec<(u32, String, u64)> {
             let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
             let (open, close) = (stat.find('(')?, stat.rfind(')')?);
             let name = stat.get(open + 1..close)?.to_string();
-            let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
-            let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-            Some((tid, name, ticks))
+            let exact = std::fs::read_to_string(e.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+            let ns = match exact {
+                Some(ns) => ns,
+                None => {
+                    let f: Vec<&str> = stat.get(close + 2..)?.split_whitespace().collect();
+                    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+                    ticks * 10_000_000
+                }
+            };
+            Some((tid, name, ns))
         })
         .collect()
 }
@@ -84,8 +95,6 @@ fn thread_ticks(pid: u32) -> Vec<(u32, String, u64)> {
 /// (VmHWM, RssAnon) and its CPU by thread (sampled every 5 ms until exit,
 /// so the last few milliseconds of each thread may be missing).
 fn run(runs: usize, mut cmd: impl FnMut() -> Command) -> Measured {
-    // /proc counts CPU time in USER_HZ, 100 a second on Linux
-    let tick = Duration::from_secs(1) / 100;
     let mut best = Measured {
         time: Duration::MAX,
         ..Default::default()
@@ -105,8 +114,8 @@ fn run(runs: usize, mut cmd: impl FnMut() -> Command) -> Measured {
                 hwm = status_field(&s, "VmHWM:").or(hwm);
                 anon = anon.max(status_field(&s, "RssAnon:").unwrap_or(0));
             }
-            for (tid, name, ticks) in thread_ticks(pid) {
-                threads.insert(tid, (name, ticks));
+            for (tid, name, ns) in thread_cpu(pid) {
+                threads.insert(tid, (name, ns));
             }
             if child.try_wait().expect("wait").is_some() {
                 break;
@@ -116,11 +125,13 @@ fn run(runs: usize, mut cmd: impl FnMut() -> Command) -> Measured {
         let time = t.elapsed();
         if time < best.time {
             let mut cpu: HashMap<String, u64> = HashMap::new();
-            for (name, ticks) in threads.into_values() {
-                *cpu.entry(name).or_default() += ticks;
+            for (name, ns) in threads.into_values() {
+                *cpu.entry(name).or_default() += ns;
             }
-            let mut cpu: Vec<(String, Duration)> =
-                cpu.into_iter().map(|(n, t)| (n, tick * t as u32)).collect();
+            let mut cpu: Vec<(String, Duration)> = cpu
+                .into_iter()
+                .map(|(n, t)| (n, Duration::from_nanos(t)))
+                .collect();
             cpu.sort();
             best = Measured {
                 time,
