@@ -173,7 +173,11 @@ impl Engine {
             Ok(Outcome::Packet(d)) => self.packet(pkt, &d, origin, out),
             Ok(Outcome::Fragment(f)) => {
                 if let Some(datagram) = self.defrag.add(now, &f) {
-                    match decode::decode_reassembled(&f, &datagram) {
+                    let f = decode::Fragment {
+                        proto: datagram.proto,
+                        ..f
+                    };
+                    match decode::decode_reassembled(&f, &datagram.data) {
                         Ok(d) => self.packet(pkt, &d, origin, out),
                         Err(e) => self.counters.decode_error(e),
                     }

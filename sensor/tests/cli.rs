@@ -127,3 +127,30 @@ fn a_full_disk_is_reported_and_lost_events_counted() {
     );
     assert!(err.contains("1 TLS handshakes"), "the run went on: {err}");
 }
+
+/// The five fuzz inputs that made etherparse's IPv6 extension iterator read
+/// past the packet (the release binary died of SIGSEGV): each as a one-packet
+/// capture through `read`, which must count the packet and exit normally.
+#[test]
+fn crafted_ipv6_extension_chains_do_not_kill_read() {
+    let d = tmp("ipv6-oob");
+    let seeds = common::workspace().join("fuzz/corpus/packet");
+    for i in 1..=5 {
+        let input = std::fs::read(seeds.join(format!("ipv6-oob-{i}"))).expect("seed");
+        let frame = &input[1..]; // first byte: the link type (Ethernet)
+        let mut pcap = Vec::new();
+        for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+            pcap.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [1u32, 0, frame.len() as u32, frame.len() as u32] {
+            pcap.extend_from_slice(&v.to_le_bytes());
+        }
+        pcap.extend_from_slice(frame);
+        let path = d.join(format!("oob-{i}.pcap"));
+        std::fs::write(&path, &pcap).expect("write capture");
+        let (code, out, err) = spanwatch(&["read", path.to_str().expect("utf-8")]);
+        assert_eq!(code, 0, "input {i}: {err}");
+        assert!(err.contains("1 packets"), "input {i}: {err}");
+        assert!(out.lines().all(|l| l.starts_with('{')), "input {i}: {out}");
+    }
+}

@@ -1,16 +1,18 @@
 //! Zero-copy packet decoding: link layer → VLAN tags → IPv4/IPv6 → TCP/UDP.
 //!
 //! [`decode`] turns a captured frame into a [`Decoded`] view whose payload borrows
-//! the frame. Header slicing is etherparse's lax slicer (it decodes truncated
-//! packets as far as they go and walks IPv6 extension headers); this module maps
+//! the frame. IPv4 and transport headers are sliced by etherparse (the lax
+//! slicer decodes truncated packets as far as they go); IPv6 and its
+//! extension-header chain are [`ipv6`]'s own bounded walk. This module maps
 //! the link types a capture can carry onto it and reduces the result to the few
 //! fields the flow layer needs. Errors are a `Copy` enum that the caller counts.
 
 pub mod defrag;
+mod ipv6;
 
 use std::net::IpAddr;
 
-use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+use etherparse::{IpNumber, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
 use crate::capture::LinkType;
 
@@ -129,8 +131,8 @@ const ET_PPP: u16 = 0x880b;
 
 /// Decodes one frame of the given link type.
 ///
-/// Ethernet, 802.1Q/802.1ad (QinQ), PPPoE and MPLS are walked here; IP and
-/// the transport header are etherparse's lax slicer. IP-in-IP (4in4, 6in4,
+/// Ethernet, 802.1Q/802.1ad (QinQ), PPPoE and MPLS are walked here; IPv4 and
+/// the transport header are etherparse's slicers, IPv6 is [`ipv6`]. IP-in-IP (4in4, 6in4,
 /// 4in6, 6in6), GRE (incl. PPTP and ERSPAN II/III), VXLAN, Geneve and GTP-U
 /// are followed to the innermost packet, so a tap on a tunnelled link sees the
 /// same flows as one inside it. Events keep the outer VLAN tags.
@@ -228,16 +230,12 @@ fn ppp(proto: u16, d: &[u8], vlans: Vlans, depth: u8) -> Result<Outcome<'_>, Dec
 }
 
 fn ip(data: &[u8], vlans: Vlans, depth: u8) -> Result<Outcome<'_>, DecodeError> {
-    match data.first().map(|b| b >> 4) {
-        Some(4) | Some(6) => {}
+    let outer = match data.first().map(|b| b >> 4) {
+        Some(4) => ipv4(data, vlans)?,
+        Some(6) => ipv6::decode(data, vlans)?,
         Some(_) => return Err(DecodeError::NotIp),
         None => return Err(DecodeError::Truncated),
-    }
-    let sliced = LaxSlicedPacket::from_ip(data).map_err(|e| match e {
-        etherparse::err::ip::LaxHeaderSliceError::Len(_) => DecodeError::Truncated,
-        etherparse::err::ip::LaxHeaderSliceError::Content(_) => DecodeError::Malformed,
-    })?;
-    let outer = reduce(&sliced, vlans)?;
+    };
     if depth >= MAX_TUNNEL_DEPTH {
         return Ok(outer);
     }
@@ -336,46 +334,16 @@ fn tunnel<'a>(
     }
 }
 
-fn reduce<'a>(p: &LaxSlicedPacket<'a>, vlans: Vlans) -> Result<Outcome<'a>, DecodeError> {
-    let (src, dst, payload, frag) = match &p.net {
-        Some(LaxNetSlice::Ipv4(v4)) => {
-            let h = v4.header();
-            let frag = h.is_fragmenting_payload().then(|| {
-                (
-                    h.identification() as u32,
-                    h.fragments_offset().byte_offset() as u32,
-                    h.more_fragments(),
-                )
-            });
-            (
-                IpAddr::V4(h.source_addr()),
-                IpAddr::V4(h.destination_addr()),
-                v4.payload(),
-                frag,
-            )
-        }
-        Some(LaxNetSlice::Ipv6(v6)) => {
-            let h = v6.header();
-            let mut frag = None;
-            if v6.is_payload_fragmented() {
-                for ext in v6.extensions().clone() {
-                    if let Ipv6ExtensionSlice::Fragment(f) = ext {
-                        frag = Some((
-                            f.identification(),
-                            f.fragment_offset().byte_offset() as u32,
-                            f.more_fragments(),
-                        ));
-                    }
-                }
-            }
-            (
-                IpAddr::V6(h.source_addr()),
-                IpAddr::V6(h.destination_addr()),
-                v6.payload(),
-                frag,
-            )
-        }
-        Some(LaxNetSlice::Arp(_)) => return Err(DecodeError::NotIp),
+/// IPv4 through etherparse's lax slicer (it has no extension-header chain to
+/// walk; IPv6 is [`ipv6::decode`]'s own code).
+fn ipv4(data: &[u8], vlans: Vlans) -> Result<Outcome<'_>, DecodeError> {
+    let p = LaxSlicedPacket::from_ip(data).map_err(|e| match e {
+        etherparse::err::ip::LaxHeaderSliceError::Len(_) => DecodeError::Truncated,
+        etherparse::err::ip::LaxHeaderSliceError::Content(_) => DecodeError::Malformed,
+    })?;
+    let v4 = match &p.net {
+        Some(LaxNetSlice::Ipv4(v4)) => v4,
+        Some(_) => return Err(DecodeError::Malformed),
         None => {
             return Err(match &p.stop_err {
                 Some((etherparse::err::packet::SliceError::Len(_), _)) => DecodeError::Truncated,
@@ -384,16 +352,20 @@ fn reduce<'a>(p: &LaxSlicedPacket<'a>, vlans: Vlans) -> Result<Outcome<'a>, Deco
             })
         }
     };
+    let h = v4.header();
+    let src = IpAddr::V4(h.source_addr());
+    let dst = IpAddr::V4(h.destination_addr());
+    let payload = v4.payload();
     let proto = payload.ip_number.0;
-    if let Some((id, offset, more)) = frag {
+    if h.is_fragmenting_payload() {
         return Ok(Outcome::Fragment(Fragment {
             vlans,
             src,
             dst,
             proto,
-            id,
-            offset,
-            more,
+            id: h.identification() as u32,
+            offset: h.fragments_offset().byte_offset() as u32,
+            more: h.more_fragments(),
             payload: payload.payload,
         }));
     }
@@ -411,6 +383,23 @@ fn reduce<'a>(p: &LaxSlicedPacket<'a>, vlans: Vlans) -> Result<Outcome<'a>, Deco
         Some(t) => Ok(Outcome::Packet(with_transport(base, t))),
         None if proto == IpNumber::TCP.0 || proto == IpNumber::UDP.0 => Err(DecodeError::Truncated),
         None => Ok(Outcome::Packet(base)),
+    }
+}
+
+/// Reads the TCP or UDP header at the start of `d.payload` (any other
+/// protocol is left as it is). The slicers are etherparse's strict TCP and
+/// lax UDP ones, exactly those its lax packet slicer uses.
+fn transport_of(d: Decoded<'_>) -> Result<Decoded<'_>, DecodeError> {
+    if d.proto == IpNumber::TCP.0 {
+        let tcp =
+            etherparse::TcpSlice::from_slice(d.payload).map_err(|_| DecodeError::Truncated)?;
+        Ok(with_transport(d, &TransportSlice::Tcp(tcp)))
+    } else if d.proto == IpNumber::UDP.0 {
+        let udp =
+            etherparse::UdpSlice::from_slice_lax(d.payload).map_err(|_| DecodeError::Truncated)?;
+        Ok(with_transport(d, &TransportSlice::Udp(udp)))
+    } else {
+        Ok(d)
     }
 }
 
@@ -439,30 +428,35 @@ fn with_transport<'a>(mut d: Decoded<'a>, t: &TransportSlice<'a>) -> Decoded<'a>
 }
 
 /// Decodes the transport header of a datagram rebuilt from fragments.
+///
+/// An IPv6 datagram's fragmentable part may begin with extension headers
+/// (Destination Options, Routing, AH: RFC 8200 §4.5); they are walked as the
+/// kernel walks them, from the first fragment's next header.
 pub fn decode_reassembled<'a>(
     f: &Fragment<'_>,
     datagram: &'a [u8],
 ) -> Result<Decoded<'a>, DecodeError> {
+    let (proto, payload) = if f.src.is_ipv6() {
+        let chain = ipv6::walk(f.proto, datagram, false);
+        if chain.fragment.is_some() {
+            // A fragment inside a reassembled datagram: nothing a host accepts.
+            return Err(DecodeError::Malformed);
+        }
+        (chain.proto, chain.rest)
+    } else {
+        (f.proto, datagram)
+    };
     let base = Decoded {
         vlans: f.vlans,
         src: f.src,
         dst: f.dst,
-        proto: f.proto,
+        proto,
         sport: 0,
         dport: 0,
         transport: Transport::Other,
-        payload: datagram,
+        payload,
     };
-    if f.proto == IpNumber::TCP.0 {
-        let tcp = etherparse::TcpSlice::from_slice(datagram).map_err(|_| DecodeError::Truncated)?;
-        Ok(with_transport(base, &TransportSlice::Tcp(tcp)))
-    } else if f.proto == IpNumber::UDP.0 {
-        let udp =
-            etherparse::UdpSlice::from_slice_lax(datagram).map_err(|_| DecodeError::Truncated)?;
-        Ok(with_transport(base, &TransportSlice::Udp(udp)))
-    } else {
-        Ok(base)
-    }
+    transport_of(base)
 }
 
 #[cfg(test)]
@@ -543,5 +537,105 @@ mod tests {
             decode(LinkType(147), &f).err(),
             Some(DecodeError::UnknownLinkType)
         );
+    }
+
+    /// The five inputs of the fuzz target `packet` (first byte: link type)
+    /// that made etherparse 0.21.0's IPv6 extension iterator read past the
+    /// frame (a debug build panics in `get_unchecked`; release segfaults).
+    pub(crate) const OOB_IPV6_INPUTS: [&str; 5] = [
+        "0002000000000202018100006486dd60ffff8e8e8e2c8e8e8e8e8e8e8e8e8eb72e00008e8e8e6d000a00080006180000171d00002b00030050dbfaf0b70000",
+        "0002000000000200018100006486dd60c000020a002c00000106064020010db8000100000000ff7d9a123c48a6a6a6a6a6a6a6467d9a123c48a6a6a6a6a6a6",
+        "0002020200000080018100006486dd60ffff8e8e8e2c8e8e8e8e8e8effff00000000008e63ffffffffffff0000008e63ffffffffff0000008e63ffffffffffff0000",
+        "00646e735f616e7377657200018100006486dd60c000020a002cc8000000000181ffff0550000daa670550000daa670000018100ffffffffff055000670550000daa67",
+        "00020000000001020000000002080066c000020a002c6b00004000401100000a00350000007f00000009409e02450000000202000200000000010800450000",
+    ];
+
+    pub(crate) fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    #[test]
+    fn cut_ipv6_chains_after_a_fragment_header_stay_in_bounds() {
+        for hex in OOB_IPV6_INPUTS {
+            let input = unhex(hex);
+            // every prefix too: each cut is another way to end the chain early
+            for cut in 1..=input.len() {
+                let frame = &input[1..cut];
+                let _ = decode(LinkType::ETHERNET, frame);
+                crate::fuzzing::packet(&input[..cut]);
+            }
+        }
+    }
+
+    /// An IPv6 packet: fixed header (next header `next`) and `rest`.
+    fn ipv6(next: u8, rest: &[u8]) -> Vec<u8> {
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend_from_slice(&(rest.len() as u16).to_be_bytes());
+        p.extend_from_slice(&[next, 64]);
+        p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        p.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        p.extend_from_slice(rest);
+        p
+    }
+
+    #[test]
+    fn extension_headers_after_a_fragment_header_are_walked_after_reassembly() {
+        // Fragmentable part: Destination Options, then UDP 5353 -> 53 "hi".
+        let mut part = vec![17, 0, 1, 4, 0, 0, 0, 0];
+        part.extend_from_slice(&[0x14, 0xe9, 0, 53, 0, 10, 0, 0]);
+        part.extend_from_slice(b"hi");
+        let (a, b) = part.split_at(8);
+        let mut d = defrag::Defragmenter::default();
+        let mut whole = None;
+        // second fragment first, with a Next Header that must be ignored
+        for (offset, more, next, data) in [(8u16, false, 6u8, b), (0, true, 60, a)] {
+            let mut fh = vec![next, 0];
+            fh.extend_from_slice(&(offset | more as u16).to_be_bytes());
+            fh.extend_from_slice(&[0, 0, 0, 42]);
+            fh.extend_from_slice(data);
+            let pkt = ipv6(44, &fh);
+            let Ok(Outcome::Fragment(f)) = decode(LinkType::RAW, &pkt) else {
+                panic!("a fragment")
+            };
+            assert_eq!((f.offset, f.more, f.payload), (offset as u32, more, data));
+            if let Some(g) = d.add(crate::time::Timestamp(0), &f) {
+                let f = Fragment {
+                    proto: g.proto,
+                    ..f
+                };
+                whole = Some(
+                    decode_reassembled(&f, &g.data).map(|p| (p.proto, p.dport, p.payload.to_vec())),
+                );
+            }
+        }
+        assert_eq!(whole, Some(Ok((17, 53, b"hi".to_vec()))));
+    }
+
+    #[test]
+    fn ipv6_with_extension_headers_reaches_tcp() {
+        let tcp = [
+            0x9c, 0x40, 0x01, 0xbb, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0,
+        ];
+        let mut chain = vec![60, 0, 1, 4, 0, 0, 0, 0]; // hop-by-hop
+        chain.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // destination options
+        chain.extend_from_slice(&tcp);
+        chain.extend_from_slice(b"data");
+        let whole = ipv6(0, &chain);
+        let Ok(Outcome::Packet(p)) = decode(LinkType::RAW, &whole) else {
+            panic!("a packet")
+        };
+        assert_eq!(
+            (p.proto, p.sport, p.dport, p.payload),
+            (6, 40000, 443, &b"data"[..])
+        );
+        // cut inside the second header: a packet of that header's protocol
+        let cut = ipv6(0, &chain[..12]);
+        let Ok(Outcome::Packet(p)) = decode(LinkType::RAW, &cut) else {
+            panic!("a packet")
+        };
+        assert_eq!((p.proto, p.payload.len()), (60, 4));
     }
 }
