@@ -219,14 +219,19 @@ fn signatures(c: &mut Criterion) {
         })
     });
     let rules = spanwatch::detect::RuleSet::load(None).expect("bundled");
-    let spki = spanwatch::detect::SpkiTracker::default();
+    let spki = spanwatch::verdict::SpkiTracker::default();
     let facts = spanwatch::detect::Facts {
         sni: Some("demo.ngrok-free.app"),
         dest_port: 443,
         ..Default::default()
     };
     g.bench_function("bundled rules, one TLS event", |b| {
-        b.iter(|| black_box(rules.evaluate(black_box(&facts), Some(&spki))))
+        b.iter(|| {
+            black_box(rules.evaluate(
+                black_box(&facts),
+                Some(&spki as &dyn spanwatch::detect::KeySpread),
+            ))
+        })
     });
     g.finish();
 }

@@ -14,6 +14,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -51,7 +52,8 @@ impl SegmentKind {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SegmentConfig {
-    pub name: String,
+    /// Shared with every flow placed in the segment (see [`Segment`]).
+    pub name: Arc<str>,
     pub kind: SegmentKind,
     #[serde(default)]
     pub cidrs: Vec<IpNet>,
@@ -135,6 +137,25 @@ pub struct SegmentRef<'a> {
     pub kind: SegmentKind,
 }
 
+/// The segment a flow was placed in, by identity: its name and kind as they
+/// were when the flow began. A flow keeps it for its whole life, so a reload
+/// that renames, reorders or removes segments does not relabel open flows.
+/// Cloning shares the name (no allocation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub name: Arc<str>,
+    pub kind: SegmentKind,
+}
+
+impl Segment {
+    pub fn as_ref(&self) -> SegmentRef<'_> {
+        SegmentRef {
+            name: &self.name,
+            kind: self.kind,
+        }
+    }
+}
+
 impl SiteConfig {
     pub fn load(path: &Path) -> Result<SiteConfig, ConfigError> {
         let file = path.display().to_string();
@@ -195,7 +216,7 @@ impl SiteConfig {
             if s.name.trim().is_empty() {
                 return Err(err("segment.name: must not be empty".into()));
             }
-            if !seen.insert(s.name.as_str()) {
+            if !seen.insert(&*s.name) {
                 return Err(err(format!("segment.name: `{}` is defined twice", s.name)));
             }
             if s.cidrs.is_empty() && s.vlans.is_empty() {
@@ -209,8 +230,16 @@ impl SiteConfig {
     }
 
     /// The segment an endpoint belongs to: a VLAN match beats none, then the
-    /// longest matching prefix wins.
-    pub fn segment_of(&self, ip: IpAddr, vlans: &Vlans) -> Option<usize> {
+    /// longest matching prefix wins, then the first listed.
+    pub fn segment_of(&self, ip: IpAddr, vlans: &Vlans) -> Option<Segment> {
+        let s = self.segments.get(self.segment_index(ip, vlans)?)?;
+        Some(Segment {
+            name: Arc::clone(&s.name),
+            kind: s.kind,
+        })
+    }
+
+    fn segment_index(&self, ip: IpAddr, vlans: &Vlans) -> Option<usize> {
         let mut best: Option<(bool, u8, usize)> = None;
         for (i, s) in self.segments.iter().enumerate() {
             let vlan_match =
@@ -234,14 +263,6 @@ impl SiteConfig {
             }
         }
         best.map(|(_, _, inv)| usize::MAX - inv)
-    }
-
-    pub fn segment_ref(&self, idx: Option<usize>) -> Option<SegmentRef<'_>> {
-        let s = self.segments.get(idx?)?;
-        Some(SegmentRef {
-            name: &s.name,
-            kind: s.kind,
-        })
     }
 }
 
@@ -292,16 +313,21 @@ vlans = [100]
         assert_eq!(c.sensor.name.as_deref(), Some("dmz-sensor-1"));
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let none = Vlans::default();
-        assert_eq!(c.segment_of(ip("10.1.2.3"), &none), Some(0));
-        assert_eq!(c.segment_of(ip("10.1.5.3"), &none), Some(1));
-        assert_eq!(c.segment_of(ip("2001:db8:1::5"), &none), Some(0));
-        assert_eq!(c.segment_of(ip("192.0.2.1"), &none), None);
+        assert_eq!(c.segment_index(ip("10.1.2.3"), &none), Some(0));
+        assert_eq!(c.segment_index(ip("10.1.5.3"), &none), Some(1));
+        assert_eq!(c.segment_index(ip("2001:db8:1::5"), &none), Some(0));
+        assert_eq!(c.segment_index(ip("192.0.2.1"), &none), None);
         // on VLAN 100 the VLAN segment wins over a longer prefix
-        assert_eq!(c.segment_of(ip("10.1.5.3"), &Vlans::new(&[100])), Some(2));
         assert_eq!(
-            c.segment_ref(Some(2)).map(|s| s.kind),
-            Some(SegmentKind::Development)
+            c.segment_index(ip("10.1.5.3"), &Vlans::new(&[100])),
+            Some(2)
         );
+        let s = c
+            .segment_of(ip("10.1.5.3"), &Vlans::new(&[100]))
+            .expect("a segment");
+        assert_eq!(s.kind, SegmentKind::Development);
+        // a flow's segment shares the configuration's name
+        assert!(Arc::ptr_eq(&s.name, &c.segments[2].name));
     }
 
     #[test]

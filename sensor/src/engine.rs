@@ -13,9 +13,9 @@ use crate::analyzer::http::{self, HttpSession};
 use crate::analyzer::tls::cert::CertCache;
 use crate::analyzer::tls::{self, ja3, ja4, TlsSession};
 use crate::capture::Packet;
-use crate::config::SiteConfig;
+use crate::config::{Segment, SiteConfig};
 use crate::decode::{self, defrag::Defragmenter, Decoded, Outcome, TcpHeader, Transport};
-use crate::detect::{Ends, Facts, RuleSet, SpkiTracker};
+use crate::detect::{lone_leaf, Ends, Facts, RuleSet};
 use crate::event::{
     AlertBody, ClientHandshake, Event, FlowEvent, HelloSummary, HostActivity, HttpEvent, Proto,
     TlsEvent,
@@ -96,8 +96,8 @@ pub struct Session {
     tls_logged: bool,
     bypass: bool,
     app_proto: Option<&'static str>,
-    src_seg: Option<usize>,
-    dest_seg: Option<usize>,
+    src_seg: Option<Segment>,
+    dest_seg: Option<Segment>,
     segs_known: bool,
     /// An event of this flow went to the writer for a verdict: so does its end.
     decided: bool,
@@ -569,8 +569,8 @@ fn header<'a>(
         vlan: flow.key.vlans.as_slice(),
         community_id: Some(&flow.community_id),
         app_proto: flow.data.app_proto,
-        src_segment: site.segment_ref(flow.data.src_seg),
-        dest_segment: site.segment_ref(flow.data.dest_seg),
+        src_segment: flow.data.src_seg.as_ref().map(Segment::as_ref),
+        dest_segment: flow.data.dest_seg.as_ref().map(Segment::as_ref),
         ..Default::default()
     }
 }
@@ -608,13 +608,12 @@ pub(crate) fn activity_event<'a>(
     }
 }
 
-fn ends<'a>(flow: &Flow<Session>, site: &'a SiteConfig) -> Ends<'a> {
-    let seg = |i: Option<usize>| site.segment_ref(i).map(|s| (s.name, s.kind));
+fn ends(flow: &Flow<Session>) -> Ends<'_> {
     Ends {
         client: flow.client().0,
         server: flow.server().0,
-        client_seg: seg(flow.data.src_seg),
-        server_seg: seg(flow.data.dest_seg),
+        client_seg: flow.data.src_seg.as_ref(),
+        server_seg: flow.data.dest_seg.as_ref(),
     }
 }
 
@@ -646,7 +645,7 @@ fn send(
     if pending {
         out.decide(flow, facts, ends, e);
     } else {
-        if let Some(leaf) = SpkiTracker::tracked(facts.chain) {
+        if let Some(leaf) = lone_leaf(facts.chain) {
             out.observe(flow, Arc::clone(leaf));
         }
         out.line(flow, &e);
@@ -692,7 +691,7 @@ fn emit_dns(
             ..Default::default()
         };
         let p = pending(em.rules, flow, &facts);
-        let ends = ends(flow, em.site);
+        let ends = ends(flow);
         let mut e = header(flow, "dns", pkt.ts, em.site, em.origin, Some(pkt.frame));
         // DNS events carry the packet's own direction (a response comes from the server).
         if dir == Dir::ToClient {
@@ -736,7 +735,7 @@ fn emit_http(
             ..Default::default()
         };
         let p = pending(em.rules, flow, &facts);
-        let ends = ends(flow, em.site);
+        let ends = ends(flow);
         let mut e = header(flow, "http", pkt.ts, em.site, em.origin, Some(pkt.frame));
         e.http = Some(HttpEvent {
             request: req.as_ref(),
@@ -841,7 +840,7 @@ fn emit_tls(
         }),
     };
     let has_chain = !t.chain.is_empty();
-    let ends = ends(flow, em.site);
+    let ends = ends(flow);
     let mut e = header(flow, "tls", ts, em.site, em.origin, frame);
     e.tls = Some(ev);
     send(em.out, flow.id, p, &facts, &ends, e);

@@ -23,4 +23,5 @@ pub mod pipeline;
 pub mod reassembly;
 pub mod stats;
 pub mod time;
+pub mod verdict;
 pub mod writer;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::analyzer::tls::cert::CertInfo;
-use crate::config::SegmentKind;
+use crate::config::Segment;
 use crate::detect::{Ends, Facts};
 use crate::event::{Event, FlowEvent};
 use crate::stats::Counters;
@@ -342,30 +342,26 @@ impl OwnedFacts {
 pub struct OwnedEnds {
     pub client: IpAddr,
     pub server: IpAddr,
-    pub client_seg: Option<(String, SegmentKind)>,
-    pub server_seg: Option<(String, SegmentKind)>,
+    pub client_seg: Option<Segment>,
+    pub server_seg: Option<Segment>,
 }
 
 impl OwnedEnds {
     pub fn of(e: &Ends<'_>) -> Self {
-        let own = |s: Option<(&str, SegmentKind)>| s.map(|(n, k)| (n.to_string(), k));
         OwnedEnds {
             client: e.client,
             server: e.server,
-            client_seg: own(e.client_seg),
-            server_seg: own(e.server_seg),
+            client_seg: e.client_seg.cloned(),
+            server_seg: e.server_seg.cloned(),
         }
     }
 
     pub fn ends(&self) -> Ends<'_> {
-        fn b(s: &Option<(String, SegmentKind)>) -> Option<(&str, SegmentKind)> {
-            s.as_ref().map(|(n, k)| (n.as_str(), *k))
-        }
         Ends {
             client: self.client,
             server: self.server,
-            client_seg: b(&self.client_seg),
-            server_seg: b(&self.server_seg),
+            client_seg: self.client_seg.as_ref(),
+            server_seg: self.server_seg.as_ref(),
         }
     }
 }

@@ -24,12 +24,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::config::SiteConfig;
-use crate::detect::{Decision, Detector, Policy, RuleSet, Shared};
+use crate::detect::RuleSet;
 use crate::engine::{activity_event, alert_body, stats_event};
 use crate::event::{Event, Sanctioned};
 use crate::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
 use crate::stats::{Counters, InterfaceStats, Latency, StatsEvent, WorkerStats};
 use crate::time::Timestamp;
+use crate::verdict::{Decision, FlowState, Verdicts};
 
 /// What the dispatcher asks of the writer at a point of the stream.
 pub enum Control<W> {
@@ -156,7 +157,7 @@ pub struct Writer<W: Write> {
     pub errors: u64,
     last_error: Option<String>,
     types: Arc<EventTypes>,
-    detector: Detector,
+    verdicts: Verdicts,
     site: Arc<SiteConfig>,
     flows: HashMap<u64, FlowPolicy, ahash::RandomState>,
     /// Alerts and sanctioned sightings (the workers count the rest).
@@ -180,10 +181,6 @@ impl<W: Write> Writer<W> {
         rules: Arc<RuleSet>,
         types: Arc<EventTypes>,
     ) -> Self {
-        let shared = Shared::new(
-            site.ledger.max_active.map(|d| d.0),
-            site.ledger.realert_after.map(|d| d.0),
-        );
         Writer {
             out,
             outbox: Outbox::default(),
@@ -191,11 +188,7 @@ impl<W: Write> Writer<W> {
             errors: 0,
             last_error: None,
             types,
-            detector: Detector {
-                rules,
-                policy: Arc::new(Policy::new(&site)),
-                shared: Arc::new(shared),
-            },
+            verdicts: Verdicts::new(&site, rules),
             site,
             flows: HashMap::default(),
             counters: Counters::default(),
@@ -405,7 +398,7 @@ impl<W: Write> Writer<W> {
             match c {
                 Control::Ledger { reason, at } => {
                     let site = Arc::clone(&self.site);
-                    for a in self.detector.shared.ledger.snapshot() {
+                    for a in self.verdicts.ledger.snapshot() {
                         self.emit(&activity_event(&a, reason, at, &site));
                     }
                 }
@@ -424,8 +417,7 @@ impl<W: Write> Writer<W> {
                     }
                 }
                 Control::Reload { site, rules } => {
-                    self.detector.rules = rules;
-                    self.detector.policy = Arc::new(Policy::new(&site));
+                    self.verdicts.reload(&site, rules);
                     self.site = site;
                 }
                 Control::Reopen(w) => {
@@ -439,7 +431,7 @@ impl<W: Write> Writer<W> {
     fn handle(&mut self, flow: u64, it: Item) {
         match it {
             Item::Line { .. } => {} // cut out in `gather`
-            Item::Observe { leaf, .. } => self.detector.shared.spki.observe(&[leaf]),
+            Item::Observe { leaf, .. } => self.verdicts.spki.observe(&[leaf]),
             Item::Decide { p, .. } => self.decide(flow, &p),
             Item::FlowEnd { p, .. } => self.flow_end(flow, *p),
             Item::Report { r, .. } => {
@@ -455,9 +447,11 @@ impl<W: Write> Writer<W> {
         let facts = p.facts.facts();
         let ends = p.ends.ends();
         let st = self.flows.entry(flow).or_default();
-        let d = self
-            .detector
-            .decide(&facts, &ends, &st.alerted, &st.ledger_keys, p.at);
+        let state = FlowState {
+            alerted: &st.alerted,
+            ledger_keys: &st.ledger_keys,
+        };
+        let d = self.verdicts.decide(&facts, &ends, state, p.at);
         st.alerted.extend(&d.alerted);
         st.ledger_keys.extend(d.ledger_keys.iter().cloned());
         if st.alerted.is_empty() && st.ledger_keys.is_empty() {
@@ -486,19 +480,9 @@ impl<W: Write> Writer<W> {
             self.compose(&p.head, Some(("flow", &p.flow)), b"");
         }
         // The ledger hears how long and how much the flows it counts went on.
-        let mut late = Decision::default();
         let last = p.flow.end;
         let total = p.flow.bytes_toserver + p.flow.bytes_toclient;
-        let ledger = &self.detector.shared.ledger;
-        for (host, tool) in &st.ledger_keys {
-            let o = ledger.extend(*host, tool, last, total);
-            if o.is_some_and(|o| o.passed_max_active) {
-                if let (Some(a), Some(max)) = (ledger.get(*host, tool), ledger.max_active()) {
-                    late.alerts.push(crate::detect::long_running(&a, max));
-                    late.activity.push((a, "max_active"));
-                }
-            }
-        }
+        let late = self.verdicts.flow_end(&st.ledger_keys, last, total);
         self.alerts(&late, &p.alert_head, b"", last);
     }
 
@@ -601,10 +585,7 @@ impl<W: Write> Writer<W> {
     }
 
     pub fn suppressed(&self) -> u64 {
-        self.detector
-            .shared
-            .suppressed
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.verdicts.suppressed
     }
 
     fn stats(&self, req: &StatsRequest) -> StatsEvent {

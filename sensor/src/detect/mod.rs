@@ -1,30 +1,26 @@
-//! Detection: signatures × facts → verdicts, under the site's policy.
+//! Detection: signatures × facts → matches with their evidence.
 //!
 //! Analyzers expose [`Facts`] (names, HTTP head fields, certificates,
-//! fingerprints); a compiled [`RuleSet`] turns them into [`Verdict`]s with the
-//! evidence that matched; the [`Policy`] (segments, allow-list) sets each
-//! verdict's host, severity and whether it is sanctioned; the [`Ledger`] keeps
-//! per host and tool when it was first and last active. Sans-IO: time comes in
-//! as an argument.
+//! fingerprints); a compiled [`RuleSet`] finds the signatures they match and
+//! the evidence. What a match means for a host (severity, the allow-list, the
+//! ledger, suppression) is the verdict stage's (`crate::verdict`); the
+//! findings it logs ([`AlertOut`], [`Activity`]) are declared here. Sans-IO.
 
-pub mod ledger;
 pub mod names;
 pub mod rules;
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::sync::Arc;
 
-use std::net::IpAddr;
-
-use dashmap::DashMap;
 use regex::RegexSet;
 use serde::Serialize;
 
 use crate::analyzer::tls::cert::CertInfo;
-use crate::config::{SegmentKind, SiteConfig};
+use crate::config::{Segment, SegmentKind};
+use crate::time::Timestamp;
 use names::{Kind, NameIndex};
 use rules::{Confidence, ExtCond, RawSignature, Signature, TextCond};
-
-pub use ledger::{Activity, Ledger, Observation};
 
 /// The built-in signature raised when a tool stays active on a host longer than
 /// the ledger's `max_active`.
@@ -312,7 +308,7 @@ impl RuleSet {
     pub fn evaluate(
         &self,
         f: &Facts<'_>,
-        spki: Option<&SpkiTracker>,
+        spki: Option<&dyn KeySpread>,
     ) -> Vec<(usize, Vec<Evidence>)> {
         // name hits: (signature, fact, value, pattern)
         let mut hits: Vec<(usize, NameFact, String, String)> = Vec::new();
@@ -373,7 +369,7 @@ impl RuleSet {
         f: &Facts<'_>,
         hits: &[(usize, NameFact, String, String)],
         idx: usize,
-        spki: Option<&SpkiTracker>,
+        spki: Option<&dyn KeySpread>,
     ) -> Option<Vec<Evidence>> {
         let mut ev = Vec::new();
         let leaf = f.chain.first().map(|c| &**c);
@@ -623,201 +619,30 @@ fn other_conds(r: &RawSignature) -> Vec<Cond> {
     v
 }
 
-/// Keys seen on leaf certificates: which unrelated names each public key signed
-/// for. Kept by the writer (input order); bounded.
-#[derive(Debug, Default)]
-pub struct SpkiTracker {
-    map: DashMap<String, SpkiEntry, ahash::RandomState>,
+/// The certificate of a chain the shared-key tracker takes note of: a lone
+/// leaf (what proxies send) that is not self-signed.
+pub fn lone_leaf(chain: &[Arc<CertInfo>]) -> Option<&Arc<CertInfo>> {
+    match chain {
+        [leaf] if !leaf.spki_sha256.is_empty() && leaf.subject != leaf.issuerdn => Some(leaf),
+        _ => None,
+    }
 }
 
-#[derive(Debug, Default)]
-struct SpkiEntry {
-    certs: Vec<String>,
-    names: Vec<String>,
-    /// Certificates that brought at least one name not seen with this key before.
-    novel: usize,
-}
-
-/// Public keys tracked at most.
-pub const SPKI_CAPACITY: usize = 65_536;
-/// Certificates and names remembered per key.
-const SPKI_PER_KEY: usize = 16;
-
-impl SpkiTracker {
-    /// The certificate of a chain the tracker takes note of: a lone leaf
-    /// (what proxies send) that is not self-signed.
-    pub fn tracked(chain: &[Arc<CertInfo>]) -> Option<&Arc<CertInfo>> {
-        match chain {
-            [leaf] if !leaf.spki_sha256.is_empty() && leaf.subject != leaf.issuerdn => Some(leaf),
-            _ => None,
-        }
-    }
-
-    /// Notes a lone leaf certificate (chain of one: what proxies send).
-    pub fn observe(&self, chain: &[Arc<CertInfo>]) {
-        let Some(leaf) = Self::tracked(chain) else {
-            return;
-        };
-        if !self.map.contains_key(&leaf.spki_sha256) && self.map.len() >= SPKI_CAPACITY {
-            return;
-        }
-        let mut e = self.map.entry(leaf.spki_sha256.clone()).or_default();
-        if e.certs.contains(&leaf.sha256) || e.certs.len() >= SPKI_PER_KEY {
-            return;
-        }
-        e.certs.push(leaf.sha256.clone());
-        // mitmproxy copies the upstream names and adds the client's SNI: each
-        // forged leaf brings the name of another site.
-        let mut novel = false;
-        for n in leaf
-            .subject_cn
-            .iter()
-            .chain(leaf.san.iter())
-            .take(SPKI_PER_KEY)
-        {
-            let base = base_name(n);
-            if !base.is_empty() && !e.names.contains(&base) && e.names.len() < SPKI_PER_KEY {
-                e.names.push(base);
-                novel = true;
-            }
-        }
-        if novel {
-            e.novel += 1;
-        }
-    }
-
+/// What the `shared_spki_names` condition asks of the state kept across flows.
+pub trait KeySpread {
     /// How many certificates with this key each brought a new unrelated name,
     /// and the names. One certificate with many names counts once: a CDN
     /// certificate is not a proxy.
-    pub fn spread(&self, spki: &str) -> (usize, Vec<String>) {
-        self.map
-            .get(spki)
-            .map(|e| (e.novel, e.names.clone()))
-            .unwrap_or_default()
-    }
+    fn spread(&self, spki: &str) -> (usize, Vec<String>);
 }
 
-/// The registrable part of a name, roughly: the last two labels, or three
-/// under a two-letter country code with a generic second level (`co.uk`).
-pub fn base_name(name: &str) -> String {
-    let n = names::normalize(name.trim_start_matches("*."));
-    let labels: Vec<&str> = n.split('.').collect();
-    let keep = match labels.as_slice() {
-        [.., sld, tld]
-            if tld.len() == 2 && ["co", "com", "net", "org", "gov", "edu", "ac"].contains(sld) =>
-        {
-            3
-        }
-        _ => 2,
-    };
-    labels[labels.len().saturating_sub(keep)..].join(".")
-}
-
-/// Severity of a verdict about a host in a segment of this kind (1 = highest).
-pub fn severity(kind: Option<SegmentKind>) -> u8 {
-    match kind {
-        Some(SegmentKind::Production) => 1,
-        Some(SegmentKind::Development) => 4,
-        Some(SegmentKind::Other) | None => 2,
-    }
-}
-
-/// Is the verdict about the client (tunnels) or the server (interception)?
-pub fn about_server(category: &str) -> bool {
-    category.starts_with("interception-")
-}
-
-/// The site's policy: allow-list and ledger settings, from the site config.
-#[derive(Debug, Default)]
-pub struct Policy {
-    allow: NameIndex,
-    allow_names: Vec<String>,
-}
-
-impl Policy {
-    pub fn new(site: &SiteConfig) -> Self {
-        let mut allow = NameIndex::default();
-        for (i, n) in site.allow.names.iter().enumerate() {
-            allow.insert(n, Kind::Suffix, i as u32);
-        }
-        Policy {
-            allow,
-            allow_names: site.allow.names.clone(),
-        }
-    }
-
-    /// The allow-list entry that sanctions one of these names, if any.
-    pub fn sanctioned<'a>(&self, names: impl Iterator<Item = &'a str>) -> Option<&str> {
-        for n in names {
-            let mut hit = None;
-            self.allow.lookup(n, &mut |t| hit = Some(t));
-            if let Some(t) = hit {
-                return self.allow_names.get(t as usize).map(String::as_str);
-            }
-        }
-        None
-    }
-}
-
-/// How long, by default, an alert for one host and signature silences repeats.
-pub const DEFAULT_REALERT_AFTER: crate::time::Duration = crate::time::Duration::from_secs(3600);
-
-/// State that spans flows: the ledger, the key tracker and alert suppression.
-/// The writer owns it and updates it in input order, so its effects do not
-/// depend on the number of workers or their timing.
-#[derive(Debug)]
-pub struct Shared {
-    pub ledger: Ledger,
-    pub spki: SpkiTracker,
-    /// Last alert time by (host, signature).
-    recent: DashMap<(IpAddr, u32), crate::time::Timestamp, ahash::RandomState>,
-    pub realert_after: crate::time::Duration,
-    pub suppressed: std::sync::atomic::AtomicU64,
-}
-
-impl Default for Shared {
-    fn default() -> Self {
-        Shared {
-            ledger: Ledger::default(),
-            spki: SpkiTracker::default(),
-            recent: DashMap::default(),
-            realert_after: DEFAULT_REALERT_AFTER,
-            suppressed: Default::default(),
-        }
-    }
-}
-
-impl Shared {
-    pub fn new(
-        max_active: Option<crate::time::Duration>,
-        realert_after: Option<crate::time::Duration>,
-    ) -> Self {
-        Shared {
-            ledger: Ledger::new(max_active),
-            realert_after: realert_after.unwrap_or(DEFAULT_REALERT_AFTER),
-            ..Default::default()
-        }
-    }
-
-    /// Records an alert; false when the same host and signature alerted less
-    /// than `realert_after` ago (capture time).
-    fn may_alert(&self, host: IpAddr, id: u32, at: crate::time::Timestamp) -> bool {
-        if self.recent.len() >= ledger::LEDGER_CAPACITY && !self.recent.contains_key(&(host, id)) {
-            // Full: forget everything rather than grow (alerts may then repeat once).
-            self.recent.clear();
-        }
-        let mut e = self
-            .recent
-            .entry((host, id))
-            .or_insert(crate::time::Timestamp(i64::MIN));
-        if e.0 != i64::MIN && at.since(*e) < self.realert_after {
-            self.suppressed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return false;
-        }
-        *e = at;
-        true
-    }
+/// The two ends of a flow, with the segments the flow was placed in.
+#[derive(Debug, Clone, Copy)]
+pub struct Ends<'a> {
+    pub client: IpAddr,
+    pub server: IpAddr,
+    pub client_seg: Option<&'a Segment>,
+    pub server_seg: Option<&'a Segment>,
 }
 
 /// An alert ready to log (owned: alerts are rare).
@@ -836,220 +661,35 @@ pub struct AlertOut {
     pub also_matched: Vec<u32>,
     pub host: IpAddr,
     pub severity: u8,
+    pub segment: Option<Arc<str>>,
+    pub segment_kind: SegmentKind,
+}
+
+/// What the ledger knows of one tool on one host.
+#[derive(Debug, Clone, Serialize)]
+pub struct Activity {
+    pub host: IpAddr,
+    pub tool: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub active_seconds: i64,
+    pub flows: u64,
+    pub bytes: u64,
+    pub sanctioned_flows: u64,
+    pub categories: BTreeSet<String>,
+    pub evidence: BTreeSet<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub segment: Option<String>,
-    pub segment_kind: &'static str,
-}
-
-/// The two ends of a flow, with their segments.
-#[derive(Debug, Clone, Copy)]
-pub struct Ends<'a> {
-    pub client: IpAddr,
-    pub server: IpAddr,
-    pub client_seg: Option<(&'a str, SegmentKind)>,
-    pub server_seg: Option<(&'a str, SegmentKind)>,
-}
-
-/// What detection decided for one protocol event.
-#[derive(Debug, Default)]
-pub struct Decision {
-    pub alerts: Vec<AlertOut>,
-    /// (allow-list entry, signature ids, tools) when the event is sanctioned.
-    pub sanctioned: Option<(String, Vec<u32>, Vec<String>)>,
-    /// Ledger entries to log as `host_activity`, with the reason.
-    pub activity: Vec<(Activity, &'static str)>,
-    /// Signature ids alerted now (the flow must not alert on them again).
-    pub alerted: Vec<u32>,
-    /// (host, tool) pairs this flow now counts for in the ledger.
-    pub ledger_keys: Vec<(IpAddr, String)>,
-}
-
-fn kind_str(k: Option<SegmentKind>) -> &'static str {
-    k.map(SegmentKind::as_str).unwrap_or("other")
-}
-
-/// The alert raised when a tool stays active past `max_active`.
-pub fn long_running(a: &Activity, max: crate::time::Duration) -> AlertOut {
-    let kind = match a.segment_kind {
-        "production" => Some(SegmentKind::Production),
-        "development" => Some(SegmentKind::Development),
-        _ => Some(SegmentKind::Other),
-    };
-    AlertOut {
-        id: LONG_RUNNING_ID,
-        rev: 1,
-        name: format!(
-            "{} active on one host longer than the allowed {} s",
-            a.tool,
-            max.0 / 1_000_000_000
-        ),
-        tool: a.tool.clone(),
-        category: "long-running".into(),
-        confidence: Confidence::High,
-        references: Vec::new(),
-        evidence: vec![Evidence {
-            fact: "active_seconds",
-            value: a.active_seconds.to_string(),
-            pattern: format!("> {}", max.0 / 1_000_000_000),
-        }],
-        also_matched: Vec::new(),
-        host: a.host,
-        // production stays critical; elsewhere a forgotten tool is worth a look
-        severity: if kind == Some(SegmentKind::Production) {
-            1
-        } else {
-            2
-        },
-        segment: a.segment.clone(),
-        segment_kind: a.segment_kind,
-    }
-}
-
-/// Signatures, policy and shared state: what a worker needs to decide.
-#[derive(Debug)]
-pub struct Detector {
-    pub rules: Arc<RuleSet>,
-    pub policy: Arc<Policy>,
-    pub shared: Arc<Shared>,
-}
-
-impl Detector {
-    /// Evaluates one event's facts and applies the policy.
-    pub fn decide(
-        &self,
-        facts: &Facts<'_>,
-        ends: &Ends<'_>,
-        flow_alerted: &[u32],
-        flow_keys: &[(IpAddr, String)],
-        at: crate::time::Timestamp,
-    ) -> Decision {
-        self.shared.spki.observe(facts.chain);
-        let verdicts = self.rules.evaluate(facts, Some(&self.shared.spki));
-        let mut d = Decision::default();
-        if verdicts.is_empty() {
-            return d;
-        }
-        let allowed = self.policy.sanctioned(facts.names()).map(String::from);
-        let mut ids = Vec::new();
-        let mut tools: Vec<String> = Vec::new();
-        for (i, evidence) in verdicts {
-            let sig = &self.rules.sigs[i].sig;
-            let r = &sig.raw;
-            let server_side = match r.host {
-                Some(rules::HostSide::Server) => true,
-                Some(rules::HostSide::Client) => false,
-                None => about_server(sig.category()),
-            };
-            let (host, seg) = if server_side {
-                (ends.server, ends.server_seg)
-            } else {
-                (ends.client, ends.client_seg)
-            };
-            let mut sev = severity(seg.map(|s| s.1));
-            if server_side {
-                // interception concerns the proxy's clients too: the worse of both
-                sev = sev.min(severity(ends.client_seg.map(|s| s.1)));
-            }
-            let key = (host, r.tool.clone());
-            let new_flow = !flow_keys.contains(&key) && !d.ledger_keys.contains(&key);
-            let facts_used: Vec<&str> = evidence.iter().map(|e| e.fact).collect();
-            let obs = self.shared.ledger.observe(&ledger::Sighting {
-                host,
-                tool: &r.tool,
-                at,
-                new_flow,
-                category: sig.category(),
-                evidence: &facts_used,
-                strong: !r.supporting,
-                sanctioned: allowed.is_some(),
-                segment: seg.map(|s| s.0),
-                segment_kind: kind_str(seg.map(|s| s.1)),
-            });
-            if new_flow {
-                d.ledger_keys.push(key);
-            }
-            if obs.first {
-                if let Some(a) = self.shared.ledger.get(host, &r.tool) {
-                    d.activity.push((a, "first_seen"));
-                }
-            }
-            if obs.passed_max_active {
-                if let (Some(a), Some(max)) = (
-                    self.shared.ledger.get(host, &r.tool),
-                    self.shared.ledger.max_active(),
-                ) {
-                    d.alerts.push(long_running(&a, max));
-                    d.activity.push((a, "max_active"));
-                }
-            }
-            if allowed.is_some() {
-                ids.push(sig.id());
-                if !tools.contains(&r.tool) {
-                    tools.push(r.tool.clone());
-                }
-                continue;
-            }
-            let id = sig.id();
-            if flow_alerted.contains(&id) || (r.supporting && !obs.strong) {
-                continue;
-            }
-            let candidate = AlertOut {
-                id,
-                rev: r.rev.unwrap_or(1),
-                name: r.name.clone(),
-                tool: r.tool.clone(),
-                category: sig.category().to_string(),
-                confidence: r.confidence,
-                references: r.references.clone(),
-                evidence,
-                also_matched: Vec::new(),
-                host,
-                severity: sev,
-                segment: seg.map(|s| s.0.to_string()),
-                segment_kind: kind_str(seg.map(|s| s.1)),
-            };
-            // One alert per tool, category and host for one event: the most
-            // confident signature speaks, the others add their evidence.
-            match d.alerts.iter_mut().find(|a| {
-                a.host == host && a.tool == candidate.tool && a.category == candidate.category
-            }) {
-                Some(a) => {
-                    let better = (candidate.confidence, std::cmp::Reverse(candidate.id))
-                        > (a.confidence, std::cmp::Reverse(a.id));
-                    let mut other = candidate;
-                    if better {
-                        std::mem::swap(a, &mut other);
-                        a.also_matched = std::mem::take(&mut other.also_matched);
-                    }
-                    a.also_matched.push(other.id);
-                    for e in other.evidence {
-                        if !a.evidence.contains(&e) {
-                            a.evidence.push(e);
-                        }
-                    }
-                }
-                None => d.alerts.push(candidate),
-            }
-        }
-        // Every matched id counts as alerted for this flow; repeats of the
-        // same host and signature within `realert_after` are suppressed.
-        let shared = &self.shared;
-        let alerted = &mut d.alerted;
-        d.alerts.retain_mut(|a| {
-            a.also_matched.sort_unstable();
-            alerted.push(a.id);
-            alerted.extend(&a.also_matched);
-            // Silent only if every signature folded into it alerted lately:
-            // new evidence (a shared key seen for the third site) still speaks.
-            let fresh = std::iter::once(a.id)
-                .chain(a.also_matched.iter().copied())
-                .fold(false, |fresh, id| shared.may_alert(a.host, id, at) | fresh);
-            a.id == LONG_RUNNING_ID || fresh
-        });
-        if let Some(a) = allowed {
-            d.sanctioned = Some((a, ids, tools));
-        }
-        d
-    }
+    pub segment_kind: SegmentKind,
+    /// Seen on evidence that is more than supporting (entries with only
+    /// supporting evidence are kept for correlation but not reported).
+    #[serde(skip)]
+    pub strong: bool,
+    /// Seen on strong evidence that was not sanctioned.
+    #[serde(skip)]
+    pub unsanctioned: bool,
+    #[serde(skip)]
+    pub max_active_reported: bool,
 }
 
 #[cfg(test)]
@@ -1078,13 +718,12 @@ mod tests {
     #[test]
     fn cert_conditions_hold_on_one_certificate() {
         let r = set(&format!("{HEAD}cert_issuer_cn = {{ exact = [\"mitmproxy\"] }}\ncert_issuer_o = {{ exact = [\"mitmproxy\"] }}\n"));
-        let sp = SpkiTracker::default();
         let chain = [cert("a.example", "mitmproxy", "mitmproxy")];
         let f = Facts {
             chain: &chain,
             ..Default::default()
         };
-        let v = r.evaluate(&f, Some(&sp));
+        let v = r.evaluate(&f, None);
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].1[0].fact, "cert_issuer_cn");
         // CN on one certificate and O on another do not make a match
@@ -1096,19 +735,18 @@ mod tests {
             chain: &chain,
             ..Default::default()
         };
-        assert!(r.evaluate(&f, Some(&sp)).is_empty());
+        assert!(r.evaluate(&f, None).is_empty());
     }
 
     #[test]
     fn name_and_text_conditions_combine() {
         let r = set(&format!("{HEAD}http_host = {{ exact = [\"mitm.it\"] }}\nhttp_url = {{ prefix = [\"/cert/\"] }}\n"));
-        let sp = SpkiTracker::default();
         let mut f = Facts {
             http_host: Some("MITM.IT"),
             http_url: Some("/cert/pem"),
             ..Default::default()
         };
-        let v = r.evaluate(&f, Some(&sp));
+        let v = r.evaluate(&f, None);
         assert_eq!(v.len(), 1);
         assert_eq!(
             v[0].1[0],
@@ -1120,50 +758,6 @@ mod tests {
         );
         assert_eq!(v[0].1[1].pattern, "/cert/*");
         f.http_url = Some("/");
-        assert!(r.evaluate(&f, Some(&sp)).is_empty());
-    }
-
-    #[test]
-    fn shared_key_across_unrelated_names() {
-        let r = set(&format!("{HEAD}chain_len = [1]\nshared_spki_names = 3\n"));
-        let sp = SpkiTracker::default();
-        for (i, name) in [
-            "www.example.com",
-            "api.example.com",
-            "shop.example.org",
-            "news.example.net",
-        ]
-        .iter()
-        .enumerate()
-        {
-            let chain = [cert(name, "Some CA", "Org")];
-            sp.observe(&chain);
-            let f = Facts {
-                chain: &chain,
-                ..Default::default()
-            };
-            // example.com twice counts once: the third unrelated name is the fourth cert
-            assert_eq!(!r.evaluate(&f, Some(&sp)).is_empty(), i >= 3, "{name}");
-        }
-    }
-
-    #[test]
-    fn base_names() {
-        assert_eq!(base_name("a.b.example.com."), "example.com");
-        assert_eq!(base_name("www.bbc.co.uk"), "bbc.co.uk");
-        assert_eq!(base_name("*.example.org"), "example.org");
-        assert_eq!(base_name("localhost"), "localhost");
-    }
-
-    #[test]
-    fn allow_list_is_label_aligned() {
-        let site =
-            SiteConfig::parse("t", "[allow]\nnames = [\"tunnels.example.com\"]\n").expect("cfg");
-        let p = Policy::new(&site);
-        assert_eq!(
-            p.sanctioned(["x.tunnels.example.com"].into_iter()),
-            Some("tunnels.example.com")
-        );
-        assert_eq!(p.sanctioned(["eviltunnels.example.com"].into_iter()), None);
+        assert!(r.evaluate(&f, None).is_empty());
     }
 }

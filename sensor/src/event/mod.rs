@@ -13,7 +13,7 @@ use crate::analyzer::dns::DnsMessage;
 use crate::analyzer::http::{Request, Response};
 use crate::analyzer::tls::cert::CertInfo;
 use crate::analyzer::tls::ja3::Ja3;
-use crate::config::SegmentRef;
+use crate::config::{SegmentKind, SegmentRef};
 use crate::time::Timestamp;
 
 /// IP protocol as EVE names it.
@@ -217,7 +217,7 @@ pub struct AlertBody<'a> {
     pub host: IpAddr,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segment: Option<&'a str>,
-    pub segment_kind: &'static str,
+    pub segment_kind: SegmentKind,
     pub evidence: &'a [crate::detect::Evidence],
     #[serde(skip_serializing_if = "<[u32]>::is_empty")]
     pub also_matched: &'a [u32],

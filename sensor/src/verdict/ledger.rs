@@ -1,45 +1,17 @@
 //! Host activity ledger: per (host, tool), when it was first and last seen
 //! active, over how many flows and bytes, on what evidence. Capture time only.
-//! Kept by the writer, which applies sightings in input order (see `writer`).
+//! Kept by the verdict stage, which applies sightings in input order.
 //! Bounded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 
-use dashmap::DashMap;
-use serde::Serialize;
-
+use crate::config::SegmentKind;
+use crate::detect::Activity;
 use crate::time::{Duration, Timestamp};
 
 /// (host, tool) pairs tracked at most; past that, new pairs are counted, not kept.
 pub const LEDGER_CAPACITY: usize = 100_000;
-
-/// What the ledger knows of one tool on one host.
-#[derive(Debug, Clone, Serialize)]
-pub struct Activity {
-    pub host: IpAddr,
-    pub tool: String,
-    pub first_seen: Timestamp,
-    pub last_seen: Timestamp,
-    pub active_seconds: i64,
-    pub flows: u64,
-    pub bytes: u64,
-    pub sanctioned_flows: u64,
-    pub categories: BTreeSet<String>,
-    pub evidence: BTreeSet<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub segment: Option<String>,
-    pub segment_kind: &'static str,
-    /// Seen on evidence that is more than supporting (entries with only
-    /// supporting evidence are kept for correlation but not reported).
-    #[serde(skip)]
-    pub strong: bool,
-    /// Seen on strong evidence that was not sanctioned.
-    #[serde(skip)]
-    pub unsanctioned: bool,
-    #[serde(skip)]
-    pub max_active_reported: bool,
-}
 
 /// What one observation changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -65,14 +37,15 @@ pub struct Sighting<'a> {
     pub strong: bool,
     pub sanctioned: bool,
     pub segment: Option<&'a str>,
-    pub segment_kind: &'static str,
+    pub segment_kind: SegmentKind,
 }
 
 #[derive(Debug, Default)]
 pub struct Ledger {
-    map: DashMap<(IpAddr, String), Activity, ahash::RandomState>,
+    map: HashMap<(IpAddr, String), Activity, ahash::RandomState>,
     max_active: Option<Duration>,
-    pub dropped: std::sync::atomic::AtomicU64,
+    /// New (host, tool) pairs not kept because the ledger was full.
+    pub dropped: u64,
 }
 
 impl Ledger {
@@ -83,19 +56,23 @@ impl Ledger {
         }
     }
 
+    pub fn set_max_active(&mut self, max: Option<Duration>) {
+        self.max_active = max;
+    }
+
     pub fn max_active(&self) -> Option<Duration> {
         self.max_active
     }
 
-    pub fn observe(&self, s: &Sighting<'_>) -> Observation {
+    pub fn observe(&mut self, s: &Sighting<'_>) -> Observation {
         let key = (s.host, s.tool.to_string());
         let mut obs = Observation::default();
         if !self.map.contains_key(&key) && self.map.len() >= LEDGER_CAPACITY {
-            self.dropped
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.dropped += 1;
             return obs;
         }
-        let mut a = self.map.entry(key).or_insert_with(|| Activity {
+        let max = self.max_active;
+        let a = self.map.entry(key).or_insert_with(|| Activity {
             host: s.host,
             tool: s.tool.to_string(),
             first_seen: s.at,
@@ -129,24 +106,25 @@ impl Ledger {
         a.strong |= s.strong;
         a.unsanctioned |= s.strong && !s.sanctioned;
         obs.strong = a.unsanctioned;
-        obs.passed_max_active = a.unsanctioned && self.check_max_active(&mut a);
+        obs.passed_max_active = a.unsanctioned && check_max_active(max, a);
         obs
     }
 
     /// Extends a host's activity to `at` (a flow with a verdict went on until
     /// then) and adds its bytes.
     pub fn extend(
-        &self,
+        &mut self,
         host: IpAddr,
         tool: &str,
         at: Timestamp,
         bytes: u64,
     ) -> Option<Observation> {
-        let mut a = self.map.get_mut(&(host, tool.to_string()))?;
+        let max = self.max_active;
+        let a = self.map.get_mut(&(host, tool.to_string()))?;
         a.last_seen = a.last_seen.max(at);
         a.active_seconds = a.last_seen.since(a.first_seen).0 / 1_000_000_000;
         a.bytes += bytes;
-        let passed = a.unsanctioned && self.check_max_active(&mut a);
+        let passed = a.unsanctioned && check_max_active(max, a);
         Some(Observation {
             passed_max_active: passed,
             strong: a.unsanctioned,
@@ -154,33 +132,29 @@ impl Ledger {
         })
     }
 
-    fn check_max_active(&self, a: &mut Activity) -> bool {
-        let Some(max) = self.max_active else {
-            return false;
-        };
-        if !a.max_active_reported && a.last_seen.since(a.first_seen) > max {
-            a.max_active_reported = true;
-            return true;
-        }
-        false
-    }
-
     pub fn get(&self, host: IpAddr, tool: &str) -> Option<Activity> {
-        self.map.get(&(host, tool.to_string())).map(|a| a.clone())
+        self.map.get(&(host, tool.to_string())).cloned()
     }
 
     /// Every entry with more than supporting evidence, sorted by first
     /// sighting then host and tool.
     pub fn snapshot(&self) -> Vec<Activity> {
-        let mut v: Vec<Activity> = self
-            .map
-            .iter()
-            .filter(|e| e.strong)
-            .map(|e| e.value().clone())
-            .collect();
+        let mut v: Vec<Activity> = self.map.values().filter(|e| e.strong).cloned().collect();
         v.sort_by(|a, b| (a.first_seen, a.host, &a.tool).cmp(&(b.first_seen, b.host, &b.tool)));
         v
     }
+}
+
+/// Active longer than `max`, and not reported yet: marks it reported.
+fn check_max_active(max: Option<Duration>, a: &mut Activity) -> bool {
+    let Some(max) = max else {
+        return false;
+    };
+    if !a.max_active_reported && a.last_seen.since(a.first_seen) > max {
+        a.max_active_reported = true;
+        return true;
+    }
+    false
 }
 
 #[cfg(test)]
@@ -198,13 +172,13 @@ mod tests {
             strong: true,
             sanctioned: false,
             segment: Some("prod"),
-            segment_kind: "production",
+            segment_kind: SegmentKind::Production,
         }
     }
 
     #[test]
     fn first_last_and_max_active_from_capture_time() {
-        let l = Ledger::new(Some(Duration::from_secs(3600)));
+        let mut l = Ledger::new(Some(Duration::from_secs(3600)));
         assert!(l.observe(&s(100, true)).first);
         let o = l.observe(&s(200, true));
         assert!(!o.first && !o.passed_max_active);
