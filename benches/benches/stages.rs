@@ -218,13 +218,11 @@ fn signatures(c: &mut Criterion) {
             black_box(hits)
         })
     });
-    let rules = spanwatch::detect::RuleSet::load(None).expect("bundled");
+    let rules = spanwatch::load::bundled().expect("bundled");
     let spki = spanwatch::verdict::SpkiTracker::default();
-    let facts = spanwatch::detect::Facts {
-        sni: Some("demo.ngrok-free.app"),
-        dest_port: 443,
-        ..Default::default()
-    };
+    let mut facts = spanwatch::detect::Facts::default();
+    facts.push(spanwatch::detect::Fact::Sni, "demo.ngrok-free.app");
+    facts.set(spanwatch::detect::Fact::DestPort, 443);
     g.bench_function("bundled rules, one TLS event", |b| {
         b.iter(|| {
             black_box(rules.evaluate(

@@ -13,7 +13,6 @@
 //! Unknown keys are errors; every error names the file, line, column and key.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -21,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::decode::Vlans;
 
-/// A configuration error, located.
+/// A configuration or signature file error, located.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}:{col}: {msg}")]
 pub struct ConfigError {
@@ -157,15 +156,9 @@ impl Segment {
 }
 
 impl SiteConfig {
-    pub fn load(path: &Path) -> Result<SiteConfig, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            line: 0,
-            col: 0,
-            msg: format!("cannot read: {e}"),
-        })?;
-        Self::parse(&file, &text)
+    /// The sensor's name, for events.
+    pub fn sensor_name(&self) -> Option<&str> {
+        self.sensor.name.as_deref()
     }
 
     pub fn parse(file: &str, text: &str) -> Result<SiteConfig, ConfigError> {

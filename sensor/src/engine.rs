@@ -15,11 +15,8 @@ use crate::analyzer::tls::{self, ja3, ja4, TlsSession};
 use crate::capture::Packet;
 use crate::config::{Segment, SiteConfig};
 use crate::decode::{self, defrag::Defragmenter, Decoded, Outcome, TcpHeader, Transport};
-use crate::detect::{lone_leaf, Ends, Facts, RuleSet};
-use crate::event::{
-    AlertBody, ClientHandshake, Event, FlowEvent, HelloSummary, HostActivity, HttpEvent, Proto,
-    TlsEvent,
-};
+use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
+use crate::event::{ClientHandshake, Event, FlowEvent, HelloSummary, HttpEvent, Proto, TlsEvent};
 use crate::flow::{Dir, EndReason, Flow, FlowTable, Timeouts, DEFAULT_MAX_FLOWS};
 use crate::output::Output;
 use crate::reassembly::{Stream, StreamError};
@@ -50,21 +47,11 @@ impl EngineConfig {
     }
 }
 
-/// The bundled signatures, compiled once per process.
-fn bundled_rules() -> Arc<RuleSet> {
-    static RULES: std::sync::OnceLock<Arc<RuleSet>> = std::sync::OnceLock::new();
-    Arc::clone(RULES.get_or_init(|| {
-        Arc::new(RuleSet::load(None).unwrap_or_else(|_| RuleSet::compile(Vec::new())))
-    }))
-}
-
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             site: Arc::new(SiteConfig::default()),
-            // The bundled set is validated by a unit test; should it ever fail
-            // to load, the sensor still logs every event, just with no alerts.
-            rules: bundled_rules(),
+            rules: crate::load::bundled_rules(),
             max_flows: DEFAULT_MAX_FLOWS,
             timeouts: Timeouts::default(),
         }
@@ -575,39 +562,6 @@ fn header<'a>(
     }
 }
 
-/// A `stats` event (no flow fields).
-pub fn stats_event<'a>(
-    st: &'a crate::stats::StatsEvent,
-    at: Timestamp,
-    site: &'a SiteConfig,
-) -> Event<'a> {
-    Event {
-        timestamp: at,
-        sensor: site.sensor.name.as_deref(),
-        event_type: "stats",
-        stats: Some(st),
-        ..Default::default()
-    }
-}
-
-pub(crate) fn activity_event<'a>(
-    a: &'a crate::detect::Activity,
-    reason: &'static str,
-    at: Timestamp,
-    site: &'a SiteConfig,
-) -> Event<'a> {
-    Event {
-        timestamp: at,
-        sensor: site.sensor.name.as_deref(),
-        event_type: "host_activity",
-        host_activity: Some(HostActivity {
-            reason,
-            activity: a,
-        }),
-        ..Default::default()
-    }
-}
-
 fn ends(flow: &Flow<Session>) -> Ends<'_> {
     Ends {
         client: flow.client().0,
@@ -652,26 +606,6 @@ fn send(
     }
 }
 
-pub(crate) fn alert_body(a: &crate::detect::AlertOut) -> AlertBody<'_> {
-    AlertBody {
-        action: "allowed",
-        gid: 1,
-        signature_id: a.id,
-        rev: a.rev,
-        signature: &a.name,
-        category: &a.category,
-        tool: &a.tool,
-        severity: a.severity,
-        confidence: a.confidence,
-        host: a.host,
-        segment: a.segment.as_deref(),
-        segment_kind: a.segment_kind,
-        evidence: &a.evidence,
-        also_matched: &a.also_matched,
-        references: &a.references,
-    }
-}
-
 fn emit_dns(
     msgs: &mut Vec<DnsMessage>,
     em: &mut Emit<'_, '_>,
@@ -680,16 +614,15 @@ fn emit_dns(
     pkt: &Packet<&[u8]>,
 ) {
     for m in msgs.drain(..) {
-        let facts = Facts {
-            dns_query: m.queries.iter().map(|q| q.rrname.as_str()).collect(),
-            dns_answer: m
-                .answers
-                .iter()
-                .flat_map(|a| std::iter::once(a.rrname.as_str()).chain(a.rdata.as_deref()))
-                .collect(),
-            dest_port: flow.server().1,
-            ..Default::default()
-        };
+        let mut facts = Facts::default();
+        for q in &m.queries {
+            facts.push(Fact::DnsQuery, &q.rrname);
+        }
+        for a in &m.answers {
+            facts.push(Fact::DnsAnswer, &a.rrname);
+            facts.push_opt(Fact::DnsAnswer, a.rdata.as_deref());
+        }
+        facts.set(Fact::DestPort, flow.server().1.into());
         let p = pending(em.rules, flow, &facts);
         let ends = ends(flow);
         let mut e = header(flow, "dns", pkt.ts, em.site, em.origin, Some(pkt.frame));
@@ -717,23 +650,26 @@ fn emit_http(
         let connect = req
             .as_ref()
             .filter(|r| r.http_method.eq_ignore_ascii_case("CONNECT"));
-        let facts = Facts {
-            http_host: req
-                .as_ref()
-                .and_then(|r| r.hostname.as_deref())
-                .filter(|_| connect.is_none()),
-            http_connect: connect.and_then(|r| r.hostname.as_deref()),
-            http_url: req.as_ref().map(|r| url_path(&r.url)),
-            http_user_agent: req.as_ref().and_then(|r| r.http_user_agent.as_deref()),
-            http_server: resp.as_ref().and_then(|r| r.server.as_deref()),
-            http_title: resp.as_ref().and_then(|r| r.title.as_deref()),
-            http_reason: resp.as_ref().map(|r| r.reason.as_str()),
-            http_cookie: resp.as_ref().and_then(|r| r.set_cookie.as_deref()),
-            http_status: resp.as_ref().map(|r| r.status),
-            http_header_count: resp.as_ref().map(|r| r.header_count),
-            dest_port: flow.server().1,
-            ..Default::default()
-        };
+        let mut facts = Facts::default();
+        if let Some(r) = &req {
+            let host = r.hostname.as_deref();
+            if connect.is_none() {
+                facts.push_opt(Fact::HttpHost, host);
+            } else {
+                facts.push_opt(Fact::HttpConnect, host);
+            }
+            facts.push(Fact::HttpUrl, url_path(&r.url));
+            facts.push_opt(Fact::HttpUserAgent, r.http_user_agent.as_deref());
+        }
+        if let Some(r) = &resp {
+            facts.push_opt(Fact::HttpServer, r.server.as_deref());
+            facts.push_opt(Fact::HttpTitle, r.title.as_deref());
+            facts.push(Fact::HttpReason, &r.reason);
+            facts.push_opt(Fact::HttpCookie, r.set_cookie.as_deref());
+            facts.set(Fact::HttpStatus, r.status.into());
+            facts.set(Fact::HttpHeaderCount, r.header_count as i64);
+        }
+        facts.set(Fact::DestPort, flow.server().1.into());
         let p = pending(em.rules, flow, &facts);
         let ends = ends(flow);
         let mut e = header(flow, "http", pkt.ts, em.site, em.origin, Some(pkt.frame));
@@ -795,14 +731,11 @@ fn emit_tls(
     };
     let ja3 = ch.filter(|c| !c.sslv2).map(ja3::ja3);
     let ja4 = ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp));
-    let facts = Facts {
-        sni: ch.and_then(|c| c.sni.as_deref()),
-        chain: &t.chain,
-        ja3: ja3.as_ref().map(|j| j.hash.as_str()),
-        ja4: ja4.as_deref(),
-        dest_port: flow.server().1,
-        ..Default::default()
-    };
+    let mut facts = Facts::of_chain(&t.chain);
+    facts.push_opt(Fact::Sni, ch.and_then(|c| c.sni.as_deref()));
+    facts.push_opt(Fact::Ja3, ja3.as_ref().map(|j| j.hash.as_str()));
+    facts.push_opt(Fact::Ja4, ja4.as_deref());
+    facts.set(Fact::DestPort, flow.server().1.into());
     let p = em.rules.may_match(&facts);
     flow.data.decided |= p;
     let ev = TlsEvent {

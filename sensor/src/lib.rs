@@ -18,6 +18,7 @@ pub mod engine;
 pub mod event;
 pub mod flow;
 pub mod fuzzing;
+pub mod load;
 pub mod output;
 pub mod pipeline;
 pub mod reassembly;

@@ -162,18 +162,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_site(p: Option<&std::path::Path>) -> Result<SiteConfig, String> {
-    match p {
-        Some(p) => SiteConfig::load(p).map_err(|e| e.to_string()),
-        None => Ok(SiteConfig::default()),
-    }
-}
-
 /// The site configuration and signatures the options name (at start, and
 /// again on SIGHUP).
 fn load(c: &CommonArgs) -> Result<(SiteConfig, RuleSet), String> {
-    let site = load_site(c.config.as_deref())?;
-    let rules = RuleSet::load(c.signatures.as_deref()).map_err(|e| e.to_string())?;
+    let site = spanwatch::load::site(c.config.as_deref()).map_err(|e| e.to_string())?;
+    let rules = spanwatch::load::rules(c.signatures.as_deref()).map_err(|e| e.to_string())?;
     Ok((site, rules))
 }
 
@@ -429,7 +422,7 @@ fn wall_clock() -> spanwatch::time::Timestamp {
 fn check(args: CheckArgs) -> ExitCode {
     let mut ok = true;
     match &args.config {
-        Some(p) => match SiteConfig::load(p) {
+        Some(p) => match spanwatch::load::site(Some(p)) {
             Ok(c) => eprintln!(
                 "spanwatch: {}: ok ({} segments, {} allowed names)",
                 p.display(),
@@ -445,7 +438,7 @@ fn check(args: CheckArgs) -> ExitCode {
             "spanwatch: no site configuration given (--config): every host is in no segment"
         ),
     }
-    match RuleSet::load(args.signatures.as_deref()) {
+    match spanwatch::load::rules(args.signatures.as_deref()) {
         Ok(r) => eprintln!(
             "spanwatch: signatures ({}): ok ({} signatures)",
             args.signatures

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::analyzer::tls::cert::CertInfo;
 use crate::config::Segment;
-use crate::detect::{Ends, Facts};
+use crate::detect::{Ends, Facts, OwnedFacts};
 use crate::event::{Event, FlowEvent};
 use crate::stats::Counters;
 use crate::time::Timestamp;
@@ -265,76 +265,6 @@ fn split(mut e: Event<'_>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
     e.event_type = "alert";
     let alert = head(&e);
     (proto, alert, body)
-}
-
-/// [`Facts`], owned (pending events are few).
-#[derive(Debug, Default, Clone)]
-pub struct OwnedFacts {
-    pub sni: Option<String>,
-    pub dns_query: Vec<String>,
-    pub dns_answer: Vec<String>,
-    pub http_host: Option<String>,
-    pub http_connect: Option<String>,
-    pub http_url: Option<String>,
-    pub http_server: Option<String>,
-    pub http_title: Option<String>,
-    pub http_reason: Option<String>,
-    pub http_cookie: Option<String>,
-    pub http_user_agent: Option<String>,
-    pub http_status: Option<u16>,
-    pub http_header_count: Option<usize>,
-    pub chain: Vec<Arc<CertInfo>>,
-    pub ja3: Option<String>,
-    pub ja4: Option<String>,
-    pub dest_port: u16,
-}
-
-impl OwnedFacts {
-    pub fn of(f: &Facts<'_>) -> Self {
-        let s = |v: Option<&str>| v.map(str::to_string);
-        let all = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
-        OwnedFacts {
-            sni: s(f.sni),
-            dns_query: all(&f.dns_query),
-            dns_answer: all(&f.dns_answer),
-            http_host: s(f.http_host),
-            http_connect: s(f.http_connect),
-            http_url: s(f.http_url),
-            http_server: s(f.http_server),
-            http_title: s(f.http_title),
-            http_reason: s(f.http_reason),
-            http_cookie: s(f.http_cookie),
-            http_user_agent: s(f.http_user_agent),
-            http_status: f.http_status,
-            http_header_count: f.http_header_count,
-            chain: f.chain.to_vec(),
-            ja3: s(f.ja3),
-            ja4: s(f.ja4),
-            dest_port: f.dest_port,
-        }
-    }
-
-    pub fn facts(&self) -> Facts<'_> {
-        Facts {
-            sni: self.sni.as_deref(),
-            dns_query: self.dns_query.iter().map(String::as_str).collect(),
-            dns_answer: self.dns_answer.iter().map(String::as_str).collect(),
-            http_host: self.http_host.as_deref(),
-            http_connect: self.http_connect.as_deref(),
-            http_url: self.http_url.as_deref(),
-            http_server: self.http_server.as_deref(),
-            http_title: self.http_title.as_deref(),
-            http_reason: self.http_reason.as_deref(),
-            http_cookie: self.http_cookie.as_deref(),
-            http_user_agent: self.http_user_agent.as_deref(),
-            http_status: self.http_status,
-            http_header_count: self.http_header_count,
-            chain: &self.chain,
-            ja3: self.ja3.as_deref(),
-            ja4: self.ja4.as_deref(),
-            dest_port: self.dest_port,
-        }
-    }
 }
 
 /// [`Ends`], owned.

@@ -25,8 +25,7 @@ use std::sync::Arc;
 
 use crate::config::SiteConfig;
 use crate::detect::RuleSet;
-use crate::engine::{activity_event, alert_body, stats_event};
-use crate::event::{Event, Sanctioned};
+use crate::event::{AlertBody, Event, Sanctioned};
 use crate::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
 use crate::stats::{Counters, InterfaceStats, Latency, StatsEvent, WorkerStats};
 use crate::time::Timestamp;
@@ -399,13 +398,13 @@ impl<W: Write> Writer<W> {
                 Control::Ledger { reason, at } => {
                     let site = Arc::clone(&self.site);
                     for a in self.verdicts.ledger.snapshot() {
-                        self.emit(&activity_event(&a, reason, at, &site));
+                        self.emit(&Event::host_activity(&a, reason, at, site.sensor_name()));
                     }
                 }
                 Control::Stats(req) => {
                     let st = self.stats(&req);
                     let site = Arc::clone(&self.site);
-                    self.emit(&stats_event(&st, req.at, &site));
+                    self.emit(&Event::stats(&st, req.at, site.sensor_name()));
                     if let Err(e) = self.flush() {
                         self.last_error = Some(e.to_string());
                     }
@@ -492,12 +491,12 @@ impl<W: Write> Writer<W> {
         for a in &d.alerts {
             self.counters.alert(a.severity);
             if self.types.wants("alert") {
-                self.compose(alert_head, Some(("alert", &alert_body(a))), body);
+                self.compose(alert_head, Some(("alert", &AlertBody::of(a))), body);
             }
         }
         let site = Arc::clone(&self.site);
         for (a, reason) in &d.activity {
-            self.emit(&activity_event(a, reason, at, &site));
+            self.emit(&Event::host_activity(a, reason, at, site.sensor_name()));
         }
     }
 

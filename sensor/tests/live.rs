@@ -288,7 +288,7 @@ fn flow_list(events: &[Value]) -> String {
 }
 
 fn offline(capture: &str) -> Vec<Value> {
-    let site = spanwatch::config::SiteConfig::load(&lab_config()).expect("lab config");
+    let site = spanwatch::load::site(Some(&lab_config())).expect("lab config");
     common::run_with(
         &common::workspace().join(capture),
         capture,

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use spanwatch::config::SiteConfig;
-use spanwatch::detect::RuleSet;
 use spanwatch::engine::EngineConfig;
 use spanwatch::pipeline::{Pipeline, Settings};
 
@@ -81,7 +80,7 @@ fn reload_that_reorders_segments_does_not_relabel_open_flows() {
         feed(&mut p, &first);
         // Same networks, other order and other names: every flow of the first
         // capture is still open (no timeout has passed) and keeps its labels.
-        let rules = Arc::new(RuleSet::load(None).expect("bundled rules"));
+        let rules = spanwatch::load::bundled_rules();
         p.reload(lab_site([2, 1, 0], "-new"), rules);
         feed(&mut p, &second);
         p.end_flows();

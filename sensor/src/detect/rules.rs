@@ -15,16 +15,17 @@
 //! ```
 //!
 //! Every condition a signature lists must hold (AND); inside one condition any
-//! value may match (OR). Names (`sni`, `dns_query`, `dns_answer`, `http_host`,
-//! `http_connect`, `cert_san`) match exactly or as label-aligned suffixes,
-//! ignoring case and a trailing dot. Text conditions match `exact`, `prefix`,
-//! `contains` (ASCII case-insensitive) or `regex`. Errors name the file, line,
-//! column and what is wrong.
+//! value may match (OR). The facts a condition can test, and how each is
+//! written, are declared in [`super::facts::FACTS`]: names match exactly or as
+//! label-aligned suffixes, ignoring case and a trailing dot; text matches
+//! `exact`, `prefix`, `contains` (ASCII case-insensitive) or `regex`. Errors
+//! name the file, line, column and what is wrong.
 
-use std::path::Path;
-
+use serde::de::{MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
+
+use super::facts::{Fact, Shape, FACTS};
 
 /// The version of the format this build reads.
 pub const FORMAT: u32 = 1;
@@ -40,15 +41,8 @@ pub const CATEGORIES: &[&str] = &[
     "interception-onboarding",
 ];
 
-/// A rule file error, located.
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}:{col}: {msg}")]
-pub struct RuleError {
-    pub file: String,
-    pub line: usize,
-    pub col: usize,
-    pub msg: String,
-}
+/// A rule file error, located: the same type as a site configuration's.
+pub type RuleError = crate::config::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -98,65 +92,153 @@ pub enum HostSide {
     Server,
 }
 
-/// One signature as written.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// A condition as written: its form follows the fact's [`Shape`].
+#[derive(Debug, Clone)]
+pub enum Cond {
+    Name(NameCond),
+    Text(TextCond),
+    Numbers(Vec<i64>),
+    /// Hex digests or JA4 fingerprints.
+    Strings(Vec<String>),
+    Extensions(ExtCond),
+    Flag(bool),
+    Threshold(usize),
+}
+
+impl Shape {
+    /// Reads a condition on a fact of this shape.
+    fn read<'de, A: MapAccess<'de>>(self, m: &mut A) -> Result<Cond, A::Error> {
+        Ok(match self {
+            Shape::Name => Cond::Name(m.next_value()?),
+            Shape::Text => Cond::Text(m.next_value()?),
+            Shape::Numbers { .. } => Cond::Numbers(m.next_value()?),
+            Shape::Hex(_) | Shape::Ja4 => Cond::Strings(m.next_value()?),
+            Shape::Extensions => Cond::Extensions(m.next_value()?),
+            Shape::Flag => Cond::Flag(m.next_value()?),
+            Shape::Threshold => Cond::Threshold(m.next_value()?),
+        })
+    }
+}
+
+/// One signature as written: what it is, and its conditions on facts in the
+/// order of [`FACTS`].
+#[derive(Debug, Clone)]
 pub struct RawSignature {
     pub id: Spanned<u32>,
     pub name: String,
     pub tool: String,
     pub category: Spanned<String>,
     pub confidence: Confidence,
-    #[serde(default)]
     pub rev: Option<u32>,
-    #[serde(default)]
     pub description: Option<String>,
-    #[serde(default)]
     pub references: Vec<String>,
     /// Weak evidence: recorded for a host, alerted on only once the same tool
     /// is already active there on stronger evidence.
-    #[serde(default)]
     pub supporting: bool,
     /// Which end of the flow the verdict is about, when not the category's
     /// default (tunnels: the client; interception: the server).
-    #[serde(default)]
     pub host: Option<HostSide>,
+    pub conds: Vec<(Fact, Cond)>,
+}
 
-    pub sni: Option<NameCond>,
-    pub dns_query: Option<NameCond>,
-    pub dns_answer: Option<NameCond>,
-    pub http_host: Option<NameCond>,
-    pub http_connect: Option<NameCond>,
-    pub cert_san: Option<NameCond>,
+impl RawSignature {
+    pub fn cond(&self, fact: Fact) -> Option<&Cond> {
+        self.conds.iter().find(|(f, _)| *f == fact).map(|(_, c)| c)
+    }
+}
 
-    pub http_url: Option<TextCond>,
-    pub http_server: Option<TextCond>,
-    pub http_title: Option<TextCond>,
-    pub http_reason: Option<TextCond>,
-    pub http_cookie: Option<TextCond>,
-    pub http_user_agent: Option<TextCond>,
-    pub cert_subject_cn: Option<TextCond>,
-    pub cert_subject_o: Option<TextCond>,
-    pub cert_subject_ou: Option<TextCond>,
-    pub cert_issuer_cn: Option<TextCond>,
-    pub cert_issuer_o: Option<TextCond>,
-    pub cert_issuer_ou: Option<TextCond>,
-    pub cert_crl_url: Option<TextCond>,
+/// The keys a signature may have besides its conditions.
+const META: [&str; 10] = [
+    "id",
+    "name",
+    "tool",
+    "category",
+    "confidence",
+    "rev",
+    "description",
+    "references",
+    "supporting",
+    "host",
+];
 
-    pub http_status: Option<Vec<u16>>,
-    pub http_header_count: Option<Vec<usize>>,
-    pub cert_sha256: Option<Vec<String>>,
-    pub cert_spki_sha256: Option<Vec<String>>,
-    pub ja3: Option<Vec<String>>,
-    pub ja4: Option<Vec<String>>,
-    pub dest_port: Option<Vec<u16>>,
-    pub chain_len: Option<Vec<usize>>,
-    pub leaf_validity_days: Option<Vec<i64>>,
-    pub leaf_extensions: Option<ExtCond>,
-    pub leaf_self_signed: Option<bool>,
-    /// Stateful: the leaf's public key has been seen on certificates for at
-    /// least this many unrelated names (a proxy signing every leaf with one key).
-    pub shared_spki_names: Option<usize>,
+/// Every key a signature may have, for "unknown field" errors.
+fn keys() -> &'static [&'static str] {
+    static KEYS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        META.iter()
+            .copied()
+            .chain(FACTS.iter().map(|d| d.name))
+            .collect()
+    })
+}
+
+/// A signature key: known, or an error located at the key.
+struct Key(Result<usize, Fact>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let k = String::deserialize(d)?;
+        if let Some(i) = META.iter().position(|m| *m == k) {
+            return Ok(Key(Ok(i)));
+        }
+        match Fact::by_name(&k) {
+            Some(f) => Ok(Key(Err(f))),
+            None => Err(serde::de::Error::unknown_field(&k, keys())),
+        }
+    }
+}
+
+struct SigVisitor;
+
+impl<'de> Visitor<'de> for SigVisitor {
+    type Value = RawSignature;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a signature table")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<RawSignature, A::Error> {
+        use serde::de::Error;
+        let (mut id, mut name, mut tool, mut category, mut confidence) =
+            (None, None, None, None, None);
+        let (mut rev, mut description, mut references) = (None, None, Vec::new());
+        let (mut supporting, mut host, mut conds) = (false, None, Vec::new());
+        while let Some(Key(k)) = m.next_key()? {
+            match k {
+                Ok(0) => id = Some(m.next_value()?),
+                Ok(1) => name = Some(m.next_value()?),
+                Ok(2) => tool = Some(m.next_value()?),
+                Ok(3) => category = Some(m.next_value()?),
+                Ok(4) => confidence = Some(m.next_value()?),
+                Ok(5) => rev = Some(m.next_value()?),
+                Ok(6) => description = Some(m.next_value()?),
+                Ok(7) => references = m.next_value()?,
+                Ok(8) => supporting = m.next_value()?,
+                Ok(_) => host = Some(m.next_value()?),
+                Err(fact) => conds.push((fact, fact.decl().shape.read(&mut m)?)),
+            }
+        }
+        conds.sort_by_key(|(f, _)| *f);
+        Ok(RawSignature {
+            id: id.ok_or_else(|| A::Error::missing_field("id"))?,
+            name: name.ok_or_else(|| A::Error::missing_field("name"))?,
+            tool: tool.ok_or_else(|| A::Error::missing_field("tool"))?,
+            category: category.ok_or_else(|| A::Error::missing_field("category"))?,
+            confidence: confidence.ok_or_else(|| A::Error::missing_field("confidence"))?,
+            rev,
+            description,
+            references,
+            supporting,
+            host,
+            conds,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSignature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(SigVisitor)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,23 +269,6 @@ impl Signature {
         self.raw.category.get_ref()
     }
 }
-
-/// The signatures shipped in the binary (`signatures/` at build time).
-pub const BUNDLED: &[(&str, &str)] = &[
-    ("ngrok.toml", include_str!("../../../signatures/ngrok.toml")),
-    (
-        "mitmproxy.toml",
-        include_str!("../../../signatures/mitmproxy.toml"),
-    ),
-    (
-        "interception-tools.toml",
-        include_str!("../../../signatures/interception-tools.toml"),
-    ),
-    (
-        "tunnel-services.toml",
-        include_str!("../../../signatures/tunnel-services.toml"),
-    ),
-];
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     crate::config::line_col(text, offset)
@@ -265,167 +330,104 @@ fn validate(s: &RawSignature) -> Result<(), String> {
     if s.tool.trim().is_empty() {
         return Err("tool is empty".into());
     }
-    let names = [
-        &s.sni,
-        &s.dns_query,
-        &s.dns_answer,
-        &s.http_host,
-        &s.http_connect,
-        &s.cert_san,
-    ];
-    let texts = [
-        &s.http_url,
-        &s.http_server,
-        &s.http_title,
-        &s.http_reason,
-        &s.http_cookie,
-        &s.http_user_agent,
-        &s.cert_subject_cn,
-        &s.cert_subject_o,
-        &s.cert_subject_ou,
-        &s.cert_issuer_cn,
-        &s.cert_issuer_o,
-        &s.cert_issuer_ou,
-        &s.cert_crl_url,
-    ];
-    let mut conditions = 0;
-    for n in names.iter().copied().flatten() {
-        conditions += 1;
-        if n.exact.is_empty() && n.suffix.is_empty() {
-            return Err("a name condition needs `exact` or `suffix` values".into());
-        }
-        for v in n.exact.iter().chain(&n.suffix) {
-            let v = v.strip_suffix('.').unwrap_or(v);
-            // letters, digits, hyphen and underscore in dot-separated labels
-            let label_ok = |l: &str| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-            };
-            if v.is_empty() || v.len() > 253 || !v.split('.').all(label_ok) {
-                return Err(format!(
-                    "`{v}` is not a DNS name (write suffixes without a leading dot or `*`)"
-                ));
-            }
-        }
-    }
-    for t in texts.iter().copied().flatten() {
-        conditions += 1;
-        if t.exact.is_empty() && t.prefix.is_empty() && t.contains.is_empty() && t.regex.is_empty()
-        {
-            return Err(
-                "a text condition needs `exact`, `prefix`, `contains` or `regex` values".into(),
-            );
-        }
-        for r in &t.regex {
-            regex::Regex::new(r).map_err(|e| format!("bad regex `{r}`: {e}"))?;
-        }
-    }
-    let hex_lists = [
-        (&s.cert_sha256, 64),
-        (&s.cert_spki_sha256, 64),
-        (&s.ja3, 32),
-    ];
-    for (list, len) in hex_lists {
-        if let Some(l) = list {
-            conditions += 1;
-            for h in l {
-                if h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(format!("`{h}` is not {len} hex digits"));
-                }
-            }
-        }
-    }
-    if let Some(l) = &s.ja4 {
-        conditions += 1;
-        for j in l {
-            // a whole fingerprint, or a prefix ending in `*` (`t13d2812h2_a01be8c064b6_*`)
-            let ok = match j.strip_suffix('*') {
-                Some(p) => !p.is_empty() && p.len() < 36,
-                None => j.len() == 36 && j.matches('_').count() == 2,
-            };
-            if !ok {
-                return Err(format!(
-                    "`{j}` is not a JA4 fingerprint (a_b_c, 36 characters) or a prefix ending in `*`"
-                ));
-            }
-        }
-    }
-    conditions += [
-        s.http_status.is_some(),
-        s.http_header_count.is_some(),
-        s.dest_port.is_some(),
-        s.chain_len.is_some(),
-        s.leaf_validity_days.is_some(),
-        s.leaf_extensions.is_some(),
-        s.leaf_self_signed.is_some(),
-        s.shared_spki_names.is_some(),
-    ]
-    .iter()
-    .filter(|b| **b)
-    .count();
-    if conditions == 0 {
+    if s.conds.is_empty() {
         return Err("has no condition".into());
     }
-    // A port or status alone would fire on ordinary traffic.
-    let only_weak = conditions
-        == [
-            s.dest_port.is_some(),
-            s.http_status.is_some(),
-            s.http_header_count.is_some(),
-            s.chain_len.is_some(),
-        ]
-        .iter()
-        .filter(|b| **b)
-        .count();
-    if only_weak {
-        return Err("only port/status/count conditions: add a name, text, fingerprint or certificate condition".into());
+    for (fact, c) in &s.conds {
+        validate_cond(*fact, c)?;
     }
-    if s.shared_spki_names.is_some_and(|n| n < 2) {
-        return Err("shared_spki_names must be at least 2".into());
+    // A port or status alone would fire on ordinary traffic.
+    if s.conds.iter().all(|(f, _)| f.decl().weak) {
+        return Err("only port/status/count conditions: add a name, text, fingerprint or certificate condition".into());
     }
     Ok(())
 }
 
-/// Loads every `*.toml` in `dir` (sorted by name), or the bundled set.
-pub fn load(dir: Option<&Path>) -> Result<Vec<Signature>, RuleError> {
-    let mut all = Vec::new();
-    match dir {
-        None => {
-            for (name, text) in BUNDLED {
-                all.extend(parse_file(&format!("signatures/{name}"), text)?);
+/// Checks one condition's values against its fact's shape.
+fn validate_cond(fact: Fact, c: &Cond) -> Result<(), String> {
+    let name = fact.name();
+    match (fact.decl().shape, c) {
+        (Shape::Name, Cond::Name(n)) => {
+            if n.exact.is_empty() && n.suffix.is_empty() {
+                return Err("a name condition needs `exact` or `suffix` values".into());
+            }
+            n.exact
+                .iter()
+                .chain(&n.suffix)
+                .try_for_each(|v| dns_name(v))
+        }
+        (Shape::Text, Cond::Text(t)) => {
+            if t.exact.is_empty()
+                && t.prefix.is_empty()
+                && t.contains.is_empty()
+                && t.regex.is_empty()
+            {
+                return Err(
+                    "a text condition needs `exact`, `prefix`, `contains` or `regex` values".into(),
+                );
+            }
+            for r in &t.regex {
+                regex::Regex::new(r).map_err(|e| format!("bad regex `{r}`: {e}"))?;
+            }
+            Ok(())
+        }
+        (Shape::Numbers { min, max, .. }, Cond::Numbers(l)) => {
+            match l.iter().find(|n| !(min..=max).contains(n)) {
+                Some(n) => Err(format!("{name}: {n} is out of range ({min} to {max})")),
+                None => Ok(()),
             }
         }
-        Some(dir) => {
-            let io_err = |e: std::io::Error| RuleError {
-                file: dir.display().to_string(),
-                line: 0,
-                col: 0,
-                msg: format!("cannot read: {e}"),
-            };
-            let mut files: Vec<_> = std::fs::read_dir(dir)
-                .map_err(io_err)?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-                .collect();
-            files.sort();
-            if files.is_empty() {
-                return Err(RuleError {
-                    file: dir.display().to_string(),
-                    line: 0,
-                    col: 0,
-                    msg: "no *.toml signature files".into(),
-                });
-            }
-            for f in files {
-                let text = std::fs::read_to_string(&f).map_err(io_err)?;
-                all.extend(parse_file(&f.display().to_string(), &text)?);
-            }
+        (Shape::Hex(len), Cond::Strings(l)) => match l
+            .iter()
+            .find(|h| h.len() != len || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            Some(h) => Err(format!("`{h}` is not {len} hex digits")),
+            None => Ok(()),
+        },
+        (Shape::Ja4, Cond::Strings(l)) => l.iter().try_for_each(|j| ja4_pattern(j)),
+        (Shape::Threshold, Cond::Threshold(n)) if *n < 2 => {
+            Err(format!("{name} must be at least 2"))
         }
+        _ => Ok(()),
     }
+}
+
+/// Letters, digits, hyphen and underscore in dot-separated labels.
+fn dns_name(v: &str) -> Result<(), String> {
+    let v = v.strip_suffix('.').unwrap_or(v);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if v.is_empty() || v.len() > 253 || !v.split('.').all(label_ok) {
+        return Err(format!(
+            "`{v}` is not a DNS name (write suffixes without a leading dot or `*`)"
+        ));
+    }
+    Ok(())
+}
+
+/// A whole fingerprint, or a prefix ending in `*` (`t13d2812h2_a01be8c064b6_*`).
+fn ja4_pattern(j: &str) -> Result<(), String> {
+    let ok = match j.strip_suffix('*') {
+        Some(p) => !p.is_empty() && p.len() < 36,
+        None => j.len() == 36 && j.matches('_').count() == 2,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{j}` is not a JA4 fingerprint (a_b_c, 36 characters) or a prefix ending in `*`"
+        ))
+    }
+}
+
+/// Checks that no signature id is used twice (across all files of a set).
+pub fn check_unique(all: &[Signature]) -> Result<(), RuleError> {
     let mut seen = std::collections::HashMap::new();
-    for s in &all {
+    for s in all {
         if let Some((file, line)) = seen.insert(s.id(), (s.file.clone(), s.line)) {
             return Err(RuleError {
                 file: s.file.clone(),
@@ -435,21 +437,12 @@ pub fn load(dir: Option<&Path>) -> Result<Vec<Signature>, RuleError> {
             });
         }
     }
-    Ok(all)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bundled_signatures_load() {
-        let all = load(None).expect("bundled signatures are valid");
-        assert!(all.len() > 40, "{}", all.len());
-        for tool in ["ngrok", "mitmproxy", "burp", "cloudflared"] {
-            assert!(all.iter().any(|s| s.raw.tool == tool), "{tool}");
-        }
-    }
 
     fn err(text: &str) -> String {
         parse_file("r.toml", text).expect_err("invalid").to_string()
@@ -487,16 +480,27 @@ mod tests {
 
     #[test]
     fn duplicate_ids_across_files_are_errors() {
-        let dir = std::env::temp_dir().join(format!("spanwatch-rules-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp");
         let body = format!("{HEAD}sni = {{ exact = [\"a.example\"] }}\n");
-        std::fs::write(dir.join("a.toml"), &body).expect("write");
-        std::fs::write(dir.join("b.toml"), &body).expect("write");
-        let e = load(Some(&dir)).expect_err("duplicate").to_string();
-        assert!(
-            e.contains("b.toml:3:1: signature id 5 is already used at") && e.contains("a.toml:3"),
-            "{e}"
+        let mut all = parse_file("a.toml", &body).expect("valid");
+        all.extend(parse_file("b.toml", &body).expect("valid"));
+        let e = check_unique(&all).expect_err("duplicate").to_string();
+        assert_eq!(e, "b.toml:3:1: signature id 5 is already used at a.toml:3");
+    }
+
+    #[test]
+    fn conditions_follow_the_fact_table() {
+        let text = format!("{HEAD}dest_port = [70000]\nsni = {{ exact = [\"a.example\"] }}\n");
+        let e = err(&text);
+        assert!(e.contains("dest_port: 70000 is out of range"), "{e}");
+        let e = err(&format!("{HEAD}shared_spki_names = 1\nchain_len = [1]\n"));
+        assert!(e.contains("shared_spki_names must be at least 2"), "{e}");
+        // written in any order, kept in the table's order
+        let text = format!(
+            "{HEAD}ja3 = [\"{}\"]\nsni = {{ exact = [\"a.example\"] }}\n",
+            "a".repeat(32)
         );
-        std::fs::remove_dir_all(&dir).ok();
+        let s = parse_file("r.toml", &text).expect("valid");
+        let facts: Vec<_> = s[0].raw.conds.iter().map(|(f, _)| *f).collect();
+        assert_eq!(facts, [Fact::Sni, Fact::Ja3]);
     }
 }

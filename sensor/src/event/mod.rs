@@ -14,6 +14,7 @@ use crate::analyzer::http::{Request, Response};
 use crate::analyzer::tls::cert::CertInfo;
 use crate::analyzer::tls::ja3::Ja3;
 use crate::config::{SegmentKind, SegmentRef};
+use crate::detect::{Activity, AlertOut};
 use crate::time::Timestamp;
 
 /// IP protocol as EVE names it.
@@ -239,5 +240,59 @@ pub struct HostActivity<'a> {
     /// `first_seen`, `max_active`, `end_of_run` or `periodic`.
     pub reason: &'static str,
     #[serde(flatten)]
-    pub activity: &'a crate::detect::Activity,
+    pub activity: &'a Activity,
+}
+
+impl<'a> Event<'a> {
+    /// A `stats` event (no flow fields).
+    pub fn stats(st: &'a crate::stats::StatsEvent, at: Timestamp, sensor: Option<&'a str>) -> Self {
+        Event {
+            timestamp: at,
+            sensor,
+            event_type: "stats",
+            stats: Some(st),
+            ..Default::default()
+        }
+    }
+
+    /// A `host_activity` event: one ledger entry and why it is logged now.
+    pub fn host_activity(
+        a: &'a Activity,
+        reason: &'static str,
+        at: Timestamp,
+        sensor: Option<&'a str>,
+    ) -> Self {
+        Event {
+            timestamp: at,
+            sensor,
+            event_type: "host_activity",
+            host_activity: Some(HostActivity {
+                reason,
+                activity: a,
+            }),
+            ..Default::default()
+        }
+    }
+}
+
+impl<'a> AlertBody<'a> {
+    pub fn of(a: &'a AlertOut) -> Self {
+        AlertBody {
+            action: "allowed",
+            gid: 1,
+            signature_id: a.id,
+            rev: a.rev,
+            signature: &a.name,
+            category: &a.category,
+            tool: &a.tool,
+            severity: a.severity,
+            confidence: a.confidence,
+            host: a.host,
+            segment: a.segment.as_deref(),
+            segment_kind: a.segment_kind,
+            evidence: &a.evidence,
+            also_matched: &a.also_matched,
+            references: &a.references,
+        }
+    }
 }

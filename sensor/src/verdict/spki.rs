@@ -125,10 +125,7 @@ mod tests {
         {
             let chain = [cert(name)];
             sp.observe(&chain);
-            let f = Facts {
-                chain: &chain,
-                ..Default::default()
-            };
+            let f = Facts::of_chain(&chain);
             // example.com twice counts once: the third unrelated name is the fourth cert
             assert_eq!(
                 !r.evaluate(&f, Some(&sp as &dyn KeySpread)).is_empty(),
