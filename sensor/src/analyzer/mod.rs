@@ -1,8 +1,15 @@
-//! Protocol analyzers. Each reads bytes and produces facts; none does I/O.
+//! Protocol analyzers: one folder per protocol (parser, per-flow state, the
+//! event it logs and the facts it gives), found by content through one table
+//! ([`session`]). None does I/O.
 
 pub mod dns;
+pub mod facts;
 pub mod http;
+pub mod session;
 pub mod tls;
+
+pub use session::{Analyzers, Chunk, Ctx, Kind, Mode, Probe};
+pub use tls::cert;
 
 /// What an analyzer made of the bytes it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]

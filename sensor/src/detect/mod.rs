@@ -1,13 +1,12 @@
 //! Detection: signatures × facts → matches with their evidence.
 //!
 //! Analyzers expose [`Facts`] (names, HTTP head fields, certificates,
-//! fingerprints: the model is declared once, in [`facts`]); a compiled
+//! fingerprints: the model is declared once, in `analyzer::facts`); a compiled
 //! [`RuleSet`] finds the signatures they match and the evidence. What a match
 //! means for a host (severity, the allow-list, the ledger, suppression) is the
 //! verdict stage's (`crate::verdict`); the findings it logs ([`AlertOut`],
 //! [`Activity`]) are declared here. Sans-IO: signature text comes in as text.
 
-pub mod facts;
 mod findings;
 mod matcher;
 pub mod names;
@@ -18,14 +17,14 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::analyzer::facts::{Shape, Shown, Source, FACTS};
 use crate::analyzer::tls::cert::CertInfo;
 use crate::config::Segment;
-use facts::{Shape, Shown, Source, FACTS};
 use matcher::TextMatcher;
 use names::{Kind, NameIndex};
 use rules::{Cond, ExtCond, Signature};
 
-pub use facts::{Fact, Facts, OwnedFacts};
+pub use crate::analyzer::facts::{self, Fact, Facts, OwnedFacts};
 pub use findings::{Activity, AlertOut, LONG_RUNNING_ID};
 
 /// Which fact matched which pattern.

@@ -25,7 +25,7 @@ use serde::de::{MapAccess, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::facts::{Fact, Shape, FACTS};
+use crate::analyzer::facts::{Fact, Shape, FACTS};
 
 /// The version of the format this build reads.
 pub const FORMAT: u32 = 1;

@@ -10,9 +10,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::analyzer::dns::DnsMessage;
-use crate::analyzer::http::{Request, Response};
-use crate::analyzer::tls::cert::CertInfo;
-use crate::analyzer::tls::ja3::Ja3;
+pub use crate::analyzer::http::HttpEvent;
+pub use crate::analyzer::tls::{ClientHandshake, HelloSummary, TlsEvent};
 use crate::config::{SegmentKind, SegmentRef};
 use crate::detect::{Activity, AlertOut};
 use crate::time::Timestamp;
@@ -88,102 +87,6 @@ pub struct Event<'a> {
     pub http: Option<HttpEvent<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<FlowEvent>,
-}
-
-/// The ClientHello as EVE 8 logs it (`tls.client_handshake`), plus the lists a
-/// rule or an analyst needs: numbers in wire order, GREASE included.
-#[derive(Debug, Serialize)]
-pub struct ClientHandshake<'a> {
-    pub version: u16,
-    pub ciphers: &'a [u16],
-    pub exts: &'a [u16],
-    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
-    pub supported_versions: &'a [u16],
-    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
-    pub groups: &'a [u16],
-    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
-    pub sig_algs: &'a [u16],
-    #[serde(skip_serializing_if = "<[u8]>::is_empty")]
-    pub point_formats: &'a [u8],
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub sslv2: bool,
-}
-
-/// Certificates as the JSON each was first serialised to.
-fn cached_json<S: serde::Serializer>(v: &[&CertInfo], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(v.iter().map(|c| c.json()))
-}
-
-/// EVE's `tls` object.
-#[derive(Debug, Serialize)]
-pub struct TlsEvent<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sni: Option<&'a str>,
-    pub version: &'static str,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    pub client_alpns: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub server_alpns: Option<[&'a str; 1]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ja3: Option<Ja3>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ja3s: Option<Ja3>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ja4: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cipher_suite: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issuerdn: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub serial: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub notbefore: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub notafter: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subjectaltname: Option<&'a [String]>,
-    #[serde(
-        skip_serializing_if = "<[&CertInfo]>::is_empty",
-        serialize_with = "cached_json"
-    )]
-    pub chain: Vec<&'a CertInfo>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_handshake: Option<ClientHandshake<'a>>,
-    /// Client certificates (TLS ≤ 1.2 client authentication).
-    #[serde(
-        skip_serializing_if = "<[&CertInfo]>::is_empty",
-        serialize_with = "cached_json"
-    )]
-    pub client_chain: Vec<&'a CertInfo>,
-    /// A second ClientHello on the same connection (after a HelloRetryRequest).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub second_client_hello: Option<HelloSummary<'a>>,
-}
-
-/// The fingerprints of a further ClientHello.
-#[derive(Debug, Serialize)]
-pub struct HelloSummary<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sni: Option<&'a str>,
-    pub ja3: Ja3,
-    pub ja4: String,
-}
-
-/// EVE's `http` object: the request and response heads of one transaction.
-#[derive(Debug, Serialize)]
-pub struct HttpEvent<'a> {
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub request: Option<&'a Request>,
-    /// The response's protocol, when there is no request to give it (one
-    /// `protocol` key, never two).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<&'a str>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub response: Option<&'a Response>,
 }
 
 /// EVE's `flow` object, logged when a flow ends.

@@ -6,6 +6,8 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::analyzer::facts::{Fact, Facts};
+
 /// Questions kept from one message.
 pub const MAX_QUESTIONS: usize = 32;
 /// Answer records kept from one message.
@@ -269,6 +271,29 @@ fn txt(mut d: &[u8]) -> String {
 }
 
 /// Is this UDP/TCP port pair one DNS is spoken on (DNS, mDNS, LLMNR)?
+/// The facts signatures test on a DNS message: the names asked, and the
+/// answers' owner names and name-valued data.
+pub fn facts(m: &DnsMessage) -> Facts<'_> {
+    let mut f = Facts::default();
+    for q in &m.queries {
+        f.push(Fact::DnsQuery, &q.rrname);
+    }
+    for a in &m.answers {
+        f.push(Fact::DnsAnswer, &a.rrname);
+        f.push_opt(Fact::DnsAnswer, a.rdata.as_deref());
+    }
+    f
+}
+
+/// The analyzer table's probe: DNS is found by its well-known ports.
+pub fn probe(c: &crate::analyzer::Chunk<'_>) -> crate::analyzer::Probe {
+    if is_dns_port(c.sport, c.dport) && !c.bytes.is_empty() {
+        crate::analyzer::Probe::Yes
+    } else {
+        crate::analyzer::Probe::No
+    }
+}
+
 pub fn is_dns_port(sport: u16, dport: u16) -> bool {
     [53, 5353, 5355].iter().any(|p| *p == sport || *p == dport)
 }

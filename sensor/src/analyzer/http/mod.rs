@@ -4,6 +4,9 @@
 //! `User-Agent`; status lines, `Server` and the HTML `<title>` when it is in the
 //! first response segment. Bodies are skipped, not parsed.
 
+mod event;
+pub use event::HttpEvent;
+
 use std::collections::VecDeque;
 
 use super::Progress;
@@ -28,6 +31,20 @@ const METHODS: [&[u8]; 9] = [
     b"PATCH ",
     b"TRACE ",
 ];
+
+/// The analyzer table's probe: a request head to the server, a response
+/// head to the client.
+pub fn probe(c: &crate::analyzer::Chunk<'_>) -> crate::analyzer::Probe {
+    let is_http = match c.dir {
+        crate::flow::Dir::ToServer => looks_like_request(c.bytes),
+        crate::flow::Dir::ToClient => looks_like_response(c.bytes),
+    };
+    if is_http {
+        crate::analyzer::Probe::Yes
+    } else {
+        crate::analyzer::Probe::No
+    }
+}
 
 pub fn looks_like_request(d: &[u8]) -> bool {
     METHODS

@@ -7,9 +7,12 @@
 //! Certificate, ServerHelloDone or ChangeCipherSpec (server).
 
 pub mod cert;
+mod event;
 pub mod hello;
 pub mod ja3;
 pub mod ja4;
+
+pub use event::{facts, ClientHandshake, HelloSummary, TlsEvent};
 
 use std::sync::Arc;
 
@@ -52,6 +55,26 @@ pub fn hex(b: &[u8]) -> String {
 pub fn looks_like_handshake(d: &[u8]) -> bool {
     matches!(d, [CONTENT_HANDSHAKE, 3, 0..=4, ..])
         || matches!(d, [hi, _, 1, 0, 2, ..] | [hi, _, 1, 3, 0..=4, ..] if hi & 0x80 != 0)
+}
+
+/// The analyzer table's probe: a chunk that opens a handshake is TLS; a
+/// chunk too short to tell that could start one waits for more.
+pub fn probe(c: &crate::analyzer::Chunk<'_>) -> crate::analyzer::Probe {
+    use crate::analyzer::Probe;
+    if looks_like_handshake(c.bytes) {
+        Probe::Yes
+    } else if c.bytes.len() < 5 && looks_like_handshake(&pad5(c.bytes)) {
+        Probe::NeedMore
+    } else {
+        Probe::No
+    }
+}
+
+/// `b` (shorter than 5 bytes) completed with bytes that fit any TLS header.
+fn pad5(b: &[u8]) -> [u8; 5] {
+    let mut p = [22, 3, 1, 0, 0];
+    p[..b.len().min(5)].copy_from_slice(&b[..b.len().min(5)]);
+    p
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,166 @@
+//! The TLS analyzer's event: EVE's `tls` object, and the facts it gives.
+
+use serde::Serialize;
+
+use super::cert::CertInfo;
+use super::ja3::{self, Ja3};
+use super::ja4;
+use super::TlsSession;
+use crate::analyzer::facts::{Fact, Facts};
+
+/// The ClientHello as EVE 8 logs it (`tls.client_handshake`), plus the lists a
+/// rule or an analyst needs: numbers in wire order, GREASE included.
+#[derive(Debug, Serialize)]
+pub struct ClientHandshake<'a> {
+    pub version: u16,
+    pub ciphers: &'a [u16],
+    pub exts: &'a [u16],
+    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
+    pub supported_versions: &'a [u16],
+    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
+    pub groups: &'a [u16],
+    #[serde(skip_serializing_if = "<[u16]>::is_empty")]
+    pub sig_algs: &'a [u16],
+    #[serde(skip_serializing_if = "<[u8]>::is_empty")]
+    pub point_formats: &'a [u8],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sslv2: bool,
+}
+
+/// Certificates as the JSON each was first serialised to.
+fn cached_json<S: serde::Serializer>(v: &[&CertInfo], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|c| c.json()))
+}
+
+/// EVE's `tls` object.
+#[derive(Debug, Serialize)]
+pub struct TlsEvent<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<&'a str>,
+    pub version: &'static str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub client_alpns: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_alpns: Option<[&'a str; 1]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja3: Option<Ja3>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja3s: Option<Ja3>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ja4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cipher_suite: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuerdn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notbefore: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notafter: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subjectaltname: Option<&'a [String]>,
+    #[serde(
+        skip_serializing_if = "<[&CertInfo]>::is_empty",
+        serialize_with = "cached_json"
+    )]
+    pub chain: Vec<&'a CertInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_handshake: Option<ClientHandshake<'a>>,
+    /// Client certificates (TLS ≤ 1.2 client authentication).
+    #[serde(
+        skip_serializing_if = "<[&CertInfo]>::is_empty",
+        serialize_with = "cached_json"
+    )]
+    pub client_chain: Vec<&'a CertInfo>,
+    /// A second ClientHello on the same connection (after a HelloRetryRequest).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub second_client_hello: Option<HelloSummary<'a>>,
+}
+
+/// The fingerprints of a further ClientHello.
+#[derive(Debug, Serialize)]
+pub struct HelloSummary<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sni: Option<&'a str>,
+    pub ja3: Ja3,
+    pub ja4: String,
+}
+
+fn version_name(v: u16) -> &'static str {
+    match v {
+        0x0304 => "TLS 1.3",
+        0x0303 => "TLS 1.2",
+        0x0302 => "TLS 1.1",
+        0x0301 => "TLS 1.0",
+        0x0300 => "SSLv3",
+        0x0002 => "SSLv2",
+        v if v >> 8 == 0x7f => "TLS 1.3",
+        _ => "UNDETERMINED",
+    }
+}
+
+impl<'a> TlsEvent<'a> {
+    /// The event for what the session has read.
+    pub fn of(t: &'a TlsSession) -> Self {
+        let ch = t.client_hello.as_ref();
+        let sh = t.server_hello.as_ref();
+        let leaf = t.chain.first().map(|c| &**c);
+        let version = match (sh, ch) {
+            (Some(sh), _) => version_name(sh.version()),
+            (None, Some(ch)) if ch.sslv2 => "SSLv2",
+            _ => "UNDETERMINED",
+        };
+        TlsEvent {
+            sni: ch.and_then(|c| c.sni.as_deref()),
+            version,
+            client_alpns: ch.map(|c| &c.alpns[..]).unwrap_or(&[]),
+            server_alpns: sh.and_then(|s| s.alpn.as_deref()).map(|a| [a]),
+            ja3: ch.filter(|c| !c.sslv2).map(ja3::ja3),
+            ja3s: sh.map(ja3::ja3s),
+            ja4: ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp)),
+            cipher_suite: sh.map(|s| s.cipher),
+            subject: leaf.map(|c| c.subject.as_str()),
+            issuerdn: leaf.map(|c| c.issuerdn.as_str()),
+            serial: leaf.map(|c| c.serial.as_str()),
+            fingerprint: leaf.map(|c| c.fingerprint.as_str()),
+            notbefore: leaf.map(|c| c.notbefore.as_str()),
+            notafter: leaf.map(|c| c.notafter.as_str()),
+            subjectaltname: leaf.map(|c| &c.san[..]).filter(|s| !s.is_empty()),
+            chain: t.chain.iter().map(|c| &**c).collect(),
+            client_handshake: ch.map(|c| ClientHandshake {
+                version: c.legacy_version,
+                ciphers: &c.ciphers,
+                exts: &c.extensions,
+                supported_versions: &c.supported_versions,
+                groups: &c.groups,
+                sig_algs: &c.sig_algs,
+                point_formats: &c.point_formats,
+                sslv2: c.sslv2,
+            }),
+            client_chain: t.client_chain.iter().map(|c| &**c).collect(),
+            second_client_hello: t.second_client_hello.as_ref().map(|c| HelloSummary {
+                sni: c.sni.as_deref(),
+                ja3: ja3::ja3(c),
+                ja4: ja4::ja4(c, ja4::Transport::Tcp),
+            }),
+        }
+    }
+}
+
+/// The facts signatures test on a handshake: the server name, the client's
+/// fingerprints (as the event logs them) and the server's chain.
+pub fn facts<'a>(t: &'a TlsSession, ja3: Option<&'a str>, ja4: Option<&'a str>) -> Facts<'a> {
+    let mut f = Facts::of_chain(&t.chain);
+    f.push_opt(
+        Fact::Sni,
+        t.client_hello.as_ref().and_then(|c| c.sni.as_deref()),
+    );
+    f.push_opt(Fact::Ja3, ja3);
+    f.push_opt(Fact::Ja4, ja4);
+    f
+}

@@ -1,0 +1,234 @@
+//! Logging a flow's events: the EVE header from the flow, the protocol object
+//! and facts from its analyzer, and the choice between a finished line and a
+//! pending event the verdict stage completes.
+
+use std::sync::Arc;
+
+use super::{Origin, Session};
+use crate::analyzer::dns::{self, DnsMessage};
+use crate::analyzer::http::HttpEvent;
+use crate::analyzer::tls::{self, TlsEvent};
+use crate::capture::Packet;
+use crate::config::{Segment, SiteConfig};
+use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
+use crate::event::{Event, FlowEvent, Proto};
+use crate::flow::{Dir, EndReason, Flow};
+use crate::output::Output;
+use crate::stats::Counters;
+use crate::time::Timestamp;
+
+/// What logging an event needs besides the flow.
+pub(super) struct Emit<'a, 'o> {
+    pub rules: &'a RuleSet,
+    pub site: &'a SiteConfig,
+    pub origin: Origin<'a>,
+    pub out: &'o mut Output,
+    pub counters: &'o mut Counters,
+}
+
+/// The EVE header of one of the flow's events.
+fn header<'a>(
+    flow: &'a Flow<Session>,
+    event_type: &'static str,
+    ts: Timestamp,
+    site: &'a SiteConfig,
+    origin: Origin<'a>,
+    frame: Option<u64>,
+) -> Event<'a> {
+    let (c, s) = (flow.client(), flow.server());
+    Event {
+        timestamp: ts,
+        flow_id: Some(flow.id),
+        sensor: site.sensor_name(),
+        pcap_file: origin.pcap_file,
+        pcap_frame: if origin.pcap_file.is_some() {
+            frame.filter(|f| *f > 0)
+        } else {
+            None
+        },
+        event_type,
+        src_ip: Some(c.0),
+        src_port: Some(c.1),
+        dest_ip: Some(s.0),
+        dest_port: Some(s.1),
+        proto: Some(Proto(flow.key.proto)),
+        vlan: flow.key.vlans.as_slice(),
+        community_id: Some(&flow.community_id),
+        app_proto: flow.data.analyzers.app_proto,
+        src_segment: flow.data.src_seg.as_ref().map(Segment::as_ref),
+        dest_segment: flow.data.dest_seg.as_ref().map(Segment::as_ref),
+        ..Default::default()
+    }
+}
+
+fn ends(flow: &Flow<Session>) -> Ends<'_> {
+    Ends {
+        client: flow.client().0,
+        server: flow.server().0,
+        client_seg: flow.data.src_seg.as_ref(),
+        server_seg: flow.data.dest_seg.as_ref(),
+    }
+}
+
+/// Should this event go to the verdict stage? Marks the flow if so.
+fn pending(rules: &RuleSet, flow: &mut Flow<Session>, facts: &mut Facts<'_>) -> bool {
+    facts.set(Fact::DestPort, flow.server().1.into());
+    let p = rules.may_match(facts);
+    flow.data.decided |= p;
+    p
+}
+
+/// Logs a protocol event: finished, when no signature can match it; else
+/// pending, for the verdict stage to decide with the state it keeps across
+/// flows.
+fn send(
+    out: &mut Output,
+    flow: u64,
+    pending: bool,
+    facts: &Facts<'_>,
+    ends: &Ends<'_>,
+    e: Event<'_>,
+) {
+    if pending {
+        out.decide(flow, facts, ends, e);
+    } else {
+        if let Some(leaf) = lone_leaf(facts.chain) {
+            out.observe(flow, Arc::clone(leaf));
+        }
+        out.line(flow, &e);
+    }
+}
+
+impl Packet<&[u8]> {
+    /// A packet-less stand-in carrying only a time (for events at flow end).
+    fn at(ts: Timestamp) -> Self {
+        Packet {
+            ts,
+            linktype: crate::capture::LinkType::ETHERNET,
+            data: &[],
+            orig_len: 0,
+            frame: 0,
+        }
+    }
+}
+
+impl Emit<'_, '_> {
+    /// The DNS messages read, each as the packet's own direction carries it
+    /// (a response comes from the server).
+    pub fn dns(
+        &mut self,
+        msgs: &mut Vec<DnsMessage>,
+        flow: &mut Flow<Session>,
+        dir: Dir,
+        pkt: &Packet<&[u8]>,
+    ) {
+        for m in msgs.drain(..) {
+            let mut facts = dns::facts(&m);
+            let p = pending(self.rules, flow, &mut facts);
+            let ends = ends(flow);
+            let mut e = header(flow, "dns", pkt.ts, self.site, self.origin, Some(pkt.frame));
+            if dir == Dir::ToClient {
+                std::mem::swap(&mut e.src_ip, &mut e.dest_ip);
+                std::mem::swap(&mut e.src_port, &mut e.dest_port);
+                std::mem::swap(&mut e.src_segment, &mut e.dest_segment);
+            }
+            e.dns = Some(&m);
+            send(self.out, flow.id, p, &facts, &ends, e);
+        }
+    }
+
+    /// Every finished HTTP transaction.
+    pub fn http(&mut self, flow: &mut Flow<Session>, pkt: &Packet<&[u8]>) {
+        let Some(mut h) = flow.data.analyzers.http.take() else {
+            return;
+        };
+        for (req, resp) in h.done.drain(..) {
+            let ev = HttpEvent::of(req.as_ref(), resp.as_ref());
+            let mut facts = ev.facts();
+            let p = pending(self.rules, flow, &mut facts);
+            let ends = ends(flow);
+            let mut e = header(
+                flow,
+                "http",
+                pkt.ts,
+                self.site,
+                self.origin,
+                Some(pkt.frame),
+            );
+            e.http = Some(ev);
+            send(self.out, flow.id, p, &facts, &ends, e);
+            h.logged += 1;
+            self.counters.http_transactions += 1;
+        }
+        flow.data.analyzers.http = Some(h);
+    }
+
+    /// The TLS handshake (once per flow).
+    pub fn tls(&mut self, flow: &mut Flow<Session>, ts: Timestamp, frame: Option<u64>) {
+        flow.data.analyzers.tls_logged = true;
+        let Some(t) = flow.data.analyzers.tls.take() else {
+            return;
+        };
+        let ev = TlsEvent::of(&t);
+        let ja3 = ev.ja3.as_ref().map(|j| j.hash.clone());
+        let ja4 = ev.ja4.clone();
+        let mut facts = tls::facts(&t, ja3.as_deref(), ja4.as_deref());
+        let p = pending(self.rules, flow, &mut facts);
+        let ends = ends(flow);
+        let mut e = header(flow, "tls", ts, self.site, self.origin, frame);
+        e.tls = Some(ev);
+        send(self.out, flow.id, p, &facts, &ends, e);
+        self.counters.events_tls += 1;
+        if !t.chain.is_empty() {
+            self.counters.tls_certificate_msgs += 1;
+        }
+        drop(facts); // it borrows the session, which goes back to the flow
+        flow.data.analyzers.tls = Some(t);
+    }
+
+    /// A flow ends: what its analyzers still hold, then its `flow` event.
+    pub fn flow_end(&mut self, flow: &mut Flow<Session>, reason: EndReason) {
+        if let Some(h) = flow.data.analyzers.http.as_mut() {
+            h.flush();
+        }
+        let last = flow.last;
+        self.http(flow, &Packet::at(last));
+        let a = &flow.data.analyzers;
+        if !a.tls_logged
+            && a.tls
+                .as_ref()
+                .is_some_and(|t| t.client_hello.is_some() || t.server_hello.is_some())
+        {
+            self.tls(flow, last, None);
+        }
+        let ev = FlowEvent {
+            pkts_toserver: flow.pkts[0],
+            pkts_toclient: flow.pkts[1],
+            bytes_toserver: flow.bytes[0],
+            bytes_toclient: flow.bytes[1],
+            start: flow.start,
+            end: flow.last,
+            age: flow.last.since(flow.start).0 / 1_000_000_000,
+            state: flow.state(),
+            reason: reason.as_str(),
+            // the verdict stage knows, for flows that had pending events
+            alerted: false,
+        };
+        let mut e = header(
+            flow,
+            "flow",
+            last,
+            self.site,
+            self.origin,
+            Some(flow.first_frame),
+        );
+        e.flow = Some(ev);
+        if flow.data.decided {
+            // `alerted`, and the ledger's view of how long the flow went on
+            self.out.flow_end(flow.id, e);
+        } else {
+            self.out.line(flow.id, &e);
+        }
+        self.counters.events_flow += 1;
+    }
+}

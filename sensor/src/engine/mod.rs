@@ -1,0 +1,309 @@
+//! The per-worker pipeline: decode → flow → stream → analyzers → events.
+//!
+//! An [`Engine`] owns its flows (no locks on the per-packet path) and is fed
+//! packets in capture order, and ticks (capture time) at which idle flows
+//! end. It is sans-IO: events go to an [`Output`] for the writer, and time is
+//! capture time. Detection that needs no state beyond the flow is done here;
+//! what needs state shared across flows is the writer's (see `writer`).
+
+mod emit;
+
+use std::sync::Arc;
+
+use crate::analyzer::cert::CertCache;
+use crate::analyzer::dns::DnsMessage;
+use crate::analyzer::{Analyzers, Chunk, Ctx};
+use crate::capture::Packet;
+use crate::config::{Segment, SiteConfig};
+use crate::decode::{self, defrag::Defragmenter, Decoded, Outcome, TcpHeader, Transport};
+use crate::detect::RuleSet;
+use crate::flow::{Dir, EndReason, Flow, FlowTable, Timeouts, DEFAULT_MAX_FLOWS};
+use crate::output::Output;
+use crate::reassembly::{Stream, StreamError};
+use crate::stats::Counters;
+use crate::time::Timestamp;
+
+pub use crate::analyzer::session::{MAX_PROBES, MAX_TCP_DNS_MESSAGES};
+use emit::Emit;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub site: Arc<SiteConfig>,
+    pub rules: Arc<RuleSet>,
+    pub max_flows: usize,
+    pub timeouts: Timeouts,
+}
+
+impl EngineConfig {
+    /// Settings for a site, with the bundled signatures.
+    pub fn for_site(site: SiteConfig) -> Self {
+        EngineConfig {
+            site: Arc::new(site),
+            ..Default::default()
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            site: Arc::new(SiteConfig::default()),
+            rules: crate::load::bundled_rules(),
+            max_flows: DEFAULT_MAX_FLOWS,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+/// Per-flow state: the two streams, the analyzers, where the flow's ends are.
+#[derive(Debug, Default)]
+pub struct Session {
+    streams: [Stream; 2],
+    analyzers: Analyzers,
+    bypass: bool,
+    src_seg: Option<Segment>,
+    dest_seg: Option<Segment>,
+    segs_known: bool,
+    /// An event of this flow went to the writer for a verdict: so does its end.
+    decided: bool,
+}
+
+pub struct Engine {
+    cfg: EngineConfig,
+    flows: FlowTable<Session>,
+    defrag: Defragmenter,
+    certs: CertCache,
+    pub counters: Counters,
+    ended: Vec<(Flow<Session>, EndReason)>,
+    dns_out: Vec<DnsMessage>,
+    /// Retransmitted segments of flows that have ended.
+    retransmitted: u64,
+}
+
+/// Where the current packet came from (offline runs name the file).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Origin<'a> {
+    pub pcap_file: Option<&'a str>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Self {
+        Engine {
+            flows: FlowTable::new(cfg.max_flows, cfg.timeouts),
+            cfg,
+            defrag: Defragmenter::default(),
+            certs: CertCache::default(),
+            counters: Counters::default(),
+            ended: Vec::new(),
+            dns_out: Vec::new(),
+            retransmitted: 0,
+        }
+    }
+
+    /// Replaces the site configuration (segments of flows already seen stay).
+    pub fn set_site(&mut self, site: Arc<SiteConfig>) {
+        self.cfg.site = site;
+    }
+
+    /// Replaces the signatures.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.cfg.rules = rules;
+    }
+
+    /// Processes one captured frame. `now` is the latest capture time the
+    /// sensor has seen (for fragment timeouts).
+    pub fn process(
+        &mut self,
+        pkt: &Packet<&[u8]>,
+        now: Timestamp,
+        origin: Origin<'_>,
+        out: &mut Output,
+    ) {
+        self.counters.packets += 1;
+        self.counters.bytes += pkt.data.len() as u64;
+        match decode::decode(pkt.linktype, pkt.data) {
+            Ok(Outcome::Packet(d)) => self.packet(pkt, &d, origin, out),
+            Ok(Outcome::Fragment(f)) => {
+                if let Some(datagram) = self.defrag.add(now, &f) {
+                    let f = decode::Fragment {
+                        proto: datagram.proto,
+                        ..f
+                    };
+                    match decode::decode_reassembled(&f, &datagram.data) {
+                        Ok(d) => self.packet(pkt, &d, origin, out),
+                        Err(e) => self.counters.decode_error(e),
+                    }
+                }
+            }
+            Err(e) => self.counters.decode_error(e),
+        }
+        self.end_flows(origin, out);
+    }
+
+    /// Capture time has reached `now`: ends idle flows, drops stale fragments.
+    /// The dispatcher sends every worker the same ticks, at whole seconds.
+    pub fn tick(&mut self, now: Timestamp, origin: Origin<'_>, out: &mut Output) {
+        self.flows.expire(now, &mut self.ended);
+        self.defrag.expire(now);
+        self.end_flows(origin, out);
+    }
+
+    /// Ends every flow (end of input), logging each.
+    pub fn finish(&mut self, origin: Origin<'_>, out: &mut Output) {
+        self.flows.drain(&mut self.ended);
+        self.end_flows(origin, out);
+        self.sync_counters();
+    }
+
+    /// Copies the sub-components' counters into `counters`.
+    pub fn sync_counters(&mut self) {
+        let f = self.flows.stats;
+        let c = &mut self.counters;
+        c.flows_created = f.created;
+        c.flows_timed_out = f.timed_out;
+        c.flows_evicted = f.evicted;
+        c.flows_active = self.flows.len() as u64;
+        let (mut held, mut retrans) = (0u64, self.retransmitted);
+        for f in self.flows.iter() {
+            for st in &f.data.streams {
+                held += st.held() as u64;
+                retrans += st.retransmitted;
+            }
+        }
+        c.reassembly_bytes_held = held;
+        c.stream_retransmissions = retrans;
+        c.certs_parsed = self.certs.stats.parsed;
+        c.cert_cache_hits = self.certs.stats.hits;
+        c.certs_malformed = self.certs.stats.errors;
+        c.fragments = self.defrag.stats.fragments;
+        c.fragments_reassembled = self.defrag.stats.reassembled;
+        c.fragments_dropped = self.defrag.stats.dropped;
+    }
+
+    fn packet(
+        &mut self,
+        pkt: &Packet<&[u8]>,
+        d: &Decoded<'_>,
+        origin: Origin<'_>,
+        out: &mut Output,
+    ) {
+        let site = &*self.cfg.site;
+        let (flow, dir) = self.flows.track(
+            d,
+            pkt.orig_len.max(pkt.data.len() as u32),
+            pkt.ts,
+            pkt.frame,
+            &mut self.ended,
+            Session::default,
+        );
+        if !flow.data.segs_known {
+            flow.data.src_seg = site.segment_of(flow.client().0, &flow.key.vlans);
+            flow.data.dest_seg = site.segment_of(flow.server().0, &flow.key.vlans);
+            flow.data.segs_known = true;
+        }
+        let chunk = Chunk {
+            dir,
+            bytes: d.payload,
+            sport: d.sport,
+            dport: d.dport,
+        };
+        let mut ctx = Ctx {
+            certs: &mut self.certs,
+            counters: &mut self.counters,
+            dns_out: &mut self.dns_out,
+        };
+        match d.transport {
+            Transport::Udp => flow.data.analyzers.datagram(&chunk, &mut ctx),
+            Transport::Tcp(h) => {
+                if flow.data.bypass {
+                    self.counters.bypassed_packets += 1;
+                    return;
+                }
+                if !segment(&mut flow.data, h, &chunk, &mut ctx) {
+                    return;
+                }
+            }
+            Transport::Other => return,
+        }
+        let mut em = Emit {
+            rules: &self.cfg.rules,
+            site,
+            origin,
+            out,
+            counters: &mut self.counters,
+        };
+        em.dns(&mut self.dns_out, flow, dir, pkt);
+        if matches!(d.transport, Transport::Tcp(_)) {
+            em.http(flow, pkt);
+            let a = &flow.data.analyzers;
+            if a.tls.as_ref().is_some_and(|t| t.done()) && !a.tls_logged {
+                em.tls(flow, pkt.ts, Some(pkt.frame));
+            }
+            settle(&mut flow.data, dir);
+        }
+    }
+
+    fn end_flows(&mut self, origin: Origin<'_>, out: &mut Output) {
+        if self.ended.is_empty() {
+            return;
+        }
+        let mut em = Emit {
+            rules: &self.cfg.rules,
+            site: &self.cfg.site,
+            origin,
+            out,
+            counters: &mut self.counters,
+        };
+        for (mut flow, reason) in self.ended.drain(..) {
+            self.retransmitted += flow
+                .data
+                .streams
+                .iter()
+                .map(|s| s.retransmitted)
+                .sum::<u64>();
+            em.flow_end(&mut flow, reason);
+        }
+    }
+}
+
+/// A TCP segment into its direction's stream, and what the stream delivers
+/// into the analyzers. False when there was no data to deliver.
+fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> bool {
+    let st = &mut s.streams[c.dir as usize];
+    // Data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own number.
+    let mut seq = h.seq;
+    if h.has(TcpHeader::SYN) {
+        st.syn(h.seq);
+        seq = seq.wrapping_add(1);
+    }
+    if c.bytes.is_empty() {
+        return false;
+    }
+    let analyzers = &mut s.analyzers;
+    let r = st.push(seq, c.bytes, &mut |bytes: &[u8]| {
+        analyzers.feed(&Chunk { bytes, ..*c }, ctx)
+    });
+    if let Err(e) = r {
+        match e {
+            StreamError::Gap => ctx.counters.stream_gaps += 1,
+            StreamError::Overflow => ctx.counters.stream_overflows += 1,
+        }
+        s.analyzers.stop(c.dir);
+    }
+    true
+}
+
+/// After a segment: stop reading what will say nothing more, and bypass the
+/// flow once both directions are done.
+fn settle(s: &mut Session, dir: Dir) {
+    let other = 1 - dir as usize;
+    s.analyzers
+        .give_up_if_silent(dir, s.streams[other].delivered());
+    if s.analyzers.off() {
+        s.bypass = true;
+        for st in s.streams.iter_mut() {
+            st.release();
+        }
+    }
+}
