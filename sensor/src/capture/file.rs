@@ -269,15 +269,7 @@ impl FileReader {
             else {
                 return None;
             };
-            // A section header fixes the byte order of everything up to the next one.
-            let parsed = if rest.starts_with(&PCAPNG_MAGIC) {
-                parse_sectionheaderblock(rest).map(|(r, shb)| (r, Block::SectionHeader(shb)))
-            } else if big_endian {
-                parse_block_be(rest)
-            } else {
-                parse_block_le(rest)
-            };
-            let (remaining, block) = match parsed {
+            let (remaining, block) = match pcapng_block(rest, big_endian) {
                 Ok(ok) => ok,
                 Err(pcap_parser::nom::Err::Incomplete(_)) => {
                     return self.damaged("cut short in the middle of a block")
@@ -328,22 +320,38 @@ impl FileReader {
                 ));
             }
             debug_assert!(offset >= block_start && offset + len <= self.pos);
-            let ts = match ts {
-                Some(raw) => {
-                    let ups = iface.units_per_sec.max(1);
-                    Timestamp::from_parts((raw / ups) as i64 + iface.offset_secs, raw % ups, ups)
-                }
-                None => Timestamp::default(),
-            };
             self.frame += 1;
             return Some(Ok(Packet {
-                ts,
+                ts: ts.map(|raw| iface.time(raw)).unwrap_or_default(),
                 linktype: iface.linktype,
                 data: offset..offset + len,
                 orig_len,
                 frame: self.frame,
             }));
         }
+    }
+}
+
+/// The next block. A section header fixes the byte order of everything up
+/// to the next one.
+fn pcapng_block(
+    rest: &[u8],
+    big_endian: bool,
+) -> pcap_parser::nom::IResult<&[u8], Block<'_>, pcap_parser::PcapError<&[u8]>> {
+    if rest.starts_with(&PCAPNG_MAGIC) {
+        parse_sectionheaderblock(rest).map(|(r, shb)| (r, Block::SectionHeader(shb)))
+    } else if big_endian {
+        parse_block_be(rest)
+    } else {
+        parse_block_le(rest)
+    }
+}
+
+impl Interface {
+    /// A packet's time from its raw timestamp in this interface's units.
+    fn time(&self, raw: u64) -> Timestamp {
+        let ups = self.units_per_sec.max(1);
+        Timestamp::from_parts((raw / ups) as i64 + self.offset_secs, raw % ups, ups)
     }
 }
 

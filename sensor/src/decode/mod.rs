@@ -257,44 +257,7 @@ fn tunnel<'a>(
     let d = p.payload;
     match (p.proto, p.transport) {
         (4 | 41, _) => Some(ip(d, vlans, depth)),
-        (47, _) => {
-            let flags = be16(d, 0)?;
-            let proto = be16(d, 2)?;
-            let version = flags & 7;
-            let mut len = 4;
-            if version == 1 {
-                // Enhanced GRE (PPTP, RFC 2637): key always present, seq and ack optional.
-                len += 4
-                    + if flags & 0x1000 != 0 { 4 } else { 0 }
-                    + if flags & 0x0080 != 0 { 4 } else { 0 };
-                let mut rest = d.get(len..)?;
-                if rest.starts_with(&[0xff, 0x03]) {
-                    rest = &rest[2..];
-                }
-                let (pp, body) = if rest.first()? & 1 == 1 {
-                    (rest[0] as u16, &rest[1..])
-                } else {
-                    (be16(rest, 0)?, &rest[2..])
-                };
-                return (proto == ET_PPP).then(|| ppp(pp, body, vlans, depth));
-            }
-            len += [0x8000u16, 0x2000, 0x1000]
-                .iter()
-                .filter(|f| flags & **f != 0)
-                .count()
-                * 4;
-            let rest = d.get(len..)?;
-            match proto {
-                ET_TEB => Some(ethernet(rest, &mut vlans, depth)),
-                ET_ERSPAN2 => Some(ethernet(rest.get(8..)?, &mut vlans, depth)),
-                ET_ERSPAN3 => {
-                    // 12-byte header, plus 8 bytes of platform data when O is set.
-                    let extra = if rest.get(11)? & 1 != 0 { 8 } else { 0 };
-                    Some(ethernet(rest.get(12 + extra..)?, &mut vlans, depth))
-                }
-                et => Some(ethertype(et, rest, &mut vlans, depth)),
-            }
-        }
+        (47, _) => gre(d, vlans, depth),
         (17, Transport::Udp) if p.dport == 4789 => Some(ethernet(d.get(8..)?, &mut vlans, depth)),
         (17, Transport::Udp) if p.dport == 6081 => {
             let opt_len = (d.first()? & 0x3f) as usize * 4;
@@ -331,6 +294,45 @@ fn tunnel<'a>(
             Some(ip(d.get(len..)?, vlans, depth))
         }
         _ => None,
+    }
+}
+
+/// The packet inside GRE (RFC 2784/2890), enhanced GRE (PPTP) or ERSPAN.
+fn gre(d: &[u8], mut vlans: Vlans, depth: u8) -> Option<Result<Outcome<'_>, DecodeError>> {
+    let flags = be16(d, 0)?;
+    let proto = be16(d, 2)?;
+    let version = flags & 7;
+    let mut len = 4;
+    if version == 1 {
+        // Enhanced GRE (PPTP, RFC 2637): key always present, seq and ack optional.
+        len +=
+            4 + if flags & 0x1000 != 0 { 4 } else { 0 } + if flags & 0x0080 != 0 { 4 } else { 0 };
+        let mut rest = d.get(len..)?;
+        if rest.starts_with(&[0xff, 0x03]) {
+            rest = &rest[2..];
+        }
+        let (pp, body) = if rest.first()? & 1 == 1 {
+            (rest[0] as u16, &rest[1..])
+        } else {
+            (be16(rest, 0)?, &rest[2..])
+        };
+        return (proto == ET_PPP).then(|| ppp(pp, body, vlans, depth));
+    }
+    len += [0x8000u16, 0x2000, 0x1000]
+        .iter()
+        .filter(|f| flags & **f != 0)
+        .count()
+        * 4;
+    let rest = d.get(len..)?;
+    match proto {
+        ET_TEB => Some(ethernet(rest, &mut vlans, depth)),
+        ET_ERSPAN2 => Some(ethernet(rest.get(8..)?, &mut vlans, depth)),
+        ET_ERSPAN3 => {
+            // 12-byte header, plus 8 bytes of platform data when O is set.
+            let extra = if rest.get(11)? & 1 != 0 { 8 } else { 0 };
+            Some(ethernet(rest.get(12 + extra..)?, &mut vlans, depth))
+        }
+        et => Some(ethertype(et, rest, &mut vlans, depth)),
     }
 }
 

@@ -269,16 +269,7 @@ fn holds(
             .iter()
             .any(|c| read(c).iter().any(|v| listed(fact, v, l, ev))),
         (Test::Hex(l), _) => f.value(fact).is_some_and(|v| listed(fact, v, l, ev)),
-        (Test::Ja4(l), _) => f.value(fact).is_some_and(|j| {
-            let hit = l.iter().find(|p| match p.strip_suffix('*') {
-                Some(prefix) => j.starts_with(prefix),
-                None => p.as_str() == j,
-            });
-            if let Some(p) = hit {
-                show(j.to_string(), p.clone());
-            }
-            hit.is_some()
-        }),
+        (Test::Ja4(l), _) => f.value(fact).is_some_and(|j| ja4_listed(j, l, &mut show)),
         (Test::Extensions(x), Source::Leaf(read)) => leaf.is_some_and(|c| {
             let have = read(c);
             let ok = x.all.iter().all(|o| have.contains(&o.as_str()))
@@ -293,23 +284,43 @@ fn holds(
         }),
         (Test::Flag(want), _) => number(f, fact).is_some_and(|n| (n != 0) == *want),
         (Test::Threshold(_), _) if spki.is_none() => leaf.is_some(),
-        (Test::Threshold(n), _) => leaf.is_some_and(|c| {
-            let (certs, names) = spki.map(|t| t.spread(&c.spki_sha256)).unwrap_or_default();
-            let ok = certs >= *n;
-            if ok {
-                show(
-                    format!(
-                        "key {} on {certs} certificates for {}",
-                        c.spki_sha256,
-                        names.join(", ")
-                    ),
-                    format!(">= {n} certificates for unrelated names"),
-                );
-            }
-            ok
-        }),
+        (Test::Threshold(n), _) => leaf.is_some_and(|c| shared_key(c, *n, spki, &mut show)),
         _ => false,
     }
+}
+
+/// Is the fingerprint one of `l`, or does it start with one ending in `*`?
+fn ja4_listed(j: &str, l: &[String], show: &mut impl FnMut(String, String)) -> bool {
+    let hit = l.iter().find(|p| match p.strip_suffix('*') {
+        Some(prefix) => j.starts_with(prefix),
+        None => p.as_str() == j,
+    });
+    if let Some(p) = hit {
+        show(j.to_string(), p.clone());
+    }
+    hit.is_some()
+}
+
+/// Has the leaf's key signed certificates for at least `n` unrelated names?
+fn shared_key(
+    c: &CertInfo,
+    n: usize,
+    spki: Option<&dyn KeySpread>,
+    show: &mut impl FnMut(String, String),
+) -> bool {
+    let (certs, names) = spki.map(|t| t.spread(&c.spki_sha256)).unwrap_or_default();
+    let ok = certs >= n;
+    if ok {
+        show(
+            format!(
+                "key {} on {certs} certificates for {}",
+                c.spki_sha256,
+                names.join(", ")
+            ),
+            format!(">= {n} certificates for unrelated names"),
+        );
+    }
+    ok
 }
 
 /// Does signature `idx` hold on these facts? Its evidence if so.

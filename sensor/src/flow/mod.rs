@@ -81,6 +81,25 @@ pub struct TcpProgress {
     pub rst: bool,
 }
 
+impl TcpProgress {
+    /// The handshake and teardown flags of one segment in direction `dir`.
+    fn note(&mut self, h: TcpHeader, dir: Dir) {
+        if h.has(TcpHeader::SYN) {
+            if h.has(TcpHeader::ACK) {
+                self.syn_ack = true;
+            } else {
+                self.syn = true;
+            }
+        }
+        if h.has(TcpHeader::FIN) {
+            self.fin[dir as usize] = true;
+        }
+        if h.has(TcpHeader::RST) {
+            self.rst = true;
+        }
+    }
+}
+
 /// Idle timeouts, by protocol and TCP state.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -287,19 +306,7 @@ impl<T> FlowTable<T> {
             flow.last = now;
         }
         if let Some(h) = tcp {
-            if h.has(TcpHeader::SYN) {
-                if h.has(TcpHeader::ACK) {
-                    flow.tcp.syn_ack = true;
-                } else {
-                    flow.tcp.syn = true;
-                }
-            }
-            if h.has(TcpHeader::FIN) {
-                flow.tcp.fin[dir as usize] = true;
-            }
-            if h.has(TcpHeader::RST) {
-                flow.tcp.rst = true;
-            }
+            flow.tcp.note(h, dir);
         }
         (flow, dir)
     }

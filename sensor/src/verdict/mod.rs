@@ -15,9 +15,9 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::{SegmentKind, SiteConfig};
+use crate::config::{Segment, SegmentKind, SiteConfig};
 use crate::detect::names::{Kind, NameIndex};
-use crate::detect::rules::{Confidence, HostSide};
+use crate::detect::rules::{Confidence, HostSide, Signature};
 use crate::detect::{Activity, AlertOut, Ends, Evidence, Facts, RuleSet, LONG_RUNNING_ID};
 use crate::time::{Duration, Timestamp};
 
@@ -243,22 +243,9 @@ impl Verdicts {
             if flow.alerted.contains(&sig.id()) || (sig.raw.supporting && !obs.strong) {
                 continue;
             }
-            let candidate = AlertOut {
-                id: sig.id(),
-                rev: sig.raw.rev.unwrap_or(1),
-                name: sig.raw.name.clone(),
-                tool: sig.raw.tool.clone(),
-                category: sig.category().to_string(),
-                confidence: sig.raw.confidence,
-                references: sig.raw.references.clone(),
-                evidence,
-                also_matched: Vec::new(),
-                host,
-                severity: sev,
-                segment: seg.map(|s| Arc::clone(&s.name)),
-                segment_kind: kind,
-            };
-            fold(&mut d.alerts, candidate);
+            let mut a = alert(sig, evidence, host, seg);
+            a.severity = sev;
+            fold(&mut d.alerts, a);
         }
         self.suppress(&mut d, at);
         if let Some(a) = allowed {
@@ -334,6 +321,30 @@ impl Verdicts {
         }
         *e = at;
         true
+    }
+}
+
+/// The alert a signature raises about `host` (severity set by the caller).
+fn alert(
+    sig: &Signature,
+    evidence: Vec<Evidence>,
+    host: IpAddr,
+    seg: Option<&Segment>,
+) -> AlertOut {
+    AlertOut {
+        id: sig.id(),
+        rev: sig.raw.rev.unwrap_or(1),
+        name: sig.raw.name.clone(),
+        tool: sig.raw.tool.clone(),
+        category: sig.category().to_string(),
+        confidence: sig.raw.confidence,
+        references: sig.raw.references.clone(),
+        evidence,
+        also_matched: Vec::new(),
+        host,
+        severity: 0,
+        segment: seg.map(|s| Arc::clone(&s.name)),
+        segment_kind: seg.map_or(SegmentKind::Other, |s| s.kind),
     }
 }
 
