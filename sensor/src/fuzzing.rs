@@ -8,8 +8,8 @@ use bytes::Bytes;
 use crate::analyzer::tls::cert::CertCache;
 use crate::analyzer::tls::TlsSession;
 use crate::capture::{FileReader, LinkType, Packet};
-use crate::engine::EngineConfig;
 use crate::flow::Dir;
+use crate::pipeline::engine::EngineConfig;
 use crate::pipeline::Inline;
 use crate::time::Timestamp;
 

@@ -10,11 +10,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use spanwatch::capture::{CaptureError, FileReader, Frames, LibpcapReader};
 use spanwatch::config::SiteConfig;
 use spanwatch::detect::RuleSet;
-use spanwatch::engine::EngineConfig;
-use spanwatch::output::EventTypes;
+use spanwatch::pipeline::engine::EngineConfig;
+use spanwatch::pipeline::output::EventTypes;
+use spanwatch::pipeline::writer::StatsRequest;
 use spanwatch::pipeline::{Pipeline, Settings};
 use spanwatch::stats::Counters;
-use spanwatch::writer::StatsRequest;
 
 /// mimalloc: events are built from many small allocations, and the pipeline
 /// frees in the writer what workers allocated; glibc's allocator was ~10 % of
@@ -403,7 +403,7 @@ fn live(args: LiveArgs) -> ExitCode {
 
 /// Says how many events could not be written, if any (with the last error
 /// not yet reported): a run that lost events fails.
-fn lost_events<W: Write>(w: &mut spanwatch::writer::Writer<W>) -> bool {
+fn lost_events<W: Write>(w: &mut spanwatch::pipeline::writer::Writer<W>) -> bool {
     let last = w.take_error().map(|e| format!(": {e}")).unwrap_or_default();
     if w.errors > 0 {
         eprintln!("spanwatch: {} events could not be written{last}", w.errors);

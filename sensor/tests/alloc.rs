@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use etherparse::PacketBuilder;
 use spanwatch::capture::{LinkType, Packet};
-use spanwatch::engine::{Engine, EngineConfig, Origin};
-use spanwatch::output::Output;
+use spanwatch::pipeline::engine::{Engine, EngineConfig, Origin};
+use spanwatch::pipeline::output::Output;
 use spanwatch::pipeline::{Pipeline, Settings, BATCH};
 use spanwatch::time::Timestamp;
 

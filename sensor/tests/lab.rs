@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::Value;
 use spanwatch::config::SiteConfig;
-use spanwatch::engine::EngineConfig;
+use spanwatch::pipeline::engine::EngineConfig;
 use spanwatch::pipeline::Inline;
 
 #[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]

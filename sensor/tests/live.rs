@@ -292,7 +292,7 @@ fn offline(capture: &str) -> Vec<Value> {
     common::run_with(
         &common::workspace().join(capture),
         capture,
-        spanwatch::engine::EngineConfig::for_site(site),
+        spanwatch::pipeline::engine::EngineConfig::for_site(site),
     )
     .events
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 use spanwatch::capture::LibpcapReader;
-use spanwatch::engine::EngineConfig;
+use spanwatch::pipeline::engine::EngineConfig;
 use spanwatch::pipeline::Inline;
 
 /// Every capture in `pcaps/` and `pcaps/lab/`.

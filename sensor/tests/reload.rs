@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use spanwatch::config::SiteConfig;
-use spanwatch::engine::EngineConfig;
+use spanwatch::pipeline::engine::EngineConfig;
 use spanwatch::pipeline::{Pipeline, Settings};
 
 fn site(text: &str) -> Arc<SiteConfig> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use spanwatch::capture::{FileReader, Packet};
-use spanwatch::engine::EngineConfig;
+use spanwatch::pipeline::engine::EngineConfig;
 use spanwatch::pipeline::{Inline, Pipeline, Settings};
 use spanwatch::stats::Counters;
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::config::SiteConfig;
 use crate::detect::RuleSet;
 use crate::event::{AlertBody, Event, Sanctioned};
-use crate::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
+use crate::pipeline::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
 use crate::stats::{Counters, InterfaceStats, Latency, StatsEvent, WorkerStats};
 use crate::time::Timestamp;
 use crate::verdict::{Decision, FlowState, Verdicts};
@@ -625,7 +625,7 @@ impl<W: Write> Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::Key;
+    use crate::pipeline::output::Key;
 
     /// An output holding one line per (seq, flow, text).
     fn out(lines: &[(u64, u64, &str)]) -> Output {
@@ -647,7 +647,7 @@ mod tests {
     }
 
     fn writer(workers: usize) -> Writer<Vec<u8>> {
-        let cfg = crate::engine::EngineConfig::default();
+        let cfg = crate::pipeline::engine::EngineConfig::default();
         Writer::new(Vec::new(), workers, cfg.site, cfg.rules, Default::default())
     }
 
@@ -679,7 +679,7 @@ mod tests {
     }
 
     fn narrow(step: usize, room: usize) -> Writer<Narrow> {
-        let cfg = crate::engine::EngineConfig::default();
+        let cfg = crate::pipeline::engine::EngineConfig::default();
         let out = Narrow {
             got: Vec::new(),
             step,

@@ -20,7 +20,7 @@
 //! every worker a tick, numbered like a packet, at which each ends its idle
 //! flows; so flows end at the same points of the input whatever the number of
 //! workers. The writer merges the workers' outputs by those numbers (see
-//! [`crate::writer`]), which makes `read --workers N` write the same lines,
+//! [`crate::pipeline::writer`]), which makes `read --workers N` write the same lines,
 //! in the same order, for every N. Two things do depend on N: each worker
 //! holds `max_flows / N` flows, so under table pressure a different flow may
 //! be evicted; and per-worker counters in `stats`.
@@ -29,6 +29,10 @@
 //! Live, a full worker queue drops the packets of that batch (counted per
 //! worker) rather than stall capture; ticks and control messages are always
 //! delivered.
+
+pub mod engine;
+pub mod output;
+pub mod writer;
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -43,10 +47,10 @@ use crate::capture::{Frames, LinkType, Packet};
 use crate::config::SiteConfig;
 use crate::decode::{self, Outcome};
 use crate::detect::RuleSet;
-use crate::engine::{Engine, EngineConfig, Origin};
-use crate::output::{EventTypes, Output, Report};
+use crate::pipeline::engine::{Engine, EngineConfig, Origin};
+use crate::pipeline::output::{EventTypes, Output, Report};
+use crate::pipeline::writer::{Control, StatsRequest, Writer};
 use crate::time::Timestamp;
-use crate::writer::{Control, StatsRequest, Writer};
 
 /// Packets per batch sent to one worker.
 pub const BATCH: usize = 1024;

@@ -13,7 +13,7 @@ use crate::config::{Segment, SiteConfig};
 use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
 use crate::event::{Event, FlowEvent, Proto};
 use crate::flow::{Dir, EndReason, Flow};
-use crate::output::Output;
+use crate::pipeline::output::Output;
 use crate::stats::Counters;
 use crate::time::Timestamp;
 

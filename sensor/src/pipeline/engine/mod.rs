@@ -18,7 +18,7 @@ use crate::config::{Segment, SiteConfig};
 use crate::decode::{self, defrag::Defragmenter, Decoded, Outcome, TcpHeader, Transport};
 use crate::detect::RuleSet;
 use crate::flow::{Dir, EndReason, Flow, FlowTable, Timeouts, DEFAULT_MAX_FLOWS};
-use crate::output::Output;
+use crate::pipeline::output::Output;
 use crate::reassembly::{Stream, StreamError};
 use crate::stats::Counters;
 use crate::time::Timestamp;
