@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,7 +13,6 @@ use spanwatch::config::SiteConfig;
 use spanwatch::detect::RuleSet;
 use spanwatch::pipeline::engine::EngineConfig;
 use spanwatch::pipeline::output::EventTypes;
-use spanwatch::pipeline::writer::StatsRequest;
 use spanwatch::pipeline::{Pipeline, Settings};
 use spanwatch::stats::Counters;
 
@@ -228,8 +228,6 @@ fn drop_privileges(user: &str) -> Result<(), String> {
 
 fn live(args: LiveArgs) -> ExitCode {
     use spanwatch::capture::live;
-    use spanwatch::stats::InterfaceStats;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     let Some(stats_every) =
         spanwatch::config::parse_duration(&args.stats_interval).filter(|d| d.0 > 0)
@@ -240,52 +238,20 @@ fn live(args: LiveArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let settings = match settings(&args.common, true) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("spanwatch: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let opened = match live::open(
-        &args.interfaces,
-        &live::LiveOptions {
-            bpf: args.bpf.as_deref(),
-            buffer_size: args.buffer_size.saturating_mul(1 << 20),
-        },
-    ) {
+    let (settings, opened, out) = match open_live(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("spanwatch: {e}");
             return ExitCode::from(2);
         }
     };
-    // Open the output while still privileged, then drop privileges.
-    let out = match open_output(args.common.output.as_deref(), true) {
-        Ok(o) => o,
+    let (term, hup) = match signals() {
+        Ok(flags) => flags,
         Err(e) => {
-            eprintln!("spanwatch: output: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(u) = &args.user {
-        if let Err(e) = drop_privileges(u) {
-            eprintln!("spanwatch: dropping privileges: {e}");
-            return ExitCode::from(2);
-        }
-    }
-    let term = Arc::new(AtomicBool::new(false));
-    let hup = Arc::new(AtomicBool::new(false));
-    for (sig, flag) in [
-        (signal_hook::consts::SIGTERM, &term),
-        (signal_hook::consts::SIGINT, &term),
-        (signal_hook::consts::SIGHUP, &hup),
-    ] {
-        if let Err(e) = signal_hook::flag::register(sig, Arc::clone(flag)) {
             eprintln!("spanwatch: signal handler: {e}");
             return ExitCode::from(2);
         }
-    }
+    };
     let mut p = match start(settings, out) {
         Ok(p) => p,
         Err(code) => return code,
@@ -299,82 +265,78 @@ fn live(args: LiveArgs) -> ExitCode {
         args.common.workers,
         if args.common.workers == 1 { "" } else { "s" }
     );
-    let started = Instant::now();
-    let mut last_stats = Instant::now();
-    let request = |queue: usize| StatsRequest {
-        at: wall_clock(),
-        uptime: started.elapsed().as_secs(),
-        interfaces: ifstats
-            .iter()
-            .map(|s| InterfaceStats {
-                name: s.name.clone(),
-                packets: s.packets.load(Ordering::Relaxed),
-                bytes: s.bytes.load(Ordering::Relaxed),
-                kernel_dropped: s.kernel_dropped.load(Ordering::Relaxed),
-                if_dropped: s.if_dropped.load(Ordering::Relaxed),
-                queue_dropped: s.queue_dropped.load(Ordering::Relaxed),
-            })
-            .collect(),
-        queue_depth: queue,
-        worker_dropped: Vec::new(),
+    let mut host = LiveHost {
+        args: &args,
+        started: Instant::now(),
+        term,
+        hup,
+        ifstats,
     };
-    loop {
-        match rx.recv_timeout(std::time::Duration::from_millis(50)) {
-            Ok(batch) => {
-                p.frames(batch);
-                if rx.is_empty() {
-                    p.flush();
-                }
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                // an idle link: capture time goes on, idle flows still end
-                p.clock(wall_clock());
-                p.flush();
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-        }
-        if term.load(Ordering::Relaxed) {
-            break;
-        }
-        if hup.swap(false, Ordering::Relaxed) {
-            // Reload both files; a bad one is reported and the old one kept.
-            match load(&args.common) {
-                Ok((site, rules)) => {
-                    p.reload(Arc::new(site), Arc::new(rules));
-                    eprintln!("spanwatch: SIGHUP: configuration and signatures reloaded");
-                }
-                Err(e) => eprintln!(
-                    "spanwatch: SIGHUP: {e}; keeping the previous configuration and signatures"
-                ),
-            }
-            if args.common.output.is_some() {
-                match open_output(args.common.output.as_deref(), true) {
-                    Ok(o) => p.reopen(o),
-                    Err(e) => eprintln!(
-                        "spanwatch: SIGHUP: reopening the output: {e}; writing to the old file"
-                    ),
-                }
-            }
-        }
-        if last_stats.elapsed().as_nanos() as i64 >= stats_every.0 {
-            last_stats = Instant::now();
-            p.stats(request(rx.len()));
-            // the ledger, too, is reported periodically on a long-running sensor
-            p.ledger("periodic");
-        }
-    }
+    spanwatch::pipeline::live::run(&mut p, &rx, &mut host, stats_every);
     // Stop capture, drain every queue, end every flow, flush and fsync.
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }
-    while let Ok(batch) = rx.try_recv() {
-        p.frames(batch);
+    let w = spanwatch::pipeline::live::finish(p, &rx, &mut host);
+    let sources = format!("{} interface(s)", args.interfaces.len());
+    end_live(w, args.common.output.as_deref(), &sources, host.started)
+}
+
+/// The pipeline's settings, the open interfaces and the output, opened while
+/// still privileged; then privileges are dropped if asked.
+#[allow(clippy::type_complexity)]
+fn open_live(
+    args: &LiveArgs,
+) -> Result<
+    (
+        Settings,
+        Vec<spanwatch::capture::live::Opened>,
+        Box<dyn Write + Send>,
+    ),
+    String,
+> {
+    use spanwatch::capture::live;
+    let settings = settings(&args.common, true)?;
+    let opened = live::open(
+        &args.interfaces,
+        &live::LiveOptions {
+            bpf: args.bpf.as_deref(),
+            buffer_size: args.buffer_size.saturating_mul(1 << 20),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let out =
+        open_output(args.common.output.as_deref(), true).map_err(|e| format!("output: {e}"))?;
+    if let Some(u) = &args.user {
+        drop_privileges(u).map_err(|e| format!("dropping privileges: {e}"))?;
     }
-    p.end_flows();
-    p.ledger("end_of_run");
-    p.stats(request(0));
-    let mut w = p.close();
+    Ok((settings, opened, out))
+}
+
+/// SIGTERM and SIGINT ask the run to stop, SIGHUP to reload: the flags.
+#[allow(clippy::type_complexity)]
+fn signals() -> std::io::Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
+    let term = Arc::new(AtomicBool::new(false));
+    let hup = Arc::new(AtomicBool::new(false));
+    for (sig, flag) in [
+        (signal_hook::consts::SIGTERM, &term),
+        (signal_hook::consts::SIGINT, &term),
+        (signal_hook::consts::SIGHUP, &hup),
+    ] {
+        signal_hook::flag::register(sig, Arc::clone(flag))?;
+    }
+    Ok((term, hup))
+}
+
+/// Flushes and syncs the output, reports losses and the summary: exit 1 if
+/// events were lost.
+fn end_live<W: Write>(
+    mut w: spanwatch::pipeline::writer::Writer<W>,
+    output: Option<&std::path::Path>,
+    sources: &str,
+    started: Instant,
+) -> ExitCode {
     let mut failed = false;
     if let Err(e) = w.flush() {
         eprintln!("spanwatch: writing events: {e}");
@@ -383,21 +345,76 @@ fn live(args: LiveArgs) -> ExitCode {
     if lost_events(&mut w) {
         failed = true;
     }
-    if let Some(path) = &args.common.output {
+    if let Some(path) = output {
         if let Ok(f) = std::fs::File::open(path) {
             let _ = f.sync_all();
         }
     }
-    summary(
-        &w.counters(),
-        &format!("{} interface(s)", args.interfaces.len()),
-        w.written,
-        started.elapsed(),
-    );
+    summary(&w.counters(), sources, w.written, started.elapsed());
     if failed {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// What the live run loop asks of the process: signals, the configuration
+/// files, the output file, the capture threads' counters, standard error.
+struct LiveHost<'a> {
+    args: &'a LiveArgs,
+    started: Instant,
+    term: Arc<std::sync::atomic::AtomicBool>,
+    hup: Arc<std::sync::atomic::AtomicBool>,
+    ifstats: Vec<Arc<spanwatch::capture::live::IfaceStats>>,
+}
+
+impl spanwatch::pipeline::live::Host<Box<dyn Write + Send>> for LiveHost<'_> {
+    fn now(&mut self) -> spanwatch::time::Timestamp {
+        wall_clock()
+    }
+    fn uptime(&mut self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+    fn stop_requested(&mut self) -> bool {
+        self.term.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn take_reload(&mut self) -> bool {
+        self.hup.swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+    fn load(&mut self) -> Result<(SiteConfig, RuleSet), String> {
+        load(&self.args.common)
+    }
+    fn reopen(&mut self) -> Option<std::io::Result<Box<dyn Write + Send>>> {
+        let path = self.args.common.output.as_deref()?;
+        Some(open_output(Some(path), true))
+    }
+    fn interfaces(&mut self) -> Vec<spanwatch::stats::InterfaceStats> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ifstats
+            .iter()
+            .map(|s| spanwatch::stats::InterfaceStats {
+                name: s.name.clone(),
+                packets: s.packets.load(Relaxed),
+                bytes: s.bytes.load(Relaxed),
+                kernel_dropped: s.kernel_dropped.load(Relaxed),
+                if_dropped: s.if_dropped.load(Relaxed),
+                queue_dropped: s.queue_dropped.load(Relaxed),
+            })
+            .collect()
+    }
+    fn notice(&mut self, n: spanwatch::pipeline::live::Notice) {
+        use spanwatch::pipeline::live::Notice;
+        match n {
+            Notice::Reloaded => {
+                eprintln!("spanwatch: SIGHUP: configuration and signatures reloaded")
+            }
+            Notice::ReloadFailed(e) => eprintln!(
+                "spanwatch: SIGHUP: {e}; keeping the previous configuration and signatures"
+            ),
+            Notice::ReopenFailed(e) => {
+                eprintln!("spanwatch: SIGHUP: reopening the output: {e}; writing to the old file")
+            }
+        }
     }
 }
 

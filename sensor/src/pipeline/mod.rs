@@ -31,6 +31,7 @@
 //! delivered.
 
 pub mod engine;
+pub mod live;
 pub mod output;
 pub mod writer;
 

@@ -409,10 +409,9 @@ impl<W: Write> Writer<W> {
                         self.last_error = Some(e.to_string());
                     }
                     if let Some(e) = self.take_error() {
-                        eprintln!(
-                            "spanwatch: writing events: {e} ({} lost so far)",
-                            self.errors
-                        );
+                        // the library does not print: the operator's log
+                        // (standard error by default) says it at warn level
+                        tracing::warn!("writing events: {e} ({} lost so far)", self.errors);
                     }
                 }
                 Control::Reload { site, rules } => {
