@@ -85,6 +85,58 @@ pub struct LedgerConfig {
     pub realert_after: Option<HumanDuration>,
 }
 
+/// The event types the sensor writes.
+pub const EVENT_TYPES: [&str; 7] = [
+    "alert",
+    "flow",
+    "tls",
+    "dns",
+    "http",
+    "host_activity",
+    "stats",
+];
+
+/// Checks a list of event types; the error names the unknown one and the known.
+pub fn check_event_types(types: &[String]) -> Result<(), String> {
+    match types.iter().find(|t| !EVENT_TYPES.contains(&t.as_str())) {
+        Some(t) => Err(format!(
+            "unknown event type `{t}` (known: {})",
+            EVENT_TYPES.join(", ")
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Where an `[[output]]` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    File,
+    Stdout,
+}
+
+/// One `[[output]]` table: a sink and the event types it takes.
+///
+/// ```toml
+/// [[output]]
+/// type = "file"
+/// path = "/var/log/spanwatch/eve.json"
+/// [[output]]
+/// type = "stdout"
+/// event_types = ["alert", "host_activity"]
+/// ```
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    #[serde(rename = "type")]
+    pub kind: OutputKind,
+    #[serde(default)]
+    pub path: Option<std::path::PathBuf>,
+    /// The event types this output takes (all when empty).
+    #[serde(default)]
+    pub event_types: Vec<String>,
+}
+
 /// A duration written `90s`, `15m`, `8h` or `2d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub crate::time::Duration);
@@ -127,6 +179,9 @@ pub struct SiteConfig {
     pub allow: AllowConfig,
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// Where events go (standard output, or `-o FILE`, when there is none).
+    #[serde(default, rename = "output")]
+    pub outputs: Vec<OutputConfig>,
 }
 
 /// What an event says of an endpoint's segment.
@@ -192,6 +247,22 @@ impl SiteConfig {
                     line,
                     col,
                     msg: format!("allow.names: `{n}` is not a DNS name (subdomains are included; write no `*.`)"),
+                });
+            }
+        }
+        for (i, o) in self.outputs.iter().enumerate() {
+            let problem = match (o.kind, &o.path) {
+                (OutputKind::File, None) => Some("a file output needs a `path`".to_string()),
+                (OutputKind::Stdout, Some(_)) => Some("a stdout output has no `path`".to_string()),
+                _ => check_event_types(&o.event_types).err(),
+            };
+            if let Some(msg) = problem {
+                let (line, col) = nth_table_line(text, "output", i);
+                return Err(ConfigError {
+                    file: file.to_string(),
+                    line,
+                    col,
+                    msg: format!("output: {msg}"),
                 });
             }
         }
@@ -372,5 +443,34 @@ vlans = [100]
         .expect_err("duplicate");
         assert!(e.to_string().starts_with("s.toml:5:1: "), "{e}");
         assert!(e.to_string().contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn outputs_are_checked() {
+        let c = SiteConfig::parse(
+            "t",
+            "[[output]]\ntype = \"file\"\npath = \"/tmp/e.json\"\n[[output]]\ntype = \"stdout\"\nevent_types = [\"alert\"]\n",
+        )
+        .expect("ok");
+        assert_eq!(c.outputs.len(), 2);
+        assert_eq!(c.outputs[1].event_types, ["alert"]);
+        let e = SiteConfig::parse("t", "\n[[output]]\ntype = \"file\"\n")
+            .expect_err("no path")
+            .to_string();
+        assert_eq!(e, "t:2:1: output: a file output needs a `path`");
+        let e = SiteConfig::parse(
+            "t",
+            "[[output]]\ntype = \"stdout\"\nevent_types = [\"alerts\"]\n",
+        )
+        .expect_err("bad type")
+        .to_string();
+        assert!(
+            e.starts_with("t:1:1: output: unknown event type `alerts` (known: alert, flow"),
+            "{e}"
+        );
+        let e = SiteConfig::parse("t", "[[output]]\ntype = \"syslog\"\n")
+            .expect_err("not yet")
+            .to_string();
+        assert!(e.contains("unknown variant `syslog`"), "{e}");
     }
 }

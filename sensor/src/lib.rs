@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod load;
 pub mod pipeline;
 pub mod reassembly;
+pub mod sink;
 pub mod stats;
 pub mod time;
 pub mod verdict;

@@ -1,6 +1,6 @@
 //! `spanwatch`: the command-line front. All the work is in the library.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,7 @@ use spanwatch::detect::RuleSet;
 use spanwatch::pipeline::engine::EngineConfig;
 use spanwatch::pipeline::output::EventTypes;
 use spanwatch::pipeline::{Pipeline, Settings};
+use spanwatch::sink::{FileSink, Outputs};
 use spanwatch::stats::Counters;
 
 /// mimalloc: events are built from many small allocations, and the pipeline
@@ -132,7 +133,10 @@ impl Source {
         })
     }
     /// Hands the next packet to the pipeline; `None` at the end of the file.
-    fn feed<W: Write + Send>(&mut self, p: &mut Pipeline<W>) -> Option<Result<(), CaptureError>> {
+    fn feed<W: spanwatch::sink::Sink>(
+        &mut self,
+        p: &mut Pipeline<W>,
+    ) -> Option<Result<(), CaptureError>> {
         Some(match self {
             Source::Native(r) => r.next_range()?.map(|pkt| p.packet_in(r.data(), pkt)),
             Source::Libpcap(r) => r.next()?.map(|pkt| p.packet(pkt)),
@@ -170,48 +174,53 @@ fn load(c: &CommonArgs) -> Result<(SiteConfig, RuleSet), String> {
     Ok((site, rules))
 }
 
-/// Pipeline settings from the options `read` and `live` share.
-fn settings(c: &CommonArgs, live: bool) -> Result<Settings, String> {
+/// Pipeline settings from the options `read` and `live` share, and the
+/// outputs they name: `-o FILE` (or standard output) when given or when the
+/// site configuration lists no `[[output]]`, else the configured ones. Files
+/// are appended to by `live` (which reopens them on SIGHUP) and made anew by
+/// `read`. `--event-types` filters every output.
+fn settings(c: &CommonArgs, live: bool) -> Result<(Settings, Outputs), String> {
+    spanwatch::config::check_event_types(&c.event_types)
+        .map_err(|e| format!("--event-types: {e}"))?;
     let (site, rules) = load(c)?;
-    Ok(Settings {
+    let outputs = match (&c.output, site.outputs.is_empty()) {
+        (None, false) => Outputs::open(&site.outputs, live).map_err(|e| format!("output {e}"))?,
+        (path, _) => {
+            let sink: Box<dyn spanwatch::sink::Sink> = match path {
+                Some(p) => Box::new(
+                    FileSink::open(p, live)
+                        .map_err(|e| format!("{}: cannot create: {e}", p.display()))?,
+                ),
+                None => Box::new(std::io::stdout()),
+            };
+            let mut o = Outputs::default();
+            o.add("main".into(), Vec::new(), sink);
+            o
+        }
+    };
+    let types = match c.event_types.is_empty() {
+        true => outputs.wanted(),
+        false => c.event_types.clone(),
+    };
+    let settings = Settings {
         workers: c.workers as usize,
         engine: EngineConfig {
             rules: Arc::new(rules),
             max_flows: c.max_flows,
             ..EngineConfig::for_site(site)
         },
-        types: Arc::new(EventTypes::new(&c.event_types)),
+        types: Arc::new(EventTypes::new(&types)),
         live,
         latency: live,
-    })
+    };
+    Ok((settings, outputs))
 }
 
 /// Starts the pipeline, or says why not.
-fn start<W: Write + Send + 'static>(s: Settings, out: W) -> Result<Pipeline<W>, ExitCode> {
+fn start(s: Settings, out: Outputs) -> Result<Pipeline<Outputs>, ExitCode> {
     Pipeline::start(s, out).map_err(|e| {
         eprintln!("spanwatch: starting worker threads: {e}");
         ExitCode::from(2)
-    })
-}
-
-/// The event output: a file (appended to by `live`, which reopens it on
-/// SIGHUP; made anew by `read`) or standard output. Not buffered here: the
-/// writer gathers lines into large vectored writes itself, and counts a line
-/// written only once the system has taken it.
-fn open_output(
-    p: Option<&std::path::Path>,
-    append: bool,
-) -> std::io::Result<Box<dyn Write + Send>> {
-    Ok(match p {
-        Some(p) => Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .append(append)
-                .truncate(!append)
-                .open(p)?,
-        ),
-        None => Box::new(std::io::stdout()),
     })
 }
 
@@ -285,19 +294,11 @@ fn live(args: LiveArgs) -> ExitCode {
 
 /// The pipeline's settings, the open interfaces and the output, opened while
 /// still privileged; then privileges are dropped if asked.
-#[allow(clippy::type_complexity)]
 fn open_live(
     args: &LiveArgs,
-) -> Result<
-    (
-        Settings,
-        Vec<spanwatch::capture::live::Opened>,
-        Box<dyn Write + Send>,
-    ),
-    String,
-> {
+) -> Result<(Settings, Vec<spanwatch::capture::live::Opened>, Outputs), String> {
     use spanwatch::capture::live;
-    let settings = settings(&args.common, true)?;
+    let (settings, out) = settings(&args.common, true)?;
     let opened = live::open(
         &args.interfaces,
         &live::LiveOptions {
@@ -306,8 +307,6 @@ fn open_live(
         },
     )
     .map_err(|e| e.to_string())?;
-    let out =
-        open_output(args.common.output.as_deref(), true).map_err(|e| format!("output: {e}"))?;
     if let Some(u) = &args.user {
         drop_privileges(u).map_err(|e| format!("dropping privileges: {e}"))?;
     }
@@ -331,8 +330,8 @@ fn signals() -> std::io::Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
 
 /// Flushes and syncs the output, reports losses and the summary: exit 1 if
 /// events were lost.
-fn end_live<W: Write>(
-    mut w: spanwatch::pipeline::writer::Writer<W>,
+fn end_live(
+    mut w: spanwatch::pipeline::writer::Writer<Outputs>,
     output: Option<&std::path::Path>,
     sources: &str,
     started: Instant,
@@ -368,7 +367,7 @@ struct LiveHost<'a> {
     ifstats: Vec<Arc<spanwatch::capture::live::IfaceStats>>,
 }
 
-impl spanwatch::pipeline::live::Host<Box<dyn Write + Send>> for LiveHost<'_> {
+impl spanwatch::pipeline::live::Host for LiveHost<'_> {
     fn now(&mut self) -> spanwatch::time::Timestamp {
         wall_clock()
     }
@@ -383,10 +382,6 @@ impl spanwatch::pipeline::live::Host<Box<dyn Write + Send>> for LiveHost<'_> {
     }
     fn load(&mut self) -> Result<(SiteConfig, RuleSet), String> {
         load(&self.args.common)
-    }
-    fn reopen(&mut self) -> Option<std::io::Result<Box<dyn Write + Send>>> {
-        let path = self.args.common.output.as_deref()?;
-        Some(open_output(Some(path), true))
     }
     fn interfaces(&mut self) -> Vec<spanwatch::stats::InterfaceStats> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -411,16 +406,13 @@ impl spanwatch::pipeline::live::Host<Box<dyn Write + Send>> for LiveHost<'_> {
             Notice::ReloadFailed(e) => eprintln!(
                 "spanwatch: SIGHUP: {e}; keeping the previous configuration and signatures"
             ),
-            Notice::ReopenFailed(e) => {
-                eprintln!("spanwatch: SIGHUP: reopening the output: {e}; writing to the old file")
-            }
         }
     }
 }
 
 /// Says how many events could not be written, if any (with the last error
 /// not yet reported): a run that lost events fails.
-fn lost_events<W: Write>(w: &mut spanwatch::pipeline::writer::Writer<W>) -> bool {
+fn lost_events<W: spanwatch::sink::Sink>(w: &mut spanwatch::pipeline::writer::Writer<W>) -> bool {
     let last = w.take_error().map(|e| format!(": {e}")).unwrap_or_default();
     if w.errors > 0 {
         eprintln!("spanwatch: {} events could not be written{last}", w.errors);
@@ -477,18 +469,10 @@ fn check(args: CheckArgs) -> ExitCode {
 }
 
 fn read(args: ReadArgs) -> ExitCode {
-    let settings = match settings(&args.common, false) {
+    let (settings, out) = match settings(&args.common, false) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("spanwatch: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let out = match open_output(args.common.output.as_deref(), false) {
-        Ok(o) => o,
-        Err(e) => {
-            let p = args.common.output.as_deref().unwrap_or("-".as_ref());
-            eprintln!("spanwatch: {}: cannot create: {e}", p.display());
             return ExitCode::from(2);
         }
     };

@@ -157,6 +157,9 @@ pub struct StatsEvent {
     pub events_written: u64,
     pub events_lost: u64,
     pub alerts_suppressed: u64,
+    /// Events written and lost by each output, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<crate::sink::OutputStats>,
 }
 
 /// One worker's share, as logged.

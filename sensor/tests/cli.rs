@@ -154,3 +154,67 @@ fn crafted_ipv6_extension_chains_do_not_kill_read() {
         assert!(out.lines().all(|l| l.starts_with('{')), "input {i}: {out}");
     }
 }
+
+/// `[[output]]` tables: each output takes its own event types; `-o` replaces
+/// them; an unknown event type is an error naming the known ones.
+#[test]
+fn outputs_from_the_site_configuration() {
+    let d = tmp("outputs");
+    let (all, alerts) = (d.join("all.json"), d.join("alerts.json"));
+    let site = std::fs::read_to_string(common::workspace().join("pcaps/lab/site.toml"))
+        .expect("lab site")
+        + &format!(
+            "[[output]]\ntype = \"file\"\npath = \"{}\"\n[[output]]\ntype = \"file\"\npath = \"{}\"\nevent_types = [\"alert\", \"host_activity\"]\n",
+            all.display(),
+            alerts.display()
+        );
+    let cfg = d.join("site.toml");
+    std::fs::write(&cfg, site).expect("write config");
+    let cfg = cfg.to_str().expect("utf-8");
+    let capture = "pcaps/lab/lab-ngrok-v2-agent.pcap";
+    let (code, out, err) = spanwatch(&["read", "-c", cfg, capture]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.is_empty(), "events went to the outputs, not stdout");
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("written");
+    let types = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("json");
+                v["event_type"].as_str().expect("type").to_string()
+            })
+            .collect()
+    };
+    let (all_types, alert_types) = (types(&read(&all)), types(&read(&alerts)));
+    assert!(all_types.iter().any(|t| t == "flow") && all_types.iter().any(|t| t == "alert"));
+    assert!(!alert_types.is_empty());
+    assert!(alert_types
+        .iter()
+        .all(|t| t == "alert" || t == "host_activity"));
+    // the alerts file holds exactly the alert and host_activity lines of the other
+    let everything = read(&all);
+    let picked: Vec<&str> = everything
+        .lines()
+        .filter(|l| {
+            l.contains("\"event_type\":\"alert\"") || l.contains("\"event_type\":\"host_activity\"")
+        })
+        .collect();
+    assert_eq!(read(&alerts).lines().collect::<Vec<_>>(), picked);
+    // -o replaces the configured outputs
+    let one = d.join("one.json");
+    let (code, _, err) = spanwatch(&[
+        "read",
+        "-c",
+        cfg,
+        "-o",
+        one.to_str().expect("utf-8"),
+        capture,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(read(&one), read(&all));
+    let (code, _, err) = spanwatch(&["read", "--event-types", "alert,bogus", capture]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("--event-types: unknown event type `bogus` (known: alert, flow, tls, dns, http, host_activity, stats)"),
+        "{err}"
+    );
+}

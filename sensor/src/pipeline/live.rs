@@ -3,11 +3,10 @@
 //! events, reload and reopen on request, and an orderly end.
 //!
 //! Everything the loop asks of the world (the clock, stop and reload requests,
-//! new configuration, a new output, what to tell the operator) goes through
+//! new configuration, what to tell the operator) goes through
 //! [`Host`], so the loop is tested with a manual clock and no network (see the
 //! tests below); `main` wires signals, files and standard error to it.
 
-use std::io::Write;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
@@ -17,6 +16,7 @@ use super::Pipeline;
 use crate::capture::Frames;
 use crate::config::SiteConfig;
 use crate::detect::RuleSet;
+use crate::sink::Sink;
 use crate::stats::InterfaceStats;
 use crate::time::{Duration, Timestamp};
 
@@ -29,12 +29,10 @@ pub enum Notice {
     Reloaded,
     /// The new configuration or signatures were refused; the old ones stay.
     ReloadFailed(String),
-    /// The output could not be reopened; events go to the old one.
-    ReopenFailed(String),
 }
 
 /// The world as the loop sees it.
-pub trait Host<W> {
+pub trait Host {
     /// Wall-clock time: capture time on an idle link, and `stats` events.
     fn now(&mut self) -> Timestamp;
     /// Time since the sensor started (monotonic): stats intervals and uptime.
@@ -45,8 +43,6 @@ pub trait Host<W> {
     fn take_reload(&mut self) -> bool;
     /// The configuration and signatures to reload, or why they were refused.
     fn load(&mut self) -> Result<(SiteConfig, RuleSet), String>;
-    /// A fresh output after a reload (log rotation), if the output is a file.
-    fn reopen(&mut self) -> Option<std::io::Result<W>>;
     /// The capture threads' counters, for `stats`.
     fn interfaces(&mut self) -> Vec<InterfaceStats>;
     fn notice(&mut self, n: Notice);
@@ -56,8 +52,8 @@ pub trait Host<W> {
 /// `stats` event and the ledger every `stats_every`.
 pub fn run<W, H>(p: &mut Pipeline<W>, rx: &Receiver<Frames>, host: &mut H, stats_every: Duration)
 where
-    W: Write + Send + 'static,
-    H: Host<W>,
+    W: Sink + 'static,
+    H: Host,
 {
     let every = std::time::Duration::from_nanos(stats_every.0.max(1) as u64);
     let mut next_stats = host.uptime() + every;
@@ -92,11 +88,12 @@ where
 }
 
 /// Reloads both files (a bad one is reported and the old one kept) and
-/// reopens the output.
+/// reopens the outputs (log rotation; a file that cannot be reopened is
+/// reported in the log and the old one kept).
 fn reload<W, H>(p: &mut Pipeline<W>, host: &mut H)
 where
-    W: Write + Send + 'static,
-    H: Host<W>,
+    W: Sink + 'static,
+    H: Host,
 {
     match host.load() {
         Ok((site, rules)) => {
@@ -105,14 +102,10 @@ where
         }
         Err(e) => host.notice(Notice::ReloadFailed(e)),
     }
-    match host.reopen() {
-        Some(Ok(o)) => p.reopen(o),
-        Some(Err(e)) => host.notice(Notice::ReopenFailed(e.to_string())),
-        None => {}
-    }
+    p.reopen();
 }
 
-fn request<W, H: Host<W>>(host: &mut H, queue_depth: usize) -> StatsRequest {
+fn request<H: Host>(host: &mut H, queue_depth: usize) -> StatsRequest {
     StatsRequest {
         at: host.now(),
         uptime: host.uptime().as_secs(),
@@ -127,8 +120,8 @@ fn request<W, H: Host<W>>(host: &mut H, queue_depth: usize) -> StatsRequest {
 /// written.
 pub fn finish<W, H>(mut p: Pipeline<W>, rx: &Receiver<Frames>, host: &mut H) -> Writer<W>
 where
-    W: Write + Send + 'static,
-    H: Host<W>,
+    W: Sink + 'static,
+    H: Host,
 {
     while let Ok(batch) = rx.try_recv() {
         p.frames(batch);
@@ -158,7 +151,7 @@ mod tests {
         notices: Vec<Notice>,
     }
 
-    impl Host<Vec<u8>> for Fake {
+    impl Host for Fake {
         fn now(&mut self) -> Timestamp {
             Timestamp(1_700_000_000_000_000_000 + self.uptime.as_nanos() as i64)
         }
@@ -181,9 +174,6 @@ mod tests {
             } else {
                 Err("new.toml:1:1: broken".into())
             }
-        }
-        fn reopen(&mut self) -> Option<std::io::Result<Vec<u8>>> {
-            None
         }
         fn interfaces(&mut self) -> Vec<InterfaceStats> {
             vec![InterfaceStats {

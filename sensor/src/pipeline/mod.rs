@@ -35,7 +35,7 @@ pub mod live;
 pub mod output;
 pub mod writer;
 
-use std::io::Write;
+use crate::sink::Sink;
 use std::net::IpAddr;
 use std::ops::Range;
 use std::sync::Arc;
@@ -235,7 +235,7 @@ impl Filling {
     }
 }
 
-enum ToWriter<W> {
+enum ToWriter {
     Out {
         worker: usize,
         done: u64,
@@ -243,7 +243,7 @@ enum ToWriter<W> {
     },
     Control {
         seq: u64,
-        c: Control<W>,
+        c: Control,
     },
 }
 
@@ -324,26 +324,26 @@ fn engine_for(s: &Settings) -> Engine {
 
 /// The threaded pipeline: the caller's thread dispatches, `workers` threads
 /// run engines, one thread writes.
-pub struct Pipeline<W: Write + Send + 'static> {
+pub struct Pipeline<W: Sink + 'static> {
     seq: Sequencer,
     live: bool,
     origin: Option<Arc<str>>,
     txs: Vec<Sender<Batch>>,
     pending: Vec<Filling>,
     recycled: Receiver<Filling>,
-    to_writer: Sender<ToWriter<W>>,
+    to_writer: Sender<ToWriter>,
     workers: Vec<JoinHandle<()>>,
     writer: JoinHandle<Writer<W>>,
     /// Packets dropped because a worker's queue was full (live), per worker.
     pub dropped: Vec<u64>,
 }
 
-impl<W: Write + Send + 'static> Pipeline<W> {
+impl<W: Sink + 'static> Pipeline<W> {
     /// Starts the worker and writer threads (fails only if the system
     /// refuses a thread).
     pub fn start(s: Settings, out: W) -> std::io::Result<Self> {
         let n = s.workers.max(1);
-        let (to_writer, from_workers) = crossbeam_channel::bounded::<ToWriter<W>>(n * QUEUE);
+        let (to_writer, from_workers) = crossbeam_channel::bounded::<ToWriter>(n * QUEUE);
         let (recycle, recycled) = crossbeam_channel::bounded::<Filling>(n * (QUEUE + 2));
         let mut txs = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
@@ -512,7 +512,7 @@ impl<W: Write + Send + 'static> Pipeline<W> {
         }
     }
 
-    fn control(&mut self, seq: u64, c: Control<W>) {
+    fn control(&mut self, seq: u64, c: Control) {
         let _ = self.to_writer.send(ToWriter::Control { seq, c });
     }
 
@@ -545,10 +545,10 @@ impl<W: Write + Send + 'static> Pipeline<W> {
         self.flush();
     }
 
-    /// Writes to `out` from now on.
-    pub fn reopen(&mut self, out: W) {
+    /// Opens the outputs anew from this point of the input (log rotation).
+    pub fn reopen(&mut self) {
         let seq = self.seq.next();
-        self.control(seq, Control::Reopen(out));
+        self.control(seq, Control::Reopen);
         self.flush();
     }
 
@@ -579,7 +579,7 @@ impl<W: Write + Send + 'static> Pipeline<W> {
 
 /// The same pipeline in the caller's thread, one engine (tests, fuzzing,
 /// tools). Writes exactly what [`Pipeline`] writes.
-pub struct Inline<W: Write> {
+pub struct Inline<W: Sink> {
     seq: Sequencer,
     origin: Option<Arc<str>>,
     worker: Worker,
@@ -588,7 +588,7 @@ pub struct Inline<W: Write> {
     buf: [Bytes; 1],
 }
 
-impl<W: Write> Inline<W> {
+impl<W: Sink> Inline<W> {
     pub fn new(cfg: EngineConfig, types: Arc<EventTypes>, out: W) -> Self {
         let writer = Writer::new(
             out,

@@ -83,6 +83,7 @@ pub enum Item {
         key: Key,
         start: usize,
         end: usize,
+        event_type: &'static str,
     },
     /// A lone leaf certificate for the shared-key tracker.
     Observe {
@@ -182,6 +183,7 @@ impl Output {
             key,
             start,
             end: self.buf.len(),
+            event_type: e.event_type,
         });
     }
 

@@ -19,7 +19,6 @@
 //! arrive as finished lines.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{IoSlice, Write};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -27,12 +26,13 @@ use crate::config::SiteConfig;
 use crate::detect::RuleSet;
 use crate::event::{AlertBody, Event, Sanctioned};
 use crate::pipeline::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
+use crate::sink::{Batch, Line, Run, Sink};
 use crate::stats::{Counters, InterfaceStats, Latency, StatsEvent, WorkerStats};
 use crate::time::Timestamp;
 use crate::verdict::{Decision, FlowState, Verdicts};
 
 /// What the dispatcher asks of the writer at a point of the stream.
-pub enum Control<W> {
+pub enum Control {
     /// Log every ledger entry as `host_activity`.
     Ledger { reason: &'static str, at: Timestamp },
     /// Write a `stats` event (after every worker has reported at this point).
@@ -42,8 +42,8 @@ pub enum Control<W> {
         site: Arc<SiteConfig>,
         rules: Arc<RuleSet>,
     },
-    /// Write to this from now on (log rotation).
-    Reopen(W),
+    /// Open the outputs anew (log rotation).
+    Reopen,
 }
 
 /// The parts of a `stats` event only the dispatcher knows.
@@ -82,14 +82,13 @@ enum Ready {
         serial: u64,
         start: usize,
         end: usize,
+        event_type: &'static str,
     },
     Item(Item),
 }
 
 /// Queued output at least this large is written out at once.
 const WRITE_AT: usize = 256 * 1024;
-/// Slices per vectored write (well under any system's `IOV_MAX`).
-const IOV: usize = 128;
 
 /// Where a segment's bytes are.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -112,15 +111,37 @@ struct Seg {
 /// Output in order, not yet written: runs of lines left where the workers
 /// wrote them, and the lines the writer composed. Written with vectored
 /// writes, so a worker's line is copied once, by the kernel.
+/// One line of the outbox, for sinks that choose lines by type.
+#[derive(Clone, Copy)]
+struct LineRec {
+    src: Src,
+    start: usize,
+    end: usize,
+    event_type: &'static str,
+    severity: Option<u8>,
+}
+
 #[derive(Default)]
 struct Outbox {
     segs: Vec<Seg>,
+    /// Every line with its type, kept only when a sink chooses by type.
+    lines: Vec<LineRec>,
+    typed: bool,
     own: Vec<u8>,
     bytes: usize,
 }
 
 impl Outbox {
-    fn push(&mut self, src: Src, start: usize, end: usize) {
+    fn push(&mut self, src: Src, start: usize, end: usize, t: &'static str, sev: Option<u8>) {
+        if self.typed {
+            self.lines.push(LineRec {
+                src,
+                start,
+                end,
+                event_type: t,
+                severity: sev,
+            });
+        }
         self.bytes += end - start;
         match self.segs.last_mut() {
             Some(s) if s.src == src && s.end == start => {
@@ -137,19 +158,31 @@ impl Outbox {
     }
 
     /// Queues the line `f` appends to `own`; `f` returning false drops it.
-    fn own_line(&mut self, f: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+    fn own_line(
+        &mut self,
+        t: &'static str,
+        sev: Option<u8>,
+        f: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) -> bool {
         let start = self.own.len();
         if !f(&mut self.own) {
             self.own.truncate(start);
             return false;
         }
         let end = self.own.len();
-        self.push(Src::Own, start, end);
+        self.push(Src::Own, start, end, t, sev);
         true
+    }
+
+    fn clear(&mut self) {
+        self.segs.clear();
+        self.lines.clear();
+        self.own.clear();
+        self.bytes = 0;
     }
 }
 
-pub struct Writer<W: Write> {
+pub struct Writer<W: Sink> {
     out: W,
     outbox: Outbox,
     pub written: u64,
@@ -163,7 +196,7 @@ pub struct Writer<W: Write> {
     counters: Counters,
     queues: Vec<VecDeque<Chunk>>,
     done: Vec<u64>,
-    controls: VecDeque<(u64, Control<W>)>,
+    controls: VecDeque<(u64, Control)>,
     reports: Vec<Option<Report>>,
     group: Vec<(u64, usize, Ready)>,
     serial: u64,
@@ -172,7 +205,7 @@ pub struct Writer<W: Write> {
     recycle: Vec<Option<crossbeam_channel::Sender<Spare>>>,
 }
 
-impl<W: Write> Writer<W> {
+impl<W: Sink> Writer<W> {
     pub fn new(
         out: W,
         workers: usize,
@@ -181,8 +214,11 @@ impl<W: Write> Writer<W> {
         types: Arc<EventTypes>,
     ) -> Self {
         Writer {
+            outbox: Outbox {
+                typed: out.chooses_lines(),
+                ..Outbox::default()
+            },
             out,
-            outbox: Outbox::default(),
             written: 0,
             errors: 0,
             last_error: None,
@@ -236,7 +272,7 @@ impl<W: Write> Writer<W> {
     }
 
     /// Something to do once every item up to `seq` has been written.
-    pub fn control(&mut self, seq: u64, c: Control<W>) {
+    pub fn control(&mut self, seq: u64, c: Control) {
         self.controls.push_back((seq, c));
     }
 
@@ -264,7 +300,11 @@ impl<W: Write> Writer<W> {
                         serial,
                         start,
                         end,
-                    } => self.outbox.push(Src::Chunk { w, serial }, start, end),
+                        event_type,
+                    } => {
+                        let src = Src::Chunk { w, serial };
+                        self.outbox.push(src, start, end, event_type, None)
+                    }
                     Ready::Item(it) => self.handle(flow, it),
                 }
                 if self.outbox.bytes >= WRITE_AT {
@@ -278,9 +318,12 @@ impl<W: Write> Writer<W> {
         self.give_back();
     }
 
-    /// Writes everything queued in the outbox, in order. A line is either
-    /// written whole or counted lost.
+    /// Writes everything queued in the outbox, in order, to the sink. A
+    /// line is either written whole or counted lost.
     fn write_out(&mut self) {
+        if self.outbox.segs.is_empty() {
+            return;
+        }
         let Writer {
             out,
             outbox,
@@ -291,8 +334,8 @@ impl<W: Write> Writer<W> {
             last_error,
             ..
         } = self;
-        let bytes = |s: &Seg| -> &[u8] {
-            let buf = match s.src {
+        let bytes = |src: Src, start: usize, end: usize| -> &[u8] {
+            let buf = match src {
                 Src::Own => Some(&outbox.own),
                 Src::Chunk { w, serial } => queues[w]
                     .front()
@@ -300,55 +343,35 @@ impl<W: Write> Writer<W> {
                     .or_else(|| spent.iter().map(|(_, c)| c).find(|c| c.serial == serial))
                     .map(|c| &c.buf),
             };
-            buf.and_then(|b| b.get(s.start..s.end)).unwrap_or_default()
+            buf.and_then(|b| b.get(start..end)).unwrap_or_default()
         };
-        // segs[i][off..] is the first byte not yet written
-        let (mut i, mut off) = (0, 0);
-        let segs = &outbox.segs;
-        while i < segs.len() {
-            let mut iov = [IoSlice::new(&[]); IOV];
-            let k = (segs.len() - i).min(IOV);
-            for (j, s) in segs[i..i + k].iter().enumerate() {
-                let b = bytes(s);
-                iov[j] = IoSlice::new(if j == 0 {
-                    b.get(off..).unwrap_or_default()
-                } else {
-                    b
-                });
-            }
-            match out.write_vectored(&iov[..k]) {
-                // a line is never empty: nothing written is an error, not progress
-                Ok(0) => {
-                    *last_error =
-                        Some(std::io::Error::from(std::io::ErrorKind::WriteZero).to_string());
-                    break;
-                }
-                Ok(mut n) => {
-                    // past every slice that was written whole
-                    while i < segs.len() {
-                        let left = segs[i].end - segs[i].start - off;
-                        if n < left {
-                            off += n;
-                            break;
-                        }
-                        n -= left;
-                        *written += segs[i].lines;
-                        i += 1;
-                        off = 0;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    *last_error = Some(e.to_string());
-                    break;
-                }
-            }
+        let runs: Vec<Run<'_>> = outbox
+            .segs
+            .iter()
+            .map(|s| Run {
+                bytes: bytes(s.src, s.start, s.end),
+                lines: s.lines,
+            })
+            .collect();
+        let lines: Vec<Line<'_>> = outbox
+            .lines
+            .iter()
+            .map(|l| Line {
+                event_type: l.event_type,
+                severity: l.severity,
+                json: bytes(l.src, l.start, l.end),
+            })
+            .collect();
+        let sent = out.send(&Batch {
+            lines: &lines,
+            runs: &runs,
+        });
+        *written += sent.written;
+        *errors += sent.lost;
+        if sent.error.is_some() {
+            *last_error = sent.error;
         }
-        // what could not be written (a part-written run included) is lost
-        *errors += segs[i..].iter().map(|s| s.lines).sum::<u64>();
-        outbox.segs.clear();
-        outbox.own.clear();
-        outbox.bytes = 0;
+        outbox.clear();
     }
 
     /// Moves every item with sequence number `seq` into `group`.
@@ -368,11 +391,17 @@ impl<W: Write> Writer<W> {
                 let Some(it) = c.items.pop_front() else { break };
                 let flow = it.key().flow;
                 let r = match it {
-                    Item::Line { start, end, .. } => Ready::Line {
+                    Item::Line {
+                        start,
+                        end,
+                        event_type,
+                        ..
+                    } => Ready::Line {
                         w,
                         serial: c.serial,
                         start,
                         end,
+                        event_type,
                     },
                     other => Ready::Item(other),
                 };
@@ -418,9 +447,11 @@ impl<W: Write> Writer<W> {
                     self.verdicts.reload(&site, rules);
                     self.site = site;
                 }
-                Control::Reopen(w) => {
+                Control::Reopen => {
                     let _ = self.flush();
-                    self.out = w;
+                    if let Err(e) = self.out.reopen() {
+                        tracing::warn!("reopening the output: {e}; writing to the old one");
+                    }
                 }
             }
         }
@@ -463,10 +494,11 @@ impl<W: Write> Writer<W> {
                     signature_ids: ids.clone(),
                     tools: tools.iter().map(String::as_str).collect(),
                 };
-                self.compose(&p.head, Some(("sanctioned", &s)), &p.body);
+                let t = (p.event_type, None);
+                self.compose(t, &p.head, Some(("sanctioned", &s)), &p.body);
             }
         } else if self.types.wants(p.event_type) {
-            self.compose::<()>(&p.head, None, &p.body);
+            self.compose::<()>((p.event_type, None), &p.head, None, &p.body);
         }
         self.alerts(&d, &p.alert_head, &p.body, p.at);
     }
@@ -475,7 +507,7 @@ impl<W: Write> Writer<W> {
         let st = self.flows.remove(&flow).unwrap_or_default();
         p.flow.alerted = !st.alerted.is_empty();
         if self.types.wants("flow") {
-            self.compose(&p.head, Some(("flow", &p.flow)), b"");
+            self.compose(("flow", None), &p.head, Some(("flow", &p.flow)), b"");
         }
         // The ledger hears how long and how much the flows it counts went on.
         let last = p.flow.end;
@@ -490,7 +522,8 @@ impl<W: Write> Writer<W> {
         for a in &d.alerts {
             self.counters.alert(a.severity);
             if self.types.wants("alert") {
-                self.compose(alert_head, Some(("alert", &AlertBody::of(a))), body);
+                let t = ("alert", Some(a.severity));
+                self.compose(t, alert_head, Some(("alert", &AlertBody::of(a))), body);
             }
         }
         let site = Arc::clone(&self.site);
@@ -502,11 +535,12 @@ impl<W: Write> Writer<W> {
     /// Writes `head`, then `"name":value`, then `body`, then the closing brace.
     fn compose<T: serde::Serialize>(
         &mut self,
+        (event_type, severity): (&'static str, Option<u8>),
         head: &[u8],
         field: Option<(&str, &T)>,
         body: &[u8],
     ) {
-        let made = self.outbox.own_line(|line| {
+        let made = self.outbox.own_line(event_type, severity, |line| {
             line.extend_from_slice(head);
             if let Some((name, v)) = field {
                 line.extend_from_slice(b",\"");
@@ -528,7 +562,7 @@ impl<W: Write> Writer<W> {
         if !self.types.wants(e.event_type) {
             return;
         }
-        let made = self.outbox.own_line(|line| {
+        let made = self.outbox.own_line(e.event_type, None, |line| {
             let ok = serde_json::to_writer(&mut *line, e).is_ok();
             line.push(b'\n');
             ok
@@ -548,7 +582,7 @@ impl<W: Write> Writer<W> {
 
     pub fn flush(&mut self) -> std::io::Result<()> {
         self.write_out();
-        self.out.flush()
+        Sink::flush(&mut self.out)
     }
 
     pub fn take_error(&mut self) -> Option<String> {
@@ -610,6 +644,7 @@ impl<W: Write> Writer<W> {
             latency_ns: hist.as_ref().map(Latency::of).unwrap_or_default(),
             events_written: self.written,
             events_lost: self.errors,
+            outputs: self.out.outputs(),
             alerts_suppressed: self.suppressed(),
         }
     }
@@ -640,6 +675,7 @@ mod tests {
                 },
                 start,
                 end: o.buf.len(),
+                event_type: "flow",
             });
         }
         o
@@ -662,7 +698,7 @@ mod tests {
         room: usize,
     }
 
-    impl Write for Narrow {
+    impl std::io::Write for Narrow {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
             let n = b.len().min(self.step).min(self.room - self.got.len());
             if n == 0 && !b.is_empty() {
@@ -688,7 +724,7 @@ mod tests {
     }
 
     /// Lines from two workers, interleaved: many short runs in two buffers.
-    fn interleaved(w: &mut Writer<impl Write>) {
+    fn interleaved(w: &mut Writer<impl Sink>) {
         let a: Vec<(u64, u64, String)> = (0..300).map(|i| (2 * i, 1, format!("a{i}"))).collect();
         let b: Vec<(u64, u64, String)> =
             (0..300).map(|i| (2 * i + 1, 2, format!("b{i}"))).collect();
@@ -744,9 +780,37 @@ mod tests {
         assert_eq!(w.written, 4);
     }
 
+    /// A sink that starts a new "file" on every reopen.
+    #[derive(Default)]
+    struct Rotating(Vec<Vec<u8>>);
+
+    impl Sink for Rotating {
+        fn send(&mut self, b: &Batch<'_>) -> crate::sink::Sent {
+            if self.0.is_empty() {
+                self.0.push(Vec::new());
+            }
+            let last = self.0.len() - 1;
+            crate::sink::write_runs(&mut self.0[last], b.runs)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn reopen(&mut self) -> std::io::Result<()> {
+            self.0.push(Vec::new());
+            Ok(())
+        }
+    }
+
     #[test]
     fn one_flows_lines_keep_their_order_and_controls_wait_their_turn() {
-        let mut w = writer(1);
+        let cfg = crate::pipeline::engine::EngineConfig::default();
+        let mut w = Writer::new(
+            Rotating::default(),
+            1,
+            cfg.site,
+            cfg.rules,
+            Default::default(),
+        );
         w.control(
             3,
             Control::Ledger {
@@ -754,14 +818,16 @@ mod tests {
                 at: Timestamp(0),
             },
         );
-        w.control(4, Control::Reopen(b"[new]".to_vec()));
+        w.control(4, Control::Reopen);
         w.push(0, 2, out(&[(2, 5, "x1"), (2, 5, "x2"), (2, 3, "y")]));
         w.release();
-        assert_eq!(text(&w), "y\nx1\nx2\n");
+        assert_eq!(w.out.0, [b"y\nx1\nx2\n".to_vec()]);
         w.push(0, 4, out(&[(4, 1, "z")]));
+        w.push(0, 6, out(&[(5, 1, "after")]));
         w.release();
-        // the reopen (seq 4) applies after every item up to 4: z is in the old output
-        assert_eq!(text(&w), "[new]");
-        assert_eq!(w.written, 4);
+        // the reopen (seq 4) applies after every item up to 4: z is in the old
+        // output, what follows in the new one
+        assert_eq!(w.out.0, [b"y\nx1\nx2\nz\n".to_vec(), b"after\n".to_vec()]);
+        assert_eq!(w.written, 5);
     }
 }
