@@ -89,7 +89,7 @@ fn compile(all: Vec<Signature>) -> Result<RuleSet, ConfigError> {
 }
 
 /// The bundled signatures, compiled once per process (for the defaults of
-/// tools, tests and fuzzing; the sensor itself loads through [`rules`] and
+/// tools, tests and fuzzing; the sensor itself loads through [`rules()`] and
 /// reports an error).
 ///
 /// # Panics

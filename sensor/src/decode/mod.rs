@@ -3,7 +3,7 @@
 //! [`decode`] turns a captured frame into a [`Decoded`] view whose payload borrows
 //! the frame. IPv4 and transport headers are sliced by etherparse (the lax
 //! slicer decodes truncated packets as far as they go); IPv6 and its
-//! extension-header chain are [`ipv6`]'s own bounded walk. This module maps
+//! extension-header chain are the `ipv6` module's own bounded walk. This module maps
 //! the link types a capture can carry onto it and reduces the result to the few
 //! fields the flow layer needs. Errors are a `Copy` enum that the caller counts.
 
@@ -132,7 +132,7 @@ const ET_PPP: u16 = 0x880b;
 /// Decodes one frame of the given link type.
 ///
 /// Ethernet, 802.1Q/802.1ad (QinQ), PPPoE and MPLS are walked here; IPv4 and
-/// the transport header are etherparse's slicers, IPv6 is [`ipv6`]. IP-in-IP (4in4, 6in4,
+/// the transport header are etherparse's slicers, IPv6 is the `ipv6` module's. IP-in-IP (4in4, 6in4,
 /// 4in6, 6in6), GRE (incl. PPTP and ERSPAN II/III), VXLAN, Geneve and GTP-U
 /// are followed to the innermost packet, so a tap on a tunnelled link sees the
 /// same flows as one inside it. Events keep the outer VLAN tags.

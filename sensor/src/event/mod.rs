@@ -14,6 +14,7 @@ pub use crate::analyzer::http::HttpEvent;
 pub use crate::analyzer::tls::{ClientHandshake, HelloSummary, TlsEvent};
 use crate::config::{SegmentKind, SegmentRef};
 use crate::detect::{Activity, AlertOut};
+use crate::flow::{EndReason, Flow};
 use crate::time::Timestamp;
 
 /// IP protocol as EVE names it.
@@ -104,6 +105,25 @@ pub struct FlowEvent {
     pub alerted: bool,
 }
 
+impl FlowEvent {
+    /// A flow's counters as it ends. `alerted` is the verdict stage's to set
+    /// (for flows that had pending events).
+    pub fn of<T>(flow: &Flow<T>, reason: EndReason) -> Self {
+        FlowEvent {
+            pkts_toserver: flow.pkts[0],
+            pkts_toclient: flow.pkts[1],
+            bytes_toserver: flow.bytes[0],
+            bytes_toclient: flow.bytes[1],
+            start: flow.start,
+            end: flow.last,
+            age: flow.last.since(flow.start).0 / 1_000_000_000,
+            state: flow.state(),
+            reason: reason.as_str(),
+            alerted: false,
+        }
+    }
+}
+
 /// EVE's `alert` object, with spanwatch's tool, confidence, host and segment.
 #[derive(Debug, Serialize)]
 pub struct AlertBody<'a> {
@@ -146,7 +166,49 @@ pub struct HostActivity<'a> {
     pub activity: &'a Activity,
 }
 
+/// What an event says about where it comes from, besides the flow.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    pub sensor: Option<&'a str>,
+    /// The capture file (offline runs), and the frame the event is about.
+    pub pcap_file: Option<&'a str>,
+    pub frame: Option<u64>,
+    pub app_proto: Option<&'static str>,
+    pub src_segment: Option<SegmentRef<'a>>,
+    pub dest_segment: Option<SegmentRef<'a>>,
+}
+
 impl<'a> Event<'a> {
+    /// The EVE header of an event about a flow: addresses and ports as client
+    /// and server, protocol, VLANs, community id, segments.
+    pub fn for_flow<T>(
+        flow: &'a Flow<T>,
+        event_type: &'static str,
+        ts: Timestamp,
+        cx: Context<'a>,
+    ) -> Self {
+        let (c, s) = (flow.client(), flow.server());
+        Event {
+            timestamp: ts,
+            flow_id: Some(flow.id),
+            sensor: cx.sensor,
+            pcap_file: cx.pcap_file,
+            pcap_frame: cx.pcap_file.and(cx.frame.filter(|f| *f > 0)),
+            event_type,
+            src_ip: Some(c.0),
+            src_port: Some(c.1),
+            dest_ip: Some(s.0),
+            dest_port: Some(s.1),
+            proto: Some(Proto(flow.key.proto)),
+            vlan: flow.key.vlans.as_slice(),
+            community_id: Some(&flow.community_id),
+            app_proto: cx.app_proto,
+            src_segment: cx.src_segment,
+            dest_segment: cx.dest_segment,
+            ..Default::default()
+        }
+    }
+
     /// A `stats` event (no flow fields).
     pub fn stats(st: &'a crate::stats::StatsEvent, at: Timestamp, sensor: Option<&'a str>) -> Self {
         Event {

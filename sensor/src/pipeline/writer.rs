@@ -1,7 +1,7 @@
 //! The writer: merges the workers' outputs into one ordered stream, applies
 //! the state that spans flows, and writes JSON lines.
 //!
-//! Order. Every output item carries a [`Key`]: the sequence number the
+//! Order. Every output item carries a [`Key`](super::output::Key): the sequence number the
 //! dispatcher gave the packet (or tick, or end of input) that caused it, then
 //! the flow id. Each worker's items arrive in sequence order, with a
 //! watermark saying "everything up to this sequence number is in". The writer

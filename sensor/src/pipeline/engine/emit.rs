@@ -11,7 +11,7 @@ use crate::analyzer::tls::{self, TlsEvent};
 use crate::capture::Packet;
 use crate::config::{Segment, SiteConfig};
 use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
-use crate::event::{Event, FlowEvent, Proto};
+use crate::event::{Context, Event, FlowEvent};
 use crate::flow::{Dir, EndReason, Flow};
 use crate::pipeline::output::Output;
 use crate::stats::Counters;
@@ -35,30 +35,15 @@ fn header<'a>(
     origin: Origin<'a>,
     frame: Option<u64>,
 ) -> Event<'a> {
-    let (c, s) = (flow.client(), flow.server());
-    Event {
-        timestamp: ts,
-        flow_id: Some(flow.id),
+    let cx = Context {
         sensor: site.sensor_name(),
         pcap_file: origin.pcap_file,
-        pcap_frame: if origin.pcap_file.is_some() {
-            frame.filter(|f| *f > 0)
-        } else {
-            None
-        },
-        event_type,
-        src_ip: Some(c.0),
-        src_port: Some(c.1),
-        dest_ip: Some(s.0),
-        dest_port: Some(s.1),
-        proto: Some(Proto(flow.key.proto)),
-        vlan: flow.key.vlans.as_slice(),
-        community_id: Some(&flow.community_id),
+        frame,
         app_proto: flow.data.analyzers.app_proto,
         src_segment: flow.data.src_seg.as_ref().map(Segment::as_ref),
         dest_segment: flow.data.dest_seg.as_ref().map(Segment::as_ref),
-        ..Default::default()
-    }
+    };
+    Event::for_flow(flow, event_type, ts, cx)
 }
 
 fn ends(flow: &Flow<Session>) -> Ends<'_> {
@@ -201,19 +186,7 @@ impl Emit<'_, '_> {
         {
             self.tls(flow, last, None);
         }
-        let ev = FlowEvent {
-            pkts_toserver: flow.pkts[0],
-            pkts_toclient: flow.pkts[1],
-            bytes_toserver: flow.bytes[0],
-            bytes_toclient: flow.bytes[1],
-            start: flow.start,
-            end: flow.last,
-            age: flow.last.since(flow.start).0 / 1_000_000_000,
-            state: flow.state(),
-            reason: reason.as_str(),
-            // the verdict stage knows, for flows that had pending events
-            alerted: false,
-        };
+        let ev = FlowEvent::of(flow, reason);
         let mut e = header(
             flow,
             "flow",
