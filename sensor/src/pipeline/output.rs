@@ -83,7 +83,8 @@ pub enum Item {
         key: Key,
         start: usize,
         end: usize,
-        event_type: &'static str,
+        /// Its place in `config::EVENT_TYPES` (one byte: an item stays small).
+        event_type: u8,
     },
     /// A lone leaf certificate for the shared-key tracker.
     Observe {
@@ -183,7 +184,7 @@ impl Output {
             key,
             start,
             end: self.buf.len(),
-            event_type: e.event_type,
+            event_type: crate::config::event_type_index(e.event_type),
         });
     }
 

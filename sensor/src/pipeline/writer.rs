@@ -22,7 +22,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::SiteConfig;
+use crate::config::{SiteConfig, EVENT_TYPES};
 use crate::detect::RuleSet;
 use crate::event::{AlertBody, Event, Sanctioned};
 use crate::pipeline::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
@@ -82,7 +82,7 @@ enum Ready {
         serial: u64,
         start: usize,
         end: usize,
-        event_type: &'static str,
+        event_type: u8,
     },
     Item(Item),
 }
@@ -303,7 +303,8 @@ impl<W: Sink> Writer<W> {
                         event_type,
                     } => {
                         let src = Src::Chunk { w, serial };
-                        self.outbox.push(src, start, end, event_type, None)
+                        let t = EVENT_TYPES[usize::from(event_type).min(EVENT_TYPES.len() - 1)];
+                        self.outbox.push(src, start, end, t, None)
                     }
                     Ready::Item(it) => self.handle(flow, it),
                 }
@@ -675,7 +676,7 @@ mod tests {
                 },
                 start,
                 end: o.buf.len(),
-                event_type: "flow",
+                event_type: 1,
             });
         }
         o
