@@ -336,8 +336,15 @@ fn gre(d: &[u8], mut vlans: Vlans, depth: u8) -> Option<Result<Outcome<'_>, Deco
     }
 }
 
-/// IPv4 through etherparse's lax slicer (it has no extension-header chain to
-/// walk; IPv6 is [`ipv6::decode`]'s own code).
+/// IPv4 through etherparse's lax slicer. Audited for the pattern of the
+/// IPv6 bug (following a next-header into bytes the lax parser did not
+/// parse): IPv4 has no extension chain, only one optional Authentication
+/// Header that `LaxIpv4Slice` parses with its checked slicer, and the payload
+/// it hands back is the slice it checked. The transport headers are read with
+/// the checked `TcpSlice::from_slice` and `UdpSlice::from_slice_lax` (also
+/// after reassembly, see [`transport_of`]); reassembly is etherparse's
+/// `IpDefragBuf`, which refuses inconsistent fragments. IPv6 is the `ipv6`
+/// module's own code.
 fn ipv4(data: &[u8], vlans: Vlans) -> Result<Outcome<'_>, DecodeError> {
     let p = LaxSlicedPacket::from_ip(data).map_err(|e| match e {
         etherparse::err::ip::LaxHeaderSliceError::Len(_) => DecodeError::Truncated,
