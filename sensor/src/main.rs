@@ -569,13 +569,16 @@ fn summary(c: &Counters, sources: &str, events: u64, elapsed: std::time::Duratio
         c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps, c.stream_retransmissions
     );
     eprintln!(
-        "spanwatch: {} alerts (severity 1: {}, 2: {}, 3: {}, 4: {}), {} sanctioned sightings",
+        "spanwatch: {} alerts (severity 1: {}, 2: {}, 3: {}, 4: {}), {} sanctioned sightings; not alerted again: {} repeats of a sighting, {} in the same flow, {} supporting evidence only",
         c.alerts_total(),
         c.alerts[0],
         c.alerts[1],
         c.alerts[2],
         c.alerts[3],
-        c.sanctioned
+        c.sanctioned,
+        c.alerts_held.repeat,
+        c.alerts_held.same_flow,
+        c.alerts_held.supporting_only
     );
     eprintln!(
         "spanwatch: {events} events in {secs:.3} s: {:.1} Mbit/s, {:.0} packets/s",

@@ -43,6 +43,20 @@ pub struct Counters {
     pub alerts: [u64; 4],
     /// Events that matched a signature but were allow-listed.
     pub sanctioned: u64,
+    /// Alerts not raised, by reason (the verdict stage's).
+    pub alerts_held: Held,
+}
+
+/// Alerts the verdict stage did not raise, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Held {
+    /// The same host, signature and evidence (and, for an interceptor, the
+    /// same client) alerted less than `realert_after` ago.
+    pub repeat: u64,
+    /// The flow had already alerted on the signature.
+    pub same_flow: u64,
+    /// Supporting evidence on a host where the tool has no stronger evidence.
+    pub supporting_only: u64,
 }
 
 impl Counters {

@@ -293,3 +293,54 @@ fn alerts_carry_the_protocol_object_and_flow_fields() {
         .expect("flow event");
     assert_eq!(flow["flow"]["alerted"], true);
 }
+
+/// (host, tool, evidence values) of every alert: the sightings alerted.
+fn sightings(events: &[Value]) -> BTreeSet<(String, String, Vec<String>)> {
+    alerts(events)
+        .iter()
+        .map(|a| {
+            let al = &a["alert"];
+            let mut ev: Vec<String> = al["evidence"]
+                .as_array()
+                .expect("evidence")
+                .iter()
+                .filter(|e| e["fact"] != "shared_spki_names")
+                .map(|e| format!("{}={}", e["fact"], e["value"]).to_ascii_lowercase())
+                .collect();
+            ev.sort();
+            (
+                al["host"].as_str().expect("host").to_string(),
+                al["tool"].as_str().expect("tool").to_string(),
+                ev,
+            )
+        })
+        .collect()
+}
+
+/// With the default suppression, every distinct sighting (host, tool and
+/// evidence: an endpoint name, a proxy's certificate …) in the recordings
+/// still alerts at least once: suppression only holds back repeats. All
+/// recordings are read as one stream, so one host's names follow each other.
+#[test]
+fn suppression_never_hides_a_new_sighting() {
+    let files: Vec<String> = std::fs::read_dir(lab())
+        .expect("lab")
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .filter(|n| n.ends_with(".pcap"))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let names: Vec<&str> = files.iter().map(String::as_str).collect();
+    let default = read(&names, site(""));
+    let every = read(&names, site("realert_after = \"0s\"\n"));
+    let (seen, all) = (sightings(&default), sightings(&every));
+    assert!(all.len() > 5, "{all:?}");
+    assert_eq!(
+        seen, all,
+        "sightings that never alerted with suppression on"
+    );
+    assert!(
+        alerts(&every).len() > alerts(&default).len(),
+        "some repeats were held"
+    );
+}

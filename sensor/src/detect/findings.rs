@@ -34,6 +34,9 @@ pub struct AlertOut {
     pub severity: u8,
     pub segment: Option<Arc<str>>,
     pub segment_kind: SegmentKind,
+    /// The client, for a verdict about a server (an interceptor's victim):
+    /// a new one is a new sighting. Not logged (the event's addresses say it).
+    pub peer: Option<IpAddr>,
 }
 
 /// What the ledger knows of one tool on one host.

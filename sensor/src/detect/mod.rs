@@ -35,6 +35,21 @@ pub struct Evidence {
     pub pattern: String,
 }
 
+impl Evidence {
+    /// What this evidence says about what was seen, for telling a new
+    /// sighting from a repeat: the value, as DNS compares names (case and a
+    /// final dot aside); for the shared-key condition the key alone (its
+    /// count of certificates grows with every site the proxy forges for).
+    pub fn identity(&self) -> String {
+        let v = self.value.trim_end_matches('.');
+        let v = match Fact::by_name(self.fact).map(|f| f.decl().shape) {
+            Some(Shape::Threshold) => v.split(" on ").next().unwrap_or(v),
+            _ => v,
+        };
+        v.to_ascii_lowercase()
+    }
+}
+
 /// A condition, compiled.
 #[derive(Debug)]
 enum Test {

@@ -598,6 +598,7 @@ impl<W: Sink> Writer<W> {
         }
         c.alerts = self.counters.alerts;
         c.sanctioned = self.counters.sanctioned;
+        c.alerts_held = self.verdicts.held;
         c
     }
 
@@ -618,7 +619,7 @@ impl<W: Sink> Writer<W> {
     }
 
     pub fn suppressed(&self) -> u64 {
-        self.verdicts.suppressed
+        self.verdicts.held.repeat
     }
 
     fn stats(&self, req: &StatsRequest) -> StatsEvent {

@@ -19,6 +19,7 @@ use crate::config::{Segment, SegmentKind, SiteConfig};
 use crate::detect::names::{Kind, NameIndex};
 use crate::detect::rules::{Confidence, HostSide, Signature};
 use crate::detect::{Activity, AlertOut, Ends, Evidence, Facts, RuleSet, LONG_RUNNING_ID};
+use crate::stats::Held;
 use crate::time::{Duration, Timestamp};
 
 pub use ledger::{Ledger, Observation};
@@ -116,6 +117,7 @@ pub fn long_running(a: &Activity, max: Duration) -> AlertOut {
         },
         segment: a.segment.as_deref().map(Arc::from),
         segment_kind: a.segment_kind,
+        peer: None,
     }
 }
 
@@ -128,6 +130,17 @@ pub struct FlowState<'a> {
     pub ledger_keys: &'a [(IpAddr, String)],
 }
 
+/// What makes two alerts the same sighting: the host, the signature, the
+/// evidence values, and for a verdict about a server (an interceptor) the
+/// client it served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Sighting {
+    host: IpAddr,
+    id: u32,
+    peer: Option<IpAddr>,
+    evidence: u64,
+}
+
 /// The verdict stage's configuration and cross-flow state.
 #[derive(Debug)]
 pub struct Verdicts {
@@ -135,11 +148,14 @@ pub struct Verdicts {
     policy: Policy,
     pub ledger: Ledger,
     pub spki: SpkiTracker,
-    /// Last alert time by (host, signature).
-    recent: HashMap<(IpAddr, u32), Timestamp, ahash::RandomState>,
+    /// Last alert time by sighting.
+    recent: HashMap<Sighting, Timestamp, ahash::RandomState>,
+    /// Hashes evidence values for [`Sighting`] (fixed keys: the same input
+    /// gives the same decisions in every run).
+    hasher: ahash::RandomState,
     realert_after: Duration,
-    /// Alerts not written because the same host and signature alerted lately.
-    pub suppressed: u64,
+    /// Alerts not raised, by reason.
+    pub held: Held,
 }
 
 impl Verdicts {
@@ -150,8 +166,9 @@ impl Verdicts {
             ledger: Ledger::default(),
             spki: SpkiTracker::default(),
             recent: HashMap::default(),
+            hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
             realert_after: DEFAULT_REALERT_AFTER,
-            suppressed: 0,
+            held: Held::default(),
         };
         v.configure(site);
         v
@@ -240,11 +257,17 @@ impl Verdicts {
                 }
                 continue;
             }
-            if flow.alerted.contains(&sig.id()) || (sig.raw.supporting && !obs.strong) {
+            if flow.alerted.contains(&sig.id()) {
+                self.held.same_flow += 1;
+                continue;
+            }
+            if sig.raw.supporting && !obs.strong {
+                self.held.supporting_only += 1;
                 continue;
             }
             let mut a = alert(sig, evidence, host, seg);
             a.severity = sev;
+            a.peer = server_side.then_some(ends.client);
             fold(&mut d.alerts, a);
         }
         self.suppress(&mut d, at);
@@ -288,8 +311,12 @@ impl Verdicts {
         late
     }
 
-    /// Every matched id counts as alerted for this flow; repeats of the same
-    /// host and signature within `realert_after` are suppressed.
+    /// Every matched id counts as alerted for this flow; a repeat of the same
+    /// sighting (host, signature, evidence values, and the client of an
+    /// interceptor) within `realert_after` of capture time is suppressed. A
+    /// new endpoint name, proxy, key or client always alerts, and so does an
+    /// alert that is earlier than the last one (time never runs backwards
+    /// into a suppression).
     fn suppress(&mut self, d: &mut Decision, at: Timestamp) {
         let alerted = &mut d.alerted;
         let mut alerts = std::mem::take(&mut d.alerts);
@@ -297,30 +324,50 @@ impl Verdicts {
             a.also_matched.sort_unstable();
             alerted.push(a.id);
             alerted.extend(&a.also_matched);
-            // Silent only if every signature folded into it alerted lately:
-            // new evidence (a shared key seen for the third site) still speaks.
+            let evidence = self.hasher.hash_one(
+                a.evidence
+                    .iter()
+                    .map(|e| (e.fact, e.identity()))
+                    .collect::<Vec<_>>(),
+            );
+            // Silent only if every signature folded into it alerted lately.
             let fresh = std::iter::once(a.id)
                 .chain(a.also_matched.iter().copied())
-                .fold(false, |fresh, id| self.may_alert(a.host, id, at) | fresh);
+                .fold(false, |fresh, id| {
+                    let s = Sighting {
+                        host: a.host,
+                        id,
+                        peer: a.peer,
+                        evidence,
+                    };
+                    self.may_alert(s, at) | fresh
+                });
+            if !fresh && a.id != LONG_RUNNING_ID {
+                self.held.repeat += 1;
+            }
             a.id == LONG_RUNNING_ID || fresh
         });
         d.alerts = alerts;
     }
 
-    /// Records an alert; false when the same host and signature alerted less
-    /// than `realert_after` ago (capture time).
-    fn may_alert(&mut self, host: IpAddr, id: u32, at: Timestamp) -> bool {
-        if self.recent.len() >= ledger::LEDGER_CAPACITY && !self.recent.contains_key(&(host, id)) {
+    /// Records an alert; false when the same sighting alerted less than
+    /// `realert_after` before `at` (capture time).
+    fn may_alert(&mut self, s: Sighting, at: Timestamp) -> bool {
+        if self.recent.len() >= ledger::LEDGER_CAPACITY && !self.recent.contains_key(&s) {
             // Full: forget everything rather than grow (alerts may then repeat once).
             self.recent.clear();
         }
-        let e = self.recent.entry((host, id)).or_insert(Timestamp(i64::MIN));
-        if e.0 != i64::MIN && at.since(*e) < self.realert_after {
-            self.suppressed += 1;
-            return false;
+        match self.recent.get_mut(&s) {
+            Some(last) if at >= *last && at.since(*last) < self.realert_after => false,
+            Some(last) => {
+                *last = (*last).max(at);
+                true
+            }
+            None => {
+                self.recent.insert(s, at);
+                true
+            }
         }
-        *e = at;
-        true
     }
 }
 
@@ -345,6 +392,7 @@ fn alert(
         severity: 0,
         segment: seg.map(|s| Arc::clone(&s.name)),
         segment_kind: seg.map_or(SegmentKind::Other, |s| s.kind),
+        peer: None,
     }
 }
 
@@ -403,5 +451,65 @@ mod tests {
         v.reload(&site, rules);
         assert_eq!(v.ledger.max_active(), Some(Duration::from_secs(7200)));
         assert_eq!(v.realert_after(), Duration::from_secs(90));
+    }
+
+    /// The alerts one TLS event with this SNI raises from `client`, in a new
+    /// flow, at second `t`.
+    fn sni_alerts(v: &mut Verdicts, client: &str, sni: &str, t: i64) -> Vec<u32> {
+        let mut f = Facts::default();
+        f.push(crate::detect::Fact::Sni, sni);
+        f.set(crate::detect::Fact::DestPort, 443);
+        let ends = Ends {
+            client: client.parse().expect("ip"),
+            server: "198.51.100.7".parse().expect("ip"),
+            client_seg: None,
+            server_seg: None,
+        };
+        let flow = FlowState {
+            alerted: &[],
+            ledger_keys: &[],
+        };
+        let d = v.decide(&f, &ends, flow, Timestamp(t * 1_000_000_000));
+        d.alerts.iter().map(|a| a.id).collect()
+    }
+
+    fn verdicts(site: &str) -> Verdicts {
+        let site = SiteConfig::parse("t", site).expect("cfg");
+        Verdicts::new(&site, crate::load::bundled_rules())
+    }
+
+    #[test]
+    fn a_new_endpoint_name_always_alerts_and_only_a_repeat_is_held() {
+        let mut v = verdicts("");
+        let host = "10.1.0.5";
+        let first = sni_alerts(&mut v, host, "foo.ngrok.io", 0);
+        assert!(!first.is_empty());
+        // other names of the same signature: new sightings, each alerts
+        assert_eq!(sni_alerts(&mut v, host, "bar.ngrok.app", 10), first);
+        assert_eq!(sni_alerts(&mut v, host, "x.ngrok-free.dev", 20), first);
+        // the same name again within realert_after: a repeat
+        assert!(sni_alerts(&mut v, host, "foo.ngrok.io", 30).is_empty());
+        // written otherwise, it is the same name
+        assert!(sni_alerts(&mut v, host, "FOO.ngrok.io.", 40).is_empty());
+        assert_eq!(v.held.repeat, 2);
+        // another host with the same name is another sighting
+        assert_eq!(sni_alerts(&mut v, "10.1.0.6", "foo.ngrok.io", 50), first);
+        // after realert_after the same sighting speaks again
+        assert_eq!(sni_alerts(&mut v, host, "foo.ngrok.io", 3700), first);
+    }
+
+    #[test]
+    fn time_running_backwards_never_suppresses() {
+        for site in ["", "[ledger]\nrealert_after = \"0s\"\n"] {
+            let mut v = verdicts(site);
+            let first = sni_alerts(&mut v, "10.1.0.5", "foo.ngrok.io", 100);
+            assert!(!first.is_empty());
+            assert_eq!(
+                sni_alerts(&mut v, "10.1.0.5", "foo.ngrok.io", 50),
+                first,
+                "{site}"
+            );
+            assert_eq!(v.held.repeat, 0, "{site}");
+        }
     }
 }
