@@ -289,6 +289,53 @@ fn site_segments_are_attached_to_events() {
     );
 }
 
+/// DNS away from its ports is found by content, on UDP and on TCP (with
+/// its length prefix); datagrams and streams that are not DNS stay flows.
+#[test]
+fn dns_on_odd_ports_is_found_by_content() {
+    let r = run("evasion-dns-odd-ports.pcap");
+    let asked: Vec<(&str, u64)> = of_type(&r, "dns")
+        .iter()
+        .filter(|e| e["dns"]["type"] == "request")
+        .map(|e| {
+            (
+                e["dns"]["queries"][0]["rrname"].as_str().expect("name"),
+                e["dest_port"].as_u64().expect("port"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        [("odd-port.ngrok-free.app", 5300), ("stream.ngrok.io", 8053)]
+    );
+    let alerted: Vec<&str> = of_type(&r, "alert")
+        .iter()
+        .map(|e| e["dns"]["queries"][0]["rrname"].as_str().expect("name"))
+        .collect();
+    assert_eq!(alerted, ["odd-port.ngrok-free.app", "stream.ngrok.io"]);
+    // the RTP-like stream and the line of text are flows, nothing more
+    for f in of_type(&r, "flow") {
+        let dns = f["app_proto"] == "dns";
+        let from = f["src_ip"].as_str().expect("ip");
+        assert_eq!(dns, from == "10.1.0.10", "{f}");
+    }
+}
+
+/// An IPv6 datagram whose fragmentable part starts with a Destination
+/// Options header: the UDP header is found once the datagram is whole.
+#[test]
+fn extension_headers_after_an_ipv6_fragment_header() {
+    let r = run("evasion-ipv6-fragment-options.pcap");
+    let dns = of_type(&r, "dns");
+    assert_eq!(dns.len(), 1, "{:?}", r.lines);
+    assert_eq!(
+        dns[0]["dns"]["queries"][0]["rrname"],
+        "fragmented.ngrok-free.app"
+    );
+    assert_eq!(of_type(&r, "alert").len(), 1);
+    assert_eq!(r.counters.fragments_reassembled, 1);
+}
+
 /// No event repeats a key in any object (a SIEM keeps one of the two, or
 /// rejects the line): checked with a deserializer that sees every key.
 #[test]

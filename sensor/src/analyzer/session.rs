@@ -74,7 +74,7 @@ pub const TCP: [Entry; 3] = [
     Entry {
         kind: Kind::Dns,
         name: "dns",
-        probe: dns::probe,
+        probe: dns::probe_stream,
         takes_over: &[],
     },
 ];
@@ -83,7 +83,7 @@ pub const TCP: [Entry; 3] = [
 pub const UDP: [Entry; 1] = [Entry {
     kind: Kind::Dns,
     name: "dns",
-    probe: dns::probe,
+    probe: dns::probe_datagram,
     takes_over: &[],
 }];
 

@@ -5,9 +5,11 @@
 //! certificates are new on every run, so regenerated captures differ in those
 //! bytes and their event snapshots must be reviewed again (`cargo insta review`).
 //!
-//! Usage: `cargo run -p pcapgen -- pcaps/`
+//! Usage: `cargo run -p pcapgen -- pcaps/`; `cargo run -p pcapgen -- evasion pcaps/`
+//! writes only the evasion captures.
 
 mod bench;
+mod evasion;
 mod net;
 mod tls;
 
@@ -356,6 +358,15 @@ fn main() -> Result<()> {
             "mix" => bench::mix(Path::new(out), seed, size.unwrap_or(750_000)),
             p => Err(format!("unknown profile {p}").into()),
         };
+    }
+    if args.get(1).map(String::as_str) == Some("evasion") {
+        // pcapgen evasion DIR: only the evasion captures
+        let dir = Path::new(args.get(2).map(String::as_str).unwrap_or("pcaps"));
+        std::fs::create_dir_all(dir)?;
+        evasion::dns_odd_ports(dir)?;
+        evasion::ipv6_fragment_options(dir)?;
+        eprintln!("pcapgen: evasion captures written to {}", dir.display());
+        return Ok(());
     }
     let dir = args.get(1).cloned().unwrap_or_else(|| "pcaps".into());
     let dir = Path::new(&dir);

@@ -270,7 +270,6 @@ fn txt(mut d: &[u8]) -> String {
     s
 }
 
-/// Is this UDP/TCP port pair one DNS is spoken on (DNS, mDNS, LLMNR)?
 /// The facts signatures test on a DNS message: the names asked, and the
 /// answers' owner names and name-valued data.
 pub fn facts(m: &DnsMessage) -> Facts<'_> {
@@ -285,15 +284,122 @@ pub fn facts(m: &DnsMessage) -> Facts<'_> {
     f
 }
 
-/// The analyzer table's probe: DNS is found by its well-known ports.
-pub fn probe(c: &crate::analyzer::Chunk<'_>) -> crate::analyzer::Probe {
-    if is_dns_port(c.sport, c.dport) && !c.bytes.is_empty() {
-        crate::analyzer::Probe::Yes
+/// Records a message may hold in each section, for [`looks_like_message`].
+const MAX_RECORDS: u16 = 64;
+/// A stream message longer than this is not waited for by the probe.
+const MAX_PROBED_STREAM_MESSAGE: usize = 4096;
+
+/// Does the header read like DNS: one question, a known opcode, the zero
+/// bit clear, sections of plausible size (a query has no answers)?
+fn header_plausible(msg: &[u8]) -> bool {
+    let (Ok(flags), Ok(qd), Ok(an), Ok(ns), Ok(ar)) = (
+        be16(msg, 2),
+        be16(msg, 4),
+        be16(msg, 6),
+        be16(msg, 8),
+        be16(msg, 10),
+    ) else {
+        return false;
+    };
+    let opcode = (flags >> 11) & 0xf;
+    let qr = flags & 0x8000 != 0;
+    matches!(opcode, 0 | 1 | 2 | 4 | 5)
+        && flags & 0x0040 == 0
+        && qd == 1
+        && [an, ns, ar].iter().all(|n| *n <= MAX_RECORDS)
+        && (qr || opcode == 5 || (an == 0 && ns == 0))
+}
+
+/// Is `msg` exactly one DNS message: a plausible header, one question of a
+/// known class, then every record the header counts, ending at the last
+/// byte? Strict, because it finds DNS on ports where DNS is not expected:
+/// random bytes pass with vanishing odds.
+pub fn looks_like_message(msg: &[u8]) -> bool {
+    if msg.len() < 17 || !header_plausible(msg) {
+        return false;
+    }
+    let Ok((_, at)) = read_name(msg, 12) else {
+        return false;
+    };
+    if netbios(msg) {
+        return false;
+    }
+    let Ok(class) = be16(msg, at + 2) else {
+        return false;
+    };
+    if !matches!(class & 0x7fff, 1 | 3 | 4 | 254 | 255) {
+        return false;
+    }
+    let mut at = at + 4;
+    let records: usize = [6, 8, 10]
+        .iter()
+        .filter_map(|o| be16(msg, *o).ok())
+        .map(usize::from)
+        .sum();
+    for _ in 0..records {
+        let Ok((_, next)) = read_name(msg, at) else {
+            return false;
+        };
+        let Ok(rdlen) = be16(msg, next + 8) else {
+            return false;
+        };
+        at = next + 10 + rdlen as usize;
+    }
+    at == msg.len()
+}
+
+/// Is the question a NetBIOS name (RFC 1002: a 32-letter label of `A`–`P`)?
+/// NetBIOS Name Service borrows DNS's format but is another protocol.
+fn netbios(msg: &[u8]) -> bool {
+    msg.get(12) == Some(&32)
+        && msg
+            .get(13..45)
+            .is_some_and(|l| l.iter().all(|b| (b'A'..=b'P').contains(b)))
+}
+
+/// The UDP table's probe: DNS on its well-known ports, or anywhere a
+/// datagram is exactly one DNS message.
+pub fn probe_datagram(c: &crate::analyzer::Chunk<'_>) -> crate::analyzer::Probe {
+    use crate::analyzer::Probe;
+    if !c.bytes.is_empty() && (is_dns_port(c.sport, c.dport) || looks_like_message(c.bytes)) {
+        Probe::Yes
     } else {
-        crate::analyzer::Probe::No
+        Probe::No
     }
 }
 
+/// The TCP table's probe: DNS on its well-known ports, or anywhere a stream
+/// starts with a two-byte length and exactly one DNS message of that length
+/// (waiting, within a bound, for the rest of a message whose 12-byte header
+/// is there and reads like DNS).
+pub fn probe_stream(c: &crate::analyzer::Chunk<'_>) -> crate::analyzer::Probe {
+    use crate::analyzer::Probe;
+    if c.bytes.is_empty() {
+        return Probe::No;
+    }
+    if is_dns_port(c.sport, c.dport) {
+        return Probe::Yes;
+    }
+    let Ok(len) = be16(c.bytes, 0) else {
+        return Probe::No;
+    };
+    let len = usize::from(len);
+    match c.bytes.get(2..2 + len) {
+        Some(msg) if looks_like_message(msg) => Probe::Yes,
+        Some(_) => Probe::No,
+        // a message cut by the segment: wait only if its whole header reads
+        // like DNS (a short chunk of another protocol must not stall)
+        None if len <= MAX_PROBED_STREAM_MESSAGE
+            && c.bytes.len() >= 14
+            && header_plausible(&c.bytes[2..]) =>
+        {
+            Probe::NeedMore
+        }
+        None => Probe::No,
+    }
+}
+
+/// Is this UDP/TCP port pair one DNS is spoken on (DNS, mDNS, LLMNR)?
 pub fn is_dns_port(sport: u16, dport: u16) -> bool {
     [53, 5353, 5355].iter().any(|p| *p == sport || *p == dport)
 }
@@ -351,5 +457,80 @@ mod tests {
     fn unknown_types_keep_their_number() {
         assert_eq!(RrType(65534).to_string(), "TYPE65534");
         assert_eq!(RrType(65).to_string(), "HTTPS");
+    }
+
+    /// A query and a response as a resolver sends them.
+    fn messages() -> (Vec<u8>, Vec<u8>) {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for l in ["a", "ngrok", "io"] {
+            q.push(l.len() as u8);
+            q.extend_from_slice(l.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        let mut r = q.clone();
+        r[2] = 0x81;
+        r[3] = 0x80;
+        r[7] = 1;
+        r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 203, 0, 113, 9]);
+        (q, r)
+    }
+
+    #[test]
+    fn whole_messages_look_like_dns_and_nothing_else_does() {
+        let (q, r) = messages();
+        assert!(looks_like_message(&q) && looks_like_message(&r));
+        // one byte more or less: not exactly one message
+        assert!(!looks_like_message(&q[..q.len() - 1]));
+        let mut longer = r.clone();
+        longer.push(0);
+        assert!(!looks_like_message(&longer));
+        // a query with an answer, an unknown class, the Z bit
+        let mut bad = q.clone();
+        bad[7] = 1;
+        assert!(!looks_like_message(&bad));
+        let mut bad = q.clone();
+        let n = bad.len();
+        bad[n - 1] = 9;
+        assert!(!looks_like_message(&bad));
+        let mut bad = q.clone();
+        bad[3] |= 0x40;
+        assert!(!looks_like_message(&bad));
+        // NetBIOS Name Service has DNS's format but is not DNS
+        let mut nb = vec![0, 1, 0x01, 0x10, 0, 1, 0, 0, 0, 0, 0, 0, 32];
+        nb.extend_from_slice(b"FHEPFCELEHFCEPFFFACACACACACACABN");
+        nb.extend_from_slice(&[0, 0, 0x20, 0, 1]);
+        assert!(!looks_like_message(&nb));
+        // text, an RTP-like header, every prefix of a real message
+        assert!(!looks_like_message(
+            b"hello, this is not a DNS message at all\n"
+        ));
+        assert!(!looks_like_message(&[
+            0x80, 0x60, 0, 1, 0, 0, 0x10, 1, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5
+        ]));
+        for cut in 0..r.len() {
+            assert!(!looks_like_message(&r[..cut]), "{cut}");
+        }
+    }
+
+    #[test]
+    fn streams_are_probed_with_their_length_prefix() {
+        use crate::analyzer::{Chunk, Probe};
+        let (q, _) = messages();
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        let chunk = |bytes| Chunk {
+            dir: crate::flow::Dir::ToServer,
+            bytes,
+            sport: 40000,
+            dport: 8053,
+        };
+        assert_eq!(probe_stream(&chunk(&framed)), Probe::Yes);
+        // the header is there and reads like DNS: wait for the rest
+        assert_eq!(probe_stream(&chunk(&framed[..16])), Probe::NeedMore);
+        // too little to tell is not a reason to stall another protocol
+        assert_eq!(probe_stream(&chunk(&framed[..5])), Probe::No);
+        assert_eq!(probe_stream(&chunk(&[5, 1, 0])), Probe::No);
+        assert_eq!(probe_datagram(&chunk(&q)), Probe::Yes);
+        assert_eq!(probe_datagram(&chunk(b"GET / HTTP/1.1\r\n")), Probe::No);
     }
 }

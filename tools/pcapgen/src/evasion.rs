@@ -1,0 +1,113 @@
+//! Captures of evasion classes: real protocol bytes where a sensor that
+//! looks only at the usual places would miss them. Written only by
+//! `pcapgen evasion DIR`, so regenerating them leaves the other captures (and
+//! their snapshots) alone.
+
+use std::path::Path;
+
+use crate::net::{self, frame, write_pcap, Clock, Frame, Side, Tcp, L4};
+use crate::tls::Result;
+use crate::{dns, ep, T0};
+
+/// A DNS message with the two-byte length that precedes it on a stream.
+fn framed(m: &[u8]) -> Vec<u8> {
+    let mut v = (m.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(m);
+    v
+}
+
+/// DNS away from port 53: a resolver on UDP 5300 and one on TCP 8053, both
+/// asked for ngrok endpoint names; and two UDP flows on the same odd ports
+/// whose payload is not DNS (an RTP-like stream, text), which must stay
+/// flows.
+pub fn dns_odd_ports(dir: &Path) -> Result<()> {
+    let mut clock = Clock(T0 + 3_600_000_000_000);
+    let mut frames = Vec::new();
+    let udp = ep("10.1.0.10", 41000, "198.51.100.53", 5300);
+    let q = dns(0x5300, "odd-port.ngrok-free.app", false, None, &[]);
+    let r = dns(
+        0x5300,
+        "odd-port.ngrok-free.app",
+        true,
+        None,
+        &[[203, 0, 113, 9]],
+    );
+    frames.push(frame(&udp, Side::Client, L4::Udp, &q, clock.tick(100)));
+    frames.push(frame(&udp, Side::Server, L4::Udp, &r, clock.tick(900)));
+    let mut tcp = Tcp::open(
+        ep("10.1.0.10", 41001, "198.51.100.53", 8053),
+        &mut clock,
+        1400,
+        (1000, 5000),
+    );
+    let q = dns(0x8053, "stream.ngrok.io", false, None, &[]);
+    let r = dns(0x8053, "stream.ngrok.io", true, None, &[[203, 0, 113, 10]]);
+    tcp.send(Side::Client, &framed(&q));
+    tcp.send(Side::Server, &framed(&r));
+    frames.extend(tcp.close());
+    // not DNS, on the same odd port: RTP-like packets and a line of text
+    let rtp = ep("10.1.0.11", 41002, "198.51.100.53", 5300);
+    for i in 0..4u8 {
+        let mut p = vec![0x80, 0x60, 0, i, 0, 0, 0x10, i, 0xde, 0xad, 0xbe, 0xef];
+        p.extend((0..160u8).map(|b| b.wrapping_mul(31).wrapping_add(i)));
+        frames.push(frame(&rtp, Side::Client, L4::Udp, &p, clock.tick(20_000)));
+    }
+    let text = ep("10.1.0.11", 41003, "198.51.100.53", 8053);
+    frames.push(frame(
+        &text,
+        Side::Client,
+        L4::Udp,
+        b"hello, this is not a DNS message at all\n",
+        clock.tick(100),
+    ));
+    write_pcap(&dir.join("evasion-dns-odd-ports.pcap"), &frames, false)?;
+    Ok(())
+}
+
+/// An IPv6 DNS query cut into two fragments whose fragmentable part starts
+/// with a Destination Options header: the UDP header follows it, so it is
+/// found only by walking the chain again once the datagram is whole (RFC
+/// 8200 §4.5). The second fragment, sent first, names UDP as its Next
+/// Header; only the first fragment's (Destination Options) counts.
+pub fn ipv6_fragment_options(dir: &Path) -> Result<()> {
+    let mut clock = Clock(T0 + 3_700_000_000_000);
+    let e = ep("2001:db8:1::10", 41004, "2001:db8:100::53", 53);
+    let q = dns(0x6666, "fragmented.ngrok-free.app", false, None, &[]);
+    let whole = frame(&e, Side::Client, L4::Udp, &q, 0).data;
+    let (eth, ip6, udp) = (&whole[..14], &whole[14..54], &whole[54..]);
+    // Destination Options: next header UDP, length 0, PadN of 4 bytes.
+    let mut part = vec![17, 0, 1, 4, 0, 0, 0, 0];
+    part.extend_from_slice(udp);
+    let cut = 24; // a multiple of 8
+    let (a, b) = part.split_at(cut);
+    let packet = |next: u8, offset: usize, more: bool, data: &[u8]| {
+        let mut f = eth.to_vec();
+        let mut h = ip6.to_vec();
+        h[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        h[6] = 44; // Fragment
+        f.extend_from_slice(&h);
+        f.extend_from_slice(&[next, 0]);
+        f.extend_from_slice(&((offset as u16) | u16::from(more)).to_be_bytes());
+        f.extend_from_slice(&0x0bad_cafeu32.to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    };
+    let frames = vec![
+        Frame {
+            ts_ns: clock.tick(100),
+            linktype: net::LINKTYPE_ETHERNET,
+            data: packet(17, cut, false, b),
+        },
+        Frame {
+            ts_ns: clock.tick(100),
+            linktype: net::LINKTYPE_ETHERNET,
+            data: packet(60, 0, true, a),
+        },
+    ];
+    write_pcap(
+        &dir.join("evasion-ipv6-fragment-options.pcap"),
+        &frames,
+        false,
+    )?;
+    Ok(())
+}
