@@ -336,6 +336,32 @@ fn extension_headers_after_an_ipv6_fragment_header() {
     assert_eq!(r.counters.fragments_reassembled, 1);
 }
 
+/// After a HelloRetryRequest the second ClientHello names another server:
+/// its name reaches the signatures as the first one's does.
+#[test]
+fn every_client_hello_of_a_connection_speaks() {
+    let r = run("evasion-second-client-hello.pcap");
+    let tls = of_type(&r, "tls");
+    assert_eq!(tls[0]["tls"]["sni"], "docs.example.org");
+    assert_eq!(
+        tls[0]["tls"]["second_client_hello"]["sni"],
+        "a.ngrok-free.app"
+    );
+    let alerts = of_type(&r, "alert");
+    assert_eq!(alerts.len(), 1, "{:?}", r.lines);
+    assert_eq!(
+        alerts[0]["alert"]["evidence"][0]["value"],
+        "a.ngrok-free.app"
+    );
+    // a sanctioned first name does not cover the second
+    let site =
+        spanwatch::config::SiteConfig::parse("t.toml", "[allow]\nnames = [\"example.org\"]\n")
+            .expect("config");
+    let path = common::workspace().join("pcaps/evasion-second-client-hello.pcap");
+    let r = common::run_with(&path, "x", EngineConfig::for_site(site));
+    assert_eq!(of_type(&r, "alert").len(), 1);
+}
+
 /// No event repeats a key in any object (a SIEM keeps one of the two, or
 /// rejects the line): checked with a deserializer that sees every key.
 #[test]

@@ -259,7 +259,7 @@ fn holds(
         }),
         (Test::Text(_), Source::EachCert(_)) => true,
         (Test::Text(m), _) => {
-            let hit = f.value(fact).and_then(|v| m.find(v).map(|p| (v, p)));
+            let hit = f.values(fact).find_map(|v| m.find(v).map(|p| (v, p)));
             hit.is_some_and(|(v, p)| {
                 show(v.to_string(), p);
                 true
@@ -283,8 +283,8 @@ fn holds(
             .chain
             .iter()
             .any(|c| read(c).iter().any(|v| listed(fact, v, l, ev))),
-        (Test::Hex(l), _) => f.value(fact).is_some_and(|v| listed(fact, v, l, ev)),
-        (Test::Ja4(l), _) => f.value(fact).is_some_and(|j| ja4_listed(j, l, &mut show)),
+        (Test::Hex(l), _) => f.values(fact).any(|v| listed(fact, v, l, ev)),
+        (Test::Ja4(l), _) => f.values(fact).any(|j| ja4_listed(j, l, &mut show)),
         (Test::Extensions(x), Source::Leaf(read)) => leaf.is_some_and(|c| {
             let have = read(c);
             let ok = x.all.iter().all(|o| have.contains(&o.as_str()))

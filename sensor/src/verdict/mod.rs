@@ -61,16 +61,18 @@ impl Policy {
         }
     }
 
-    /// The allow-list entry that sanctions one of these names, if any.
+    /// The allow-list entry that sanctions these names: only when every one
+    /// of them is on the list (a sanctioned name next to another, e.g. in a
+    /// second ClientHello, sanctions nothing).
     pub fn sanctioned<'a>(&self, names: impl Iterator<Item = &'a str>) -> Option<&str> {
+        let mut first = None;
         for n in names {
             let mut hit = None;
             self.allow.lookup(n, &mut |t| hit = Some(t));
-            if let Some(t) = hit {
-                return self.allow_names.get(t as usize).map(String::as_str);
-            }
+            let t = hit?;
+            first.get_or_insert(t);
         }
-        None
+        self.allow_names.get(first? as usize).map(String::as_str)
     }
 }
 
@@ -435,6 +437,12 @@ mod tests {
             Some("tunnels.example.com")
         );
         assert_eq!(p.sanctioned(["eviltunnels.example.com"].into_iter()), None);
+        // every name must be sanctioned
+        assert_eq!(
+            p.sanctioned(["x.tunnels.example.com", "a.ngrok-free.app"].into_iter()),
+            None
+        );
+        assert_eq!(p.sanctioned(std::iter::empty()), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::net::{self, frame, write_pcap, Clock, Frame, Side, Tcp, L4};
-use crate::tls::Result;
+use crate::tls::{chain, handshake_hrr, Handshake, Result};
 use crate::{dns, ep, T0};
 
 /// A DNS message with the two-byte length that precedes it on a stream.
@@ -106,6 +106,50 @@ pub fn ipv6_fragment_options(dir: &Path) -> Result<()> {
     ];
     write_pcap(
         &dir.join("evasion-ipv6-fragment-options.pcap"),
+        &frames,
+        false,
+    )?;
+    Ok(())
+}
+
+/// A TLS 1.3 connection with a HelloRetryRequest whose second ClientHello
+/// names another server than the first: the first asks for a harmless
+/// `docs.example.org`, the second (rewritten in place, same length) for
+/// `a.ngrok-free.app`. A sensor that reads only the first ClientHello never
+/// sees the tunnel's name.
+pub fn second_client_hello(dir: &Path) -> Result<()> {
+    let (first, second) = ("docs.example.org", "a.ngrok-free.app");
+    let ch = chain("Example Org", &[first])?;
+    let mut flights = handshake_hrr(&Handshake {
+        version: &rustls::version::TLS13,
+        sni: first,
+        alpn: &["h2", "http/1.1"],
+        chain: &ch,
+        request: b"GET / HTTP/1.1\r\nHost: a.ngrok-free.app\r\n\r\n",
+    })?;
+    // the client's second flight holds the second ClientHello, in clear
+    let f = flights
+        .iter_mut()
+        .filter(|f| f.side == Side::Client)
+        .nth(1)
+        .ok_or("no second client flight")?;
+    let at = f
+        .data
+        .windows(first.len())
+        .position(|w| w == first.as_bytes())
+        .ok_or("the second ClientHello has no server name")?;
+    f.data[at..at + second.len()].copy_from_slice(second.as_bytes());
+    let mut clock = Clock(T0 + 3_800_000_000_000);
+    let mut tcp = Tcp::open(
+        ep("10.1.0.10", 41005, "203.0.113.20", 443),
+        &mut clock,
+        1400,
+        (7000, 9000),
+    );
+    tcp.flights(&flights);
+    let frames: Vec<Frame> = tcp.close();
+    write_pcap(
+        &dir.join("evasion-second-client-hello.pcap"),
         &frames,
         false,
     )?;

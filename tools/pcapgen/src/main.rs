@@ -365,6 +365,7 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(dir)?;
         evasion::dns_odd_ports(dir)?;
         evasion::ipv6_fragment_options(dir)?;
+        evasion::second_client_hello(dir)?;
         eprintln!("pcapgen: evasion captures written to {}", dir.display());
         return Ok(());
     }

@@ -100,14 +100,33 @@ pub struct Handshake<'a> {
 
 /// Runs a handshake and returns the flights in order.
 pub fn handshake(h: &Handshake<'_>) -> Result<Vec<Flight>> {
+    handshake_with(h, false)
+}
+
+/// A TLS 1.3 handshake in which the server asks for another key share (a
+/// HelloRetryRequest): it accepts only P-256, while the client's first
+/// ClientHello carries an X25519 share, so the client sends a second one.
+pub fn handshake_hrr(h: &Handshake<'_>) -> Result<Vec<Flight>> {
+    handshake_with(h, true)
+}
+
+fn handshake_with(h: &Handshake<'_>, hrr: bool) -> Result<Vec<Flight>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let server_provider = if hrr {
+        Arc::new(CryptoProvider {
+            kx_groups: vec![rustls::crypto::ring::kx_group::SECP256R1],
+            ..rustls::crypto::ring::default_provider()
+        })
+    } else {
+        provider.clone()
+    };
     let mut cc = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[h.version])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider.clone())))
         .with_no_client_auth();
     cc.alpn_protocols = h.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
-    let mut sc = ServerConfig::builder_with_provider(provider)
+    let mut sc = ServerConfig::builder_with_provider(server_provider)
         .with_protocol_versions(&[h.version])?
         .with_no_client_auth()
         .with_single_cert(h.chain.certs.clone(), h.chain.key.clone_key())?;

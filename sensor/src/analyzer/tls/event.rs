@@ -152,15 +152,41 @@ impl<'a> TlsEvent<'a> {
     }
 }
 
-/// The facts signatures test on a handshake: the server name, the client's
-/// fingerprints (as the event logs them) and the server's chain.
-pub fn facts<'a>(t: &'a TlsSession, ja3: Option<&'a str>, ja4: Option<&'a str>) -> Facts<'a> {
+/// The facts signatures test on a handshake: every ClientHello's server name
+/// and fingerprints (as the event logs them: the first, then the one after a
+/// HelloRetryRequest, which may name another server), and the server's chain.
+pub fn facts<'a>(t: &'a TlsSession, prints: &'a [Fingerprints]) -> Facts<'a> {
     let mut f = Facts::of_chain(&t.chain);
-    f.push_opt(
-        Fact::Sni,
-        t.client_hello.as_ref().and_then(|c| c.sni.as_deref()),
-    );
-    f.push_opt(Fact::Ja3, ja3);
-    f.push_opt(Fact::Ja4, ja4);
+    let hellos = [t.client_hello.as_ref(), t.second_client_hello.as_ref()];
+    for ch in hellos.into_iter().flatten() {
+        f.push_opt(Fact::Sni, ch.sni.as_deref());
+    }
+    for p in prints {
+        f.push_opt(Fact::Ja3, p.ja3.as_deref());
+        f.push_opt(Fact::Ja4, p.ja4.as_deref());
+    }
     f
+}
+
+/// A ClientHello's fingerprints, owned by the caller while the facts borrow
+/// them.
+#[derive(Debug, Default)]
+pub struct Fingerprints {
+    pub ja3: Option<String>,
+    pub ja4: Option<String>,
+}
+
+impl Fingerprints {
+    /// Of every ClientHello the event logs.
+    pub fn of(ev: &TlsEvent<'_>) -> Vec<Fingerprints> {
+        let first = Fingerprints {
+            ja3: ev.ja3.as_ref().map(|j| j.hash.clone()),
+            ja4: ev.ja4.clone(),
+        };
+        let second = ev.second_client_hello.as_ref().map(|h| Fingerprints {
+            ja3: Some(h.ja3.hash.clone()),
+            ja4: Some(h.ja4.clone()),
+        });
+        std::iter::once(first).chain(second).collect()
+    }
 }

@@ -155,9 +155,8 @@ impl Emit<'_, '_> {
             return;
         };
         let ev = TlsEvent::of(&t);
-        let ja3 = ev.ja3.as_ref().map(|j| j.hash.clone());
-        let ja4 = ev.ja4.clone();
-        let mut facts = tls::facts(&t, ja3.as_deref(), ja4.as_deref());
+        let prints = tls::Fingerprints::of(&ev);
+        let mut facts = tls::facts(&t, &prints);
         let p = pending(self.rules, flow, &mut facts);
         let ends = ends(flow);
         let mut e = header(flow, "tls", ts, self.site, self.origin, frame);
