@@ -37,6 +37,9 @@ pub struct Counters {
     pub dns_packets: u64,
     pub dns_malformed: u64,
     pub http_transactions: u64,
+    /// HTTP transactions read and matched but not logged (a flow's log is
+    /// bounded; those a signature may match are always logged).
+    pub http_unlogged: u64,
     pub events_tls: u64,
     pub events_flow: u64,
     /// Alerts by severity: 1, 2, 3, 4.
@@ -111,6 +114,7 @@ impl Counters {
             dns_packets,
             dns_malformed,
             http_transactions,
+            http_unlogged,
             events_tls,
             events_flow
         );

@@ -362,6 +362,22 @@ fn every_client_hello_of_a_connection_speaks() {
     assert_eq!(of_type(&r, "alert").len(), 1);
 }
 
+/// Twenty throw-away requests first, an absolute-form target naming another
+/// host than Host, a request pipelined after a body that holds a fake head:
+/// every real head reaches the signatures; the flow's log stays bounded.
+#[test]
+fn every_http_head_reaches_the_signatures() {
+    let r = run("evasion-http-heads.pcap");
+    let hosts: Vec<&str> = of_type(&r, "alert")
+        .iter()
+        .map(|e| e["alert"]["evidence"][0]["value"].as_str().expect("value"))
+        .collect();
+    assert_eq!(hosts, ["abs.ngrok-free.app", "pipe.ngrok-free.app"]);
+    assert_eq!(r.counters.http_transactions, 23);
+    assert_eq!(of_type(&r, "http").len(), 18, "16 logged, and the two that alert");
+    assert_eq!(r.counters.http_unlogged, 5);
+}
+
 /// No event repeats a key in any object (a SIEM keeps one of the two, or
 /// rejects the line): checked with a deserializer that sees every key.
 #[test]

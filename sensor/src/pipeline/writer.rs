@@ -60,8 +60,8 @@ pub struct StatsRequest {
 /// What the writer remembers of a flow that had pending events.
 #[derive(Debug, Default)]
 struct FlowPolicy {
-    /// Signatures this flow has alerted on (one alert per flow and signature).
-    alerted: Vec<u32>,
+    /// (signature, evidence) this flow has alerted on.
+    alerted: Vec<(u32, u64)>,
     /// (host, tool) pairs this flow counts for in the ledger.
     ledger_keys: Vec<(IpAddr, String)>,
 }

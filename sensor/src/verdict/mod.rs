@@ -84,8 +84,9 @@ pub struct Decision {
     pub sanctioned: Option<(String, Vec<u32>, Vec<String>)>,
     /// Ledger entries to log as `host_activity`, with the reason.
     pub activity: Vec<(Activity, &'static str)>,
-    /// Signature ids alerted now (the flow must not alert on them again).
-    pub alerted: Vec<u32>,
+    /// (signature id, evidence) alerted now: the flow does not alert on the
+    /// same again.
+    pub alerted: Vec<(u32, u64)>,
     /// (host, tool) pairs this flow now counts for in the ledger.
     pub ledger_keys: Vec<(IpAddr, String)>,
 }
@@ -126,8 +127,8 @@ pub fn long_running(a: &Activity, max: Duration) -> AlertOut {
 /// What a flow has already done, as the verdict stage remembers it.
 #[derive(Debug, Clone, Copy)]
 pub struct FlowState<'a> {
-    /// Signatures this flow has alerted on (one alert per flow and signature).
-    pub alerted: &'a [u32],
+    /// (signature id, evidence) this flow has alerted on.
+    pub alerted: &'a [(u32, u64)],
     /// (host, tool) pairs this flow counts for in the ledger.
     pub ledger_keys: &'a [(IpAddr, String)],
 }
@@ -259,10 +260,6 @@ impl Verdicts {
                 }
                 continue;
             }
-            if flow.alerted.contains(&sig.id()) {
-                self.held.same_flow += 1;
-                continue;
-            }
             if sig.raw.supporting && !obs.strong {
                 self.held.supporting_only += 1;
                 continue;
@@ -272,7 +269,7 @@ impl Verdicts {
             a.peer = server_side.then_some(ends.client);
             fold(&mut d.alerts, a);
         }
-        self.suppress(&mut d, at);
+        self.suppress(&mut d, flow.alerted, at);
         if let Some(a) = allowed {
             d.sanctioned = Some((a, ids, tools));
         }
@@ -319,31 +316,38 @@ impl Verdicts {
     /// new endpoint name, proxy, key or client always alerts, and so does an
     /// alert that is earlier than the last one (time never runs backwards
     /// into a suppression).
-    fn suppress(&mut self, d: &mut Decision, at: Timestamp) {
+    fn suppress(&mut self, d: &mut Decision, flow_alerted: &[(u32, u64)], at: Timestamp) {
         let alerted = &mut d.alerted;
         let mut alerts = std::mem::take(&mut d.alerts);
         alerts.retain_mut(|a| {
             a.also_matched.sort_unstable();
-            alerted.push(a.id);
-            alerted.extend(&a.also_matched);
             let evidence = self.hasher.hash_one(
                 a.evidence
                     .iter()
                     .map(|e| (e.fact, e.identity()))
                     .collect::<Vec<_>>(),
             );
-            // Silent only if every signature folded into it alerted lately.
-            let fresh = std::iter::once(a.id)
+            let ids: Vec<u32> = std::iter::once(a.id)
                 .chain(a.also_matched.iter().copied())
-                .fold(false, |fresh, id| {
-                    let s = Sighting {
-                        host: a.host,
-                        id,
-                        peer: a.peer,
-                        evidence,
-                    };
-                    self.may_alert(s, at) | fresh
-                });
+                .collect();
+            // already said in this flow, for every signature folded in
+            if a.id != LONG_RUNNING_ID
+                && ids.iter().all(|id| flow_alerted.contains(&(*id, evidence)))
+            {
+                self.held.same_flow += 1;
+                return false;
+            }
+            alerted.extend(ids.iter().map(|id| (*id, evidence)));
+            // Silent only if every signature folded into it alerted lately.
+            let fresh = ids.iter().fold(false, |fresh, &id| {
+                let s = Sighting {
+                    host: a.host,
+                    id,
+                    peer: a.peer,
+                    evidence,
+                };
+                self.may_alert(s, at) | fresh
+            });
             if !fresh && a.id != LONG_RUNNING_ID {
                 self.held.repeat += 1;
             }

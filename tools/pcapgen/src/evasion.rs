@@ -155,3 +155,45 @@ pub fn second_client_hello(dir: &Path) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// One keep-alive HTTP connection where the telling requests come late or
+/// hidden: twenty throw-away requests first, then an absolute-form request
+/// whose target names `abs.ngrok-free.app` while its Host is harmless, then
+/// two requests pipelined in one segment, the second to `pipe.ngrok-free.app`
+/// after a POST body that holds a fake request head.
+pub fn http_heads(dir: &Path) -> Result<()> {
+    let mut clock = Clock(T0 + 3_900_000_000_000);
+    let mut tcp = Tcp::open(
+        ep("10.1.0.10", 41006, "198.51.100.80", 80),
+        &mut clock,
+        1400,
+        (11_000, 13_000),
+    );
+    let ok = |body: &str| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    for i in 0..20 {
+        let q = format!("GET /static/{i}.css HTTP/1.1\r\nHost: www.example.com\r\n\r\n");
+        tcp.send(Side::Client, q.as_bytes());
+        tcp.send(Side::Server, ok("body {}").as_bytes());
+    }
+    let q = "GET http://abs.ngrok-free.app/login HTTP/1.1\r\nHost: www.example.com\r\n\r\n";
+    tcp.send(Side::Client, q.as_bytes());
+    tcp.send(Side::Server, ok("ok").as_bytes());
+    let fake = "GET /x HTTP/1.1\r\nHost: fake.ngrok.io\r\n\r\n";
+    let q = format!(
+        "POST /form HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: {}\r\n\r\n{fake}GET / HTTP/1.1\r\nHost: pipe.ngrok-free.app\r\n\r\n",
+        fake.len()
+    );
+    tcp.send(Side::Client, q.as_bytes());
+    tcp.send(
+        Side::Server,
+        format!("{}{}", ok("saved"), ok("hi")).as_bytes(),
+    );
+    let frames = tcp.close();
+    write_pcap(&dir.join("evasion-http-heads.pcap"), &frames, false)?;
+    Ok(())
+}

@@ -366,6 +366,7 @@ fn main() -> Result<()> {
         evasion::dns_odd_ports(dir)?;
         evasion::ipv6_fragment_options(dir)?;
         evasion::second_client_hello(dir)?;
+        evasion::http_heads(dir)?;
         eprintln!("pcapgen: evasion captures written to {}", dir.display());
         return Ok(());
     }

@@ -131,6 +131,12 @@ impl Emit<'_, '_> {
             let ev = HttpEvent::of(req.as_ref(), resp.as_ref());
             let mut facts = ev.facts();
             let p = pending(self.rules, flow, &mut facts);
+            self.counters.http_transactions += 1;
+            if !p && h.logged >= crate::analyzer::http::MAX_TRANSACTIONS {
+                // read and matched, not logged: the log of one flow is bounded
+                self.counters.http_unlogged += 1;
+                continue;
+            }
             let ends = ends(flow);
             let mut e = header(
                 flow,
@@ -143,7 +149,6 @@ impl Emit<'_, '_> {
             e.http = Some(ev);
             send(self.out, flow.id, p, &facts, &ends, e);
             h.logged += 1;
-            self.counters.http_transactions += 1;
         }
         flow.data.analyzers.http = Some(h);
     }
