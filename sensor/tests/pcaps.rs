@@ -374,7 +374,11 @@ fn every_http_head_reaches_the_signatures() {
         .collect();
     assert_eq!(hosts, ["abs.ngrok-free.app", "pipe.ngrok-free.app"]);
     assert_eq!(r.counters.http_transactions, 23);
-    assert_eq!(of_type(&r, "http").len(), 18, "16 logged, and the two that alert");
+    assert_eq!(
+        of_type(&r, "http").len(),
+        18,
+        "16 logged, and the two that alert"
+    );
     assert_eq!(r.counters.http_unlogged, 5);
 }
 

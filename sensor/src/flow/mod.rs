@@ -340,10 +340,13 @@ impl<T> FlowTable<T> {
 
     /// Ends every flow (end of capture), in start order so output is reproducible.
     pub fn drain(&mut self, ended: &mut Vec<(Flow<T>, EndReason)>) {
-        let mut all: Vec<Flow<T>> = self.flows.drain().map(|(_, f)| f).collect();
-        all.sort_by_key(|f| (f.start, f.first_frame, f.key));
-        ended.extend(all.into_iter().map(|f| (f, EndReason::Shutdown)));
-        self.deadlines.clear();
+        // moved once, sorted in place; the table's memory goes back at once
+        let from = ended.len();
+        ended.reserve(self.flows.len());
+        ended.extend(self.flows.drain().map(|(_, f)| (f, EndReason::Shutdown)));
+        ended[from..].sort_by_key(|(f, _)| (f.start, f.first_frame, f.key));
+        self.flows.shrink_to(0);
+        self.deadlines = BinaryHeap::new();
     }
 
     fn evict_one(&mut self, ended: &mut Vec<(Flow<T>, EndReason)>) {

@@ -142,6 +142,12 @@ impl Output {
         self.items.is_empty()
     }
 
+    /// Makes room for `lines` more lines of about `bytes` each.
+    pub fn reserve(&mut self, lines: usize, bytes: usize) {
+        self.buf.reserve(lines.saturating_mul(bytes));
+        self.items.reserve(lines);
+    }
+
     /// Takes the output so far, leaving an empty one with the same settings
     /// and these (empty) buffers, if given.
     pub fn take(&mut self, spare: Option<Spare>) -> Output {

@@ -39,7 +39,7 @@ fn header<'a>(
         sensor: site.sensor_name(),
         pcap_file: origin.pcap_file,
         frame,
-        app_proto: flow.data.analyzers.app_proto,
+        app_proto: flow.data.analyzers().and_then(|a| a.app_proto),
         src_segment: flow.data.src_seg.as_ref().map(Segment::as_ref),
         dest_segment: flow.data.dest_seg.as_ref().map(Segment::as_ref),
     };
@@ -124,7 +124,7 @@ impl Emit<'_, '_> {
 
     /// Every finished HTTP transaction.
     pub fn http(&mut self, flow: &mut Flow<Session>, pkt: &Packet<&[u8]>) {
-        let Some(mut h) = flow.data.analyzers.http.take() else {
+        let Some(mut h) = flow.data.analyzers_mut().and_then(|a| a.http.take()) else {
             return;
         };
         for (req, resp) in h.done.drain(..) {
@@ -150,13 +150,18 @@ impl Emit<'_, '_> {
             send(self.out, flow.id, p, &facts, &ends, e);
             h.logged += 1;
         }
-        flow.data.analyzers.http = Some(h);
+        if let Some(a) = flow.data.analyzers_mut() {
+            a.http = Some(h);
+        }
     }
 
     /// The TLS handshake (once per flow).
     pub fn tls(&mut self, flow: &mut Flow<Session>, ts: Timestamp, frame: Option<u64>) {
-        flow.data.analyzers.tls_logged = true;
-        let Some(t) = flow.data.analyzers.tls.take() else {
+        let Some(a) = flow.data.analyzers_mut() else {
+            return;
+        };
+        a.tls_logged = true;
+        let Some(t) = a.tls.take() else {
             return;
         };
         let ev = TlsEvent::of(&t);
@@ -172,22 +177,25 @@ impl Emit<'_, '_> {
             self.counters.tls_certificate_msgs += 1;
         }
         drop(facts); // it borrows the session, which goes back to the flow
-        flow.data.analyzers.tls = Some(t);
+        if let Some(a) = flow.data.analyzers_mut() {
+            a.tls = Some(t);
+        }
     }
 
     /// A flow ends: what its analyzers still hold, then its `flow` event.
     pub fn flow_end(&mut self, flow: &mut Flow<Session>, reason: EndReason) {
-        if let Some(h) = flow.data.analyzers.http.as_mut() {
+        if let Some(h) = flow.data.analyzers_mut().and_then(|a| a.http.as_mut()) {
             h.flush();
         }
         let last = flow.last;
         self.http(flow, &Packet::at(last));
-        let a = &flow.data.analyzers;
-        if !a.tls_logged
-            && a.tls
-                .as_ref()
-                .is_some_and(|t| t.client_hello.is_some() || t.server_hello.is_some())
-        {
+        let unlogged_hello = flow.data.analyzers().is_some_and(|a| {
+            !a.tls_logged
+                && a.tls
+                    .as_ref()
+                    .is_some_and(|t| t.client_hello.is_some() || t.server_hello.is_some())
+        });
+        if unlogged_hello {
             self.tls(flow, last, None);
         }
         let ev = FlowEvent::of(flow, reason);

@@ -24,6 +24,9 @@ use crate::stats::Counters;
 use crate::time::Timestamp;
 
 pub use crate::analyzer::session::{MAX_PROBES, MAX_TCP_DNS_MESSAGES};
+
+/// About what one `flow` event takes as a JSON line (for reserving room).
+const FLOW_EVENT_BYTES: usize = 640;
 use emit::Emit;
 
 /// Engine settings.
@@ -56,17 +59,55 @@ impl Default for EngineConfig {
     }
 }
 
-/// Per-flow state: the two streams, the analyzers, where the flow's ends are.
+/// Per-flow state: the two streams and the analyzers (made when the flow
+/// first carries payload: a flow of bare SYNs, what a flood is made of, holds
+/// none), where the flow's ends are.
 #[derive(Debug, Default)]
 pub struct Session {
-    streams: [Stream; 2],
-    analyzers: Analyzers,
+    active: Option<Box<Active>>,
+    /// Initial sequence numbers seen before there was payload.
+    isn: [Option<u32>; 2],
     bypass: bool,
     src_seg: Option<Segment>,
     dest_seg: Option<Segment>,
     segs_known: bool,
     /// An event of this flow went to the writer for a verdict: so does its end.
     decided: bool,
+}
+
+/// What a flow with payload holds.
+#[derive(Debug, Default)]
+struct Active {
+    streams: [Stream; 2],
+    analyzers: Analyzers,
+}
+
+impl Session {
+    /// The streams and analyzers, made on first use from the SYNs seen.
+    fn active(&mut self) -> &mut Active {
+        let isn = self.isn;
+        self.active.get_or_insert_with(|| {
+            let mut a = Box::<Active>::default();
+            for (st, isn) in a.streams.iter_mut().zip(isn) {
+                if let Some(seq) = isn {
+                    st.syn(seq);
+                }
+            }
+            a
+        })
+    }
+
+    fn analyzers(&self) -> Option<&Analyzers> {
+        self.active.as_deref().map(|a| &a.analyzers)
+    }
+
+    fn analyzers_mut(&mut self) -> Option<&mut Analyzers> {
+        self.active.as_deref_mut().map(|a| &mut a.analyzers)
+    }
+
+    fn streams(&self) -> &[Stream] {
+        self.active.as_deref().map_or(&[], |a| &a.streams[..])
+    }
 }
 
 pub struct Engine {
@@ -152,6 +193,9 @@ impl Engine {
     /// Ends every flow (end of input), logging each.
     pub fn finish(&mut self, origin: Origin<'_>, out: &mut Output) {
         self.flows.drain(&mut self.ended);
+        // every flow's event at once: room for them up front, not by doubling
+        // (a doubling holds the old buffer and the new one at once)
+        out.reserve(self.ended.len(), FLOW_EVENT_BYTES);
         self.end_flows(origin, out);
         self.sync_counters();
     }
@@ -166,7 +210,7 @@ impl Engine {
         c.flows_active = self.flows.len() as u64;
         let (mut held, mut retrans) = (0u64, self.retransmitted);
         for f in self.flows.iter() {
-            for st in &f.data.streams {
+            for st in f.data.streams() {
                 held += st.held() as u64;
                 retrans += st.retransmitted;
             }
@@ -214,7 +258,10 @@ impl Engine {
             dns_out: &mut self.dns_out,
         };
         match d.transport {
-            Transport::Udp => flow.data.analyzers.datagram(&chunk, &mut ctx),
+            Transport::Udp if !d.payload.is_empty() => {
+                flow.data.active().analyzers.datagram(&chunk, &mut ctx)
+            }
+            Transport::Udp => return,
             Transport::Tcp(h) => {
                 if flow.data.bypass {
                     self.counters.bypassed_packets += 1;
@@ -236,8 +283,8 @@ impl Engine {
         em.dns(&mut self.dns_out, flow, dir, pkt);
         if matches!(d.transport, Transport::Tcp(_)) {
             em.http(flow, pkt);
-            let a = &flow.data.analyzers;
-            if a.tls.as_ref().is_some_and(|t| t.done()) && !a.tls_logged {
+            let a = flow.data.analyzers();
+            if a.is_some_and(|a| a.tls.as_ref().is_some_and(|t| t.done()) && !a.tls_logged) {
                 em.tls(flow, pkt.ts, Some(pkt.frame));
             }
             settle(&mut flow.data, dir);
@@ -258,7 +305,7 @@ impl Engine {
         for (mut flow, reason) in self.ended.drain(..) {
             self.retransmitted += flow
                 .data
-                .streams
+                .streams()
                 .iter()
                 .map(|s| s.retransmitted)
                 .sum::<u64>();
@@ -270,18 +317,21 @@ impl Engine {
 /// A TCP segment into its direction's stream, and what the stream delivers
 /// into the analyzers. False when there was no data to deliver.
 fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> bool {
-    let st = &mut s.streams[c.dir as usize];
+    let d = c.dir as usize;
     // Data on a SYN (TCP Fast Open, RFC 7413) starts after the SYN's own number.
     let mut seq = h.seq;
     if h.has(TcpHeader::SYN) {
-        st.syn(h.seq);
+        match s.active.as_deref_mut() {
+            Some(a) => a.streams[d].syn(h.seq),
+            None => s.isn[d] = Some(h.seq),
+        }
         seq = seq.wrapping_add(1);
     }
     if c.bytes.is_empty() {
         return false;
     }
-    let analyzers = &mut s.analyzers;
-    let r = st.push(seq, c.bytes, &mut |bytes: &[u8]| {
+    let Active { streams, analyzers } = s.active();
+    let r = streams[d].push(seq, c.bytes, &mut |bytes: &[u8]| {
         analyzers.feed(&Chunk { bytes, ..*c }, ctx)
     });
     if let Err(e) = r {
@@ -289,7 +339,7 @@ fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> b
             StreamError::Gap => ctx.counters.stream_gaps += 1,
             StreamError::Overflow => ctx.counters.stream_overflows += 1,
         }
-        s.analyzers.stop(c.dir);
+        analyzers.stop(c.dir);
     }
     true
 }
@@ -298,11 +348,14 @@ fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> b
 /// flow once both directions are done.
 fn settle(s: &mut Session, dir: Dir) {
     let other = 1 - dir as usize;
-    s.analyzers
-        .give_up_if_silent(dir, s.streams[other].delivered());
-    if s.analyzers.off() {
+    let Some(a) = s.active.as_deref_mut() else {
+        return;
+    };
+    let delivered = a.streams[other].delivered();
+    a.analyzers.give_up_if_silent(dir, delivered);
+    if a.analyzers.off() {
         s.bypass = true;
-        for st in s.streams.iter_mut() {
+        for st in a.streams.iter_mut() {
             st.release();
         }
     }
