@@ -99,10 +99,28 @@ pub fn dns(data: &[u8]) {
     }
 }
 
-/// HTTP heads (request and response parsers on the same bytes).
+/// HTTP heads (request and response parsers on the same bytes), and a
+/// session fed the bytes as both directions in chunks (pipelining, bodies
+/// by length and by chunks): it must consume what it is given, never more.
 pub fn http(data: &[u8]) {
     let _ = crate::analyzer::http::parse_request(data);
     let _ = crate::analyzer::http::parse_response(data);
+    let mut s = crate::analyzer::http::HttpSession::default();
+    let step = 1 + data.first().map_or(0, |b| *b as usize % 64);
+    for request in [true, false] {
+        let mut buf = Vec::new();
+        for chunk in data.chunks(step) {
+            buf.extend_from_slice(chunk);
+            let used = if request {
+                s.feed_request(&buf)
+            } else {
+                s.feed_response(&buf)
+            };
+            assert!(used <= buf.len(), "consumed more than given");
+            buf.drain(..used);
+        }
+    }
+    s.flush();
 }
 
 /// A certificate DER.
