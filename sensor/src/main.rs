@@ -560,8 +560,8 @@ fn progress_bar() -> indicatif::ProgressBar {
 fn summary(c: &Counters, sources: &str, events: u64, elapsed: std::time::Duration) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "spanwatch: {sources}: {} packets, {} bytes, {} flows, {} TLS handshakes, {} certificate chains ({} certificates parsed, {} cache hits), {} DNS messages, {} HTTP transactions ({} not logged)",
-        c.packets, c.bytes, c.flows_created, c.tls_client_hellos, c.tls_certificate_msgs, c.certs_parsed, c.cert_cache_hits, c.dns_packets, c.http_transactions, c.http_unlogged
+        "spanwatch: {sources}: {} packets, {} bytes, {} flows ({} evicted from a full table), {} TLS handshakes, {} certificate chains ({} certificates parsed, {} cache hits), {} DNS messages, {} HTTP transactions ({} not logged)",
+        c.packets, c.bytes, c.flows_created, c.flows_evicted, c.tls_client_hellos, c.tls_certificate_msgs, c.certs_parsed, c.cert_cache_hits, c.dns_packets, c.http_transactions, c.http_unlogged
     );
     eprintln!(
         "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS), {} unknown link type, {} not IP; {} stream gaps, {} retransmitted segments",

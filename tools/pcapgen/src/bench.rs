@@ -273,3 +273,34 @@ pub fn mix(path: &Path, seed: u64, packets: u64) -> Result<()> {
     w.finish()?;
     Ok(())
 }
+
+/// A SYN flood: `flows` connection attempts from distinct addresses and
+/// ports, 20 000 a second, none answered (the flow table's worst case: every
+/// packet a new flow).
+pub fn flood(path: &Path, seed: u64, flows: u64) -> Result<()> {
+    let mut w = PcapWriter::new(
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?),
+        LINKTYPE_ETHERNET,
+    )?;
+    let mut rng = Rng::new(seed);
+    let mut clock = Clock(crate::T0);
+    for i in 0..flows {
+        let e = Endpoints {
+            client: (addr([10, 64 + (i >> 16) as u8], i & 0xffff), 1024 + (i % 60_000) as u16),
+            server: (addr([198, 51], 100 * 256 + 7), 443),
+            vlan: None,
+            ethernet: true,
+        };
+        let l4 = crate::net::L4::Tcp {
+            seq: rng.next() as u32,
+            ack: None,
+            syn: true,
+            fin: false,
+            psh: false,
+        };
+        w.write(&crate::net::frame(&e, crate::net::Side::Client, l4, &[], clock.tick(50)))?;
+    }
+    eprintln!("pcapgen: {} packets, {} bytes", w.frames, w.bytes);
+    w.finish()?;
+    Ok(())
+}

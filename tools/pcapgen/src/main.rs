@@ -348,7 +348,7 @@ fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some("bench") {
         // pcapgen bench handshake|mix OUT [SEED [SIZE]]
         let (Some(profile), Some(out)) = (args.get(2), args.get(3)) else {
-            return Err("usage: pcapgen bench handshake|mix OUT [SEED]".into());
+            return Err("usage: pcapgen bench handshake|mix|flood OUT [SEED [SIZE]]".into());
         };
         let seed = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
         // a fifth argument scales the profile down (connections / packets), for profiling
@@ -356,6 +356,7 @@ fn main() -> Result<()> {
         return match profile.as_str() {
             "handshake" => bench::handshake_heavy(Path::new(out), seed, size.unwrap_or(80_000)),
             "mix" => bench::mix(Path::new(out), seed, size.unwrap_or(750_000)),
+            "flood" => bench::flood(Path::new(out), seed, size.unwrap_or(1_000_000)),
             p => Err(format!("unknown profile {p}").into()),
         };
     }
