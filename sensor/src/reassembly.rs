@@ -36,7 +36,18 @@ pub struct Stream {
     pub retransmitted: u64,
     /// Bytes handed to the analyzer so far.
     delivered: u64,
+    /// The first bytes delivered (up to [`WINDOW`]): what a later copy of
+    /// the same bytes is compared with.
+    window: Vec<u8>,
+    /// Copies of delivered bytes that differed from the first copy.
+    pub conflicts: u64,
+    /// The window as the first differing copy would have made it.
+    alt: Option<Vec<u8>>,
 }
+
+/// Delivered bytes kept per direction to compare later copies with (the
+/// handshake: a ClientHello, a server's first flight).
+pub const WINDOW: usize = 8 * 1024;
 
 impl Stream {
     /// Notes the initial sequence number from a SYN (or SYN-ACK).
@@ -66,6 +77,36 @@ impl Stream {
         self.buf = Vec::new();
         self.ooo = Vec::new();
         self.ooo_bytes = 0;
+        self.window = Vec::new();
+        self.alt = None;
+    }
+
+    /// The stream's first bytes as a copy that differed from what was
+    /// delivered would have made them (once, at the first such copy).
+    pub fn take_alt(&mut self) -> Option<Vec<u8>> {
+        self.alt.take()
+    }
+
+    /// A copy of bytes already delivered, starting `back` bytes before the
+    /// next expected one: if it differs from the first copy (within the
+    /// window), count it and keep the alternative.
+    fn compare(&mut self, back: usize, data: &[u8]) {
+        let Some(start) = (self.delivered as usize).checked_sub(back) else {
+            return;
+        };
+        let Some(first) = self.window.get(start..) else {
+            return;
+        };
+        let n = first.len().min(data.len());
+        if first[..n] == data[..n] {
+            return;
+        }
+        self.conflicts += 1;
+        if self.alt.is_none() && self.conflicts == 1 {
+            let mut alt = self.window.clone();
+            alt[start..start + n].copy_from_slice(&data[..n]);
+            self.alt = Some(alt);
+        }
     }
 
     /// Adds a segment and feeds whatever became contiguous to `analyze`.
@@ -82,6 +123,7 @@ impl Stream {
         let rel = seq.wrapping_sub(next) as i32;
         if rel < 0 {
             let skip = rel.unsigned_abs() as usize;
+            self.compare(skip, &data[..skip.min(data.len())]);
             if skip >= data.len() {
                 self.retransmitted += 1;
                 return Ok(());
@@ -104,6 +146,13 @@ impl Stream {
         let next = self.next.unwrap_or(0);
         self.next = Some(next.wrapping_add(data.len() as u32));
         self.delivered += data.len() as u64;
+        if self.window.len() < WINDOW {
+            if self.window.capacity() == 0 {
+                self.window.reserve_exact(WINDOW);
+            }
+            let take = data.len().min(WINDOW - self.window.len());
+            self.window.extend_from_slice(&data[..take]);
+        }
         if self.buf.is_empty() {
             let used = analyze(data).min(data.len());
             let rest = &data[used..];
@@ -127,11 +176,14 @@ impl Stream {
         if seq.wrapping_sub(next) > MAX_AHEAD {
             return Err(StreamError::Gap);
         }
-        if self
+        if let Some((_, d)) = self
             .ooo
             .iter()
-            .any(|(s, d)| *s == seq && d.len() >= data.len())
+            .find(|(s, d)| *s == seq && d.len() >= data.len())
         {
+            if d[..data.len()] != *data {
+                self.conflicts += 1;
+            }
             self.retransmitted += 1;
             return Ok(());
         }
@@ -273,5 +325,32 @@ mod tests {
         }
         assert_eq!(r, Err(StreamError::Overflow));
         assert!(s.held() <= MAX_BUFFERED);
+    }
+
+    #[test]
+    fn a_differing_copy_is_counted_and_its_version_kept() {
+        fn feed(s: &mut Stream, seen: &mut Vec<u8>, seq: u32, d: &[u8]) {
+            s.push(seq, d, &mut |b: &[u8]| {
+                seen.extend_from_slice(b);
+                b.len()
+            })
+            .expect("ok");
+        }
+        let (mut s, mut seen) = (Stream::default(), Vec::new());
+        s.syn(99);
+        feed(&mut s, &mut seen, 100, b"hello decoy");
+        // the same bytes again: a plain retransmission
+        feed(&mut s, &mut seen, 100, b"hello decoy");
+        assert_eq!((s.conflicts, s.retransmitted), (0, 1));
+        assert!(s.take_alt().is_none());
+        // other bytes at the same place, and one more byte after them
+        feed(&mut s, &mut seen, 106, b"world!");
+        assert_eq!(s.conflicts, 1);
+        assert_eq!(s.take_alt().as_deref(), Some(&b"hello world"[..]));
+        assert_eq!(seen, b"hello decoy!", "the first copy is what was read");
+        // later conflicts are counted; the first alternative was taken
+        feed(&mut s, &mut seen, 100, b"HELLO");
+        assert_eq!(s.conflicts, 2);
+        assert!(s.take_alt().is_none());
     }
 }

@@ -37,6 +37,9 @@ pub struct Counters {
     pub dns_packets: u64,
     pub dns_malformed: u64,
     pub http_transactions: u64,
+    /// TCP bytes seen twice with different content (a decoy copy, or a
+    /// broken sender): the sensor read both versions.
+    pub stream_overlap_conflicts: u64,
     /// HTTP transactions read and matched but not logged (a flow's log is
     /// bounded; those a signature may match are always logged).
     pub http_unlogged: u64,
@@ -114,6 +117,7 @@ impl Counters {
             dns_packets,
             dns_malformed,
             http_transactions,
+            stream_overlap_conflicts,
             http_unlogged,
             events_tls,
             events_flow

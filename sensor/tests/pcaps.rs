@@ -382,6 +382,33 @@ fn every_http_head_reaches_the_signatures() {
     assert_eq!(r.counters.http_unlogged, 5);
 }
 
+/// A decoy copy of the ClientHello (harmless name, TTL 1) before the real
+/// one at the same sequence number: the flow and its events are marked, and
+/// the real version's name reaches the signatures.
+#[test]
+fn a_decoy_copy_of_the_client_hello_does_not_hide_the_real_one() {
+    let r = run("evasion-decoy-overlap.pcap");
+    let tls = of_type(&r, "tls");
+    assert_eq!(tls[0]["tls"]["sni"], "docs.example.org");
+    assert_eq!(
+        tls[0]["tls"]["overlap_client_hello"]["sni"],
+        "a.ngrok-free.app"
+    );
+    for e in r.events.iter().filter(|e| e["flow_id"].is_u64()) {
+        assert_eq!(
+            e["anomaly"], "stream.reassembly_overlap_different_data",
+            "{e}"
+        );
+    }
+    let alerts = of_type(&r, "alert");
+    assert_eq!(alerts.len(), 1, "{:?}", r.lines);
+    assert_eq!(
+        alerts[0]["alert"]["evidence"][0]["value"],
+        "a.ngrok-free.app"
+    );
+    assert_eq!(r.counters.stream_overlap_conflicts, 1);
+}
+
 /// No event repeats a key in any object (a SIEM keeps one of the two, or
 /// rejects the line): checked with a deserializer that sees every key.
 #[test]

@@ -67,6 +67,10 @@ pub struct Event<'a> {
     pub community_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub app_proto: Option<&'static str>,
+    /// Something about the flow's packets a sensor must not take at face
+    /// value (Suricata's names: `stream.reassembly_overlap_different_data`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anomaly: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub src_segment: Option<SegmentRef<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,6 +178,7 @@ pub struct Context<'a> {
     pub pcap_file: Option<&'a str>,
     pub frame: Option<u64>,
     pub app_proto: Option<&'static str>,
+    pub anomaly: Option<&'static str>,
     pub src_segment: Option<SegmentRef<'a>>,
     pub dest_segment: Option<SegmentRef<'a>>,
 }
@@ -203,6 +208,7 @@ impl<'a> Event<'a> {
             vlan: flow.key.vlans.as_slice(),
             community_id: Some(&flow.community_id),
             app_proto: cx.app_proto,
+            anomaly: cx.anomaly,
             src_segment: cx.src_segment,
             dest_segment: cx.dest_segment,
             ..Default::default()

@@ -286,7 +286,10 @@ pub fn flood(path: &Path, seed: u64, flows: u64) -> Result<()> {
     let mut clock = Clock(crate::T0);
     for i in 0..flows {
         let e = Endpoints {
-            client: (addr([10, 64 + (i >> 16) as u8], i & 0xffff), 1024 + (i % 60_000) as u16),
+            client: (
+                addr([10, 64 + (i >> 16) as u8], i & 0xffff),
+                1024 + (i % 60_000) as u16,
+            ),
             server: (addr([198, 51], 100 * 256 + 7), 443),
             vlan: None,
             ethernet: true,
@@ -298,7 +301,13 @@ pub fn flood(path: &Path, seed: u64, flows: u64) -> Result<()> {
             fin: false,
             psh: false,
         };
-        w.write(&crate::net::frame(&e, crate::net::Side::Client, l4, &[], clock.tick(50)))?;
+        w.write(&crate::net::frame(
+            &e,
+            crate::net::Side::Client,
+            l4,
+            &[],
+            clock.tick(50),
+        ))?;
     }
     eprintln!("pcapgen: {} packets, {} bytes", w.frames, w.bytes);
     w.finish()?;

@@ -197,3 +197,46 @@ pub fn http_heads(dir: &Path) -> Result<()> {
     write_pcap(&dir.join("evasion-http-heads.pcap"), &frames, false)?;
     Ok(())
 }
+
+/// A decoy copy of the ClientHello: the client's first segment is sent twice
+/// with the same sequence number, first with a harmless server name (and a
+/// TTL of 1, so it dies before the server), then as the real ClientHello of
+/// a rustls TLS 1.3 handshake to `a.ngrok-free.app` (its certificate is
+/// encrypted: the server name is the only clue). A sensor that keeps the
+/// first copy and says nothing never sees the real name.
+pub fn decoy_overlap(dir: &Path) -> Result<()> {
+    let (real, decoy) = ("a.ngrok-free.app", "docs.example.org");
+    let ch = chain("Example Org", &[real])?;
+    let flights = crate::tls::handshake(&Handshake {
+        version: &rustls::version::TLS13,
+        sni: real,
+        alpn: &["http/1.1"],
+        chain: &ch,
+        request: b"GET / HTTP/1.1\r\nHost: a.ngrok-free.app\r\n\r\n",
+    })?;
+    let mut clock = Clock(T0 + 4_000_000_000_000);
+    let mut tcp = Tcp::open(
+        ep("10.1.0.10", 41007, "203.0.113.30", 443),
+        &mut clock,
+        1400,
+        (21_000, 23_000),
+    );
+    let hello = &flights[0].data;
+    let at = hello
+        .windows(real.len())
+        .position(|w| w == real.as_bytes())
+        .ok_or("the ClientHello has no server name")?;
+    let mut fake = hello.clone();
+    fake[at..at + decoy.len()].copy_from_slice(decoy.as_bytes());
+    let mut f = tcp.decoy(Side::Client, &fake);
+    // TTL 1, IPv4 header checksum made again
+    f.data[14 + 8] = 1;
+    f.data[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = crate::ipv4_checksum(&f.data[14..34]);
+    f.data[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    tcp.push_frame(f);
+    tcp.flights(&flights);
+    let frames = tcp.close();
+    write_pcap(&dir.join("evasion-decoy-overlap.pcap"), &frames, false)?;
+    Ok(())
+}

@@ -368,6 +368,7 @@ fn main() -> Result<()> {
         evasion::ipv6_fragment_options(dir)?;
         evasion::second_client_hello(dir)?;
         evasion::http_heads(dir)?;
+        evasion::decoy_overlap(dir)?;
         eprintln!("pcapgen: evasion captures written to {}", dir.display());
         return Ok(());
     }

@@ -192,6 +192,21 @@ impl<'c> Tcp<'c> {
         self.seq[i] = self.seq[i].wrapping_add(used);
     }
 
+    /// A segment from `side` at its current sequence number that does not
+    /// advance it: what the next `send` will carry, but other bytes (a decoy).
+    pub fn decoy(&mut self, side: Side, data: &[u8]) -> Frame {
+        let i = Self::idx(side);
+        let seq = self.seq[i];
+        self.segment(side, Flags::PSH, data, 20);
+        self.seq[i] = seq;
+        self.frames.pop().expect("the segment just made")
+    }
+
+    /// Adds a frame made elsewhere (a decoy, altered).
+    pub fn push_frame(&mut self, f: Frame) {
+        self.frames.push(f);
+    }
+
     /// Sends bytes from `side` in MSS-sized segments, then the peer ACKs.
     pub fn send(&mut self, side: Side, data: &[u8]) {
         for chunk in data.chunks(self.mss.max(1)) {

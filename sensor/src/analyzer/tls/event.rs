@@ -80,6 +80,9 @@ pub struct TlsEvent<'a> {
     /// A second ClientHello on the same connection (after a HelloRetryRequest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub second_client_hello: Option<HelloSummary<'a>>,
+    /// The ClientHello as a differing copy of its TCP bytes had it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlap_client_hello: Option<HelloSummary<'a>>,
 }
 
 /// The fingerprints of a further ClientHello.
@@ -89,6 +92,14 @@ pub struct HelloSummary<'a> {
     pub sni: Option<&'a str>,
     pub ja3: Ja3,
     pub ja4: String,
+}
+
+fn summary(c: &super::hello::ClientHello) -> HelloSummary<'_> {
+    HelloSummary {
+        sni: c.sni.as_deref(),
+        ja3: ja3::ja3(c),
+        ja4: ja4::ja4(c, ja4::Transport::Tcp),
+    }
 }
 
 fn version_name(v: u16) -> &'static str {
@@ -143,11 +154,8 @@ impl<'a> TlsEvent<'a> {
                 sslv2: c.sslv2,
             }),
             client_chain: t.client_chain.iter().map(|c| &**c).collect(),
-            second_client_hello: t.second_client_hello.as_ref().map(|c| HelloSummary {
-                sni: c.sni.as_deref(),
-                ja3: ja3::ja3(c),
-                ja4: ja4::ja4(c, ja4::Transport::Tcp),
-            }),
+            second_client_hello: t.second_client_hello.as_ref().map(summary),
+            overlap_client_hello: t.overlap_client_hello.as_ref().map(summary),
         }
     }
 }
@@ -157,7 +165,11 @@ impl<'a> TlsEvent<'a> {
 /// HelloRetryRequest, which may name another server), and the server's chain.
 pub fn facts<'a>(t: &'a TlsSession, prints: &'a [Fingerprints]) -> Facts<'a> {
     let mut f = Facts::of_chain(&t.chain);
-    let hellos = [t.client_hello.as_ref(), t.second_client_hello.as_ref()];
+    let hellos = [
+        t.client_hello.as_ref(),
+        t.second_client_hello.as_ref(),
+        t.overlap_client_hello.as_ref(),
+    ];
     for ch in hellos.into_iter().flatten() {
         f.push_opt(Fact::Sni, ch.sni.as_deref());
     }
@@ -183,10 +195,11 @@ impl Fingerprints {
             ja3: ev.ja3.as_ref().map(|j| j.hash.clone()),
             ja4: ev.ja4.clone(),
         };
-        let second = ev.second_client_hello.as_ref().map(|h| Fingerprints {
+        let more = [&ev.second_client_hello, &ev.overlap_client_hello];
+        let more = more.into_iter().flatten().map(|h| Fingerprints {
             ja3: Some(h.ja3.hash.clone()),
             ja4: Some(h.ja4.clone()),
         });
-        std::iter::once(first).chain(second).collect()
+        std::iter::once(first).chain(more).collect()
     }
 }

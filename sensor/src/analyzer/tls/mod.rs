@@ -120,6 +120,9 @@ pub struct TlsSession {
     /// The second ClientHello of a connection (after a HelloRetryRequest, or a
     /// client that repeats itself).
     pub second_client_hello: Option<ClientHello>,
+    /// The ClientHello as another copy of its TCP bytes had it (two copies
+    /// that differ: the sensor cannot tell which one the server kept).
+    pub overlap_client_hello: Option<ClientHello>,
     /// ClientHellos seen (2 after a HelloRetryRequest).
     pub client_hellos: u32,
     /// Certificates in the Certificate message (may exceed what `chain` keeps).
@@ -129,6 +132,14 @@ pub struct TlsSession {
 }
 
 impl TlsSession {
+    /// Reads the client's first bytes as another copy had them: its
+    /// ClientHello, if they hold one, is kept as `overlap_client_hello`.
+    pub fn read_other_copy(&mut self, bytes: &[u8], certs: &mut CertCache) {
+        let mut other = TlsSession::default();
+        other.feed(Dir::ToServer, bytes, certs);
+        self.overlap_client_hello = other.client_hello;
+    }
+
     /// True once both directions have told all they will in clear.
     pub fn done(&self) -> bool {
         self.dirs.iter().all(|d| d.state == DirState::Done)

@@ -40,6 +40,10 @@ fn header<'a>(
         pcap_file: origin.pcap_file,
         frame,
         app_proto: flow.data.analyzers().and_then(|a| a.app_proto),
+        anomaly: flow
+            .data
+            .overlap
+            .then_some("stream.reassembly_overlap_different_data"),
         src_segment: flow.data.src_seg.as_ref().map(Segment::as_ref),
         dest_segment: flow.data.dest_seg.as_ref().map(Segment::as_ref),
     };

@@ -68,6 +68,8 @@ pub struct Session {
     /// Initial sequence numbers seen before there was payload.
     isn: [Option<u32>; 2],
     bypass: bool,
+    /// Two copies of some of the flow's TCP bytes differed.
+    overlap: bool,
     src_seg: Option<Segment>,
     dest_seg: Option<Segment>,
     segs_known: bool,
@@ -120,6 +122,8 @@ pub struct Engine {
     dns_out: Vec<DnsMessage>,
     /// Retransmitted segments of flows that have ended.
     retransmitted: u64,
+    /// Differing copies of bytes in flows that have ended.
+    conflicts: u64,
 }
 
 /// Where the current packet came from (offline runs name the file).
@@ -139,6 +143,7 @@ impl Engine {
             ended: Vec::new(),
             dns_out: Vec::new(),
             retransmitted: 0,
+            conflicts: 0,
         }
     }
 
@@ -208,15 +213,17 @@ impl Engine {
         c.flows_timed_out = f.timed_out;
         c.flows_evicted = f.evicted;
         c.flows_active = self.flows.len() as u64;
-        let (mut held, mut retrans) = (0u64, self.retransmitted);
+        let (mut held, mut retrans, mut conflicts) = (0u64, self.retransmitted, self.conflicts);
         for f in self.flows.iter() {
             for st in f.data.streams() {
                 held += st.held() as u64;
                 retrans += st.retransmitted;
+                conflicts += st.conflicts;
             }
         }
         c.reassembly_bytes_held = held;
         c.stream_retransmissions = retrans;
+        c.stream_overlap_conflicts = conflicts;
         c.certs_parsed = self.certs.stats.parsed;
         c.cert_cache_hits = self.certs.stats.hits;
         c.certs_malformed = self.certs.stats.errors;
@@ -303,12 +310,10 @@ impl Engine {
             counters: &mut self.counters,
         };
         for (mut flow, reason) in self.ended.drain(..) {
-            self.retransmitted += flow
-                .data
-                .streams()
-                .iter()
-                .map(|s| s.retransmitted)
-                .sum::<u64>();
+            for st in flow.data.streams() {
+                self.retransmitted += st.retransmitted;
+                self.conflicts += st.conflicts;
+            }
             em.flow_end(&mut flow, reason);
         }
     }
@@ -341,6 +346,16 @@ fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> b
         }
         analyzers.stop(c.dir);
     }
+    // Two copies of the same bytes that differ: the sensor cannot know which
+    // one the receiver kept, so the client's other version is read too.
+    let conflict = streams[d].conflicts > 0;
+    if let Some(alt) = streams[d].take_alt() {
+        if c.dir == Dir::ToServer {
+            let t = analyzers.tls.get_or_insert_with(Default::default);
+            t.read_other_copy(&alt, ctx.certs);
+        }
+    }
+    s.overlap |= conflict;
     true
 }
 
