@@ -564,9 +564,9 @@ fn summary(c: &Counters, sources: &str, events: u64, elapsed: std::time::Duratio
         c.packets, c.bytes, c.flows_created, c.flows_evicted, c.tls_client_hellos, c.tls_certificate_msgs, c.certs_parsed, c.cert_cache_hits, c.dns_packets, c.http_transactions, c.http_unlogged
     );
     eprintln!(
-        "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS), {} unknown link type, {} not IP; {} stream gaps, {} retransmitted segments, {} differing copies of stream bytes",
+        "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS), {} unknown link type, {} not IP; {} stream gaps, {} retransmitted segments, {} differing copies of stream bytes, {} TCP segments with a bad checksum",
         c.malformed(), c.decode_truncated, c.decode_malformed, c.tls_malformed, c.certs_malformed, c.dns_malformed,
-        c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps, c.stream_retransmissions, c.stream_overlap_conflicts
+        c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps, c.stream_retransmissions, c.stream_overlap_conflicts, c.tcp_checksum_bad
     );
     eprintln!(
         "spanwatch: {} alerts (severity 1: {}, 2: {}, 3: {}, 4: {}), {} sanctioned sightings; not alerted again: {} repeats of a sighting, {} in the same flow, {} supporting evidence only",

@@ -40,6 +40,10 @@ pub struct Counters {
     /// TCP bytes seen twice with different content (a decoy copy, or a
     /// broken sender): the sensor read both versions.
     pub stream_overlap_conflicts: u64,
+    /// TCP segments with payload whose checksum is wrong (a decoy meant to
+    /// die at the receiver, or a capture on a host whose NIC sums outgoing
+    /// packets); counted, still read.
+    pub tcp_checksum_bad: u64,
     /// HTTP transactions read and matched but not logged (a flow's log is
     /// bounded; those a signature may match are always logged).
     pub http_unlogged: u64,
@@ -118,6 +122,7 @@ impl Counters {
             dns_malformed,
             http_transactions,
             stream_overlap_conflicts,
+            tcp_checksum_bad,
             http_unlogged,
             events_tls,
             events_flow

@@ -81,6 +81,7 @@ pub(super) fn decode(data: &[u8], vlans: Vlans) -> Result<Outcome<'_>, DecodeErr
         dport: 0,
         transport: Transport::Other,
         payload: chain.rest,
+        segment: &[],
     };
     transport_of(base).map(Outcome::Packet)
 }

@@ -78,6 +78,9 @@ pub struct Decoded<'a> {
     pub dport: u16,
     pub transport: Transport,
     pub payload: &'a [u8],
+    /// The whole TCP segment, header included (empty for other protocols),
+    /// for checking its checksum.
+    pub segment: &'a [u8],
 }
 
 /// The fragment of an IP datagram (anything but a whole datagram).
@@ -387,6 +390,7 @@ fn ipv4(data: &[u8], vlans: Vlans) -> Result<Outcome<'_>, DecodeError> {
         dport: 0,
         transport: Transport::Other,
         payload: payload.payload,
+        segment: &[],
     };
     match &p.transport {
         Some(t) => Ok(Outcome::Packet(with_transport(base, t))),
@@ -424,6 +428,7 @@ fn with_transport<'a>(mut d: Decoded<'a>, t: &TransportSlice<'a>) -> Decoded<'a>
                 flags,
             });
             d.payload = tcp.payload();
+            d.segment = tcp.slice();
         }
         TransportSlice::Udp(udp) => {
             d.sport = udp.source_port();
@@ -434,6 +439,36 @@ fn with_transport<'a>(mut d: Decoded<'a>, t: &TransportSlice<'a>) -> Decoded<'a>
         _ => {}
     }
     d
+}
+
+/// Is a TCP segment's checksum right (RFC 9293 §3.1: the one's complement
+/// sum over the pseudo-header and the segment)? Only meaningful when the
+/// capture holds the whole segment.
+pub fn tcp_checksum_ok(src: IpAddr, dst: IpAddr, segment: &[u8]) -> bool {
+    let mut sum: u64 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            add(&s.octets());
+            add(&d.octets());
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            add(&s.octets());
+            add(&d.octets());
+        }
+        _ => return true,
+    }
+    add(&(segment.len() as u32).to_be_bytes());
+    add(&[0, 6]);
+    add(segment);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum == 0xffff
 }
 
 /// Decodes the transport header of a datagram rebuilt from fragments.
@@ -464,6 +499,7 @@ pub fn decode_reassembled<'a>(
         dport: 0,
         transport: Transport::Other,
         payload,
+        segment: &[],
     };
     transport_of(base)
 }
@@ -646,5 +682,21 @@ mod tests {
             panic!("a packet")
         };
         assert_eq!((p.proto, p.payload.len()), (60, 4));
+    }
+
+    #[test]
+    fn tcp_checksums_are_checked() {
+        let f = tcp_frame(b"hello");
+        let Ok(Outcome::Packet(d)) = decode(LinkType::ETHERNET, &f) else {
+            panic!("a packet")
+        };
+        assert!(tcp_checksum_ok(d.src, d.dst, d.segment));
+        let mut bad = f.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 0x20;
+        let Ok(Outcome::Packet(d)) = decode(LinkType::ETHERNET, &bad) else {
+            panic!("a packet")
+        };
+        assert!(!tcp_checksum_ok(d.src, d.dst, d.segment));
     }
 }

@@ -428,6 +428,7 @@ mod tests {
                 flags,
             }),
             payload: &[],
+            segment: &[],
         }
     }
 

@@ -271,8 +271,16 @@ impl Engine {
             Transport::Udp => return,
             Transport::Tcp(h) => {
                 if flow.data.bypass {
-                    self.counters.bypassed_packets += 1;
+                    ctx.counters.bypassed_packets += 1;
                     return;
+                }
+                // a checksum only where the capture has the whole segment
+                // (not counting segments the sender's NIC was to sum)
+                if !d.payload.is_empty()
+                    && pkt.orig_len as usize == pkt.data.len()
+                    && !decode::tcp_checksum_ok(d.src, d.dst, d.segment)
+                {
+                    ctx.counters.tcp_checksum_bad += 1;
                 }
                 if !segment(&mut flow.data, h, &chunk, &mut ctx) {
                     return;
