@@ -18,19 +18,25 @@ use spanwatch::time::Timestamp;
 struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated and not yet freed.
+static LIVE: AtomicU64 = AtomicU64::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(l.size() as u64, Ordering::Relaxed);
         // SAFETY: forwards to the system allocator with the caller's layout.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as u64, Ordering::Relaxed);
         // SAFETY: `p` came from `System.alloc` with this layout.
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(n as u64, Ordering::Relaxed);
+        LIVE.fetch_sub(l.size() as u64, Ordering::Relaxed);
         // SAFETY: as above.
         unsafe { System.realloc(p, l, n) }
     }
@@ -115,6 +121,43 @@ fn bypassed_flow_packets_allocate_nothing() {
         0,
         "{allocs} allocations over {} steady-state packets",
         steady.len()
+    );
+}
+
+/// An idle flow (a SYN nobody answered, what a flood is made of) costs at
+/// most 512 bytes of heap in the flow table: the flow, its bucket, its
+/// deadline, its community id; measured over a full table, every flow's
+/// slot as the table holds it.
+#[test]
+fn an_idle_flow_costs_at_most_512_bytes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let n = spanwatch::flow::DEFAULT_MAX_FLOWS as u64;
+    let syns: Vec<Packet> = (0..n)
+        .map(|i| {
+            let mut p = frame(true, 100, 0, "S", &[], i);
+            // a client of its own per flow: 10.64.x.y
+            let v = p.data.to_vec();
+            let mut v = v;
+            v[26..30].copy_from_slice(&[10, 64, (i >> 8) as u8, i as u8]);
+            v[24..26].copy_from_slice(&[0, 0]); // the IP checksum is not checked
+            p.data = Bytes::from(v);
+            p
+        })
+        .collect();
+    let mut engine = Engine::new(EngineConfig::default());
+    let mut out = Output::default();
+    let before = LIVE.load(Ordering::Relaxed);
+    for p in &syns {
+        engine.process(&p.view(), p.ts, Origin::default(), &mut out);
+    }
+    engine.sync_counters();
+    let used = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    assert_eq!(engine.counters.flows_active, n);
+    let per_flow = used / n;
+    eprintln!("an idle flow: {per_flow} bytes ({used} for {n} flows)");
+    assert!(
+        per_flow <= 512,
+        "{per_flow} bytes a flow ({used} for {n} flows)"
     );
 }
 

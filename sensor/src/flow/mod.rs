@@ -199,7 +199,9 @@ pub struct FlowStats {
 
 /// A flow table of bounded size.
 pub struct FlowTable<T> {
-    flows: HashMap<FlowKey, Flow<T>, ahash::RandomState>,
+    /// Boxed: under churn at `max_flows` the map's buckets double once
+    /// (tombstones), and a bucket then costs its key and a pointer, not a flow.
+    flows: HashMap<FlowKey, Box<Flow<T>>, ahash::RandomState>,
     deadlines: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
     max_flows: usize,
     timeouts: Timeouts,
@@ -226,7 +228,7 @@ impl<T> FlowTable<T> {
 
     /// Every flow in the table, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = &Flow<T>> {
-        self.flows.values()
+        self.flows.values().map(|f| &**f)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -257,7 +259,7 @@ impl<T> FlowTable<T> {
                     if f.is_closed() {
                         if let Some(f) = self.flows.remove(&key) {
                             self.stats.timed_out += 1;
-                            ended.push((f, EndReason::Timeout));
+                            ended.push((*f, EndReason::Timeout));
                         }
                     }
                 }
@@ -267,7 +269,7 @@ impl<T> FlowTable<T> {
             self.evict_one(ended);
         }
         let flow = match self.flows.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Occupied(o) => &mut **o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let client_is_lo = initiator_is_src(d, tcp) == forward;
                 let (c, s) = if client_is_lo {
@@ -279,7 +281,7 @@ impl<T> FlowTable<T> {
                 let deadline = now.saturating_add(self.timeouts.tcp_new.min(self.timeouts.udp));
                 self.deadlines.push(Reverse((deadline, key)));
                 self.stats.created += 1;
-                v.insert(Flow {
+                &mut **v.insert(Box::new(Flow {
                     key,
                     id: flow_id(&key, now),
                     client_is_lo,
@@ -292,7 +294,7 @@ impl<T> FlowTable<T> {
                     first_frame: frame,
                     deadline,
                     data: new_data(),
-                })
+                }))
             }
         };
         let dir = if forward == flow.client_is_lo {
@@ -328,7 +330,7 @@ impl<T> FlowTable<T> {
             if due <= now {
                 if let Some(f) = self.flows.remove(&key) {
                     self.stats.timed_out += 1;
-                    ended.push((f, EndReason::Timeout));
+                    ended.push((*f, EndReason::Timeout));
                 }
             } else {
                 flow.deadline = due;
@@ -343,7 +345,7 @@ impl<T> FlowTable<T> {
         // moved once, sorted in place; the table's memory goes back at once
         let from = ended.len();
         ended.reserve(self.flows.len());
-        ended.extend(self.flows.drain().map(|(_, f)| (f, EndReason::Shutdown)));
+        ended.extend(self.flows.drain().map(|(_, f)| (*f, EndReason::Shutdown)));
         ended[from..].sort_by_key(|(f, _)| (f.start, f.first_frame, f.key));
         self.flows.shrink_to(0);
         self.deadlines = BinaryHeap::new();
@@ -355,7 +357,7 @@ impl<T> FlowTable<T> {
             if valid {
                 if let Some(f) = self.flows.remove(&key) {
                     self.stats.evicted += 1;
-                    ended.push((f, EndReason::Evicted));
+                    ended.push((*f, EndReason::Evicted));
                     return;
                 }
             }
