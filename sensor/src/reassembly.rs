@@ -41,9 +41,16 @@ pub struct Stream {
     window: Vec<u8>,
     /// Copies of delivered bytes that differed from the first copy.
     pub conflicts: u64,
-    /// The window as the first differing copy would have made it.
-    alt: Option<Vec<u8>>,
+    /// The window as the differing copies made it, once there was one.
+    alt: Vec<u8>,
+    /// `alt` changed since it was last taken.
+    alt_new: bool,
+    /// Times `alt` was taken (bounded: each is read again).
+    alt_reads: u8,
 }
+
+/// Versions of a direction's first bytes handed out for reading again.
+const MAX_ALT_READS: u8 = 8;
 
 /// Delivered bytes kept per direction to compare later copies with (the
 /// handshake: a ClientHello, a server's first flight).
@@ -78,13 +85,19 @@ impl Stream {
         self.ooo = Vec::new();
         self.ooo_bytes = 0;
         self.window = Vec::new();
-        self.alt = None;
+        self.alt = Vec::new();
     }
 
-    /// The stream's first bytes as a copy that differed from what was
-    /// delivered would have made them (once, at the first such copy).
+    /// The stream's first bytes as the copies that differed from what was
+    /// delivered made them, if that changed since last asked (a few times
+    /// at most: each version is read again).
     pub fn take_alt(&mut self) -> Option<Vec<u8>> {
-        self.alt.take()
+        if !self.alt_new || self.alt_reads >= MAX_ALT_READS {
+            return None;
+        }
+        self.alt_new = false;
+        self.alt_reads += 1;
+        Some(self.alt.clone())
     }
 
     /// A copy of bytes already delivered, starting `back` bytes before the
@@ -102,11 +115,12 @@ impl Stream {
             return;
         }
         self.conflicts += 1;
-        if self.alt.is_none() && self.conflicts == 1 {
-            let mut alt = self.window.clone();
-            alt[start..start + n].copy_from_slice(&data[..n]);
-            self.alt = Some(alt);
+        if self.alt.len() < self.window.len() {
+            let from = self.alt.len();
+            self.alt.extend_from_slice(&self.window[from..]);
         }
+        self.alt[start..start + n].copy_from_slice(&data[..n]);
+        self.alt_new = true;
     }
 
     /// Adds a segment and feeds whatever became contiguous to `analyze`.
@@ -348,9 +362,10 @@ mod tests {
         assert_eq!(s.conflicts, 1);
         assert_eq!(s.take_alt().as_deref(), Some(&b"hello world"[..]));
         assert_eq!(seen, b"hello decoy!", "the first copy is what was read");
-        // later conflicts are counted; the first alternative was taken
+        // a later differing copy adds to the other version
         feed(&mut s, &mut seen, 100, b"HELLO");
         assert_eq!(s.conflicts, 2);
-        assert!(s.take_alt().is_none());
+        assert_eq!(s.take_alt().as_deref(), Some(&b"HELLO world!"[..]));
+        assert!(s.take_alt().is_none(), "nothing new");
     }
 }

@@ -409,6 +409,27 @@ fn a_decoy_copy_of_the_client_hello_does_not_hide_the_real_one() {
     assert_eq!(r.counters.stream_overlap_conflicts, 1);
 }
 
+/// The server's side: a decoy copy of the certificate flight names an
+/// ordinary CA, the real one mitmproxy's; the signatures see both chains.
+#[test]
+fn a_decoy_copy_of_the_server_flight_does_not_hide_the_real_chain() {
+    let r = run("evasion-decoy-server-overlap.pcap");
+    let tls = of_type(&r, "tls");
+    assert_eq!(tls[0]["tls"]["issuerdn"], "CN=examplecx, O=examplecx");
+    assert_eq!(
+        tls[0]["tls"]["overlap_chain"][0]["issuerdn"],
+        "CN=mitmproxy, O=mitmproxy"
+    );
+    assert_eq!(
+        tls[0]["anomaly"],
+        "stream.reassembly_overlap_different_data"
+    );
+    let alerts = of_type(&r, "alert");
+    assert_eq!(alerts.len(), 1, "{:?}", r.lines);
+    assert_eq!(alerts[0]["alert"]["tool"], "mitmproxy");
+    assert!(r.counters.stream_overlap_conflicts >= 1);
+}
+
 /// No event repeats a key in any object (a SIEM keeps one of the two, or
 /// rejects the line): checked with a deserializer that sees every key.
 #[test]

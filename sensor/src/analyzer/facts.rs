@@ -209,6 +209,9 @@ pub struct Facts<'a> {
     strs: SmallVec<[(Fact, &'a str); 6]>,
     nums: SmallVec<[(Fact, i64); 3]>,
     pub chain: &'a [Arc<CertInfo>],
+    /// The chain as another copy of the server's bytes had it (see
+    /// `reassembly`): signatures are evaluated on each chain.
+    pub other_chain: &'a [Arc<CertInfo>],
 }
 
 impl<'a> Facts<'a> {
@@ -272,6 +275,7 @@ pub struct OwnedFacts {
     strs: Vec<(Fact, String)>,
     nums: Vec<(Fact, i64)>,
     chain: Vec<Arc<CertInfo>>,
+    other_chain: Vec<Arc<CertInfo>>,
 }
 
 impl OwnedFacts {
@@ -280,6 +284,7 @@ impl OwnedFacts {
             strs: f.strs.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             nums: f.nums.to_vec(),
             chain: f.chain.to_vec(),
+            other_chain: f.other_chain.to_vec(),
         }
     }
 
@@ -288,6 +293,7 @@ impl OwnedFacts {
             strs: self.strs.iter().map(|(k, v)| (*k, v.as_str())).collect(),
             nums: self.nums.iter().copied().collect(),
             chain: &self.chain,
+            other_chain: &self.other_chain,
         }
     }
 }

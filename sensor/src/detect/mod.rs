@@ -166,6 +166,27 @@ impl RuleSet {
         f: &Facts<'_>,
         spki: Option<&dyn KeySpread>,
     ) -> Vec<(usize, Vec<Evidence>)> {
+        let mut out = self.evaluate_chain(f, spki);
+        if !f.other_chain.is_empty() {
+            // the server's other version: its chain's matches count too
+            let mut other = f.clone();
+            other.chain = f.other_chain;
+            other.other_chain = &[];
+            for (i, ev) in self.evaluate_chain(&other, spki) {
+                if !out.iter().any(|(j, _)| *j == i) {
+                    out.push((i, ev));
+                }
+            }
+            out.sort_by_key(|(i, _)| *i);
+        }
+        out
+    }
+
+    fn evaluate_chain(
+        &self,
+        f: &Facts<'_>,
+        spki: Option<&dyn KeySpread>,
+    ) -> Vec<(usize, Vec<Evidence>)> {
         let hits = self.name_hits(f);
         let mut candidates: Vec<usize> = hits
             .iter()

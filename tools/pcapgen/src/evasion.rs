@@ -240,3 +240,48 @@ pub fn decoy_overlap(dir: &Path) -> Result<()> {
     write_pcap(&dir.join("evasion-decoy-overlap.pcap"), &frames, false)?;
     Ok(())
 }
+
+/// The same trick on the server's side: a TLS 1.2 server flight whose
+/// certificates come from a CA named `mitmproxy` (an interceptor's forged
+/// leaf), preceded by a same-sequence copy in which every `mitmproxy` reads
+/// `examplecx` (and a TTL of 1). The client never sees the decoy; a sensor
+/// that keeps the first copy sees an ordinary CA.
+pub fn decoy_server_overlap(dir: &Path) -> Result<()> {
+    let ch = crate::tls::chain_from_ca("mitmproxy", &["www.example.com"])?;
+    let flights = crate::tls::handshake(&Handshake {
+        version: &rustls::version::TLS12,
+        sni: "www.example.com",
+        alpn: &["http/1.1"],
+        chain: &ch,
+        request: b"GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n",
+    })?;
+    let mut clock = Clock(T0 + 4_100_000_000_000);
+    let mut tcp = Tcp::open(
+        ep("10.1.0.10", 41008, "203.0.113.40", 443),
+        &mut clock,
+        1400,
+        (31_000, 33_000),
+    );
+    tcp.send(Side::Client, &flights[0].data);
+    let mut fake = flights[1].data.clone();
+    let (real, decoy) = (&b"mitmproxy"[..], &b"examplecx"[..]);
+    let mut i = 0;
+    while let Some(at) = fake[i..].windows(real.len()).position(|w| w == real) {
+        fake[i + at..i + at + decoy.len()].copy_from_slice(decoy);
+        i += at + decoy.len();
+    }
+    let mut f = tcp.decoy(Side::Server, &fake);
+    f.data[14 + 8] = 1;
+    f.data[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = crate::ipv4_checksum(&f.data[14..34]);
+    f.data[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    tcp.push_frame(f);
+    tcp.flights(&flights[1..]);
+    let frames = tcp.close();
+    write_pcap(
+        &dir.join("evasion-decoy-server-overlap.pcap"),
+        &frames,
+        false,
+    )?;
+    Ok(())
+}

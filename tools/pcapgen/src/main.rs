@@ -369,6 +369,7 @@ fn main() -> Result<()> {
         evasion::second_client_hello(dir)?;
         evasion::http_heads(dir)?;
         evasion::decoy_overlap(dir)?;
+        evasion::decoy_server_overlap(dir)?;
         eprintln!("pcapgen: evasion captures written to {}", dir.display());
         return Ok(());
     }

@@ -52,6 +52,20 @@ pub fn chain(org: &str, names: &[&str]) -> Result<Chain> {
     })
 }
 
+/// A leaf for `names` signed by a root whose common name and organisation
+/// are both `ca` (the shape of mitmproxy's own CA).
+pub fn chain_from_ca(ca: &str, names: &[&str]) -> Result<Chain> {
+    let root_key = KeyPair::generate()?;
+    let root = params(ca, ca, true, &[])?.self_signed(&root_key)?;
+    let leaf_key = KeyPair::generate()?;
+    let leaf =
+        params(names[0], "Example Org", false, names)?.signed_by(&leaf_key, &root, &root_key)?;
+    Ok(Chain {
+        certs: vec![leaf.der().clone(), root.der().clone()],
+        key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+    })
+}
+
 /// A client that accepts any certificate (it only has to complete handshakes)
 /// but still checks handshake signatures.
 #[derive(Debug)]

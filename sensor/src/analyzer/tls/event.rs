@@ -83,6 +83,12 @@ pub struct TlsEvent<'a> {
     /// The ClientHello as a differing copy of its TCP bytes had it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlap_client_hello: Option<HelloSummary<'a>>,
+    /// The server's chain as a differing copy of its TCP bytes had it.
+    #[serde(
+        skip_serializing_if = "<[&CertInfo]>::is_empty",
+        serialize_with = "cached_json"
+    )]
+    pub overlap_chain: Vec<&'a CertInfo>,
 }
 
 /// The fingerprints of a further ClientHello.
@@ -156,6 +162,7 @@ impl<'a> TlsEvent<'a> {
             client_chain: t.client_chain.iter().map(|c| &**c).collect(),
             second_client_hello: t.second_client_hello.as_ref().map(summary),
             overlap_client_hello: t.overlap_client_hello.as_ref().map(summary),
+            overlap_chain: t.overlap_chain.iter().map(|c| &**c).collect(),
         }
     }
 }
@@ -165,6 +172,7 @@ impl<'a> TlsEvent<'a> {
 /// HelloRetryRequest, which may name another server), and the server's chain.
 pub fn facts<'a>(t: &'a TlsSession, prints: &'a [Fingerprints]) -> Facts<'a> {
     let mut f = Facts::of_chain(&t.chain);
+    f.other_chain = &t.overlap_chain;
     let hellos = [
         t.client_hello.as_ref(),
         t.second_client_hello.as_ref(),

@@ -123,6 +123,8 @@ pub struct TlsSession {
     /// The ClientHello as another copy of its TCP bytes had it (two copies
     /// that differ: the sensor cannot tell which one the server kept).
     pub overlap_client_hello: Option<ClientHello>,
+    /// The server's chain as another copy of its bytes had it.
+    pub overlap_chain: Vec<Arc<CertInfo>>,
     /// ClientHellos seen (2 after a HelloRetryRequest).
     pub client_hellos: u32,
     /// Certificates in the Certificate message (may exceed what `chain` keeps).
@@ -132,12 +134,16 @@ pub struct TlsSession {
 }
 
 impl TlsSession {
-    /// Reads the client's first bytes as another copy had them: its
-    /// ClientHello, if they hold one, is kept as `overlap_client_hello`.
-    pub fn read_other_copy(&mut self, bytes: &[u8], certs: &mut CertCache) {
+    /// Reads a direction's first bytes as another copy had them: the
+    /// client's ClientHello is kept as `overlap_client_hello`, the server's
+    /// chain as `overlap_chain`.
+    pub fn read_other_copy(&mut self, dir: Dir, bytes: &[u8], certs: &mut CertCache) {
         let mut other = TlsSession::default();
-        other.feed(Dir::ToServer, bytes, certs);
-        self.overlap_client_hello = other.client_hello;
+        other.feed(dir, bytes, certs);
+        match dir {
+            Dir::ToServer => self.overlap_client_hello = other.client_hello,
+            Dir::ToClient => self.overlap_chain = other.chain,
+        }
     }
 
     /// True once both directions have told all they will in clear.

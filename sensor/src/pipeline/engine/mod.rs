@@ -358,10 +358,8 @@ fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> b
     // one the receiver kept, so the client's other version is read too.
     let conflict = streams[d].conflicts > 0;
     if let Some(alt) = streams[d].take_alt() {
-        if c.dir == Dir::ToServer {
-            let t = analyzers.tls.get_or_insert_with(Default::default);
-            t.read_other_copy(&alt, ctx.certs);
-        }
+        let t = analyzers.tls.get_or_insert_with(Default::default);
+        t.read_other_copy(c.dir, &alt, ctx.certs);
     }
     s.overlap |= conflict;
     true
