@@ -221,19 +221,12 @@ pub fn decoy_overlap(dir: &Path) -> Result<()> {
         1400,
         (21_000, 23_000),
     );
-    let hello = &flights[0].data;
-    let at = hello
-        .windows(real.len())
-        .position(|w| w == real.as_bytes())
-        .ok_or("the ClientHello has no server name")?;
-    let mut fake = hello.clone();
-    fake[at..at + decoy.len()].copy_from_slice(decoy.as_bytes());
+    let mut fake = flights[0].data.clone();
+    if replace_all(&mut fake, real.as_bytes(), decoy.as_bytes()) == 0 {
+        return Err("the ClientHello has no server name".into());
+    }
     let mut f = tcp.decoy(Side::Client, &fake);
-    // TTL 1, IPv4 header checksum made again
-    f.data[14 + 8] = 1;
-    f.data[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-    let sum = crate::ipv4_checksum(&f.data[14..34]);
-    f.data[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    ttl_one(&mut f);
     tcp.push_frame(f);
     tcp.flights(&flights);
     let frames = tcp.close();
@@ -264,17 +257,9 @@ pub fn decoy_server_overlap(dir: &Path) -> Result<()> {
     );
     tcp.send(Side::Client, &flights[0].data);
     let mut fake = flights[1].data.clone();
-    let (real, decoy) = (&b"mitmproxy"[..], &b"examplecx"[..]);
-    let mut i = 0;
-    while let Some(at) = fake[i..].windows(real.len()).position(|w| w == real) {
-        fake[i + at..i + at + decoy.len()].copy_from_slice(decoy);
-        i += at + decoy.len();
-    }
+    replace_all(&mut fake, b"mitmproxy", b"examplecx");
     let mut f = tcp.decoy(Side::Server, &fake);
-    f.data[14 + 8] = 1;
-    f.data[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-    let sum = crate::ipv4_checksum(&f.data[14..34]);
-    f.data[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    ttl_one(&mut f);
     tcp.push_frame(f);
     tcp.flights(&flights[1..]);
     let frames = tcp.close();
@@ -284,4 +269,23 @@ pub fn decoy_server_overlap(dir: &Path) -> Result<()> {
         false,
     )?;
     Ok(())
+}
+
+/// Replaces every `from` in `b` with `to` (the same length); how many.
+fn replace_all(b: &mut [u8], from: &[u8], to: &[u8]) -> usize {
+    let (mut i, mut n) = (0, 0);
+    while let Some(at) = b[i..].windows(from.len()).position(|w| w == from) {
+        b[i + at..i + at + to.len()].copy_from_slice(to);
+        i += at + to.len();
+        n += 1;
+    }
+    n
+}
+
+/// A decoy's TTL of 1 (it dies at the first router), IPv4 checksum made again.
+fn ttl_one(f: &mut Frame) {
+    f.data[14 + 8] = 1;
+    f.data[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = crate::ipv4_checksum(&f.data[14..34]);
+    f.data[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
 }
