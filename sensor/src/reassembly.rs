@@ -161,9 +161,6 @@ impl Stream {
         self.next = Some(next.wrapping_add(data.len() as u32));
         self.delivered += data.len() as u64;
         if self.window.len() < WINDOW {
-            if self.window.capacity() == 0 {
-                self.window.reserve_exact(WINDOW);
-            }
             let take = data.len().min(WINDOW - self.window.len());
             self.window.extend_from_slice(&data[..take]);
         }

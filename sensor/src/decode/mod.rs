@@ -445,30 +445,33 @@ fn with_transport<'a>(mut d: Decoded<'a>, t: &TransportSlice<'a>) -> Decoded<'a>
 /// sum over the pseudo-header and the segment)? Only meaningful when the
 /// capture holds the whole segment.
 pub fn tcp_checksum_ok(src: IpAddr, dst: IpAddr, segment: &[u8]) -> bool {
-    let mut sum: u64 = 0;
-    let mut add = |b: &[u8]| {
-        for c in b.chunks(2) {
-            sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-    };
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => {
-            add(&s.octets());
-            add(&d.octets());
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) => {
-            add(&s.octets());
-            add(&d.octets());
-        }
+    let mut sum: u64 = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => ones_sum(&s.octets()) + ones_sum(&d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => ones_sum(&s.octets()) + ones_sum(&d.octets()),
         _ => return true,
-    }
-    add(&(segment.len() as u32).to_be_bytes());
-    add(&[0, 6]);
-    add(segment);
+    };
+    sum += segment.len() as u64 + 6 + ones_sum(segment);
     while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     sum == 0xffff
+}
+
+/// The sum of `b` as big-endian 16-bit words (a last odd byte padded),
+/// folded later: eight bytes at a time, as two 32-bit halves.
+fn ones_sum(b: &[u8]) -> u64 {
+    let mut sum = 0u64;
+    let mut words = b.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        sum += (x >> 32) + (x & 0xffff_ffff);
+    }
+    // 32-bit halves hold two 16-bit words each: fold them to 16-bit words
+    sum = (sum >> 16 & 0xffff_ffff_ffff) + (sum & 0xffff);
+    for c in words.remainder().chunks(2) {
+        sum += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    sum
 }
 
 /// Decodes the transport header of a datagram rebuilt from fragments.
