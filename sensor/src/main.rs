@@ -99,9 +99,9 @@ struct CommonArgs {
     /// Write only these event types (comma-separated, e.g. `alert,host_activity`).
     #[arg(long, value_delimiter = ',')]
     event_types: Vec<String>,
-    /// Worker threads, each owning a share of the flows. The output is the
-    /// same for every number of workers.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    /// Worker threads, each owning a share of the flows: a number (1-256) or
+    /// `auto`, one per core. The output is the same for every number.
+    #[arg(long, default_value = "auto", value_parser = parse_workers)]
     workers: u16,
     /// Flows tracked at most (all workers together).
     #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
@@ -163,6 +163,20 @@ fn main() -> ExitCode {
         Cmd::Read(args) => read(args),
         Cmd::Check(args) => check(args),
         Cmd::Live(args) => live(args),
+    }
+}
+
+/// `--workers`: `auto` is one per core the process may use.
+fn parse_workers(s: &str) -> Result<u16, String> {
+    if s == "auto" {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        return Ok(cores.clamp(1, 256) as u16);
+    }
+    match s.parse::<u16>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of workers (1-256) or `auto`"
+        )),
     }
 }
 

@@ -218,3 +218,35 @@ fn outputs_from_the_site_configuration() {
         "{err}"
     );
 }
+
+/// `--workers` defaults to `auto` (one per core); every number gives the
+/// same events; a number out of range names what is allowed.
+#[test]
+fn workers_default_to_one_per_core_with_the_same_output() {
+    let capture = "pcaps/lab/lab-ngrok-v2-agent.pcap";
+    let (code, one, err) = spanwatch(&[
+        "read",
+        "-c",
+        "pcaps/lab/site.toml",
+        "--workers",
+        "1",
+        capture,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for w in [None, Some("auto"), Some("3")] {
+        let mut args = vec!["read", "-c", "pcaps/lab/site.toml"];
+        if let Some(w) = w {
+            args.extend(["--workers", w]);
+        }
+        args.push(capture);
+        let (code, out, err) = spanwatch(&args);
+        assert_eq!(code, 0, "{w:?}: {err}");
+        assert_eq!(out, one, "{w:?}");
+    }
+    let (code, _, err) = spanwatch(&["read", "--workers", "0", capture]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("`0` is not a number of workers (1-256) or `auto`"),
+        "{err}"
+    );
+}
