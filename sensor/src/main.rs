@@ -482,6 +482,51 @@ fn check(args: CheckArgs) -> ExitCode {
     }
 }
 
+/// The captures to read: files as given, and for a directory every capture
+/// below it, ordered by each one's first packet time (then by name); files
+/// in it that are not captures are reported and skipped.
+fn expand(args: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for a in args {
+        if !a.is_dir() {
+            out.push(a.clone());
+            continue;
+        }
+        let mut found = Vec::new();
+        walk(a, &mut found);
+        let mut dated: Vec<(i64, PathBuf)> = Vec::new();
+        for f in found {
+            match FileReader::open(&f) {
+                Ok(mut r) => {
+                    let first = r.next().and_then(|p| p.ok()).map_or(i64::MAX, |p| p.ts.0);
+                    dated.push((first, f));
+                }
+                Err(e) => eprintln!("spanwatch: skipped: {e}"),
+            }
+        }
+        dated.sort();
+        out.extend(dated.into_iter().map(|(_, f)| f));
+    }
+    out
+}
+
+/// Every file below `dir` (links are not followed), sorted by path.
+fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        eprintln!("spanwatch: {}: cannot read the directory", dir.display());
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => walk(&p, out),
+            Ok(m) if m.is_file() => out.push(p),
+            _ => {}
+        }
+    }
+}
+
 fn read(args: ReadArgs) -> ExitCode {
     let (settings, out) = match settings(&args.common, false) {
         Ok(s) => s,
@@ -498,7 +543,8 @@ fn read(args: ReadArgs) -> ExitCode {
     let mut failed = 0usize;
     let bar = progress_bar();
     let terminal = std::io::stderr().is_terminal();
-    for path in &args.captures {
+    let captures = expand(&args.captures);
+    for path in &captures {
         let name = path.display().to_string();
         let mut src = match Source::open(args.reader, path) {
             Ok(s) => s,
@@ -544,7 +590,7 @@ fn read(args: ReadArgs) -> ExitCode {
     }
     summary(
         &w.counters(),
-        &format!("{} file(s)", args.captures.len()),
+        &format!("{} file(s)", captures.len()),
         w.written,
         started.elapsed(),
     );

@@ -250,3 +250,74 @@ fn workers_default_to_one_per_core_with_the_same_output() {
         "{err}"
     );
 }
+
+/// Captures as analysts receive them: a directory (read recursively, in the
+/// order of each capture's first packet; other files reported and skipped)
+/// and gzip, zstd and xz captures, recognised by content, giving exactly the
+/// events of the plain capture.
+#[test]
+fn directories_and_compressed_captures() {
+    use std::io::Write;
+    let d = tmp("case");
+    let lab = common::workspace().join("pcaps/lab");
+    let plain = std::fs::read(lab.join("lab-mitmweb-ui.pcap")).expect("capture");
+    let compress = |name: &str| -> Vec<u8> {
+        match name {
+            "gz" => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(&plain).expect("gzip");
+                e.finish().expect("gzip")
+            }
+            "zst" => zstd::encode_all(&plain[..], 3).expect("zstd"),
+            _ => {
+                let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+                e.write_all(&plain).expect("xz");
+                e.finish().expect("xz")
+            }
+        }
+    };
+    let events = |p: &std::path::Path| -> Vec<String> {
+        let (code, out, err) = spanwatch(&["read", "--workers", "1", p.to_str().expect("utf-8")]);
+        assert_eq!(code, 0, "{}: {err}", p.display());
+        out.lines()
+            .map(|l| l.replace(p.to_str().expect("utf-8"), "CAPTURE"))
+            .collect()
+    };
+    let original = d.join("ui.pcap");
+    std::fs::write(&original, &plain).expect("write");
+    let want = events(&original);
+    assert!(want.len() > 3);
+    for ext in ["gz", "zst", "xz"] {
+        let p = d.join(format!("ui.pcap.{ext}"));
+        std::fs::write(&p, compress(ext)).expect("write");
+        assert_eq!(events(&p), want, "{ext}");
+    }
+    // a case directory: a capture below a subdirectory, one at the top that
+    // starts earlier, and notes
+    let case = d.join("dir");
+    std::fs::create_dir_all(case.join("sub")).expect("mkdir");
+    std::fs::write(case.join("sub/late.pcap.gz"), compress("gz")).expect("write");
+    std::fs::copy(lab.join("lab-ngrok-v2-agent.pcap"), case.join("early.pcap")).expect("copy");
+    std::fs::write(case.join("notes.txt"), "who ran ngrok?\n").expect("write");
+    let (code, out, err) = spanwatch(&["read", case.to_str().expect("utf-8")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("skipped:") && err.contains("notes.txt: not a pcap"),
+        "{err}"
+    );
+    assert!(err.contains("2 file(s)"), "{err}");
+    let mut files: Vec<String> = Vec::new();
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).expect("json");
+        if let Some(f) = v["pcap_file"].as_str() {
+            if !files.iter().any(|x| x == f) {
+                files.push(f.to_string());
+            }
+        }
+    }
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files[0].ends_with("early.pcap") && files[1].ends_with("late.pcap.gz"),
+        "{files:?}"
+    );
+}

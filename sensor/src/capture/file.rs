@@ -82,7 +82,13 @@ impl FileReader {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(open_err)?;
+        let mut file = File::open(path).map_err(open_err)?;
+        if let Some(kind) = Compression::sniff(&mut file).map_err(open_err)? {
+            file = decompress(kind, file).map_err(|e| CaptureError::Open {
+                path: path.to_owned(),
+                source: std::io::Error::new(e.kind(), format!("{} data: {e}", kind.name())),
+            })?;
+        }
         let meta = file.metadata().map_err(open_err)?;
         let data = if meta.is_file() && meta.len() > 0 {
             map_file(&file).map_err(open_err)?
@@ -379,6 +385,89 @@ fn prefetch(data: &[u8], at: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (data, at);
+}
+
+/// How a capture file is compressed, by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    Xz,
+}
+
+impl Compression {
+    fn of(magic: &[u8]) -> Option<Compression> {
+        if magic.starts_with(&[0x1f, 0x8b]) {
+            Some(Compression::Gzip)
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Some(Compression::Zstd)
+        } else if magic.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Some(Compression::Xz)
+        } else {
+            None
+        }
+    }
+
+    /// Reads the first bytes of `file` (and rewinds it).
+    fn sniff(file: &mut File) -> std::io::Result<Option<Compression>> {
+        use std::io::{Read, Seek};
+        let mut magic = [0u8; 6];
+        let mut n = 0;
+        while n < magic.len() {
+            match file.read(&mut magic[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        file.rewind()?;
+        Ok(Self::of(&magic[..n]))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::Xz => "xz",
+        }
+    }
+}
+
+/// Decompresses a capture as a stream into an unnamed temporary file (in
+/// the temporary directory; gone when closed), which is then mapped like a
+/// plain capture: memory stays bounded whatever the capture's size, at the
+/// cost of its size on disk.
+fn decompress(kind: Compression, file: File) -> std::io::Result<File> {
+    use std::io::{Read, Seek};
+    let input = std::io::BufReader::with_capacity(1 << 20, file);
+    let mut reader: Box<dyn Read> = match kind {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(input)),
+    };
+    let dir = std::env::temp_dir();
+    let mut out = None;
+    for i in 0..100u32 {
+        let path = dir.join(format!("spanwatch-{}-{i}.pcap", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => {
+                // unnamed from now on: the file goes away when closed
+                std::fs::remove_file(&path)?;
+                out = Some(f);
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    let mut out = out.ok_or_else(|| std::io::Error::other("no temporary file"))?;
+    std::io::copy(&mut reader, &mut out)?;
+    out.rewind()?;
+    Ok(out)
 }
 
 #[allow(unsafe_code)]
