@@ -48,13 +48,26 @@ pub struct LiveOptions<'a> {
 }
 
 /// Opens every interface; the first failure names the interface.
+/// A capture refused for want of privilege says what would grant it.
+fn with_hint(msg: String) -> String {
+    let low = msg.to_ascii_lowercase();
+    if low.contains("permission") || low.contains("not permitted") {
+        format!(
+            "{msg} (capturing needs root, or the capabilities: \
+             setcap cap_net_raw,cap_net_admin=eip on the spanwatch binary)"
+        )
+    } else {
+        msg
+    }
+}
+
 pub fn open(interfaces: &[String], o: &LiveOptions<'_>) -> Result<Vec<Opened>, CaptureError> {
     interfaces
         .iter()
         .map(|name| {
             let err = |e: pcap::Error| CaptureError::Libpcap {
                 path: name.into(),
-                msg: e.to_string(),
+                msg: with_hint(e.to_string()),
             };
             let mut cap = pcap::Capture::from_device(name.as_str())
                 .map_err(err)?
@@ -199,5 +212,17 @@ fn run(mut o: Opened, tx: Sender<Frames>, stop: Arc<AtomicBool>, st: Arc<IfaceSt
     if let Ok(s) = o.cap.stats() {
         st.kernel_dropped.store(s.dropped as u64, Ordering::Relaxed);
         st.if_dropped.store(s.if_dropped as u64, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refused_capture_says_what_grants_it() {
+        let m =
+            super::with_hint("eth1: You don't have permission to capture on that device".into());
+        assert!(m.contains("setcap cap_net_raw,cap_net_admin=eip"), "{m}");
+        let m = super::with_hint("eth9: No such device exists".into());
+        assert!(!m.contains("setcap"), "{m}");
     }
 }
