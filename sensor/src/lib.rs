@@ -35,6 +35,7 @@ pub mod config;
 pub mod decode;
 pub mod detect;
 pub mod event;
+pub mod findings;
 pub mod flow;
 pub mod fuzzing;
 pub mod load;

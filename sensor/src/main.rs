@@ -115,7 +115,10 @@ struct ReadArgs {
     /// Which capture reader to use.
     #[arg(long, value_enum, default_value = "native")]
     reader: Reader,
-    /// Capture files, read in the order given.
+    /// No findings table at the end.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Capture files or directories, read in the order given.
     #[arg(required = true)]
     captures: Vec<PathBuf>,
 }
@@ -594,6 +597,9 @@ fn read(args: ReadArgs) -> ExitCode {
         w.written,
         started.elapsed(),
     );
+    if !args.quiet {
+        findings(&w.findings(), args.common.output.as_deref());
+    }
     if failed > 0 {
         ExitCode::from(1)
     } else {
@@ -614,6 +620,26 @@ fn progress_bar() -> indicatif::ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+/// The findings table on stderr (coloured on a terminal unless NO_COLOR is
+/// set), and where the events are.
+fn findings(f: &[spanwatch::findings::Finding], output: Option<&std::path::Path>) {
+    if f.is_empty() {
+        eprintln!("spanwatch: no findings: no tool was seen on any host");
+        return;
+    }
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    eprint!(
+        "spanwatch: findings, one row per tool and host (severity 1 is the highest):\n{}",
+        spanwatch::findings::table(f, color)
+    );
+    match output {
+        Some(p) => eprintln!("spanwatch: every event is in {}", p.display()),
+        None => eprintln!(
+            "spanwatch: every event went to the outputs (standard output unless configured)"
+        ),
+    }
 }
 
 /// The run's summary on stderr; `sources` is what was read, e.g. "2 file(s)".

@@ -321,3 +321,50 @@ fn directories_and_compressed_captures() {
         "{files:?}"
     );
 }
+
+/// The findings table at the end of `read`: one row per tool and host,
+/// production first, no colour when standard error is not a terminal;
+/// `--quiet` leaves it out.
+#[test]
+fn read_ends_with_the_findings() {
+    let d = tmp("findings");
+    let o = d.join("events.json");
+    let o = o.to_str().expect("utf-8");
+    let lab = [
+        "pcaps/lab/lab-ngrok-v2-agent.pcap",
+        "pcaps/lab/lab-mitmproxy-custom-ca.pcap",
+    ];
+    let mut args = vec!["read", "-c", "pcaps/lab/site.toml", "-o", o];
+    args.extend(lab);
+    let (code, _, err) = spanwatch(&args);
+    assert_eq!(code, 0, "{err}");
+    let table: Vec<&str> = err
+        .lines()
+        .skip_while(|l| !l.contains("findings, one row per tool and host"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("spanwatch:"))
+        .collect();
+    assert!(table[0].starts_with("SEV"), "{err}");
+    let rows: Vec<Vec<&str>> = table[1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows.len(), 2, "{err}");
+    assert_eq!(
+        &rows[0][..5],
+        ["1", "prod-core", "(production)", "ngrok", "10.1.0.10"],
+        "{err}"
+    );
+    assert_eq!(
+        &rows[1][..5],
+        ["4", "dev-lab", "(development)", "mitmproxy", "10.20.0.20"],
+        "{err}"
+    );
+    assert!(!err.contains('\u{1b}'), "no colour off a terminal");
+    assert!(err.contains(&format!("every event is in {o}")), "{err}");
+    let mut quiet = args.clone();
+    quiet.insert(1, "--quiet");
+    let (code, _, err) = spanwatch(&quiet);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("findings"), "{err}");
+}

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::config::{SiteConfig, EVENT_TYPES};
 use crate::detect::RuleSet;
 use crate::event::{AlertBody, Event, Sanctioned};
+use crate::findings::{Alerts, Finding};
 use crate::pipeline::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
 use crate::sink::{Batch, Line, Run, Sink};
 use crate::stats::{Counters, InterfaceStats, Latency, StatsEvent, WorkerStats};
@@ -190,6 +191,8 @@ pub struct Writer<W: Sink> {
     last_error: Option<String>,
     types: Arc<EventTypes>,
     verdicts: Verdicts,
+    /// What the alerts said, by host and tool (for the findings).
+    alerted: Alerts,
     site: Arc<SiteConfig>,
     flows: HashMap<u64, FlowPolicy, ahash::RandomState>,
     /// Alerts and sanctioned sightings (the workers count the rest).
@@ -224,6 +227,7 @@ impl<W: Sink> Writer<W> {
             last_error: None,
             types,
             verdicts: Verdicts::new(&site, rules),
+            alerted: Alerts::default(),
             site,
             flows: HashMap::default(),
             counters: Counters::default(),
@@ -522,6 +526,7 @@ impl<W: Sink> Writer<W> {
     fn alerts(&mut self, d: &Decision, alert_head: &[u8], body: &[u8], at: Timestamp) {
         for a in &d.alerts {
             self.counters.alert(a.severity);
+            self.alerted.add(a);
             if self.types.wants("alert") {
                 let t = ("alert", Some(a.severity));
                 self.compose(t, alert_head, Some(("alert", &AlertBody::of(a))), body);
@@ -616,6 +621,12 @@ impl<W: Sink> Writer<W> {
                 queue_dropped: dropped.get(i).copied().unwrap_or(0),
             })
             .collect()
+    }
+
+    /// One row per tool and host the run found: the ledger's entries with
+    /// what their alerts said.
+    pub fn findings(&self) -> Vec<Finding> {
+        Finding::collect(self.verdicts.ledger.snapshot(), &self.alerted)
     }
 
     pub fn suppressed(&self) -> u64 {
