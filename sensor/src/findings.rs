@@ -287,6 +287,7 @@ mod tests {
                     fact: "sni",
                     value: v.to_string(),
                     pattern: "*".into(),
+                    key: None,
                 })
                 .collect(),
             also_matched: Vec::new(),

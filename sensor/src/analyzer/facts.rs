@@ -251,11 +251,6 @@ impl<'a> Facts<'a> {
             .map(|(_, v)| *v)
     }
 
-    /// The first value of a fact the analyzer set.
-    pub fn value(&self, fact: Fact) -> Option<&'a str> {
-        self.values(fact).next()
-    }
-
     pub fn number(&self, fact: Fact) -> Option<i64> {
         self.nums.iter().find(|(f, _)| *f == fact).map(|(_, n)| *n)
     }
@@ -328,6 +323,6 @@ mod tests {
         );
         assert_eq!(g.names().collect::<Vec<_>>(), ["a.example", "b.example"]);
         assert_eq!(g.number(Fact::DestPort), Some(53));
-        assert_eq!(g.value(Fact::Sni), None);
+        assert_eq!(g.values(Fact::Sni).next(), None);
     }
 }

@@ -33,20 +33,19 @@ pub struct Evidence {
     pub fact: &'static str,
     pub value: String,
     pub pattern: String,
+    /// What makes two sightings the same when the value alone does not (the
+    /// shared-key condition: the key; its value also counts certificates).
+    #[serde(skip)]
+    pub key: Option<String>,
 }
 
 impl Evidence {
     /// What this evidence says about what was seen, for telling a new
-    /// sighting from a repeat: the value, as DNS compares names (case and a
-    /// final dot aside); for the shared-key condition the key alone (its
-    /// count of certificates grows with every site the proxy forges for).
+    /// sighting from a repeat: its key if it has one, else the value, as DNS
+    /// compares names (case and a final dot aside).
     pub fn identity(&self) -> String {
-        let v = self.value.trim_end_matches('.');
-        let v = match Fact::by_name(self.fact).map(|f| f.decl().shape) {
-            Some(Shape::Threshold) => v.split(" on ").next().unwrap_or(v),
-            _ => v,
-        };
-        v.to_ascii_lowercase()
+        let v = self.key.as_deref().unwrap_or(&self.value);
+        v.trim_end_matches('.').to_ascii_lowercase()
     }
 }
 
@@ -249,6 +248,7 @@ fn listed(fact: Fact, value: &str, list: &[String], ev: &mut Vec<Evidence>) -> b
             fact: fact.name(),
             value: value.to_string(),
             pattern: p.clone(),
+            key: None,
         });
     }
     hit.is_some()
@@ -271,6 +271,7 @@ fn holds(
             fact: fact.name(),
             value,
             pattern,
+            key: None,
         })
     };
     match (test, source) {
@@ -320,7 +321,7 @@ fn holds(
         }),
         (Test::Flag(want), _) => number(f, fact).is_some_and(|n| (n != 0) == *want),
         (Test::Threshold(_), _) if spki.is_none() => leaf.is_some(),
-        (Test::Threshold(n), _) => leaf.is_some_and(|c| shared_key(c, *n, spki, &mut show)),
+        (Test::Threshold(n), _) => leaf.is_some_and(|c| shared_key(c, *n, spki, ev)),
         _ => false,
     }
 }
@@ -342,19 +343,23 @@ fn shared_key(
     c: &CertInfo,
     n: usize,
     spki: Option<&dyn KeySpread>,
-    show: &mut impl FnMut(String, String),
+    ev: &mut Vec<Evidence>,
 ) -> bool {
     let (certs, names) = spki.map(|t| t.spread(&c.spki_sha256)).unwrap_or_default();
     let ok = certs >= n;
     if ok {
-        show(
-            format!(
+        ev.push(Evidence {
+            fact: Fact::SharedSpkiNames.name(),
+            value: format!(
                 "key {} on {certs} certificates for {}",
                 c.spki_sha256,
                 names.join(", ")
             ),
-            format!(">= {n} certificates for unrelated names"),
-        );
+            pattern: format!(">= {n} certificates for unrelated names"),
+            // the count grows with every site the proxy forges for: the key
+            // is what stays the same
+            key: Some(c.spki_sha256.clone()),
+        });
     }
     ok
 }
@@ -406,6 +411,7 @@ fn on_one_cert(c: &Compiled, f: &Facts<'_>) -> Option<Vec<Evidence>> {
                     format!("{v} (chain[{i}])")
                 },
                 pattern: p,
+                key: None,
             });
         }
         Some(e)
@@ -491,7 +497,8 @@ mod tests {
             Evidence {
                 fact: "http_host",
                 value: "MITM.IT".into(),
-                pattern: "mitm.it".into()
+                pattern: "mitm.it".into(),
+                key: None,
             }
         );
         assert_eq!(v[0].1[1].pattern, "/cert/*");

@@ -109,9 +109,6 @@ struct Seg {
     lines: u64,
 }
 
-/// Output in order, not yet written: runs of lines left where the workers
-/// wrote them, and the lines the writer composed. Written with vectored
-/// writes, so a worker's line is copied once, by the kernel.
 /// One line of the outbox, for sinks that choose lines by type.
 #[derive(Clone, Copy)]
 struct LineRec {
@@ -122,6 +119,9 @@ struct LineRec {
     severity: Option<u8>,
 }
 
+/// Output in order, not yet written: runs of lines left where the workers
+/// wrote them, and the lines the writer composed. Handed to the sink as runs,
+/// so a worker's line is copied once, by the kernel.
 #[derive(Default)]
 struct Outbox {
     segs: Vec<Seg>,

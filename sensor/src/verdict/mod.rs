@@ -109,6 +109,7 @@ pub fn long_running(a: &Activity, max: Duration) -> AlertOut {
             fact: "active_seconds",
             value: a.active_seconds.to_string(),
             pattern: format!("> {}", max.0 / 1_000_000_000),
+            key: None,
         }],
         also_matched: Vec::new(),
         host: a.host,
