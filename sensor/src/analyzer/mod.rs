@@ -21,3 +21,14 @@ pub enum Progress<T> {
     /// These bytes are not (or no longer) this protocol.
     Invalid,
 }
+
+impl<T> Progress<T> {
+    /// The same progress with the item mapped.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Progress<U> {
+        match self {
+            Progress::Done(t, n) => Progress::Done(f(t), n),
+            Progress::NeedMore => Progress::NeedMore,
+            Progress::Invalid => Progress::Invalid,
+        }
+    }
+}

@@ -143,6 +143,8 @@ impl Analyzers {
     }
 
     /// The protocol of a datagram (by the [`UDP`] table); reads it if known.
+    /// Every datagram is probed, without the TCP bound: datagrams stand alone,
+    /// so junk sent first on a 5-tuple must not hide a later QUIC Initial.
     pub fn datagram(&mut self, c: &Chunk<'_>, ctx: &mut Ctx<'_>) {
         let Some(e) = UDP.iter().find(|e| (e.probe)(c) == Probe::Yes) else {
             return;

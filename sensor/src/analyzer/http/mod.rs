@@ -108,11 +108,7 @@ fn head_progress<T>(
 
 /// Parses a request head.
 pub fn parse_request(d: &[u8]) -> Progress<Request> {
-    match parse_request_framed(d) {
-        Progress::Done((r, _), n) => Progress::Done(r, n),
-        Progress::NeedMore => Progress::NeedMore,
-        Progress::Invalid => Progress::Invalid,
-    }
+    parse_request_framed(d).map(|(r, _)| r)
 }
 
 /// The authority of an absolute-form target (`http://host:port/path`,
@@ -175,11 +171,7 @@ pub fn authority_host(a: &str) -> String {
 
 /// Parses a response head; `title` is looked for in what follows it in `d`.
 pub fn parse_response(d: &[u8]) -> Progress<Response> {
-    match parse_response_framed(d) {
-        Progress::Done((r, _), n) => Progress::Done(r, n),
-        Progress::NeedMore => Progress::NeedMore,
-        Progress::Invalid => Progress::Invalid,
-    }
+    parse_response_framed(d).map(|(r, _)| r)
 }
 
 /// Parses a response head and says how its body is framed.
