@@ -25,6 +25,10 @@ pub struct LinkType(pub u32);
 impl LinkType {
     pub const NULL: LinkType = LinkType(0);
     pub const ETHERNET: LinkType = LinkType(1);
+    /// PPP (RFC 1661): the protocol field, after an optional address and
+    /// control field (`ff 03`, as `PPP_HDLC` always has it).
+    pub const PPP: LinkType = LinkType(9);
+    pub const PPP_HDLC: LinkType = LinkType(50);
     /// OpenBSD's DLT_RAW value as found in some files.
     pub const RAW_OPENBSD: LinkType = LinkType(14);
     pub const LOOP: LinkType = LinkType(108);

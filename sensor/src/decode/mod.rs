@@ -151,6 +151,11 @@ pub fn decode(linktype: LinkType, data: &[u8]) -> Result<Outcome<'_>, DecodeErro
         | LinkType::RAW_OPENBSD
         | LinkType::IPV4
         | LinkType::IPV6 => ip(data, vlans, 0),
+        LinkType::PPP | LinkType::PPP_HDLC => {
+            let d = data.strip_prefix(&[0xff, 0x03]).unwrap_or(data);
+            let proto = be16(d, 0).ok_or(DecodeError::Truncated)?;
+            ppp(proto, &d[2..], vlans, 0)
+        }
         LinkType::LINUX_SLL => {
             let proto = be16(data, 14).ok_or(DecodeError::Truncated)?;
             ethertype(proto, &data[16..], &mut vlans, 0)
@@ -556,6 +561,31 @@ mod tests {
             panic!("partial payload decodes")
         };
         assert_eq!(d.payload, b"hel");
+    }
+
+    #[test]
+    fn ppp_link_types_with_and_without_address_and_control() {
+        let f = tcp_frame(b"x");
+        let ip = &f[18..];
+        for (lt, head) in [
+            (LinkType::PPP, &[0x00, 0x21][..]),
+            (LinkType::PPP, &[0xff, 0x03, 0x00, 0x21][..]),
+            (LinkType::PPP_HDLC, &[0xff, 0x03, 0x00, 0x21][..]),
+        ] {
+            let frame = [head, ip].concat();
+            let Ok(Outcome::Packet(d)) = decode(lt, &frame) else {
+                panic!("{lt:?} {head:?}")
+            };
+            assert_eq!(d.payload, b"x");
+            for cut in 0..frame.len() {
+                let _ = decode(lt, &frame[..cut]);
+            }
+        }
+        assert_eq!(
+            decode(LinkType::PPP, &[0xc0, 0x21, 1, 2]).err(),
+            Some(DecodeError::NotIp),
+            "LCP"
+        );
     }
 
     #[test]
