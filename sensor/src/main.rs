@@ -646,13 +646,14 @@ fn findings(f: &[spanwatch::findings::Finding], output: Option<&std::path::Path>
 fn summary(c: &Counters, sources: &str, events: u64, elapsed: std::time::Duration) {
     let secs = elapsed.as_secs_f64().max(1e-9);
     eprintln!(
-        "spanwatch: {sources}: {} packets, {} bytes, {} flows ({} evicted from a full table), {} TLS handshakes, {} certificate chains ({} certificates parsed, {} cache hits), {} DNS messages, {} HTTP transactions ({} not logged)",
-        c.packets, c.bytes, c.flows_created, c.flows_evicted, c.tls_client_hellos, c.tls_certificate_msgs, c.certs_parsed, c.cert_cache_hits, c.dns_packets, c.http_transactions, c.http_unlogged
+        "spanwatch: {sources}: {} packets, {} bytes, {} flows ({} evicted from a full table), {} TLS handshakes, {} certificate chains ({} certificates parsed, {} cache hits), {} DNS messages, {} HTTP transactions ({} not logged), {} QUIC ClientHellos ({} Initial packets opened)",
+        c.packets, c.bytes, c.flows_created, c.flows_evicted, c.tls_client_hellos, c.tls_certificate_msgs, c.certs_parsed, c.cert_cache_hits, c.dns_packets, c.http_transactions, c.http_unlogged, c.quic.client_hellos, c.quic.initials_opened
     );
     eprintln!(
-        "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS), {} unknown link type, {} not IP; {} stream gaps, {} retransmitted segments, {} differing copies of stream bytes, {} TCP segments with a bad checksum",
-        c.malformed(), c.decode_truncated, c.decode_malformed, c.tls_malformed, c.certs_malformed, c.dns_malformed,
-        c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps, c.stream_retransmissions, c.stream_overlap_conflicts, c.tcp_checksum_bad
+        "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS, {} QUIC, {} QUIC CRYPTO out of bounds), {} unknown link type, {} not IP; {} stream gaps, {} retransmitted segments, {} differing copies of stream bytes, {} TCP segments with a bad checksum; QUIC: {} Initial packets that did not open, {} flows at the Initial bound, {} of an unknown version",
+        c.malformed(), c.decode_truncated, c.decode_malformed, c.tls_malformed, c.certs_malformed, c.dns_malformed, c.quic.malformed, c.quic.crypto_out_of_bounds,
+        c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps, c.stream_retransmissions, c.stream_overlap_conflicts, c.tcp_checksum_bad,
+        c.quic.decrypt_failed, c.quic.initial_limit, c.quic.unknown_version
     );
     eprintln!(
         "spanwatch: {} alerts (severity 1: {}, 2: {}, 3: {}, 4: {}), {} sanctioned sightings; not alerted again: {} repeats of a sighting, {} in the same flow, {} supporting evidence only",

@@ -47,7 +47,10 @@ pub struct Counters {
     /// HTTP transactions read and matched but not logged (a flow's log is
     /// bounded; those a signature may match are always logged).
     pub http_unlogged: u64,
+    /// The QUIC analyzer's counters.
+    pub quic: QuicCounters,
     pub events_tls: u64,
+    pub events_quic: u64,
     pub events_flow: u64,
     /// Alerts by severity: 1, 2, 3, 4.
     pub alerts: [u64; 4],
@@ -55,6 +58,48 @@ pub struct Counters {
     pub sanctioned: u64,
     /// Alerts not raised, by reason (the verdict stage's).
     pub alerts_held: Held,
+}
+
+/// What the QUIC analyzer counted (the `quic` object of `stats`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct QuicCounters {
+    /// Long-header packets looked at.
+    pub packets: u64,
+    pub initials_opened: u64,
+    pub client_hellos: u64,
+    pub server_hellos: u64,
+    /// Initial packets that did not open with the keys the sensor had.
+    pub decrypt_failed: u64,
+    /// Headers or frames cut short or impossible, hellos that do not parse.
+    pub malformed: u64,
+    /// CRYPTO data beyond its bound (absurd offsets, too many pieces).
+    pub crypto_out_of_bounds: u64,
+    /// CRYPTO bytes that arrived again with different content.
+    pub crypto_conflicts: u64,
+    /// Flows that reached the bound on Initial packets opened.
+    pub initial_limit: u64,
+    pub short_header: u64,
+    pub unknown_version: u64,
+    pub version_negotiation: u64,
+    pub retry: u64,
+}
+
+impl QuicCounters {
+    pub fn add(&mut self, o: &QuicCounters) {
+        self.packets += o.packets;
+        self.initials_opened += o.initials_opened;
+        self.client_hellos += o.client_hellos;
+        self.server_hellos += o.server_hellos;
+        self.decrypt_failed += o.decrypt_failed;
+        self.malformed += o.malformed;
+        self.crypto_out_of_bounds += o.crypto_out_of_bounds;
+        self.crypto_conflicts += o.crypto_conflicts;
+        self.initial_limit += o.initial_limit;
+        self.short_header += o.short_header;
+        self.unknown_version += o.unknown_version;
+        self.version_negotiation += o.version_negotiation;
+        self.retry += o.retry;
+    }
 }
 
 /// Alerts the verdict stage did not raise, by reason.
@@ -125,8 +170,10 @@ impl Counters {
             tcp_checksum_bad,
             http_unlogged,
             events_tls,
+            events_quic,
             events_flow
         );
+        self.quic.add(&o.quic);
     }
 
     /// Malformed input of every kind, for the summary.
@@ -136,6 +183,8 @@ impl Counters {
             + self.tls_malformed
             + self.certs_malformed
             + self.dns_malformed
+            + self.quic.malformed
+            + self.quic.crypto_out_of_bounds
     }
 }
 

@@ -73,6 +73,7 @@ fn ev_conn(file: &str, e: &Value) -> Conn {
 struct Corpus {
     root: std::path::PathBuf,
     tls: HashMap<Conn, Vec<Value>>,
+    quic: HashMap<Conn, Vec<Value>>,
 }
 
 fn load(files: impl IntoIterator<Item = String>) -> Option<Corpus> {
@@ -81,17 +82,23 @@ fn load(files: impl IntoIterator<Item = String>) -> Option<Corpus> {
         return None;
     };
     let mut tls: HashMap<Conn, Vec<Value>> = HashMap::new();
+    let mut quic: HashMap<Conn, Vec<Value>> = HashMap::new();
     let mut seen = std::collections::BTreeSet::new();
     for f in files {
         if !seen.insert(f.clone()) {
             continue;
         }
         let run = common::run(&root.join(&f), &f);
-        for e in run.events.into_iter().filter(|e| e["event_type"] == "tls") {
-            tls.entry(ev_conn(&f, &e)).or_default().push(e);
+        for e in run.events {
+            let map = match e["event_type"].as_str() {
+                Some("tls") => &mut tls,
+                Some("quic") => &mut quic,
+                _ => continue,
+            };
+            map.entry(ev_conn(&f, &e)).or_default().push(e);
         }
     }
-    Some(Corpus { root, tls })
+    Some(Corpus { root, tls, quic })
 }
 
 /// Our certificate objects (server or client chain) at a tshark certificate
@@ -226,6 +233,119 @@ fn sni_matches_tshark_on_tcp_client_hellos() {
         ratio * 100.0
     );
     let _ = &c.root;
+}
+
+/// The server names of every ClientHello our `quic` events log on a connection.
+fn quic_names<'a>(c: &'a Corpus, k: &Conn) -> Vec<&'a str> {
+    c.quic
+        .get(k)
+        .into_iter()
+        .flatten()
+        .flat_map(|e| {
+            let q = &e["quic"];
+            std::iter::once(&q["sni"]).chain(
+                q["other_client_hellos"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| &h["sni"]),
+            )
+        })
+        .map(|s| s.as_str().unwrap_or(""))
+        .collect()
+}
+
+#[test]
+fn sni_matches_tshark_on_quic_client_hellos() {
+    let Some(rows) = expected("tshark-tls.tsv") else {
+        eprintln!("SKIP: corpus not found");
+        return;
+    };
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r["transport"] == "quic")
+        .collect();
+    let Some(c) = load(rows.iter().map(|r| r["file"].clone())) else {
+        return;
+    };
+    // distinct (connection, SNI) pairs: tshark shows a ClientHello again on
+    // each retransmission of its Initials
+    let mut pairs = BTreeMap::new();
+    for r in &rows {
+        let k = conn(
+            &r["file"],
+            &r["src"],
+            &r["srcport"],
+            &r["dst"],
+            &r["dstport"],
+        );
+        pairs
+            .entry((k, r["sni"].clone()))
+            .or_insert_with(|| format!("{} frame {}", r["file"], r["frame"]));
+    }
+    let mut diffs = Vec::new();
+    for ((k, sni), at) in &pairs {
+        let ours = quic_names(&c, k);
+        if !ours.contains(&sni.as_str()) {
+            diffs.push(format!("{at}: tshark {sni:?}, spanwatch {ours:?}"));
+        }
+    }
+    let same = pairs.len() - diffs.len();
+    let ratio = same as f64 / pairs.len() as f64;
+    eprintln!(
+        "QUIC SNI: {same}/{} distinct (connection, SNI) pairs agree ({:.2} %), from {} ClientHello rows",
+        pairs.len(),
+        ratio * 100.0,
+        rows.len()
+    );
+    report(&diffs);
+    assert!(pairs.len() >= 100, "the corpus has QUIC ClientHellos");
+    assert!(
+        ratio >= 0.99,
+        "QUIC SNI agreement {:.2} % < 99 %",
+        ratio * 100.0
+    );
+}
+
+#[test]
+fn quic_ja4_matches_foxio() {
+    let Some(rows) = expected("ja4/ja4-client-consensus.tsv") else {
+        eprintln!("SKIP: corpus not found");
+        return;
+    };
+    let rows: Vec<_> = rows
+        .into_iter()
+        .filter(|r| r["transport"] == "udp" && r["ja4_foxio_rust"].starts_with('q'))
+        .collect();
+    let Some(c) = load(rows.iter().map(|r| r["file"].clone())) else {
+        return;
+    };
+    let mut bad = Vec::new();
+    for r in &rows {
+        let k = conn(
+            &r["file"],
+            &r["client_ip"],
+            &r["client_port"],
+            &r["server_ip"],
+            &r["server_port"],
+        );
+        let ours: Vec<&str> = c
+            .quic
+            .get(&k)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["quic"]["ja4"].as_str())
+            .collect();
+        if !ours.contains(&r["ja4_foxio_rust"].as_str()) {
+            bad.push(format!(
+                "JA4 {} {}:{}: FoxIO {}, spanwatch {ours:?}",
+                r["file"], r["client_ip"], r["client_port"], r["ja4_foxio_rust"]
+            ));
+        }
+    }
+    eprintln!("QUIC JA4 compared on {} connections", rows.len());
+    report(&bad);
+    assert!(!rows.is_empty());
 }
 
 #[test]

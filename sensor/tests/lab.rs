@@ -31,6 +31,36 @@ struct Capture {
     absent: Vec<u32>,
     #[serde(default)]
     sanctioned: bool,
+    /// The QUIC handshakes the capture holds (compared when given).
+    quic: Option<Vec<QuicHandshake>>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
+struct QuicHandshake {
+    client: String,
+    port: u16,
+    version: String,
+    sni: String,
+    alpn: Vec<String>,
+}
+
+fn quic_handshakes(events: &[Value]) -> BTreeSet<QuicHandshake> {
+    events
+        .iter()
+        .filter(|e| e["event_type"] == "quic")
+        .map(|e| QuicHandshake {
+            client: e["src_ip"].as_str().unwrap_or("").into(),
+            port: e["dest_port"].as_u64().unwrap_or(0) as u16,
+            version: e["quic"]["version"].as_str().unwrap_or("").into(),
+            sni: e["quic"]["sni"].as_str().unwrap_or("").into(),
+            alpn: e["quic"]["client_alpns"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(String::from))
+                .collect(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +158,16 @@ fn recordings_alert_exactly_as_the_ground_truth_says() {
         for s in &c.absent {
             if ids.contains(&(*s as u64)) {
                 failures.push(format!("{}: signature {s} must not fire", c.file));
+            }
+        }
+        if let Some(want) = &c.quic {
+            let want: BTreeSet<QuicHandshake> = want.iter().cloned().collect();
+            let got = quic_handshakes(&events);
+            if got != want {
+                failures.push(format!(
+                    "{}: QUIC handshakes\n  want {want:?}\n  got  {got:?}",
+                    c.file
+                ));
             }
         }
         let sanctioned = events.iter().any(|e| e["sanctioned"].is_object());
@@ -292,6 +332,44 @@ fn alerts_carry_the_protocol_object_and_flow_fields() {
         .find(|e| e["event_type"] == "flow" && e["flow_id"] == tls_alert["flow_id"])
         .expect("flow event");
     assert_eq!(flow["flow"]["alerted"], true);
+}
+
+#[test]
+fn alerts_from_quic_carry_the_quic_object_and_the_alpn_evidence() {
+    let events = read(&["lab-cloudflared-quic.pcap"], site(""));
+    let a = alerts(&events)
+        .into_iter()
+        .find(|e| e["quic"].is_object())
+        .expect("an alert from the QUIC handshake");
+    assert_eq!(a["app_proto"], "quic");
+    assert_eq!(a["proto"], "UDP");
+    assert_eq!(a["dest_port"], 7844);
+    assert_eq!(a["quic"]["sni"], "quic.cftunnel.com");
+    assert_eq!(a["quic"]["version"], "1");
+    assert_eq!(a["quic"]["tls_version"], "TLS 1.3");
+    assert!(a["quic"]["ja4"]
+        .as_str()
+        .is_some_and(|j| j.starts_with("q13d")));
+    let facts: BTreeSet<(String, String)> = a["alert"]["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                e["fact"].as_str().unwrap_or("").into(),
+                e["value"].as_str().unwrap_or("").into(),
+            )
+        })
+        .collect();
+    assert!(
+        facts.contains(&("sni".into(), "quic.cftunnel.com".into())),
+        "{facts:?}"
+    );
+    let ids: Vec<u64> = std::iter::once(&a["alert"]["signature_id"])
+        .chain(a["alert"]["also_matched"].as_array().into_iter().flatten())
+        .filter_map(Value::as_u64)
+        .collect();
+    assert!(ids.contains(&9400006), "ALPN argotunnel: {ids:?}");
 }
 
 /// (host, tool, evidence values) of every alert: the sightings alerted.

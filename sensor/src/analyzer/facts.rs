@@ -175,6 +175,8 @@ facts! {
     CertSpkiSha256 = "cert_spki_sha256", Shape::Hex(64), Source::AnyCert(|c| one(Some(&c.spki_sha256)));
     Ja3 = "ja3", Shape::Hex(32), Source::Event;
     Ja4 = "ja4", Shape::Ja4, Source::Event;
+    /// The protocols a ClientHello offers (ALPN, RFC 7301), TLS or QUIC.
+    Alpn = "alpn", Shape::Text, Source::Event;
     /// The server's port.
     DestPort = "dest_port", PORT, Source::Event, weak;
     /// Certificates in the server's chain.

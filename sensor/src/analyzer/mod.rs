@@ -5,6 +5,7 @@
 pub mod dns;
 pub mod facts;
 pub mod http;
+pub mod quic;
 pub mod session;
 pub mod tls;
 

@@ -8,6 +8,7 @@
 use super::cert::CertCache;
 use super::dns::{self, DnsMessage};
 use super::http::{self, HttpSession};
+use super::quic::{self, QuicSession};
 use super::tls::{self, TlsSession};
 use crate::flow::Dir;
 use crate::stats::Counters;
@@ -23,6 +24,7 @@ pub enum Kind {
     Tls,
     Http,
     Dns,
+    Quic,
 }
 
 /// What a probe made of a chunk.
@@ -80,12 +82,20 @@ pub const TCP: [Entry; 3] = [
 ];
 
 /// Datagram protocols, in the order a datagram is probed.
-pub const UDP: [Entry; 1] = [Entry {
-    kind: Kind::Dns,
-    name: "dns",
-    probe: dns::probe_datagram,
-    takes_over: &[],
-}];
+pub const UDP: [Entry; 2] = [
+    Entry {
+        kind: Kind::Dns,
+        name: "dns",
+        probe: dns::probe_datagram,
+        takes_over: &[],
+    },
+    Entry {
+        kind: Kind::Quic,
+        name: "quic",
+        probe: quic::probe,
+        takes_over: &[],
+    },
+];
 
 /// What a direction's bytes are being read as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -113,6 +123,7 @@ pub struct Analyzers {
     probes: [u8; 2],
     pub tls: Option<Box<TlsSession>>,
     pub http: Option<Box<HttpSession>>,
+    pub quic: Option<Box<QuicSession>>,
     dns_msgs: u32,
     /// The TLS event has been logged.
     pub tls_logged: bool,
@@ -145,11 +156,21 @@ impl Analyzers {
     /// The protocol of a datagram (by the [`UDP`] table); reads it if known.
     /// Every datagram is probed, without the TCP bound: datagrams stand alone,
     /// so junk sent first on a 5-tuple must not hide a later QUIC Initial.
+    /// A flow found to speak QUIC stays with the QUIC analyzer.
     pub fn datagram(&mut self, c: &Chunk<'_>, ctx: &mut Ctx<'_>) {
+        if let Some(q) = self.quic.as_mut() {
+            q.datagram(c.dir, c.bytes, &mut ctx.counters.quic);
+            return;
+        }
         let Some(e) = UDP.iter().find(|e| (e.probe)(c) == Probe::Yes) else {
             return;
         };
         match e.kind {
+            Kind::Quic => {
+                self.app_proto = Some(e.name);
+                let q = self.quic.insert(Box::default());
+                q.datagram(c.dir, c.bytes, &mut ctx.counters.quic);
+            }
             Kind::Dns => {
                 ctx.counters.dns_packets += 1;
                 match dns::parse(c.bytes) {
@@ -242,6 +263,7 @@ impl Analyzers {
                 }
             }
             Kind::Dns => self.read_dns(c, ctx),
+            Kind::Quic => c.bytes.len(),
         }
     }
 

@@ -87,6 +87,8 @@ pub struct Event<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsEvent<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub quic: Option<crate::analyzer::quic::QuicEvent<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<&'a DnsMessage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpEvent<'a>>,

@@ -100,15 +100,36 @@ pub struct HelloSummary<'a> {
     pub ja4: String,
 }
 
-fn summary(c: &super::hello::ClientHello) -> HelloSummary<'_> {
+/// The fingerprints of a ClientHello carried over `transport`.
+pub fn summary(c: &super::hello::ClientHello, transport: ja4::Transport) -> HelloSummary<'_> {
     HelloSummary {
         sni: c.sni.as_deref(),
         ja3: ja3::ja3(c),
-        ja4: ja4::ja4(c, ja4::Transport::Tcp),
+        ja4: ja4::ja4(c, transport),
     }
 }
 
-fn version_name(v: u16) -> &'static str {
+impl<'a> ClientHandshake<'a> {
+    pub fn of(c: &'a super::hello::ClientHello) -> Self {
+        ClientHandshake {
+            version: c.legacy_version,
+            ciphers: &c.ciphers,
+            exts: &c.extensions,
+            supported_versions: &c.supported_versions,
+            groups: &c.groups,
+            sig_algs: &c.sig_algs,
+            point_formats: &c.point_formats,
+            sslv2: c.sslv2,
+        }
+    }
+}
+
+fn tcp_summary(c: &super::hello::ClientHello) -> HelloSummary<'_> {
+    summary(c, ja4::Transport::Tcp)
+}
+
+/// How events name a TLS version.
+pub fn version_name(v: u16) -> &'static str {
     match v {
         0x0304 => "TLS 1.3",
         0x0303 => "TLS 1.2",
@@ -149,19 +170,10 @@ impl<'a> TlsEvent<'a> {
             notafter: leaf.map(|c| c.notafter.as_str()),
             subjectaltname: leaf.map(|c| &c.san[..]).filter(|s| !s.is_empty()),
             chain: t.chain.iter().map(|c| &**c).collect(),
-            client_handshake: ch.map(|c| ClientHandshake {
-                version: c.legacy_version,
-                ciphers: &c.ciphers,
-                exts: &c.extensions,
-                supported_versions: &c.supported_versions,
-                groups: &c.groups,
-                sig_algs: &c.sig_algs,
-                point_formats: &c.point_formats,
-                sslv2: c.sslv2,
-            }),
+            client_handshake: ch.map(ClientHandshake::of),
             client_chain: t.client_chain.iter().map(|c| &**c).collect(),
-            second_client_hello: t.second_client_hello.as_ref().map(summary),
-            overlap_client_hello: t.overlap_client_hello.as_ref().map(summary),
+            second_client_hello: t.second_client_hello.as_ref().map(tcp_summary),
+            overlap_client_hello: t.overlap_client_hello.as_ref().map(tcp_summary),
             overlap_chain: t.overlap_chain.iter().map(|c| &**c).collect(),
         }
     }
@@ -180,6 +192,9 @@ pub fn facts<'a>(t: &'a TlsSession, prints: &'a [Fingerprints]) -> Facts<'a> {
     ];
     for ch in hellos.into_iter().flatten() {
         f.push_opt(Fact::Sni, ch.sni.as_deref());
+        for a in &ch.alpns {
+            f.push(Fact::Alpn, a);
+        }
     }
     for p in prints {
         f.push_opt(Fact::Ja3, p.ja3.as_deref());

@@ -12,7 +12,9 @@ pub mod hello;
 pub mod ja3;
 pub mod ja4;
 
-pub use event::{facts, ClientHandshake, Fingerprints, HelloSummary, TlsEvent};
+pub use event::{
+    facts, summary, version_name, ClientHandshake, Fingerprints, HelloSummary, TlsEvent,
+};
 
 use std::sync::Arc;
 

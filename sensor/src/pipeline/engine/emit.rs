@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::{Origin, Session};
 use crate::analyzer::dns::{self, DnsMessage};
 use crate::analyzer::http::HttpEvent;
+use crate::analyzer::quic::{self, QuicEvent};
 use crate::analyzer::tls::{self, TlsEvent};
 use crate::capture::Packet;
 use crate::config::{Segment, SiteConfig};
@@ -186,6 +187,30 @@ impl Emit<'_, '_> {
         }
     }
 
+    /// The QUIC ClientHellos read and not logged yet (with the server's
+    /// hello, when its Initial has been read).
+    pub fn quic(&mut self, flow: &mut Flow<Session>, ts: Timestamp, frame: Option<u64>) {
+        let Some(q) = flow.data.analyzers_mut().and_then(|a| a.quic.take()) else {
+            return;
+        };
+        if q.unlogged() {
+            let ev = QuicEvent::of(&q);
+            let prints = ev.prints();
+            let mut facts = quic::facts(&q, &prints);
+            let p = pending(self.rules, flow, &mut facts);
+            let ends = ends(flow);
+            let mut e = header(flow, "quic", ts, self.site, self.origin, frame);
+            e.quic = Some(ev);
+            send(self.out, flow.id, p, &facts, &ends, e);
+            self.counters.events_quic += 1;
+        }
+        let mut q = q;
+        q.logged();
+        if let Some(a) = flow.data.analyzers_mut() {
+            a.quic = Some(q);
+        }
+    }
+
     /// A flow ends: what its analyzers still hold, then its `flow` event.
     pub fn flow_end(&mut self, flow: &mut Flow<Session>, reason: EndReason) {
         if let Some(h) = flow.data.analyzers_mut().and_then(|a| a.http.as_mut()) {
@@ -202,6 +227,7 @@ impl Emit<'_, '_> {
         if unlogged_hello {
             self.tls(flow, last, None);
         }
+        self.quic(flow, last, None);
         let ev = FlowEvent::of(flow, reason);
         let mut e = header(
             flow,

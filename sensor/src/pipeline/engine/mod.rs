@@ -296,6 +296,13 @@ impl Engine {
             counters: &mut self.counters,
         };
         em.dns(&mut self.dns_out, flow, dir, pkt);
+        let quic_ready = flow
+            .data
+            .analyzers()
+            .is_some_and(|a| a.quic.as_ref().is_some_and(|q| q.ready()));
+        if quic_ready {
+            em.quic(flow, pkt.ts, Some(pkt.frame));
+        }
         if matches!(d.transport, Transport::Tcp(_)) {
             em.http(flow, pkt);
             let a = flow.data.analyzers();

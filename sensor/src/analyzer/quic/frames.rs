@@ -1,0 +1,239 @@
+//! The frames of an Initial packet (RFC 9000 §19) and the CRYPTO stream they
+//! carry, put back together by offset.
+
+use smallvec::SmallVec;
+
+use super::packet::varint;
+
+/// Highest CRYPTO offset followed in one direction: a ClientHello with
+/// post-quantum key shares takes a few kilobytes; beyond this it is absurd.
+pub const MAX_CRYPTO_BYTES: usize = 64 * 1024;
+/// Disjoint pieces held before the stream is given up as hopeless.
+pub const MAX_CRYPTO_PIECES: usize = 64;
+
+/// Why a stream or a packet's frames could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameError {
+    /// A frame cut short, or a type an Initial packet cannot carry.
+    Malformed,
+    /// CRYPTO data beyond [`MAX_CRYPTO_BYTES`], or too many pieces.
+    OutOfBounds,
+}
+
+/// One direction's CRYPTO stream: bytes by offset, the first copy of a byte
+/// kept (as a receiver keeps it), with the ranges held.
+#[derive(Debug, Default)]
+pub struct CryptoStream {
+    buf: Vec<u8>,
+    /// Sorted, disjoint, non-adjacent ranges held.
+    held: SmallVec<[(usize, usize); 4]>,
+    /// Bytes that arrived again with different content.
+    pub conflicts: u64,
+}
+
+impl CryptoStream {
+    /// Adds the data of one CRYPTO frame at `offset`.
+    pub fn add(&mut self, offset: u64, data: &[u8]) -> Result<(), FrameError> {
+        let start = usize::try_from(offset).map_err(|_| FrameError::OutOfBounds)?;
+        let end = start
+            .checked_add(data.len())
+            .filter(|e| *e <= MAX_CRYPTO_BYTES)
+            .ok_or(FrameError::OutOfBounds)?;
+        if start == end {
+            return Ok(());
+        }
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        // copy the parts not held yet; compare the parts held
+        let mut at = start;
+        for &(s, e) in self.held.iter() {
+            if e <= at || s >= end {
+                continue;
+            }
+            if s > at {
+                self.buf[at..s].copy_from_slice(&data[at - start..s - start]);
+            }
+            let (os, oe) = (s.max(at), e.min(end));
+            if self.buf[os..oe] != data[os - start..oe - start] {
+                self.conflicts += 1;
+            }
+            at = oe;
+        }
+        if at < end {
+            self.buf[at..end].copy_from_slice(&data[at - start..]);
+        }
+        self.insert(start, end)
+    }
+
+    fn insert(&mut self, start: usize, end: usize) -> Result<(), FrameError> {
+        let (mut s, mut e) = (start, end);
+        self.held.retain(|&mut (hs, he)| {
+            if he < s || hs > e {
+                true
+            } else {
+                s = s.min(hs);
+                e = e.max(he);
+                false
+            }
+        });
+        let at = self.held.partition_point(|&(hs, _)| hs < s);
+        self.held.insert(at, (s, e));
+        if self.held.len() > MAX_CRYPTO_PIECES {
+            return Err(FrameError::OutOfBounds);
+        }
+        Ok(())
+    }
+
+    /// The bytes held without a hole from offset 0.
+    pub fn contiguous(&self) -> &[u8] {
+        match self.held.first() {
+            Some(&(0, e)) => &self.buf[..e],
+            _ => &[],
+        }
+    }
+
+    /// Drops what is held (the stream is read, or given up).
+    pub fn release(&mut self) {
+        *self = CryptoStream {
+            conflicts: self.conflicts,
+            ..Default::default()
+        };
+    }
+}
+
+/// What a packet's frames said besides CRYPTO data.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FrameSummary {
+    pub crypto_frames: u32,
+    /// A CONNECTION_CLOSE frame.
+    pub close: bool,
+}
+
+/// Walks the frames of an Initial packet's payload, giving each CRYPTO
+/// frame's data to `stream`. PADDING, PING and ACK are skipped.
+pub fn read(payload: &[u8], stream: &mut CryptoStream) -> Result<FrameSummary, FrameError> {
+    let mut sum = FrameSummary::default();
+    let mut at = 0;
+    let next = |at: &mut usize| -> Result<u64, FrameError> {
+        let (v, n) = varint(payload.get(*at..).unwrap_or(&[])).ok_or(FrameError::Malformed)?;
+        *at += n;
+        Ok(v)
+    };
+    while at < payload.len() {
+        let ty = next(&mut at)?;
+        match ty {
+            0x00 | 0x01 => {} // PADDING, PING
+            0x02 | 0x03 => {
+                // ACK: largest, delay, range count, first range, ranges, ECN
+                next(&mut at)?;
+                next(&mut at)?;
+                let ranges = next(&mut at)?;
+                next(&mut at)?;
+                if ranges > payload.len() as u64 {
+                    return Err(FrameError::Malformed);
+                }
+                for _ in 0..ranges * 2 {
+                    next(&mut at)?;
+                }
+                if ty == 0x03 {
+                    for _ in 0..3 {
+                        next(&mut at)?;
+                    }
+                }
+            }
+            0x06 => {
+                let offset = next(&mut at)?;
+                let len = usize::try_from(next(&mut at)?).map_err(|_| FrameError::Malformed)?;
+                let data = at
+                    .checked_add(len)
+                    .and_then(|e| payload.get(at..e))
+                    .ok_or(FrameError::Malformed)?;
+                at += len;
+                sum.crypto_frames += 1;
+                stream.add(offset, data)?;
+            }
+            0x1c | 0x1d => {
+                next(&mut at)?;
+                if ty == 0x1c {
+                    next(&mut at)?;
+                }
+                let len = usize::try_from(next(&mut at)?).map_err(|_| FrameError::Malformed)?;
+                at = at
+                    .checked_add(len)
+                    .filter(|e| *e <= payload.len())
+                    .ok_or(FrameError::Malformed)?;
+                sum.close = true;
+            }
+            _ => return Err(FrameError::Malformed),
+        }
+    }
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crypto(offset: u16, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x06, 0x40 | (offset >> 8) as u8, offset as u8];
+        v.extend_from_slice(&[0x40 | (data.len() >> 8) as u8, data.len() as u8]);
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn out_of_order_pieces_in_one_payload_and_across_payloads() {
+        let msg: Vec<u8> = (0..200u8).collect();
+        let mut first = vec![0x01, 0x00, 0x00];
+        first.extend(crypto(150, &msg[150..]));
+        first.extend([0x02, 0x05, 0x00, 0x00, 0x00]); // ACK
+        first.extend(crypto(0, &msg[..50]));
+        let mut s = CryptoStream::default();
+        let sum = read(&first, &mut s).expect("frames");
+        assert_eq!(sum.crypto_frames, 2);
+        assert_eq!(s.contiguous(), &msg[..50]);
+        let second = crypto(40, &msg[40..160]);
+        read(&second, &mut s).expect("frames");
+        assert_eq!(s.contiguous(), &msg[..]);
+        assert_eq!(s.conflicts, 0);
+    }
+
+    #[test]
+    fn first_copy_wins_and_a_differing_copy_is_counted() {
+        let mut s = CryptoStream::default();
+        s.add(0, b"hello").expect("add");
+        s.add(2, b"XXo world").expect("add");
+        assert_eq!(s.contiguous(), b"hello world");
+        assert_eq!(s.conflicts, 1);
+    }
+
+    #[test]
+    fn absurd_offsets_and_too_many_pieces_are_out_of_bounds() {
+        let mut s = CryptoStream::default();
+        assert_eq!(s.add(1 << 40, b"x"), Err(FrameError::OutOfBounds));
+        assert_eq!(
+            s.add(MAX_CRYPTO_BYTES as u64 - 1, b"xy"),
+            Err(FrameError::OutOfBounds)
+        );
+        let mut s = CryptoStream::default();
+        let r: Result<Vec<()>, _> = (0..=MAX_CRYPTO_PIECES as u64)
+            .map(|i| s.add(i * 4, b"x"))
+            .collect();
+        assert_eq!(r, Err(FrameError::OutOfBounds));
+    }
+
+    #[test]
+    fn cut_frames_and_foreign_types_are_malformed() {
+        let f = crypto(0, b"abcdef");
+        for cut in 1..f.len() {
+            let mut s = CryptoStream::default();
+            assert_eq!(read(&f[..cut], &mut s), Err(FrameError::Malformed), "{cut}");
+        }
+        let mut s = CryptoStream::default();
+        assert_eq!(read(&[0x08, 0, 0], &mut s), Err(FrameError::Malformed));
+        // CONNECTION_CLOSE with a reason
+        let sum = read(&[0x1c, 0x01, 0x06, 0x02, b'n', b'o'], &mut s).expect("close");
+        assert!(sum.close);
+    }
+}
