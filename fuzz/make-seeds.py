@@ -95,4 +95,44 @@ for name in sorted(os.listdir(PCAPS)):
                 der = bytes(s[at + 10:at + 10 + ln])
                 if der[:1] == b"\x30":
                     write("certificate", der)
+
+# QUIC: each UDP flow of the QUIC recordings as records (flag: bit 0 from the
+# server; length; datagram), the RFC 9001/9369 sample packets, and plaintext
+# records (flag bit 1) the harness seals: the RFC ClientHello in CRYPTO
+# frames out of order over two packets, and the RFC ServerHello payload.
+def rec(flags, data):
+    return bytes([flags]) + struct.pack(">H", len(data)) + data
+
+
+LAB = os.path.join(PCAPS, "lab")
+for name in sorted(os.listdir(LAB)):
+    if "quic" not in name and "http3" not in name:
+        continue
+    linktype, frames = pcap_frames(open(os.path.join(LAB, name), "rb").read())
+    flows = {}
+    for fr in frames:
+        r = l4(fr, linktype)
+        if not r or r[0] != 17 or 53 in (struct.unpack(">H", r[2])[0], struct.unpack(">H", r[4])[0]):
+            continue
+        proto, src, sport, dst, dport, payload = r
+        key = tuple(sorted([(src, sport), (dst, dport)]))
+        client = flows.setdefault(key, [(src, sport), b""])
+        client[1] += rec(0 if (src, sport) == client[0] else 1, payload)
+    for _, seed in flows.values():
+        write("quic", seed)
+FIX = os.path.join(ROOT, "sensor", "src", "analyzer", "quic", "fixtures")
+fx = lambda n: open(os.path.join(FIX, n), "rb").read()
+write("quic", rec(0, fx("rfc9001-client-initial.bin")) + rec(1, fx("rfc9001-server-initial.bin")))
+write("quic", rec(0, fx("rfc9369-client-initial.bin")) + rec(1, fx("rfc9369-server-initial.bin")))
+ch = fx("rfc9001-client-payload.bin")[4:]
+
+
+def crypto(off, data):
+    return bytes([0x06, 0x40 | off >> 8, off & 255, 0x40 | len(data) >> 8, len(data) & 255]) + data
+
+
+write("quic", rec(2, crypto(150, ch[150:]) + b"\x01" + crypto(0, ch[:80]))
+      + rec(2, crypto(80, ch[80:150]) + b"\x02\x00\x00\x00\x00")
+      + rec(3, fx("rfc9001-server-payload.bin")))
+write("quic", rec(6, crypto(0, ch)) + rec(7, fx("rfc9001-server-payload.bin")) + rec(18, crypto(0, ch[:100])))
 print("seeds written to", OUT)

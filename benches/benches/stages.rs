@@ -22,6 +22,131 @@ static CLIENT_HELLO: &[u8] =
 static SERVER_FLIGHT: &[u8] =
     include_bytes!("../../sensor/src/analyzer/tls/fixtures/rustls-tls12-server-flight.bin");
 
+static QUIC_CLIENT: &[u8] =
+    include_bytes!("../../sensor/src/analyzer/quic/fixtures/rfc9001-client-initial.bin");
+static QUIC_SERVER: &[u8] =
+    include_bytes!("../../sensor/src/analyzer/quic/fixtures/rfc9001-server-initial.bin");
+const QUIC_DCID: [u8; 8] = [0x83, 0x94, 0xc8, 0xf0, 0x3e, 0x51, 0x57, 0x08];
+const QUIC_SALT_V1: [u8; 20] = [
+    0x38, 0x76, 0x2c, 0xf7, 0xf5, 0x59, 0x34, 0xb3, 0x4d, 0x17, 0x9a, 0xe6, 0xa4, 0xc8, 0x0c, 0xad,
+    0xcc, 0xbb, 0x7f, 0x0a,
+];
+
+/// The same work as `Keys::derive` + `Keys::open` on the RFC 9001 client
+/// Initial, with ring (its QUIC header-protection API and AES-128-GCM).
+fn ring_open(packet: &mut [u8], pn_at: usize) -> Option<usize> {
+    use ring::{aead, hkdf};
+    struct Len(usize);
+    impl hkdf::KeyType for Len {
+        fn len(&self) -> usize {
+            self.0
+        }
+    }
+    fn label<'a>(len: &'a [u8; 2], n: &'a [u8; 1], l: &'a [u8]) -> [&'a [u8]; 5] {
+        [len, n, b"tls13 ", l, &[0]]
+    }
+    let initial = hkdf::Salt::new(hkdf::HKDF_SHA256, &QUIC_SALT_V1).extract(&QUIC_DCID);
+    let mut secret = [0u8; 32];
+    initial
+        .expand(&label(&[0, 32], &[15], b"client in"), Len(32))
+        .ok()?
+        .fill(&mut secret)
+        .ok()?;
+    let prk = hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &secret);
+    let key: aead::UnboundKey = prk
+        .expand(&label(&[0, 16], &[14], b"quic key"), &aead::AES_128_GCM)
+        .ok()?
+        .into();
+    let key = aead::LessSafeKey::new(key);
+    let mut iv = [0u8; 12];
+    prk.expand(&label(&[0, 12], &[13], b"quic iv"), Len(12))
+        .ok()?
+        .fill(&mut iv)
+        .ok()?;
+    let hp: aead::quic::HeaderProtectionKey = prk
+        .expand(&label(&[0, 16], &[13], b"quic hp"), &aead::quic::AES_128)
+        .ok()?
+        .into();
+    let mask = hp.new_mask(packet.get(pn_at + 4..pn_at + 20)?).ok()?;
+    packet[0] ^= mask[0] & 0x0f;
+    let pn_len = usize::from(packet[0] & 3) + 1;
+    let mut pn = 0u64;
+    for i in 0..pn_len {
+        packet[pn_at + i] ^= mask[1 + i];
+        pn = (pn << 8) | u64::from(packet[pn_at + i]);
+    }
+    for (i, b) in pn.to_be_bytes().iter().enumerate() {
+        iv[4 + i] ^= b;
+    }
+    let (header, body) = packet.split_at_mut(pn_at + pn_len);
+    let plain = key
+        .open_in_place(
+            aead::Nonce::assume_unique_for_key(iv),
+            aead::Aad::from(&header[..]),
+            body,
+        )
+        .ok()?;
+    Some(plain.len())
+}
+
+fn quic(c: &mut Criterion) {
+    use spanwatch::analyzer::quic::keys::Keys;
+    use spanwatch::analyzer::quic::packet::{Version, V1};
+    use spanwatch::analyzer::quic::{QuicCounters, QuicSession};
+    let mut g = c.benchmark_group("quic");
+    g.throughput(Throughput::Elements(1));
+    let v = Version::of(V1).expect("v1");
+    g.bench_function("rustcrypto: keys + open a client Initial", |b| {
+        b.iter_batched_ref(
+            || QUIC_CLIENT.to_vec(),
+            |p| {
+                let k = Keys::derive(v, black_box(&QUIC_DCID), true).expect("keys");
+                black_box(k.open(p, 18))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("ring: keys + open a client Initial", |b| {
+        b.iter_batched_ref(
+            || QUIC_CLIENT.to_vec(),
+            |p| black_box(ring_open(p, 18)),
+            BatchSize::SmallInput,
+        )
+    });
+    let mut p = QUIC_CLIENT.to_vec();
+    assert_eq!(ring_open(&mut p, 18), Some(1200 - 22 - 16), "ring opens it");
+    g.bench_function("session: client Initial to ClientHello", |b| {
+        b.iter(|| {
+            let mut s = QuicSession::default();
+            let mut c = QuicCounters::default();
+            s.datagram(
+                spanwatch::flow::Dir::ToServer,
+                black_box(QUIC_CLIENT),
+                &mut c,
+            );
+            black_box(s.hellos.len())
+        })
+    });
+    g.bench_function("session: both Initials, both hellos", |b| {
+        b.iter(|| {
+            let mut s = QuicSession::default();
+            let mut c = QuicCounters::default();
+            s.datagram(
+                spanwatch::flow::Dir::ToServer,
+                black_box(QUIC_CLIENT),
+                &mut c,
+            );
+            s.datagram(
+                spanwatch::flow::Dir::ToClient,
+                black_box(QUIC_SERVER),
+                &mut c,
+            );
+            black_box(s.done())
+        })
+    });
+    g.finish();
+}
+
 fn bytes_of(p: &[spanwatch::capture::Packet]) -> u64 {
     p.iter().map(|p| p.data.len() as u64).sum()
 }
@@ -343,5 +468,5 @@ fn dispatch(c: &mut Criterion) {
     let _ = std::fs::remove_file(&path);
 }
 
-criterion_group!(benches, decode, flow, reassembly, tls, signatures, dispatch, end_to_end);
+criterion_group!(benches, decode, flow, reassembly, tls, quic, signatures, dispatch, end_to_end);
 criterion_main!(benches);

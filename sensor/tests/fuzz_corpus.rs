@@ -8,13 +8,14 @@ type Target = (&'static str, fn(&[u8]));
 #[test]
 fn replay_fuzz_corpus() {
     let root = common::workspace().join("fuzz/corpus");
-    let targets: [Target; 6] = [
+    let targets: [Target; 7] = [
         ("capture", spanwatch::fuzzing::capture),
         ("packet", spanwatch::fuzzing::packet),
         ("tls", spanwatch::fuzzing::tls),
         ("dns", spanwatch::fuzzing::dns),
         ("http", spanwatch::fuzzing::http),
         ("certificate", spanwatch::fuzzing::certificate),
+        ("quic", spanwatch::fuzzing::quic),
     ];
     let mut total = 0;
     for (name, f) in targets {

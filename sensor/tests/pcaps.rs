@@ -362,6 +362,52 @@ fn every_client_hello_of_a_connection_speaks() {
     assert_eq!(of_type(&r, "alert").len(), 1);
 }
 
+/// QUIC Initials protected by rustls (not by the sensor's code): a hello in
+/// pieces over two Initials sent out of order on an odd port, a Retry (v2),
+/// two connections on one 5-tuple, junk before a draft-29 Initial.
+#[test]
+fn quic_hellos_are_read_in_every_shape() {
+    let r = run("evasion-quic-shapes.pcap");
+    let quic: Vec<(u64, &str, &str)> = of_type(&r, "quic")
+        .iter()
+        .map(|e| {
+            (
+                e["dest_port"].as_u64().unwrap_or(0),
+                e["quic"]["version"].as_str().unwrap_or(""),
+                e["quic"]["sni"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        quic,
+        [
+            (8443, "1", "a.ngrok-free.app"),
+            (7844, "2", "quic.cftunnel.com"),
+            (443, "1", "docs.example.org"),
+            (443, "1", "demo.trycloudflare.com"),
+            (443, "draft-29", "www.example.com"),
+        ]
+    );
+    let q = of_type(&r, "quic");
+    assert_eq!(q[1]["quic"]["retry"], true);
+    assert_eq!(q[1]["quic"]["client_alpns"][0], "argotunnel");
+    assert!(q.iter().all(|e| e["quic"]["tls_version"] == "TLS 1.3"));
+    assert!(q.iter().all(|e| e["app_proto"] == "quic"));
+    let mut alerted: Vec<&str> = of_type(&r, "alert")
+        .iter()
+        .filter_map(|e| e["quic"]["sni"].as_str())
+        .collect();
+    alerted.sort();
+    assert_eq!(
+        alerted,
+        [
+            "a.ngrok-free.app",
+            "demo.trycloudflare.com",
+            "quic.cftunnel.com"
+        ]
+    );
+}
+
 /// Twenty throw-away requests first, an absolute-form target naming another
 /// host than Host, a request pipelined after a body that holds a fake head:
 /// every real head reaches the signatures; the flow's log stays bounded.

@@ -313,3 +313,95 @@ pub fn flood(path: &Path, seed: u64, flows: u64) -> Result<()> {
     w.finish()?;
     Ok(())
 }
+
+/// `quic`: many short QUIC connections (rustls's QUIC handshakes, Initial
+/// packets protected with rustls's keys): the client's Initial padded to
+/// 1 200 bytes, the server's Initial with an opaque Handshake packet
+/// coalesced, then eight 1-RTT packets. A fourth in QUIC v2, some to tunnel
+/// names (trycloudflare.com, quic.cftunnel.com with ALPN argotunnel).
+pub fn quic(path: &Path, seed: u64, connections: u64) -> Result<()> {
+    use crate::quic::{crypto_frame, handshake, initial_keys, initial_packet};
+    use rustls::quic::Version;
+    let (_, mut rng, mut w, mut clock) = start_empty(path, seed)?;
+    let normal = chain("Bench Org", &["www.bench.example", "bench.example"])?;
+    let mut pool = Vec::new();
+    for i in 0..32u64 {
+        let (sni, alpn) = match i % 16 {
+            0 => ("quic.cftunnel.com".to_string(), "argotunnel"),
+            8 => ("demo.trycloudflare.com".to_string(), "h3"),
+            _ => (format!("site{i}.bench.example"), "h3"),
+        };
+        let version = if i % 4 == 3 { Version::V2 } else { Version::V1 };
+        let dcid = rng.next().to_be_bytes();
+        let h = handshake(&sni, &[alpn], &normal, version, &dcid)?;
+        let ck = initial_keys(version, &dcid, true)?;
+        let sk = initial_keys(version, &dcid, false)?;
+        let client = initial_packet(
+            &ck.local,
+            version,
+            &h.dcid,
+            &[0xc1; 4],
+            0,
+            &crypto_frame(0, &h.client_hello),
+            1200,
+        )?;
+        let mut server = initial_packet(
+            &sk.local,
+            version,
+            &[0xc1; 4],
+            &h.scid,
+            0,
+            &[&[0x02, 0, 0, 0, 0][..], &crypto_frame(0, &h.server_hello)].concat(),
+            0,
+        )?;
+        // an opaque Handshake packet after it, as servers coalesce them
+        let ty: u8 = if matches!(version, Version::V2) { 3 } else { 2 };
+        server.extend_from_slice(&[0xc0 | (ty << 4)]);
+        let number: [u8; 4] = server[1..5].try_into()?;
+        server.extend_from_slice(&number);
+        server.extend_from_slice(&[4, 0xc1, 0xc1, 0xc1, 0xc1, 8]);
+        server.extend_from_slice(&h.scid);
+        server.extend_from_slice(&[0x43, 0x20]);
+        server.extend(std::iter::repeat_n(0xa5, 800));
+        pool.push((client, server));
+    }
+    let mut one_rtt = vec![0u8; 1200];
+    for (i, b) in one_rtt.iter_mut().enumerate() {
+        *b = (i as u64).wrapping_mul(0x9e37_79b9) as u8;
+    }
+    one_rtt[0] = 0x41;
+    for i in 0..connections {
+        let (client, server) = &pool[rng.below(pool.len() as u64) as usize];
+        let e = Endpoints {
+            client: (
+                addr([10, 1 + (i % 200) as u8], i / 200),
+                20_000 + (i % 40_000) as u16,
+            ),
+            server: (addr([203, 0], rng.below(65_536)), 443),
+            vlan: None,
+            ethernet: true,
+        };
+        w.write(&frame(&e, Side::Client, L4::Udp, client, clock.tick(50)))?;
+        w.write(&frame(&e, Side::Server, L4::Udp, server, clock.tick(800)))?;
+        for k in 0..8 {
+            let (side, len) = if k % 2 == 0 {
+                (Side::Server, 1200)
+            } else {
+                (Side::Client, 60)
+            };
+            w.write(&frame(&e, side, L4::Udp, &one_rtt[..len], clock.tick(30)))?;
+        }
+    }
+    eprintln!("pcapgen: {} packets, {} bytes", w.frames, w.bytes);
+    w.finish()?;
+    Ok(())
+}
+
+/// The output file, the seeded generator and the clock (no TLS pool).
+fn start_empty(path: &Path, seed: u64) -> Result<((), Rng, Writer, Clock)> {
+    let w = PcapWriter::new(
+        BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?),
+        LINKTYPE_ETHERNET,
+    )?;
+    Ok(((), Rng::new(seed), w, Clock(crate::T0)))
+}

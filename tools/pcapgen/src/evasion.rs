@@ -289,3 +289,167 @@ fn ttl_one(f: &mut Frame) {
     let sum = crate::ipv4_checksum(&f.data[14..34]);
     f.data[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
 }
+
+/// QUIC in the shapes that must not hide a ClientHello, each protected with
+/// rustls's own Initial keys: a ClientHello in three CRYPTO pieces over two
+/// Initials sent last piece first, on UDP 8443 (v1, `a.ngrok-free.app`); a
+/// Retry, then the hello again under the keys of the client's new connection
+/// ID (v2, `quic.cftunnel.com`, ALPN `argotunnel`, UDP 7844); two connections
+/// on one 5-tuple, a harmless name first (`docs.example.org`, answered), then
+/// `demo.trycloudflare.com` to a new connection ID; a junk datagram, then
+/// draft-29 to `www.example.com` (silent).
+pub fn quic_shapes(dir: &Path) -> Result<()> {
+    use crate::quic::{crypto_frame, handshake, initial_keys, initial_packet};
+    use rustls::quic::Version;
+    let mut clock = Clock(T0 + 4_200_000_000_000);
+    let mut frames = Vec::new();
+    let ch = chain("Example Org", &["quic.example.org"])?;
+    let mut send = |frames: &mut Vec<Frame>, e: &net::Endpoints, side, p: &[u8], us| {
+        frames.push(frame(e, side, L4::Udp, p, clock.tick(us)));
+    };
+    let keys = |v, dcid: &[u8]| -> Result<(rustls::quic::Keys, rustls::quic::Keys)> {
+        Ok((initial_keys(v, dcid, true)?, initial_keys(v, dcid, false)?))
+    };
+    // 1. three pieces over two Initials, the second Initial first
+    let e = ep("10.1.0.10", 50001, "203.0.113.30", 8443);
+    let dcid = [0xa1; 8];
+    let h = handshake("a.ngrok-free.app", &["h3"], &ch, Version::V1, &dcid)?;
+    let (ck, sk) = keys(Version::V1, &dcid)?;
+    let c = &h.client_hello;
+    let (a, b) = (c.len() / 3, 2 * c.len() / 3);
+    let p1 = [crypto_frame(b, &c[b..]), crypto_frame(0, &c[..a])].concat();
+    let p1 = initial_packet(&ck.local, Version::V1, &dcid, &[0xc1; 4], 0, &p1, 1200)?;
+    let p2 = initial_packet(
+        &ck.local,
+        Version::V1,
+        &dcid,
+        &[0xc1; 4],
+        1,
+        &crypto_frame(a, &c[a..b]),
+        1200,
+    )?;
+    send(&mut frames, &e, Side::Client, &p2, 100);
+    send(&mut frames, &e, Side::Client, &p1, 50);
+    let s = initial_packet(
+        &sk.local,
+        Version::V1,
+        &[0xc1; 4],
+        &h.scid,
+        0,
+        &crypto_frame(0, &h.server_hello),
+        0,
+    )?;
+    send(&mut frames, &e, Side::Server, &s, 900);
+    // 2. a Retry, then the hello under the new connection ID's keys (v2)
+    let e = ep("10.1.0.10", 50002, "198.51.100.20", 7844);
+    let (first, second) = ([0xb1; 8], [0xb2; 8]);
+    let h = handshake(
+        "quic.cftunnel.com",
+        &["argotunnel"],
+        &ch,
+        Version::V2,
+        &first,
+    )?;
+    let (ck, _) = keys(Version::V2, &first)?;
+    let p = initial_packet(
+        &ck.local,
+        Version::V2,
+        &first,
+        &[0xc2; 4],
+        0,
+        &crypto_frame(0, &h.client_hello),
+        1200,
+    )?;
+    send(&mut frames, &e, Side::Client, &p, 100);
+    let mut retry = vec![0xc0, 0x6b, 0x33, 0x43, 0xcf, 4, 0xc2, 0xc2, 0xc2, 0xc2, 8];
+    retry.extend_from_slice(&second);
+    retry.extend_from_slice(&[0x7e; 40]); // token and integrity tag
+    send(&mut frames, &e, Side::Server, &retry, 900);
+    let (ck, sk) = keys(Version::V2, &second)?;
+    let p = initial_packet(
+        &ck.local,
+        Version::V2,
+        &second,
+        &[0xc2; 4],
+        1,
+        &crypto_frame(0, &h.client_hello),
+        1200,
+    )?;
+    send(&mut frames, &e, Side::Client, &p, 100);
+    let s = initial_packet(
+        &sk.local,
+        Version::V2,
+        &[0xc2; 4],
+        &[0x5c; 8],
+        0,
+        &crypto_frame(0, &h.server_hello),
+        0,
+    )?;
+    send(&mut frames, &e, Side::Server, &s, 900);
+    // 3. two connections on one 5-tuple: a harmless one, then a tunnel
+    let e = ep("10.1.0.11", 50003, "203.0.113.31", 443);
+    for (dcid, sni) in [
+        ([0xc3; 8], "docs.example.org"),
+        ([0xc4; 8], "demo.trycloudflare.com"),
+    ] {
+        let h = handshake(sni, &["h3"], &ch, Version::V1, &dcid)?;
+        let (ck, sk) = keys(Version::V1, &dcid)?;
+        let p = initial_packet(
+            &ck.local,
+            Version::V1,
+            &dcid,
+            &[0xc3; 4],
+            0,
+            &crypto_frame(0, &h.client_hello),
+            1200,
+        )?;
+        send(&mut frames, &e, Side::Client, &p, 100_000);
+        let s = initial_packet(
+            &sk.local,
+            Version::V1,
+            &[0xc3; 4],
+            &h.scid,
+            0,
+            &crypto_frame(0, &h.server_hello),
+            0,
+        )?;
+        send(&mut frames, &e, Side::Server, &s, 900);
+        let mut one_rtt = vec![0x41; 60];
+        one_rtt[1..5].copy_from_slice(&[0xc3; 4]);
+        send(&mut frames, &e, Side::Server, &one_rtt, 200);
+    }
+    // 4. junk first, then draft-29 to a harmless name
+    let e = ep("10.1.0.12", 50004, "203.0.113.32", 443);
+    send(
+        &mut frames,
+        &e,
+        Side::Client,
+        b"\x17junk that is not QUIC at all",
+        100,
+    );
+    let dcid = [0xd1; 8];
+    let h = handshake("www.example.com", &["h3-29"], &ch, Version::V1Draft, &dcid)?;
+    let (ck, sk) = keys(Version::V1Draft, &dcid)?;
+    let p = initial_packet(
+        &ck.local,
+        Version::V1Draft,
+        &dcid,
+        &[0xc4; 4],
+        0,
+        &crypto_frame(0, &h.client_hello),
+        1200,
+    )?;
+    send(&mut frames, &e, Side::Client, &p, 100);
+    let s = initial_packet(
+        &sk.local,
+        Version::V1Draft,
+        &[0xc4; 4],
+        &h.scid,
+        0,
+        &crypto_frame(0, &h.server_hello),
+        0,
+    )?;
+    send(&mut frames, &e, Side::Server, &s, 900);
+    write_pcap(&dir.join("evasion-quic-shapes.pcap"), &frames, false)?;
+    Ok(())
+}

@@ -11,6 +11,7 @@
 mod bench;
 mod evasion;
 mod net;
+mod quic;
 mod tls;
 
 use std::net::IpAddr;
@@ -348,7 +349,7 @@ fn main() -> Result<()> {
     if args.get(1).map(String::as_str) == Some("bench") {
         // pcapgen bench handshake|mix OUT [SEED [SIZE]]
         let (Some(profile), Some(out)) = (args.get(2), args.get(3)) else {
-            return Err("usage: pcapgen bench handshake|mix|flood OUT [SEED [SIZE]]".into());
+            return Err("usage: pcapgen bench handshake|mix|flood|quic OUT [SEED [SIZE]]".into());
         };
         let seed = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(1);
         // a fifth argument scales the profile down (connections / packets), for profiling
@@ -357,6 +358,7 @@ fn main() -> Result<()> {
             "handshake" => bench::handshake_heavy(Path::new(out), seed, size.unwrap_or(80_000)),
             "mix" => bench::mix(Path::new(out), seed, size.unwrap_or(750_000)),
             "flood" => bench::flood(Path::new(out), seed, size.unwrap_or(1_000_000)),
+            "quic" => bench::quic(Path::new(out), seed, size.unwrap_or(20_000)),
             p => Err(format!("unknown profile {p}").into()),
         };
     }
@@ -370,6 +372,7 @@ fn main() -> Result<()> {
         evasion::http_heads(dir)?;
         evasion::decoy_overlap(dir)?;
         evasion::decoy_server_overlap(dir)?;
+        evasion::quic_shapes(dir)?;
         eprintln!("pcapgen: evasion captures written to {}", dir.display());
         return Ok(());
     }

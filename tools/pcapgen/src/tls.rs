@@ -69,7 +69,7 @@ pub fn chain_from_ca(ca: &str, names: &[&str]) -> Result<Chain> {
 /// A client that accepts any certificate (it only has to complete handshakes)
 /// but still checks handshake signatures.
 #[derive(Debug)]
-struct AcceptAny(Arc<CryptoProvider>);
+pub(crate) struct AcceptAny(pub(crate) Arc<CryptoProvider>);
 
 impl ServerCertVerifier for AcceptAny {
     fn verify_server_cert(

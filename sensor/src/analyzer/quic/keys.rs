@@ -136,6 +136,37 @@ impl Keys {
     }
 }
 
+/// A whole Initial packet of version `v` to `dcid` from `scid`, its payload
+/// padded to the sample and sealed with the keys `key_dcid` gives the side
+/// (for tests, fuzzing and generated captures).
+pub fn seal_initial(
+    v: &Version,
+    dcid: &[u8],
+    scid: &[u8],
+    key_dcid: &[u8],
+    client: bool,
+    pn: u32,
+    frames: &[u8],
+) -> Option<Vec<u8>> {
+    let mut payload = frames.to_vec();
+    payload.resize(payload.len().max(32), 0); // PADDING up to the sample
+    let mut h = vec![0xc3 | (v.initial << 4)];
+    h.extend_from_slice(&v.number.to_be_bytes());
+    h.push(u8::try_from(dcid.len()).ok()?);
+    h.extend_from_slice(dcid);
+    h.push(u8::try_from(scid.len()).ok()?);
+    h.extend_from_slice(scid);
+    h.push(0); // no token
+    let len = 4 + payload.len() + 16;
+    if len >= 1 << 14 {
+        return None;
+    }
+    h.extend_from_slice(&[0x40 | (len >> 8) as u8, len as u8]);
+    let pn_at = h.len();
+    h.extend_from_slice(&pn.to_be_bytes());
+    Keys::derive(v, key_dcid, client)?.seal(&h, pn_at, &payload)
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::packet::{extent, LongHeader, V1, V2};

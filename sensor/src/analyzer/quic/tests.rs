@@ -38,19 +38,7 @@ fn initial(
     frames: &[u8],
 ) -> Vec<u8> {
     let v = Version::of(version).expect("version");
-    let mut payload = frames.to_vec();
-    payload.resize(payload.len().max(32), 0); // PADDING up to the sample
-    let mut h = vec![0xc3 | (v.initial << 4)];
-    h.extend_from_slice(&version.to_be_bytes());
-    h.push(dcid.len() as u8);
-    h.extend_from_slice(dcid);
-    h.extend_from_slice(&[2, 0xab, 0xcd, 0]); // SCID abcd, no token
-    let len = 4 + payload.len() + 16;
-    h.extend_from_slice(&[0x40 | (len >> 8) as u8, len as u8]);
-    let pn_at = h.len();
-    h.extend_from_slice(&pn.to_be_bytes());
-    let keys = Keys::derive(v, key_dcid, client).expect("keys");
-    keys.seal(&h, pn_at, &payload).expect("sealed")
+    keys::seal_initial(v, dcid, &[0xab, 0xcd], key_dcid, client, pn, frames).expect("sealed")
 }
 
 fn feed(s: &mut QuicSession, dir: Dir, d: &[u8]) -> QuicCounters {
