@@ -299,7 +299,7 @@ fn ttl_one(f: &mut Frame) {
 /// `demo.trycloudflare.com` to a new connection ID; a junk datagram, then
 /// draft-29 to `www.example.com` (silent).
 pub fn quic_shapes(dir: &Path) -> Result<()> {
-    use crate::quic::{crypto_frame, handshake, initial_keys, initial_packet};
+    use crate::quic::{crypto_frame, handshake, initial_keys, initial_packet, initial_pair};
     use rustls::quic::Version;
     let mut clock = Clock(T0 + 4_200_000_000_000);
     let mut frames = Vec::new();
@@ -350,41 +350,14 @@ pub fn quic_shapes(dir: &Path) -> Result<()> {
         Version::V2,
         &first,
     )?;
-    let (ck, _) = keys(Version::V2, &first)?;
-    let p = initial_packet(
-        &ck.local,
-        Version::V2,
-        &first,
-        &[0xc2; 4],
-        0,
-        &crypto_frame(0, &h.client_hello),
-        1200,
-    )?;
-    send(&mut frames, &e, Side::Client, &p, 100);
+    let (c, _) = initial_pair(&h, Version::V2, &first, &[0xc2; 4], 0)?;
+    send(&mut frames, &e, Side::Client, &c, 100);
     let mut retry = vec![0xc0, 0x6b, 0x33, 0x43, 0xcf, 4, 0xc2, 0xc2, 0xc2, 0xc2, 8];
     retry.extend_from_slice(&second);
     retry.extend_from_slice(&[0x7e; 40]); // token and integrity tag
     send(&mut frames, &e, Side::Server, &retry, 900);
-    let (ck, sk) = keys(Version::V2, &second)?;
-    let p = initial_packet(
-        &ck.local,
-        Version::V2,
-        &second,
-        &[0xc2; 4],
-        1,
-        &crypto_frame(0, &h.client_hello),
-        1200,
-    )?;
-    send(&mut frames, &e, Side::Client, &p, 100);
-    let s = initial_packet(
-        &sk.local,
-        Version::V2,
-        &[0xc2; 4],
-        &[0x5c; 8],
-        0,
-        &crypto_frame(0, &h.server_hello),
-        0,
-    )?;
+    let (c, s) = initial_pair(&h, Version::V2, &second, &[0xc2; 4], 1)?;
+    send(&mut frames, &e, Side::Client, &c, 100);
     send(&mut frames, &e, Side::Server, &s, 900);
     // 3. two connections on one 5-tuple: a harmless one, then a tunnel
     let e = ep("10.1.0.11", 50003, "203.0.113.31", 443);
@@ -393,26 +366,8 @@ pub fn quic_shapes(dir: &Path) -> Result<()> {
         ([0xc4; 8], "demo.trycloudflare.com"),
     ] {
         let h = handshake(sni, &["h3"], &ch, Version::V1, &dcid)?;
-        let (ck, sk) = keys(Version::V1, &dcid)?;
-        let p = initial_packet(
-            &ck.local,
-            Version::V1,
-            &dcid,
-            &[0xc3; 4],
-            0,
-            &crypto_frame(0, &h.client_hello),
-            1200,
-        )?;
-        send(&mut frames, &e, Side::Client, &p, 100_000);
-        let s = initial_packet(
-            &sk.local,
-            Version::V1,
-            &[0xc3; 4],
-            &h.scid,
-            0,
-            &crypto_frame(0, &h.server_hello),
-            0,
-        )?;
+        let (c, s) = initial_pair(&h, Version::V1, &dcid, &[0xc3; 4], 0)?;
+        send(&mut frames, &e, Side::Client, &c, 100_000);
         send(&mut frames, &e, Side::Server, &s, 900);
         let mut one_rtt = vec![0x41; 60];
         one_rtt[1..5].copy_from_slice(&[0xc3; 4]);
@@ -420,35 +375,12 @@ pub fn quic_shapes(dir: &Path) -> Result<()> {
     }
     // 4. junk first, then draft-29 to a harmless name
     let e = ep("10.1.0.12", 50004, "203.0.113.32", 443);
-    send(
-        &mut frames,
-        &e,
-        Side::Client,
-        b"\x17junk that is not QUIC at all",
-        100,
-    );
+    let junk = b"\x17junk that is not QUIC at all";
+    send(&mut frames, &e, Side::Client, junk, 100);
     let dcid = [0xd1; 8];
     let h = handshake("www.example.com", &["h3-29"], &ch, Version::V1Draft, &dcid)?;
-    let (ck, sk) = keys(Version::V1Draft, &dcid)?;
-    let p = initial_packet(
-        &ck.local,
-        Version::V1Draft,
-        &dcid,
-        &[0xc4; 4],
-        0,
-        &crypto_frame(0, &h.client_hello),
-        1200,
-    )?;
-    send(&mut frames, &e, Side::Client, &p, 100);
-    let s = initial_packet(
-        &sk.local,
-        Version::V1Draft,
-        &[0xc4; 4],
-        &h.scid,
-        0,
-        &crypto_frame(0, &h.server_hello),
-        0,
-    )?;
+    let (c, s) = initial_pair(&h, Version::V1Draft, &dcid, &[0xc4; 4], 0)?;
+    send(&mut frames, &e, Side::Client, &c, 100);
     send(&mut frames, &e, Side::Server, &s, 900);
     write_pcap(&dir.join("evasion-quic-shapes.pcap"), &frames, false)?;
     Ok(())

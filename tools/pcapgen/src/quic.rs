@@ -138,3 +138,22 @@ pub fn initial_packet(
         .encrypt_in_place(&sample, &mut first[0], &mut rest[pn_at - 1..pn_at + 3])?;
     Ok(p)
 }
+
+/// The client's Initial carrying its whole ClientHello (padded to 1 200
+/// bytes, from `client_scid`, to `dcid`) and the server's Initial carrying
+/// its ServerHello, both protected with the keys `dcid` gives.
+pub fn initial_pair(
+    h: &QuicHandshake,
+    version: Version,
+    dcid: &[u8],
+    client_scid: &[u8],
+    pn: u32,
+) -> Result<(Vec<u8>, Vec<u8>)> {
+    let ck = initial_keys(version, dcid, true)?;
+    let sk = initial_keys(version, dcid, false)?;
+    let c = crypto_frame(0, &h.client_hello);
+    let client = initial_packet(&ck.local, version, dcid, client_scid, pn, &c, 1200)?;
+    let s = crypto_frame(0, &h.server_hello);
+    let server = initial_packet(&sk.local, version, client_scid, &h.scid, 0, &s, 0)?;
+    Ok((client, server))
+}
