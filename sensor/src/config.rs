@@ -73,6 +73,12 @@ pub struct SensorConfig {
 pub struct AllowConfig {
     #[serde(default)]
     pub names: Vec<String>,
+    /// TLS-terminating proxies run on purpose (load balancers, inspection
+    /// appliances): addresses or networks of the proxy, or names its
+    /// clients use (label-aligned suffixes). Their re-originated legs are
+    /// sanctioned, not alerted.
+    #[serde(default)]
+    pub interceptors: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
@@ -86,12 +92,14 @@ pub struct LedgerConfig {
 }
 
 /// The event types the sensor writes.
-pub const EVENT_TYPES: [&str; 7] = [
+pub const EVENT_TYPES: [&str; 9] = [
     "alert",
     "flow",
     "tls",
+    "quic",
     "dns",
     "http",
+    "tls_legs",
     "host_activity",
     "stats",
 ];
@@ -99,15 +107,10 @@ pub const EVENT_TYPES: [&str; 7] = [
 /// An event type as a small number: its place in [`EVENT_TYPES`] (`stats`,
 /// the last, stands for any other), so a line in a queue carries one byte.
 pub fn event_type_index(t: &str) -> u8 {
-    match t {
-        "alert" => 0,
-        "flow" => 1,
-        "tls" => 2,
-        "dns" => 3,
-        "http" => 4,
-        "host_activity" => 5,
-        _ => 6, // "stats"
-    }
+    EVENT_TYPES
+        .iter()
+        .position(|x| *x == t)
+        .unwrap_or(EVENT_TYPES.len() - 1) as u8
 }
 
 /// Checks a list of event types; the error names the unknown one and the known.
@@ -366,6 +369,15 @@ fn nth_table_line(text: &str, name: &str, n: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_event_type_has_its_own_index_and_others_count_as_stats() {
+        for (i, t) in EVENT_TYPES.iter().enumerate() {
+            assert_eq!(usize::from(event_type_index(t)), i, "{t}");
+        }
+        assert_eq!(event_type_index("no-such"), event_type_index("stats"));
+        assert!(check_event_types(&["quic".into(), "tls_legs".into()]).is_ok());
+    }
 
     const EXAMPLE: &str = r#"
 [sensor]

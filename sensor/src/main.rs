@@ -656,7 +656,7 @@ fn summary(c: &Counters, sources: &str, events: u64, elapsed: std::time::Duratio
         c.quic.decrypt_failed, c.quic.initial_limit, c.quic.unknown_version
     );
     eprintln!(
-        "spanwatch: {} alerts (severity 1: {}, 2: {}, 3: {}, 4: {}), {} sanctioned sightings; not alerted again: {} repeats of a sighting, {} in the same flow, {} supporting evidence only",
+        "spanwatch: {} alerts (severity 1: {}, 2: {}, 3: {}, 4: {}), {} sanctioned sightings; not alerted again: {} repeats of a sighting, {} in the same flow, {} supporting evidence only; proxy legs: {} re-originated, {} relayed ({} hellos dropped early from the correlation)",
         c.alerts_total(),
         c.alerts[0],
         c.alerts[1],
@@ -665,7 +665,10 @@ fn summary(c: &Counters, sources: &str, events: u64, elapsed: std::time::Duratio
         c.sanctioned,
         c.alerts_held.repeat,
         c.alerts_held.same_flow,
-        c.alerts_held.supporting_only
+        c.alerts_held.supporting_only,
+        c.tls_legs.reoriginated,
+        c.tls_legs.relays,
+        c.tls_legs.evicted
     );
     eprintln!(
         "spanwatch: {events} events in {secs:.3} s: {:.1} Mbit/s, {:.0} packets/s",

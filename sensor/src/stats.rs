@@ -58,6 +58,8 @@ pub struct Counters {
     pub sanctioned: u64,
     /// Alerts not raised, by reason (the verdict stage's).
     pub alerts_held: Held,
+    /// The leg correlation's (the verdict stage's).
+    pub tls_legs: LegStats,
 }
 
 /// What the QUIC analyzer counted (the `quic` object of `stats`).
@@ -100,6 +102,19 @@ impl QuicCounters {
         self.version_negotiation += o.version_negotiation;
         self.retry += o.retry;
     }
+}
+
+/// What the leg correlation counted (the `tls_legs` object of `stats`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LegStats {
+    /// ClientHellos looked at.
+    pub hellos: u64,
+    /// Hellos held now (gauge; bounded by `verdict::legs::MAX_HELLOS`).
+    pub held: u64,
+    /// Hellos dropped before their window ended (the bounds).
+    pub evicted: u64,
+    pub relays: u64,
+    pub reoriginated: u64,
 }
 
 /// Alerts the verdict stage did not raise, by reason.

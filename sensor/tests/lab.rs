@@ -33,6 +33,35 @@ struct Capture {
     sanctioned: bool,
     /// The QUIC handshakes the capture holds (compared when given).
     quic: Option<Vec<QuicHandshake>>,
+    /// The proxies' leg pairs (`tls_legs` events), compared when given.
+    legs: Option<Vec<LegPair>>,
+}
+
+#[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
+struct LegPair {
+    kind: String,
+    mode: String,
+    client: String,
+    proxy: String,
+    name: String,
+}
+
+fn leg_pairs(events: &[Value]) -> BTreeSet<LegPair> {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    events
+        .iter()
+        .filter(|e| e["event_type"] == "tls_legs")
+        .map(|e| {
+            let l = &e["tls_legs"];
+            LegPair {
+                kind: s(&l["kind"]),
+                mode: s(&l["mode"]),
+                client: s(&l["client"]),
+                proxy: s(&l["proxy"]),
+                name: s(&l["name"]),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
@@ -166,6 +195,16 @@ fn recordings_alert_exactly_as_the_ground_truth_says() {
             if got != want {
                 failures.push(format!(
                     "{}: QUIC handshakes\n  want {want:?}\n  got  {got:?}",
+                    c.file
+                ));
+            }
+        }
+        if let Some(want) = &c.legs {
+            let want: BTreeSet<LegPair> = want.iter().cloned().collect();
+            let got = leg_pairs(&events);
+            if got != want {
+                failures.push(format!(
+                    "{}: proxy legs\n  want {want:?}\n  got  {got:?}",
                     c.file
                 ));
             }
@@ -370,6 +409,62 @@ fn alerts_from_quic_carry_the_quic_object_and_the_alpn_evidence() {
         .filter_map(Value::as_u64)
         .collect();
     assert!(ids.contains(&9400006), "ALPN argotunnel: {ids:?}");
+}
+
+#[test]
+fn interceptors_run_on_purpose_are_sanctioned_not_alerted() {
+    for entry in ["10.20.0.20", "10.20.0.0/24", "api.example.com"] {
+        let text = std::fs::read_to_string(lab().join("site.toml"))
+            .expect("site.toml")
+            .replace(
+                "[allow]\n",
+                &format!("[allow]\ninterceptors = [\"{entry}\"]\n"),
+            );
+        let cfg = SiteConfig::parse("site.toml", &text).expect("config");
+        let events = read(&["lab-nginx-reencrypt.pcap"], cfg);
+        assert!(alerts(&events).is_empty(), "{entry}");
+        let legs: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["event_type"] == "tls_legs")
+            .collect();
+        assert_eq!(legs.len(), 1, "{entry}");
+        assert_eq!(legs[0]["sanctioned"]["allowed_by"], entry);
+    }
+    // without the entry it alerts
+    assert_eq!(
+        alerts(&read(&["lab-nginx-reencrypt.pcap"], site(""))).len(),
+        1
+    );
+}
+
+#[test]
+fn the_interceptor_alert_names_both_legs() {
+    let events = read(&["lab-mitm-tls13-transparent.pcap"], site(""));
+    let a = alerts(&events)
+        .into_iter()
+        .find(|e| e["alert"]["category"] == "interception-relay")
+        .expect("interception-relay alert");
+    assert_eq!(a["alert"]["host"], "10.1.0.20");
+    assert_eq!(a["src_ip"], "10.1.0.20", "the proxy's own leg");
+    let legs = &a["tls_legs"];
+    assert_eq!(
+        (legs["client"].as_str(), legs["mode"].as_str()),
+        (Some("10.1.0.10"), Some("transparent"))
+    );
+    assert_ne!(legs["client_flow_id"], legs["proxy_flow_id"]);
+    // the client's leg was answered nearby, the proxy's from the internet
+    assert!(legs["client_rtt_ms"].as_f64() < Some(5.0), "{legs}");
+    assert!(legs["proxy_rtt_ms"].as_f64() > Some(30.0), "{legs}");
+    let ev: Vec<&str> = a["alert"]["evidence"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["value"].as_str())
+        .collect();
+    assert!(
+        ev.contains(&"10.1.0.10 -> 10.1.0.20 -> 198.51.100.10 for www.example.com"),
+        "{ev:?}"
+    );
 }
 
 /// (host, tool, evidence values) of every alert: the sightings alerted.

@@ -177,6 +177,10 @@ facts! {
     Ja4 = "ja4", Shape::Ja4, Source::Event;
     /// The protocols a ClientHello offers (ALPN, RFC 7301), TLS or QUIC.
     Alpn = "alpn", Shape::Text, Source::Event;
+    /// Set by the verdict stage: a host sent its own ClientHello for a name
+    /// it had just received one for (an intercepting proxy's two legs); the
+    /// value names the legs.
+    TlsReoriginated = "tls_reoriginated", Shape::Flag, Source::Event;
     /// The server's port.
     DestPort = "dest_port", PORT, Source::Event, weak;
     /// Certificates in the server's chain.

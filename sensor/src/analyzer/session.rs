@@ -127,6 +127,13 @@ pub struct Analyzers {
     dns_msgs: u32,
     /// The TLS event has been logged.
     pub tls_logged: bool,
+    /// The first ClientHello was looked at for the leg correlation, and
+    /// went there (it had a name); its ServerHello went there too.
+    pub hello_sent: bool,
+    pub legs_open: bool,
+    pub sh_sent: bool,
+    /// The target of the flow's HTTP CONNECT (the name TLS inside it is for).
+    pub connect: Option<String>,
     pub app_proto: Option<&'static str>,
 }
 

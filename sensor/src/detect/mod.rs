@@ -319,7 +319,14 @@ fn holds(
             }
             ok
         }),
-        (Test::Flag(want), _) => number(f, fact).is_some_and(|n| (n != 0) == *want),
+        (Test::Flag(want), _) => number(f, fact).is_some_and(|n| {
+            let ok = (n != 0) == *want;
+            // a flag the verdict stage sets says what it rests on
+            if let (true, Some(v)) = (ok, f.values(fact).next()) {
+                show(v.to_string(), want.to_string());
+            }
+            ok
+        }),
         (Test::Threshold(_), _) if spki.is_none() => leaf.is_some(),
         (Test::Threshold(n), _) => leaf.is_some_and(|c| shared_key(c, *n, spki, ev)),
         _ => false,

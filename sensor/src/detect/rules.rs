@@ -39,6 +39,7 @@ pub const CATEGORIES: &[&str] = &[
     "interception-ui",
     "interception-proxy",
     "interception-onboarding",
+    "interception-relay",
 ];
 
 /// A rule file error, located: the same type as a site configuration's.

@@ -66,6 +66,14 @@ pub struct PendingFlow {
     pub flow: FlowEvent,
 }
 
+/// A ClientHello for the leg correlation, with the head of the `tls_legs`
+/// event that reports it if it turns out to be a proxy's leg.
+#[derive(Debug)]
+pub struct PendingHello {
+    pub ev: crate::verdict::legs::LegEvent,
+    pub head: Vec<u8>,
+}
+
 /// What a worker reports when asked (stats, end of run).
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -99,6 +107,10 @@ pub enum Item {
         key: Key,
         p: Box<PendingFlow>,
     },
+    Hello {
+        key: Key,
+        p: Box<PendingHello>,
+    },
     Report {
         key: Key,
         r: Box<Report>,
@@ -112,6 +124,7 @@ impl Item {
             | Item::Observe { key, .. }
             | Item::Decide { key, .. }
             | Item::FlowEnd { key, .. }
+            | Item::Hello { key, .. }
             | Item::Report { key, .. } => *key,
         }
     }
@@ -234,6 +247,17 @@ impl Output {
         });
     }
 
+    /// Hands a ClientHello to the leg correlation.
+    pub fn hello(&mut self, flow: u64, ev: crate::verdict::legs::LegEvent, e: &Event<'_>) {
+        let mut head = serde_json::to_vec(e).unwrap_or_else(|_| b"{}".to_vec());
+        head.pop(); // the closing brace
+        let key = self.key(flow);
+        self.items.push(Item::Hello {
+            key,
+            p: Box::new(PendingHello { ev, head }),
+        });
+    }
+
     pub fn report(&mut self, r: Report) {
         let key = self.key(r.worker as u64);
         self.items.push(Item::Report {
@@ -261,6 +285,8 @@ fn split(mut e: Event<'_>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         keyed("dns", d)
     } else if let Some(h) = e.http.take() {
         keyed("http", &h)
+    } else if let Some(q) = e.quic.take() {
+        keyed("quic", &q)
     } else {
         Vec::new()
     };

@@ -18,6 +18,8 @@
 //! by evaluating the rules without the cross-flow conditions); all others
 //! arrive as finished lines.
 
+mod legs;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -468,6 +470,7 @@ impl<W: Sink> Writer<W> {
             Item::Observe { leaf, .. } => self.verdicts.spki.observe(&[leaf]),
             Item::Decide { p, .. } => self.decide(flow, &p),
             Item::FlowEnd { p, .. } => self.flow_end(flow, *p),
+            Item::Hello { p, .. } => self.legs(*p),
             Item::Report { r, .. } => {
                 let w = r.worker;
                 if let Some(slot) = self.reports.get_mut(w) {
@@ -604,6 +607,7 @@ impl<W: Sink> Writer<W> {
         c.alerts = self.counters.alerts;
         c.sanctioned = self.counters.sanctioned;
         c.alerts_held = self.verdicts.held;
+        c.tls_legs = self.verdicts.legs.stats();
         c
     }
 

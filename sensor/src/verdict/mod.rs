@@ -9,6 +9,7 @@
 //! keeps what was learnt from the traffic.
 
 pub mod ledger;
+pub mod legs;
 pub mod spki;
 
 use std::collections::HashMap;
@@ -23,7 +24,11 @@ use crate::stats::Held;
 use crate::time::{Duration, Timestamp};
 
 pub use ledger::{Ledger, Observation};
+pub use legs::LegTracker;
 pub use spki::SpkiTracker;
+
+/// The tool of a signature that finds a behaviour, not a product.
+pub const UNKNOWN_TOOL: &str = "unknown";
 
 /// How long, by default, an alert for one host and signature silences repeats.
 pub const DEFAULT_REALERT_AFTER: Duration = Duration::from_secs(3600);
@@ -47,6 +52,11 @@ pub fn about_server(category: &str) -> bool {
 pub struct Policy {
     allow: NameIndex,
     allow_names: Vec<String>,
+    /// Interceptors run on purpose: addresses and networks, and the names
+    /// their clients use.
+    interceptor_nets: Vec<(ipnet::IpNet, String)>,
+    interceptor_names: NameIndex,
+    interceptor_list: Vec<String>,
 }
 
 impl Policy {
@@ -55,10 +65,38 @@ impl Policy {
         for (i, n) in site.allow.names.iter().enumerate() {
             allow.insert(n, Kind::Suffix, i as u32);
         }
-        Policy {
+        let mut p = Policy {
             allow,
             allow_names: site.allow.names.clone(),
+            ..Default::default()
+        };
+        for (i, e) in site.allow.interceptors.iter().enumerate() {
+            let net = e
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| e.parse::<IpAddr>().ok().map(ipnet::IpNet::from));
+            match net {
+                Some(n) => p.interceptor_nets.push((n, e.clone())),
+                None => p.interceptor_names.insert(e, Kind::Suffix, i as u32),
+            }
         }
+        p.interceptor_list = site.allow.interceptors.clone();
+        p
+    }
+
+    /// The `[allow] interceptors` entry that sanctions a proxy at `proxy`
+    /// whose clients asked for `name`.
+    pub fn interceptor(&self, proxy: IpAddr, name: &str) -> Option<&str> {
+        if let Some((_, e)) = self
+            .interceptor_nets
+            .iter()
+            .find(|(n, _)| n.contains(&proxy))
+        {
+            return Some(e);
+        }
+        let mut hit = None;
+        self.interceptor_names.lookup(name, &mut |t| hit = Some(t));
+        self.interceptor_list.get(hit? as usize).map(String::as_str)
     }
 
     /// The allow-list entry that sanctions these names: only when every one
@@ -134,6 +172,21 @@ pub struct FlowState<'a> {
     pub ledger_keys: &'a [(IpAddr, String)],
 }
 
+/// A tool named by its fingerprints speaks for a finding instead of the
+/// `unknown` signature of the same category.
+fn prefer_named(rules: &RuleSet, verdicts: &mut Vec<(usize, Vec<Evidence>)>) {
+    let named: Vec<&str> = verdicts
+        .iter()
+        .map(|(i, _)| &rules.sigs[*i].sig)
+        .filter(|s| s.raw.tool != UNKNOWN_TOOL)
+        .map(|s| s.category())
+        .collect();
+    verdicts.retain(|(i, _)| {
+        let s = &rules.sigs[*i].sig;
+        s.raw.tool != UNKNOWN_TOOL || !named.contains(&s.category())
+    });
+}
+
 /// What makes two alerts the same sighting: the host, the signature, the
 /// evidence values, and for a verdict about a server (an interceptor) the
 /// client it served.
@@ -152,6 +205,8 @@ pub struct Verdicts {
     policy: Policy,
     pub ledger: Ledger,
     pub spki: SpkiTracker,
+    /// A proxy's two TLS legs.
+    pub legs: LegTracker,
     /// Last alert time by sighting.
     recent: HashMap<Sighting, Timestamp, ahash::RandomState>,
     /// Hashes evidence values for [`Sighting`] (fixed keys: the same input
@@ -169,6 +224,7 @@ impl Verdicts {
             policy: Policy::default(),
             ledger: Ledger::default(),
             spki: SpkiTracker::default(),
+            legs: LegTracker::default(),
             recent: HashMap::default(),
             hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
             realert_after: DEFAULT_REALERT_AFTER,
@@ -200,6 +256,10 @@ impl Verdicts {
         self.realert_after
     }
 
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
     /// Evaluates one event's facts and applies the policy.
     pub fn decide(
         &mut self,
@@ -210,7 +270,8 @@ impl Verdicts {
     ) -> Decision {
         self.spki.observe(facts.chain);
         let rules = Arc::clone(&self.rules);
-        let verdicts = rules.evaluate(facts, Some(&self.spki));
+        let mut verdicts = rules.evaluate(facts, Some(&self.spki));
+        prefer_named(&rules, &mut verdicts);
         let mut d = Decision::default();
         if verdicts.is_empty() {
             return d;

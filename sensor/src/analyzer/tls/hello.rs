@@ -47,6 +47,9 @@ pub struct ClientHello {
     pub sig_algs: Vec<u16>,
     /// An SSLv2-format (RFC 6101 appendix E) hello.
     pub sslv2: bool,
+    /// The client's random (zero for SSLv2): a proxy that relays a hello
+    /// sends the same one on both legs, one that re-originates its own.
+    pub random: [u8; 32],
 }
 
 /// What a ServerHello says.
@@ -81,7 +84,11 @@ pub struct Malformed;
 /// Parses a ClientHello body (after the 4-byte handshake header).
 pub fn parse_client_hello(body: &[u8]) -> Result<ClientHello, Malformed> {
     let (_, ch) = parse_tls_handshake_client_hello(body).map_err(|_| Malformed)?;
+    let mut random = [0u8; 32];
+    let n = ch.random.len().min(32);
+    random[..n].copy_from_slice(&ch.random[..n]);
     let mut out = ClientHello {
+        random,
         legacy_version: ch.version.0,
         ciphers: ch.ciphers.iter().map(|c| c.0).collect(),
         ..Default::default()

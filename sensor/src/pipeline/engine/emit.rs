@@ -17,6 +17,7 @@ use crate::flow::{Dir, EndReason, Flow};
 use crate::pipeline::output::Output;
 use crate::stats::Counters;
 use crate::time::Timestamp;
+use crate::verdict::legs;
 
 /// What logging an event needs besides the flow.
 pub(super) struct Emit<'a, 'o> {
@@ -89,6 +90,15 @@ fn send(
     }
 }
 
+/// The host of a CONNECT target (`host:port`, `[v6]:port`).
+fn connect_host(target: &str) -> String {
+    let host = match target.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => target.rsplit_once(':').map_or(target, |(h, _)| h),
+    };
+    host.to_string()
+}
+
 impl Packet<&[u8]> {
     /// A packet-less stand-in carrying only a time (for events at flow end).
     fn at(ts: Timestamp) -> Self {
@@ -132,7 +142,11 @@ impl Emit<'_, '_> {
         let Some(mut h) = flow.data.analyzers_mut().and_then(|a| a.http.take()) else {
             return;
         };
+        let mut connect = None;
         for (req, resp) in h.done.drain(..) {
+            if let Some(r) = req.as_ref().filter(|r| r.http_method == "CONNECT") {
+                connect = Some(connect_host(&r.url));
+            }
             let ev = HttpEvent::of(req.as_ref(), resp.as_ref());
             let mut facts = ev.facts();
             let p = pending(self.rules, flow, &mut facts);
@@ -157,7 +171,99 @@ impl Emit<'_, '_> {
         }
         if let Some(a) = flow.data.analyzers_mut() {
             a.http = Some(h);
+            if connect.is_some() {
+                a.connect = connect;
+            }
         }
+    }
+
+    /// What a TCP segment's bytes completed: HTTP transactions, the hellos
+    /// for the leg correlation, the TLS handshake.
+    pub fn stream_events(&mut self, flow: &mut Flow<Session>, pkt: &Packet<&[u8]>) {
+        self.http(flow, pkt);
+        let Some(a) = flow.data.analyzers() else {
+            return;
+        };
+        let tls = a.tls.as_ref();
+        let hello = !a.hello_sent && tls.is_some_and(|t| t.client_hello.is_some());
+        let server_hello =
+            a.legs_open && !a.sh_sent && tls.is_some_and(|t| t.server_hello.is_some());
+        let done = !a.tls_logged && tls.is_some_and(|t| t.done());
+        if hello {
+            self.hello(flow, pkt);
+        }
+        if server_hello {
+            self.server_hello(flow, pkt);
+        }
+        if done {
+            self.tls(flow, pkt.ts, Some(pkt.frame));
+        }
+    }
+
+    /// The flow's first ClientHello, for the leg correlation: by its server
+    /// name, else the target of the flow's CONNECT (no name, no legs).
+    pub fn hello(&mut self, flow: &mut Flow<Session>, pkt: &Packet<&[u8]>) {
+        let (rtt, client_seg, server_seg) = (
+            flow.data.rtt,
+            flow.data.src_seg.clone(),
+            flow.data.dest_seg.clone(),
+        );
+        let (id, client, server) = (flow.id, flow.client().0, flow.server().0);
+        let Some(a) = flow.data.analyzers_mut() else {
+            return;
+        };
+        a.hello_sent = true;
+        let Some(ch) = a.tls.as_ref().and_then(|t| t.client_hello.as_ref()) else {
+            return;
+        };
+        let Some(name) = ch.sni.as_deref().or(a.connect.as_deref()) else {
+            return;
+        };
+        let hello = legs::Hello {
+            at: pkt.ts,
+            flow: id,
+            client,
+            server,
+            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            random: ch.random,
+            ja4: tls::ja4::ja4(ch, tls::ja4::Transport::Tcp),
+            rtt,
+            client_seg,
+            server_seg,
+            sh_at: None,
+        };
+        let e = header(
+            flow,
+            "tls_legs",
+            pkt.ts,
+            self.site,
+            self.origin,
+            Some(pkt.frame),
+        );
+        self.out.hello(id, legs::LegEvent::Client(hello), &e);
+        if let Some(a) = flow.data.analyzers_mut() {
+            a.legs_open = true;
+        }
+    }
+
+    /// The ServerHello of a flow whose ClientHello went to the correlation.
+    pub fn server_hello(&mut self, flow: &mut Flow<Session>, pkt: &Packet<&[u8]>) {
+        if let Some(a) = flow.data.analyzers_mut() {
+            a.sh_sent = true;
+        }
+        let e = header(
+            flow,
+            "tls_legs",
+            pkt.ts,
+            self.site,
+            self.origin,
+            Some(pkt.frame),
+        );
+        let ev = legs::LegEvent::Server {
+            flow: flow.id,
+            at: pkt.ts,
+        };
+        self.out.hello(flow.id, ev, &e);
     }
 
     /// The TLS handshake (once per flow).

@@ -75,6 +75,9 @@ pub struct Session {
     segs_known: bool,
     /// An event of this flow went to the writer for a verdict: so does its end.
     decided: bool,
+    /// The client's (last) SYN, and the round trip to the server's SYN-ACK.
+    syn_at: Option<Timestamp>,
+    rtt: Option<crate::time::Duration>,
 }
 
 /// What a flow with payload holds.
@@ -282,6 +285,7 @@ impl Engine {
                 {
                     ctx.counters.tcp_checksum_bad += 1;
                 }
+                timing(&mut flow.data, h, dir, pkt.ts);
                 if !segment(&mut flow.data, h, &chunk, &mut ctx) {
                     return;
                 }
@@ -304,11 +308,7 @@ impl Engine {
             em.quic(flow, pkt.ts, Some(pkt.frame));
         }
         if matches!(d.transport, Transport::Tcp(_)) {
-            em.http(flow, pkt);
-            let a = flow.data.analyzers();
-            if a.is_some_and(|a| a.tls.as_ref().is_some_and(|t| t.done()) && !a.tls_logged) {
-                em.tls(flow, pkt.ts, Some(pkt.frame));
-            }
+            em.stream_events(flow, pkt);
             settle(&mut flow.data, dir);
         }
     }
@@ -331,6 +331,19 @@ impl Engine {
             }
             em.flow_end(&mut flow, reason);
         }
+    }
+}
+
+/// The handshake's round trip as the sensor sees it: the client's last SYN
+/// to the server's SYN-ACK (JA4L measures the same).
+fn timing(s: &mut Session, h: TcpHeader, dir: Dir, ts: Timestamp) {
+    if !h.has(TcpHeader::SYN) || s.rtt.is_some() {
+        return;
+    }
+    match (dir, h.has(TcpHeader::ACK)) {
+        (Dir::ToServer, false) => s.syn_at = Some(ts),
+        (Dir::ToClient, true) => s.rtt = s.syn_at.map(|t| ts.since(t)),
+        _ => {}
     }
 }
 

@@ -1,0 +1,566 @@
+//! A proxy's two TLS legs: a host that receives a ClientHello for a name and
+//! then sends one for the same name.
+//!
+//! An intercepting proxy terminates its client's TLS and originates a new
+//! handshake to the real server: same name, its own random (and its own TLS
+//! stack). A proxy that only relays (a CONNECT tunnel without bumping, a TCP
+//! or SNI pass-through, a NAT seen on both sides) sends the client's
+//! ClientHello on byte for byte: the same 32-byte random. The shapes:
+//!
+//! - **proxy** (explicit, reverse): host P received a hello for X (as the
+//!   server of the client's connection, or inside the client's CONNECT
+//!   tunnel to P) and P sends a hello for X within [`WINDOW`];
+//! - **reverse** with another upstream name: host P received a hello and,
+//!   before answering it, sent one of its own and had its answer: the
+//!   client's ServerHello waited for P's whole upstream handshake (decided
+//!   when that ServerHello comes);
+//! - **transparent**: client C's hello for X goes to server S's address but
+//!   is answered nearby (its TCP round trip under half of the other leg's),
+//!   and P, another host of a site segment, sends a hello for X to S within
+//!   [`WINDOW`].
+//!
+//! Hellos are kept by (server address, name) for [`WINDOW`] of capture time,
+//! [`MAX_HELLOS`] in all (the oldest go first, counted).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::config::Segment;
+use crate::time::{Duration, Timestamp};
+
+/// How long after a client's hello a proxy's own hello counts as its leg.
+pub const WINDOW: Duration = Duration::from_secs(5);
+/// Hellos held in all.
+pub const MAX_HELLOS: usize = 65_536;
+/// Hellos held per (server, name).
+pub const MAX_PER_KEY: usize = 64;
+
+/// A ClientHello as the correlation needs it.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub at: Timestamp,
+    pub flow: u64,
+    pub client: IpAddr,
+    pub server: IpAddr,
+    /// The server name (SNI, else the CONNECT target), lower case.
+    pub name: String,
+    pub random: [u8; 32],
+    pub ja4: String,
+    /// The connection's SYN → SYN-ACK time, where both were seen.
+    pub rtt: Option<Duration>,
+    pub client_seg: Option<Segment>,
+    pub server_seg: Option<Segment>,
+    /// When the server's ServerHello came (set by the tracker).
+    pub sh_at: Option<Timestamp>,
+}
+
+/// What the correlation hears of a flow: its ClientHello, or its ServerHello.
+#[derive(Debug, Clone)]
+pub enum LegEvent {
+    Client(Hello),
+    Server { flow: u64, at: Timestamp },
+}
+
+/// What two legs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The same ClientHello on both legs: passed on, not intercepted.
+    Relay,
+    /// A new ClientHello: the proxy terminated the client's TLS.
+    Reoriginated,
+}
+
+/// Two legs found: the client's (`first`) and the proxy's (`second`).
+#[derive(Debug, Clone)]
+pub struct Legs {
+    pub kind: Kind,
+    /// `proxy` (explicit or reverse) or `transparent`.
+    pub mode: &'static str,
+    pub first: Hello,
+    pub second: Hello,
+}
+
+impl Legs {
+    /// The proxy: the host that sent the second hello.
+    pub fn proxy(&self) -> IpAddr {
+        self.second.client
+    }
+
+    /// One line naming the legs, for evidence: who, through whom, to where,
+    /// for what name (the same for every connection of that shape, so a
+    /// repeat is suppressed as one; the delay and fingerprints are in the
+    /// `tls_legs` object).
+    pub fn describe(&self) -> String {
+        format!(
+            "{} -> {} -> {} for {}",
+            self.first.client, self.second.client, self.second.server, self.second.name
+        )
+    }
+}
+
+/// The `tls_legs` object of the event that reports two legs.
+#[derive(Debug, Serialize)]
+pub struct LegsEvent<'a> {
+    pub kind: Kind,
+    pub mode: &'static str,
+    /// The name of the proxy's own hello.
+    pub name: &'a str,
+    /// The name the client asked for, when it is another.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<&'a str>,
+    pub client: IpAddr,
+    pub proxy: IpAddr,
+    pub upstream: IpAddr,
+    pub client_flow_id: u64,
+    pub proxy_flow_id: u64,
+    pub delay_ms: f64,
+    pub client_ja4: &'a str,
+    pub proxy_ja4: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_rtt_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy_rtt_ms: Option<f64>,
+    /// The client's ServerHello after its ClientHello (when it came before
+    /// the legs were found).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_server_hello_ms: Option<f64>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.0 / 1_000) as f64 / 1_000.0
+}
+
+impl<'a> LegsEvent<'a> {
+    pub fn of(l: &'a Legs) -> Self {
+        LegsEvent {
+            kind: l.kind,
+            mode: l.mode,
+            name: &l.second.name,
+            client_name: (l.first.name != l.second.name).then_some(l.first.name.as_str()),
+            client: l.first.client,
+            proxy: l.second.client,
+            upstream: l.second.server,
+            client_flow_id: l.first.flow,
+            proxy_flow_id: l.second.flow,
+            delay_ms: ms(l.second.at.since(l.first.at)),
+            client_ja4: &l.first.ja4,
+            proxy_ja4: &l.second.ja4,
+            client_rtt_ms: l.first.rtt.map(ms),
+            proxy_rtt_ms: l.second.rtt.map(ms),
+            client_server_hello_ms: l.first.sh_at.map(|t| ms(t.since(l.first.at))),
+        }
+    }
+}
+
+pub use crate::stats::LegStats;
+
+type Key = (IpAddr, Box<str>);
+
+/// Recent ClientHellos by (server address, name).
+#[derive(Debug, Default)]
+pub struct LegTracker {
+    by_server: HashMap<Key, VecDeque<Hello>, ahash::RandomState>,
+    /// Where each held hello is, by flow.
+    by_flow: HashMap<u64, Key, ahash::RandomState>,
+    /// The flows of the hellos each host sent, newest last (entries of
+    /// hellos gone are skipped, and dropped with the bound).
+    sent_by: HashMap<IpAddr, VecDeque<u64>, ahash::RandomState>,
+    /// Every held hello's key, oldest first (for expiry and the bound).
+    order: VecDeque<(Timestamp, Key)>,
+    pub stats: LegStats,
+}
+
+impl LegTracker {
+    /// What a flow said: the legs it completes, if any.
+    pub fn event(&mut self, e: LegEvent) -> Option<Legs> {
+        let found = match e {
+            LegEvent::Client(h) => self.hello(h),
+            LegEvent::Server { flow, at } => self.server_hello(flow, at),
+        };
+        match found.as_ref().map(|l| l.kind) {
+            Some(Kind::Relay) => self.stats.relays += 1,
+            Some(Kind::Reoriginated) => self.stats.reoriginated += 1,
+            None => {}
+        }
+        found
+    }
+
+    /// A ClientHello: the legs it completes, if any; then it is held.
+    fn hello(&mut self, h: Hello) -> Option<Legs> {
+        self.stats.hellos += 1;
+        self.expire(h.at);
+        let found = self.find(&h);
+        self.insert(h);
+        found
+    }
+
+    fn held(&self, flow: u64) -> Option<&Hello> {
+        let key = self.by_flow.get(&flow)?;
+        self.by_server.get(key)?.iter().find(|h| h.flow == flow)
+    }
+
+    /// A ServerHello on a held hello's flow: if its server, before this
+    /// answer, sent a hello of its own (for another name) and had that one
+    /// answered, the answer waited for the proxy's upstream handshake.
+    fn server_hello(&mut self, flow: u64, at: Timestamp) -> Option<Legs> {
+        let key = self.by_flow.get(&flow)?.clone();
+        let first = self
+            .by_server
+            .get_mut(&key)?
+            .iter_mut()
+            .find(|h| h.flow == flow)?;
+        first.sh_at.get_or_insert(at);
+        let first = first.clone();
+        let proxy = first.server;
+        let second = self
+            .sent_by
+            .get(&proxy)
+            .into_iter()
+            .flatten()
+            .rev()
+            .filter_map(|f| self.held(*f))
+            .find(|h| {
+                h.at > first.at
+                    && h.at.since(first.at) <= WINDOW
+                    && h.name != first.name
+                    && h.client != first.client
+                    && h.sh_at.is_some_and(|s| s <= at)
+            })?
+            .clone();
+        Some(Legs {
+            kind: if first.random == second.random {
+                Kind::Relay
+            } else {
+                Kind::Reoriginated
+            },
+            mode: "reverse",
+            first,
+            second,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// The counters, with the hellos held now.
+    pub fn stats(&self) -> LegStats {
+        LegStats {
+            held: self.order.len() as u64,
+            ..self.stats
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    fn find(&self, h: &Hello) -> Option<Legs> {
+        let recent = |k: &Key| {
+            self.by_server
+                .get(k)
+                .into_iter()
+                .flatten()
+                .rev()
+                .filter(|r| {
+                    r.client != h.client
+                        && r.flow != h.flow
+                        && h.at.since(r.at).0 >= 0
+                        && h.at.since(r.at) <= WINDOW
+                })
+        };
+        let legs = |first: &Hello, mode| Legs {
+            kind: if first.random == h.random {
+                Kind::Relay
+            } else {
+                Kind::Reoriginated
+            },
+            mode,
+            first: first.clone(),
+            second: h.clone(),
+        };
+        // explicit or reverse: the sender received a hello for the name
+        if let Some(r) = recent(&(h.client, h.name.as_str().into())).next() {
+            return Some(legs(r, "proxy"));
+        }
+        // transparent: another host's hello for the name to the same server,
+        // answered nearer than the server is (and the sender inside the site)
+        h.client_seg.as_ref()?;
+        let near = |r: &&Hello| match (r.rtt, h.rtt) {
+            (Some(a), Some(b)) => a.0.saturating_mul(2) < b.0,
+            _ => false,
+        };
+        let r = recent(&(h.server, h.name.as_str().into()))
+            .find(|r| r.client_seg.is_some() && (near(r) || r.random == h.random))?;
+        Some(legs(r, "transparent"))
+    }
+
+    fn insert(&mut self, h: Hello) {
+        let key: Key = (h.server, h.name.as_str().into());
+        let at = h.at;
+        let q = self.by_server.entry(key.clone()).or_default();
+        if q.len() >= MAX_PER_KEY {
+            if let Some(old) = q.pop_front() {
+                self.by_flow.remove(&old.flow);
+            }
+            self.stats.evicted += 1;
+        }
+        let (flow, client) = (h.flow, h.client);
+        q.push_back(h);
+        self.by_flow.insert(flow, key.clone());
+        let sent = self.sent_by.entry(client).or_default();
+        if sent.len() >= MAX_PER_KEY {
+            sent.pop_front();
+        }
+        sent.push_back(flow);
+        self.order.push_back((at, key));
+        while self.order.len() > MAX_HELLOS {
+            self.pop_oldest(true);
+        }
+    }
+
+    /// A hello dropped: its flow and its sender's entry go too.
+    fn forget(&mut self, h: &Hello) {
+        self.by_flow.remove(&h.flow);
+        if let Some(sent) = self.sent_by.get_mut(&h.client) {
+            sent.retain(|f| *f != h.flow);
+            if sent.is_empty() {
+                self.sent_by.remove(&h.client);
+            }
+        }
+    }
+
+    /// Drops what is older than the window.
+    fn expire(&mut self, now: Timestamp) {
+        while self
+            .order
+            .front()
+            .is_some_and(|(t, _)| now.since(*t) > WINDOW)
+        {
+            self.pop_oldest(false);
+        }
+    }
+
+    fn pop_oldest(&mut self, evicted: bool) {
+        let Some((t, key)) = self.order.pop_front() else {
+            return;
+        };
+        let Some(q) = self.by_server.get_mut(&key) else {
+            return;
+        };
+        let gone = if q.front().is_some_and(|h| h.at <= t) {
+            q.pop_front()
+        } else {
+            None
+        };
+        if q.is_empty() {
+            self.by_server.remove(&key);
+        }
+        if let Some(h) = gone {
+            self.forget(&h);
+            self.stats.evicted += u64::from(evicted);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SegmentKind;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    fn seg() -> Option<Segment> {
+        Some(Segment {
+            name: "prod".into(),
+            kind: SegmentKind::Production,
+        })
+    }
+
+    fn hello(ms: i64, client: &str, server: &str, name: &str, random: u8) -> Hello {
+        Hello {
+            at: Timestamp(ms * 1_000_000),
+            flow: ms as u64,
+            client: ip(client),
+            server: ip(server),
+            name: name.into(),
+            random: [random; 32],
+            ja4: format!("ja4-{random}"),
+            rtt: None,
+            client_seg: seg(),
+            server_seg: None,
+            sh_at: None,
+        }
+    }
+
+    #[test]
+    fn a_proxy_that_re_originates_and_one_that_relays() {
+        let mut t = LegTracker::default();
+        // reverse or explicit: C -> P for X, then P -> S for X with its own random
+        assert!(t
+            .event(LegEvent::Client(hello(
+                0,
+                "10.0.0.1",
+                "10.0.0.9",
+                "x.example",
+                1
+            )))
+            .is_none());
+        let l = t
+            .event(LegEvent::Client(hello(
+                12,
+                "10.0.0.9",
+                "198.51.100.1",
+                "x.example",
+                2,
+            )))
+            .expect("legs");
+        assert_eq!(
+            (l.kind, l.mode, l.proxy()),
+            (Kind::Reoriginated, "proxy", ip("10.0.0.9"))
+        );
+        assert_eq!(LegsEvent::of(&l).delay_ms, 12.0);
+        // a CONNECT tunnel that passes the same hello on
+        t.event(LegEvent::Client(hello(
+            100,
+            "10.0.0.2",
+            "10.0.0.8",
+            "y.example",
+            7,
+        )));
+        let l = t
+            .event(LegEvent::Client(hello(
+                103,
+                "10.0.0.8",
+                "198.51.100.2",
+                "y.example",
+                7,
+            )))
+            .expect("legs");
+        assert_eq!(l.kind, Kind::Relay);
+        assert_eq!((t.stats.relays, t.stats.reoriginated), (1, 1));
+    }
+
+    #[test]
+    fn other_names_late_hellos_and_the_same_host_are_not_legs() {
+        let mut t = LegTracker::default();
+        t.hello(hello(0, "10.0.0.1", "10.0.0.9", "x.example", 1));
+        assert!(t
+            .hello(hello(5, "10.0.0.9", "198.51.100.1", "z.example", 2))
+            .is_none());
+        assert!(t
+            .hello(hello(6_000, "10.0.0.9", "198.51.100.1", "x.example", 2))
+            .is_none());
+        // a client that reconnects to the same server is no proxy
+        let mut t = LegTracker::default();
+        t.hello(hello(0, "10.0.0.1", "198.51.100.1", "x.example", 1));
+        assert!(t
+            .hello(hello(5, "10.0.0.1", "198.51.100.1", "x.example", 2))
+            .is_none());
+    }
+
+    #[test]
+    fn transparent_needs_the_client_leg_answered_nearby() {
+        let near = Some(Duration::from_millis(1));
+        let far = Some(Duration::from_millis(40));
+        let mut t = LegTracker::default();
+        let mut c = hello(0, "10.0.0.1", "198.51.100.1", "x.example", 1);
+        c.rtt = near;
+        t.hello(c);
+        let mut p = hello(3, "10.0.0.9", "198.51.100.1", "x.example", 2);
+        p.rtt = far;
+        let l = t.hello(p).expect("legs");
+        assert_eq!((l.kind, l.mode), (Kind::Reoriginated, "transparent"));
+        // two clients visiting one site at once, both answered from afar
+        let mut t = LegTracker::default();
+        let mut c = hello(0, "10.0.0.1", "198.51.100.1", "x.example", 1);
+        c.rtt = far;
+        t.hello(c);
+        let mut p = hello(3, "10.0.0.9", "198.51.100.1", "x.example", 2);
+        p.rtt = far;
+        assert!(t.hello(p).is_none());
+    }
+
+    #[test]
+    fn reverse_with_another_upstream_name_is_decided_at_the_client_answer() {
+        let mut t = LegTracker::default();
+        let c = hello(0, "10.0.0.1", "10.0.0.9", "app.example", 1);
+        let cf = c.flow;
+        t.event(LegEvent::Client(c));
+        let p = hello(120, "10.0.0.9", "198.51.100.1", "backend.example", 2);
+        let pf = p.flow;
+        assert!(t.event(LegEvent::Client(p)).is_none(), "names differ");
+        let at = |ms: i64| Timestamp(ms * 1_000_000);
+        assert!(t
+            .event(LegEvent::Server {
+                flow: pf,
+                at: at(160)
+            })
+            .is_none());
+        let l = t
+            .event(LegEvent::Server {
+                flow: cf,
+                at: at(165),
+            })
+            .expect("the client's answer waited for the upstream's");
+        assert_eq!(
+            (l.kind, l.mode, l.proxy()),
+            (Kind::Reoriginated, "reverse", ip("10.0.0.9"))
+        );
+        assert_eq!(LegsEvent::of(&l).client_server_hello_ms, Some(165.0));
+        // answered before the proxy's own handshake ended: not its leg
+        let mut t = LegTracker::default();
+        let c = hello(0, "10.0.0.1", "10.0.0.9", "app.example", 1);
+        let cf = c.flow;
+        t.event(LegEvent::Client(c));
+        let p = hello(120, "10.0.0.9", "198.51.100.1", "backend.example", 2);
+        let pf = p.flow;
+        t.event(LegEvent::Client(p));
+        assert!(t
+            .event(LegEvent::Server {
+                flow: cf,
+                at: at(130)
+            })
+            .is_none());
+        assert!(t
+            .event(LegEvent::Server {
+                flow: pf,
+                at: at(160)
+            })
+            .is_none());
+    }
+
+    #[test]
+    fn memory_is_bounded_and_counted() {
+        let mut t = LegTracker::default();
+        for i in 0..(MAX_HELLOS as i64 + 10) {
+            // all within the window, each a new name
+            let mut h = hello(0, "10.0.0.1", "198.51.100.1", &format!("n{i}.example"), 1);
+            h.flow = i as u64;
+            t.hello(h);
+        }
+        assert_eq!(t.len(), MAX_HELLOS);
+        assert_eq!(t.stats.evicted, 10);
+        for i in 0..(MAX_PER_KEY as i64 + 3) {
+            t.hello(hello(
+                10_000 + i,
+                "10.0.0.2",
+                "198.51.100.2",
+                "one.example",
+                1,
+            ));
+        }
+        assert_eq!(
+            t.by_server[&(ip("198.51.100.2"), "one.example".into())].len(),
+            MAX_PER_KEY
+        );
+        // time passes: everything goes
+        t.hello(hello(60_000, "10.0.0.3", "198.51.100.3", "late.example", 1));
+        assert_eq!(t.len(), 1);
+    }
+}
