@@ -367,7 +367,7 @@ impl<W: Sink + 'static> Pipeline<W> {
                 .spawn(move || {
                     for mut b in rx.iter() {
                         let origin = Origin {
-                            pcap_file: b.origin.as_deref(),
+                            pcap_file: b.origin.as_ref(),
                         };
                         let depth = rx.len();
                         for item in &b.work.items {
@@ -612,7 +612,7 @@ impl<W: Sink> Inline<W> {
 
     fn run(&mut self, w: Work) {
         let origin = Origin {
-            pcap_file: self.origin.as_deref(),
+            pcap_file: self.origin.as_ref(),
         };
         self.worker.run(&w, &self.buf, origin, 0);
         if self.worker.out.is_empty() {

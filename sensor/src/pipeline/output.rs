@@ -66,13 +66,62 @@ pub struct PendingFlow {
     pub flow: FlowEvent,
 }
 
-/// A ClientHello for the leg correlation, with the head of the `tls_legs`
-/// event that reports it if it turns out to be a proxy's leg.
-#[derive(Debug)]
-pub struct PendingHello {
-    pub ev: crate::verdict::legs::LegEvent,
-    pub head: Vec<u8>,
+/// A flow's EVE header fields, owned (cheap to make: the writer serialises
+/// them only for an event it writes).
+#[derive(Debug, Clone)]
+pub struct FlowHead {
+    pub flow_id: u64,
+    pub ts: Timestamp,
+    pub frame: u64,
+    pub pcap_file: Option<Arc<str>>,
+    pub src: (IpAddr, u16),
+    pub dst: (IpAddr, u16),
+    pub proto: u8,
+    pub vlans: crate::decode::Vlans,
+    pub app_proto: Option<&'static str>,
+    pub anomaly: Option<&'static str>,
+    pub src_seg: Option<Segment>,
+    pub dest_seg: Option<Segment>,
 }
+
+impl FlowHead {
+    /// The JSON of an event of this type up to (not including) its
+    /// protocol object, without the closing brace.
+    pub fn head(&self, event_type: &'static str, sensor: Option<&str>) -> Vec<u8> {
+        let (s, d) = (self.src, self.dst);
+        let cid = crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.proto);
+        let e = Event {
+            timestamp: self.ts,
+            flow_id: Some(self.flow_id),
+            sensor,
+            pcap_file: self.pcap_file.as_deref(),
+            pcap_frame: self
+                .pcap_file
+                .as_ref()
+                .and(Some(self.frame).filter(|f| *f > 0)),
+            event_type,
+            src_ip: Some(s.0),
+            src_port: Some(s.1),
+            dest_ip: Some(d.0),
+            dest_port: Some(d.1),
+            proto: Some(crate::event::Proto(self.proto)),
+            vlan: self.vlans.as_slice(),
+            community_id: Some(&cid),
+            app_proto: self.app_proto,
+            anomaly: self.anomaly,
+            src_segment: self.src_seg.as_ref().map(Segment::as_ref),
+            dest_segment: self.dest_seg.as_ref().map(Segment::as_ref),
+            ..Default::default()
+        };
+        let mut h = serde_json::to_vec(&e).unwrap_or_else(|_| b"{}".to_vec());
+        h.pop(); // the closing brace
+        h
+    }
+}
+
+/// A ClientHello for the leg correlation, with the header fields of the
+/// `tls_legs` event (and alert) that reports it if it completes two legs.
+pub type PendingHello = crate::verdict::legs::Hello<FlowHead>;
 
 /// What a worker reports when asked (stats, end of run).
 #[derive(Debug, Clone)]
@@ -111,6 +160,12 @@ pub enum Item {
         key: Key,
         p: Box<PendingHello>,
     },
+    /// The ServerHello of a flow whose ClientHello went to the correlation.
+    ServerHello {
+        key: Key,
+        at: Timestamp,
+        frame: u64,
+    },
     Report {
         key: Key,
         r: Box<Report>,
@@ -125,6 +180,7 @@ impl Item {
             | Item::Decide { key, .. }
             | Item::FlowEnd { key, .. }
             | Item::Hello { key, .. }
+            | Item::ServerHello { key, .. }
             | Item::Report { key, .. } => *key,
         }
     }
@@ -248,14 +304,18 @@ impl Output {
     }
 
     /// Hands a ClientHello to the leg correlation.
-    pub fn hello(&mut self, flow: u64, ev: crate::verdict::legs::LegEvent, e: &Event<'_>) {
-        let mut head = serde_json::to_vec(e).unwrap_or_else(|_| b"{}".to_vec());
-        head.pop(); // the closing brace
+    pub fn hello(&mut self, flow: u64, p: PendingHello) {
         let key = self.key(flow);
         self.items.push(Item::Hello {
             key,
-            p: Box::new(PendingHello { ev, head }),
+            p: Box::new(p),
         });
+    }
+
+    /// Hands the flow's ServerHello to the leg correlation.
+    pub fn server_hello(&mut self, flow: u64, at: Timestamp, frame: u64) {
+        let key = self.key(flow);
+        self.items.push(Item::ServerHello { key, at, frame });
     }
 
     pub fn report(&mut self, r: Report) {

@@ -28,10 +28,13 @@ use crate::config::{SiteConfig, EVENT_TYPES};
 use crate::detect::RuleSet;
 use crate::event::{AlertBody, Event, Sanctioned};
 use crate::findings::{Alerts, Finding};
-use crate::pipeline::output::{EventTypes, Item, Output, Pending, PendingFlow, Report, Spare};
+use crate::pipeline::output::{
+    EventTypes, FlowHead, Item, Output, Pending, PendingFlow, Report, Spare,
+};
 use crate::sink::{Batch, Line, Run, Sink};
 use crate::stats::{Counters, InterfaceStats, Latency, StatsEvent, WorkerStats};
 use crate::time::Timestamp;
+use crate::verdict::legs::{LegEvent, LegTracker};
 use crate::verdict::{Decision, FlowState, Verdicts};
 
 /// What the dispatcher asks of the writer at a point of the stream.
@@ -197,6 +200,8 @@ pub struct Writer<W: Sink> {
     alerted: Alerts,
     site: Arc<SiteConfig>,
     flows: HashMap<u64, FlowPolicy, ahash::RandomState>,
+    /// A proxy's two TLS legs (cross-flow, like the verdict stage's state).
+    legs: LegTracker<FlowHead>,
     /// Alerts and sanctioned sightings (the workers count the rest).
     counters: Counters,
     queues: Vec<VecDeque<Chunk>>,
@@ -232,6 +237,7 @@ impl<W: Sink> Writer<W> {
             alerted: Alerts::default(),
             site,
             flows: HashMap::default(),
+            legs: LegTracker::default(),
             counters: Counters::default(),
             queues: (0..workers).map(|_| VecDeque::new()).collect(),
             done: vec![0; workers],
@@ -470,7 +476,8 @@ impl<W: Sink> Writer<W> {
             Item::Observe { leaf, .. } => self.verdicts.spki.observe(&[leaf]),
             Item::Decide { p, .. } => self.decide(flow, &p),
             Item::FlowEnd { p, .. } => self.flow_end(flow, *p),
-            Item::Hello { p, .. } => self.legs(*p),
+            Item::Hello { p, .. } => self.legs(LegEvent::Client(*p), 0),
+            Item::ServerHello { at, frame, .. } => self.legs(LegEvent::Server { flow, at }, frame),
             Item::Report { r, .. } => {
                 let w = r.worker;
                 if let Some(slot) = self.reports.get_mut(w) {
@@ -607,7 +614,7 @@ impl<W: Sink> Writer<W> {
         c.alerts = self.counters.alerts;
         c.sanctioned = self.counters.sanctioned;
         c.alerts_held = self.verdicts.held;
-        c.tls_legs = self.verdicts.legs.stats();
+        c.tls_legs = self.legs.stats();
         c
     }
 

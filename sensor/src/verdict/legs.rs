@@ -37,9 +37,10 @@ pub const MAX_HELLOS: usize = 65_536;
 /// Hellos held per (server, name).
 pub const MAX_PER_KEY: usize = 64;
 
-/// A ClientHello as the correlation needs it.
+/// A ClientHello as the correlation needs it, with what the caller keeps
+/// with it (`tag`: the writer keeps the flow's event header fields).
 #[derive(Debug, Clone)]
-pub struct Hello {
+pub struct Hello<T = ()> {
     pub at: Timestamp,
     pub flow: u64,
     pub client: IpAddr,
@@ -54,12 +55,13 @@ pub struct Hello {
     pub server_seg: Option<Segment>,
     /// When the server's ServerHello came (set by the tracker).
     pub sh_at: Option<Timestamp>,
+    pub tag: T,
 }
 
 /// What the correlation hears of a flow: its ClientHello, or its ServerHello.
 #[derive(Debug, Clone)]
-pub enum LegEvent {
-    Client(Hello),
+pub enum LegEvent<T = ()> {
+    Client(Hello<T>),
     Server { flow: u64, at: Timestamp },
 }
 
@@ -75,15 +77,15 @@ pub enum Kind {
 
 /// Two legs found: the client's (`first`) and the proxy's (`second`).
 #[derive(Debug, Clone)]
-pub struct Legs {
+pub struct Legs<T = ()> {
     pub kind: Kind,
-    /// `proxy` (explicit or reverse) or `transparent`.
+    /// `proxy` (explicit or reverse), `reverse` or `transparent`.
     pub mode: &'static str,
-    pub first: Hello,
-    pub second: Hello,
+    pub first: Hello<T>,
+    pub second: Hello<T>,
 }
 
-impl Legs {
+impl<T> Legs<T> {
     /// The proxy: the host that sent the second hello.
     pub fn proxy(&self) -> IpAddr {
         self.second.client
@@ -134,7 +136,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 impl<'a> LegsEvent<'a> {
-    pub fn of(l: &'a Legs) -> Self {
+    pub fn of<T>(l: &'a Legs<T>) -> Self {
         LegsEvent {
             kind: l.kind,
             mode: l.mode,
@@ -157,12 +159,20 @@ impl<'a> LegsEvent<'a> {
 
 pub use crate::stats::LegStats;
 
-type Key = (IpAddr, Box<str>);
+/// (server address, hash of the name): held hellos are compared by name too.
+type Key = (IpAddr, u64);
+
+/// Hashes names for [`Key`] (fixed seeds: the same decisions in every run).
+fn name_key(addr: IpAddr, name: &str) -> Key {
+    static HASH: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
+    let h = HASH.get_or_init(|| ahash::RandomState::with_seeds(7, 11, 13, 17));
+    (addr, h.hash_one(name))
+}
 
 /// Recent ClientHellos by (server address, name).
-#[derive(Debug, Default)]
-pub struct LegTracker {
-    by_server: HashMap<Key, VecDeque<Hello>, ahash::RandomState>,
+#[derive(Debug)]
+pub struct LegTracker<T = ()> {
+    by_server: HashMap<Key, VecDeque<Hello<T>>, ahash::RandomState>,
     /// Where each held hello is, by flow.
     by_flow: HashMap<u64, Key, ahash::RandomState>,
     /// The flows of the hellos each host sent, newest last (entries of
@@ -173,9 +183,21 @@ pub struct LegTracker {
     pub stats: LegStats,
 }
 
-impl LegTracker {
+impl<T> Default for LegTracker<T> {
+    fn default() -> Self {
+        LegTracker {
+            by_server: HashMap::default(),
+            by_flow: HashMap::default(),
+            sent_by: HashMap::default(),
+            order: VecDeque::new(),
+            stats: LegStats::default(),
+        }
+    }
+}
+
+impl<T: Clone> LegTracker<T> {
     /// What a flow said: the legs it completes, if any.
-    pub fn event(&mut self, e: LegEvent) -> Option<Legs> {
+    pub fn event(&mut self, e: LegEvent<T>) -> Option<Legs<T>> {
         let found = match e {
             LegEvent::Client(h) => self.hello(h),
             LegEvent::Server { flow, at } => self.server_hello(flow, at),
@@ -189,7 +211,7 @@ impl LegTracker {
     }
 
     /// A ClientHello: the legs it completes, if any; then it is held.
-    fn hello(&mut self, h: Hello) -> Option<Legs> {
+    fn hello(&mut self, h: Hello<T>) -> Option<Legs<T>> {
         self.stats.hellos += 1;
         self.expire(h.at);
         let found = self.find(&h);
@@ -197,7 +219,7 @@ impl LegTracker {
         found
     }
 
-    fn held(&self, flow: u64) -> Option<&Hello> {
+    fn held(&self, flow: u64) -> Option<&Hello<T>> {
         let key = self.by_flow.get(&flow)?;
         self.by_server.get(key)?.iter().find(|h| h.flow == flow)
     }
@@ -205,8 +227,8 @@ impl LegTracker {
     /// A ServerHello on a held hello's flow: if its server, before this
     /// answer, sent a hello of its own (for another name) and had that one
     /// answered, the answer waited for the proxy's upstream handshake.
-    fn server_hello(&mut self, flow: u64, at: Timestamp) -> Option<Legs> {
-        let key = self.by_flow.get(&flow)?.clone();
+    fn server_hello(&mut self, flow: u64, at: Timestamp) -> Option<Legs<T>> {
+        let key = *self.by_flow.get(&flow)?;
         let first = self
             .by_server
             .get_mut(&key)?
@@ -258,7 +280,7 @@ impl LegTracker {
         self.order.is_empty()
     }
 
-    fn find(&self, h: &Hello) -> Option<Legs> {
+    fn find(&self, h: &Hello<T>) -> Option<Legs<T>> {
         let recent = |k: &Key| {
             self.by_server
                 .get(k)
@@ -272,7 +294,7 @@ impl LegTracker {
                         && h.at.since(r.at) <= WINDOW
                 })
         };
-        let legs = |first: &Hello, mode| Legs {
+        let legs = |first: &Hello<T>, mode| Legs {
             kind: if first.random == h.random {
                 Kind::Relay
             } else {
@@ -283,25 +305,25 @@ impl LegTracker {
             second: h.clone(),
         };
         // explicit or reverse: the sender received a hello for the name
-        if let Some(r) = recent(&(h.client, h.name.as_str().into())).next() {
+        if let Some(r) = recent(&name_key(h.client, &h.name)).next() {
             return Some(legs(r, "proxy"));
         }
         // transparent: another host's hello for the name to the same server,
         // answered nearer than the server is (and the sender inside the site)
         h.client_seg.as_ref()?;
-        let near = |r: &&Hello| match (r.rtt, h.rtt) {
+        let near = |r: &&Hello<T>| match (r.rtt, h.rtt) {
             (Some(a), Some(b)) => a.0.saturating_mul(2) < b.0,
             _ => false,
         };
-        let r = recent(&(h.server, h.name.as_str().into()))
+        let r = recent(&name_key(h.server, &h.name))
             .find(|r| r.client_seg.is_some() && (near(r) || r.random == h.random))?;
         Some(legs(r, "transparent"))
     }
 
-    fn insert(&mut self, h: Hello) {
-        let key: Key = (h.server, h.name.as_str().into());
+    fn insert(&mut self, h: Hello<T>) {
+        let key = name_key(h.server, &h.name);
         let at = h.at;
-        let q = self.by_server.entry(key.clone()).or_default();
+        let q = self.by_server.entry(key).or_default();
         if q.len() >= MAX_PER_KEY {
             if let Some(old) = q.pop_front() {
                 self.by_flow.remove(&old.flow);
@@ -310,7 +332,7 @@ impl LegTracker {
         }
         let (flow, client) = (h.flow, h.client);
         q.push_back(h);
-        self.by_flow.insert(flow, key.clone());
+        self.by_flow.insert(flow, key);
         let sent = self.sent_by.entry(client).or_default();
         if sent.len() >= MAX_PER_KEY {
             sent.pop_front();
@@ -323,7 +345,7 @@ impl LegTracker {
     }
 
     /// A hello dropped: its flow and its sender's entry go too.
-    fn forget(&mut self, h: &Hello) {
+    fn forget(&mut self, h: &Hello<T>) {
         self.by_flow.remove(&h.flow);
         if let Some(sent) = self.sent_by.get_mut(&h.client) {
             sent.retain(|f| *f != h.flow);
@@ -395,6 +417,7 @@ mod tests {
             client_seg: seg(),
             server_seg: None,
             sh_at: None,
+            tag: (),
         }
     }
 
@@ -556,7 +579,7 @@ mod tests {
             ));
         }
         assert_eq!(
-            t.by_server[&(ip("198.51.100.2"), "one.example".into())].len(),
+            t.by_server[&name_key(ip("198.51.100.2"), "one.example")].len(),
             MAX_PER_KEY
         );
         // time passes: everything goes

@@ -24,7 +24,6 @@ use crate::stats::Held;
 use crate::time::{Duration, Timestamp};
 
 pub use ledger::{Ledger, Observation};
-pub use legs::LegTracker;
 pub use spki::SpkiTracker;
 
 /// The tool of a signature that finds a behaviour, not a product.
@@ -205,8 +204,6 @@ pub struct Verdicts {
     policy: Policy,
     pub ledger: Ledger,
     pub spki: SpkiTracker,
-    /// A proxy's two TLS legs.
-    pub legs: LegTracker,
     /// Last alert time by sighting.
     recent: HashMap<Sighting, Timestamp, ahash::RandomState>,
     /// Hashes evidence values for [`Sighting`] (fixed keys: the same input
@@ -224,7 +221,6 @@ impl Verdicts {
             policy: Policy::default(),
             ledger: Ledger::default(),
             spki: SpkiTracker::default(),
-            legs: LegTracker::default(),
             recent: HashMap::default(),
             hasher: ahash::RandomState::with_seeds(1, 2, 3, 4),
             realert_after: DEFAULT_REALERT_AFTER,

@@ -160,7 +160,11 @@ impl<'a> TlsEvent<'a> {
             server_alpns: sh.and_then(|s| s.alpn.as_deref()).map(|a| [a]),
             ja3: ch.filter(|c| !c.sslv2).map(ja3::ja3),
             ja3s: sh.map(ja3::ja3s),
-            ja4: ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp)),
+            ja4: ch.map(|c| {
+                t.ja4
+                    .clone()
+                    .unwrap_or_else(|| ja4::ja4(c, ja4::Transport::Tcp))
+            }),
             cipher_suite: sh.map(|s| s.cipher),
             subject: leaf.map(|c| c.subject.as_str()),
             issuerdn: leaf.map(|c| c.issuerdn.as_str()),

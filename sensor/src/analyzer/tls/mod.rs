@@ -132,10 +132,24 @@ pub struct TlsSession {
     /// Certificates in the Certificate message (may exceed what `chain` keeps).
     pub chain_len: usize,
     pub malformed: bool,
+    /// The first ClientHello's JA4, once computed (the leg correlation needs
+    /// it before the event does).
+    pub ja4: Option<String>,
     dirs: [TlsDir; 2],
 }
 
 impl TlsSession {
+    /// The first ClientHello's JA4 (computed once).
+    pub fn ja4(&mut self) -> Option<&str> {
+        if self.ja4.is_none() {
+            self.ja4 = self
+                .client_hello
+                .as_ref()
+                .map(|c| ja4::ja4(c, ja4::Transport::Tcp));
+        }
+        self.ja4.as_deref()
+    }
+
     /// Reads a direction's first bytes as another copy had them: the
     /// client's ClientHello is kept as `overlap_client_hello`, the server's
     /// chain as `overlap_chain`.

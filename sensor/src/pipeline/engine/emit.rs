@@ -14,7 +14,7 @@ use crate::config::{Segment, SiteConfig};
 use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
 use crate::event::{Context, Event, FlowEvent};
 use crate::flow::{Dir, EndReason, Flow};
-use crate::pipeline::output::Output;
+use crate::pipeline::output::{FlowHead, Output};
 use crate::stats::Counters;
 use crate::time::Timestamp;
 use crate::verdict::legs;
@@ -39,7 +39,7 @@ fn header<'a>(
 ) -> Event<'a> {
     let cx = Context {
         sensor: site.sensor_name(),
-        pcap_file: origin.pcap_file,
+        pcap_file: origin.pcap_file.map(|p| &**p),
         frame,
         app_proto: flow.data.analyzers().and_then(|a| a.app_proto),
         anomaly: flow
@@ -50,6 +50,27 @@ fn header<'a>(
         dest_segment: flow.data.dest_seg.as_ref().map(Segment::as_ref),
     };
     Event::for_flow(flow, event_type, ts, cx)
+}
+
+/// The flow's EVE header fields, owned, for an event the writer may make.
+fn flow_head(flow: &Flow<Session>, ts: Timestamp, frame: u64, origin: Origin<'_>) -> FlowHead {
+    FlowHead {
+        flow_id: flow.id,
+        ts,
+        frame,
+        pcap_file: origin.pcap_file.cloned(),
+        src: flow.client(),
+        dst: flow.server(),
+        proto: flow.key.proto,
+        vlans: flow.key.vlans,
+        app_proto: flow.data.analyzers().and_then(|a| a.app_proto),
+        anomaly: flow
+            .data
+            .overlap
+            .then_some("stream.reassembly_overlap_different_data"),
+        src_seg: flow.data.src_seg.clone(),
+        dest_seg: flow.data.dest_seg.clone(),
+    }
 }
 
 fn ends(flow: &Flow<Session>) -> Ends<'_> {
@@ -213,10 +234,21 @@ impl Emit<'_, '_> {
             return;
         };
         a.hello_sent = true;
-        let Some(ch) = a.tls.as_ref().and_then(|t| t.client_hello.as_ref()) else {
+        let connect = a.connect.as_deref();
+        let Some(t) = a.tls.as_deref_mut() else {
             return;
         };
-        let Some(name) = ch.sni.as_deref().or(a.connect.as_deref()) else {
+        let Some(name) = t
+            .client_hello
+            .as_ref()
+            .and_then(|c| c.sni.as_deref())
+            .or(connect)
+            .map(|n| n.trim_end_matches('.').to_ascii_lowercase())
+        else {
+            return;
+        };
+        let ja4 = t.ja4().unwrap_or_default().to_string();
+        let Some(ch) = t.client_hello.as_ref() else {
             return;
         };
         let hello = legs::Hello {
@@ -224,23 +256,16 @@ impl Emit<'_, '_> {
             flow: id,
             client,
             server,
-            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            name,
             random: ch.random,
-            ja4: tls::ja4::ja4(ch, tls::ja4::Transport::Tcp),
+            ja4,
             rtt,
             client_seg,
             server_seg,
             sh_at: None,
+            tag: flow_head(flow, pkt.ts, pkt.frame, self.origin),
         };
-        let e = header(
-            flow,
-            "tls_legs",
-            pkt.ts,
-            self.site,
-            self.origin,
-            Some(pkt.frame),
-        );
-        self.out.hello(id, legs::LegEvent::Client(hello), &e);
+        self.out.hello(id, hello);
         if let Some(a) = flow.data.analyzers_mut() {
             a.legs_open = true;
         }
@@ -251,19 +276,7 @@ impl Emit<'_, '_> {
         if let Some(a) = flow.data.analyzers_mut() {
             a.sh_sent = true;
         }
-        let e = header(
-            flow,
-            "tls_legs",
-            pkt.ts,
-            self.site,
-            self.origin,
-            Some(pkt.frame),
-        );
-        let ev = legs::LegEvent::Server {
-            flow: flow.id,
-            at: pkt.ts,
-        };
-        self.out.hello(flow.id, ev, &e);
+        self.out.server_hello(flow.id, pkt.ts, pkt.frame);
     }
 
     /// The TLS handshake (once per flow).

@@ -132,7 +132,7 @@ pub struct Engine {
 /// Where the current packet came from (offline runs name the file).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Origin<'a> {
-    pub pcap_file: Option<&'a str>,
+    pub pcap_file: Option<&'a Arc<str>>,
 }
 
 impl Engine {

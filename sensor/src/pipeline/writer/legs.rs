@@ -7,12 +7,13 @@ use super::{FlowState, Sink, Writer};
 use crate::analyzer::facts::{Fact, Facts};
 use crate::detect::Ends;
 use crate::event::Sanctioned;
-use crate::pipeline::output::PendingHello;
-use crate::verdict::legs::{Kind, LegsEvent};
+use crate::pipeline::output::FlowHead;
+use crate::verdict::legs::{Kind, LegEvent, LegsEvent};
 
 impl<W: Sink> Writer<W> {
-    pub(super) fn legs(&mut self, p: PendingHello) {
-        let Some(legs) = self.verdicts.legs.event(p.ev) else {
+    /// `frame`: the packet of a ServerHello event (0 for a ClientHello).
+    pub(super) fn legs(&mut self, ev: LegEvent<FlowHead>, frame: u64) {
+        let Some(legs) = self.legs.event(ev) else {
             return;
         };
         let ev = LegsEvent::of(&legs);
@@ -20,12 +21,27 @@ impl<W: Sink> Writer<W> {
         if serde_json::to_writer(&mut body, &ev).is_err() {
             return;
         }
-        let at = legs.second.at;
+        let at = if legs.mode == "reverse" {
+            legs.first.sh_at.unwrap_or(legs.second.at)
+        } else {
+            legs.second.at
+        };
         let proxy = legs.proxy();
         let allowed = (legs.kind == Kind::Reoriginated)
             .then(|| self.verdicts.policy().interceptor(proxy, &legs.first.name))
             .flatten()
             .map(String::from);
+        // the event is about the flow whose packet completed the pair: the
+        // proxy's leg, or for `reverse` the client's (at its ServerHello)
+        let mut flow_head = legs.second.tag.clone();
+        if legs.mode == "reverse" {
+            flow_head = legs.first.tag.clone();
+            flow_head.ts = at;
+            flow_head.frame = frame;
+        }
+        let sensor = self.site.sensor_name();
+        let head = flow_head.head("tls_legs", sensor);
+        let alert_head = flow_head.head("alert", sensor);
         if self.types.wants("tls_legs") {
             let sanctioned = allowed.as_deref().map(|by| Sanctioned {
                 allowed_by: by,
@@ -34,7 +50,7 @@ impl<W: Sink> Writer<W> {
             });
             self.compose(
                 ("tls_legs", None),
-                &p.head,
+                &head,
                 sanctioned.as_ref().map(|s| ("sanctioned", s)),
                 &body,
             );
@@ -66,31 +82,6 @@ impl<W: Sink> Writer<W> {
             ledger_keys: &[],
         };
         let d = self.verdicts.decide(&facts, &ends, state, at);
-        let alert_head = alert_head(&p.head);
         self.alerts(&d, &alert_head, &body, at);
-    }
-}
-
-/// The event's head as an alert's: its `event_type` replaced (the first
-/// occurrence of the key is the field: inside strings quotes are escaped).
-fn alert_head(head: &[u8]) -> Vec<u8> {
-    const FROM: &[u8] = b"\"event_type\":\"tls_legs\"";
-    const TO: &[u8] = b"\"event_type\":\"alert\"";
-    match head.windows(FROM.len()).position(|w| w == FROM) {
-        Some(i) => [&head[..i], TO, &head[i + FROM.len()..]].concat(),
-        None => head.to_vec(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_alert_head_names_the_alert() {
-        let h = br#"{"timestamp":"t","pcap_file":"a\"event_type\":\"tls_legs\"","event_type":"tls_legs","src_ip":"x""#;
-        let a = super::alert_head(h);
-        assert_eq!(
-            String::from_utf8_lossy(&a),
-            r#"{"timestamp":"t","pcap_file":"a\"event_type\":\"tls_legs\"","event_type":"alert","src_ip":"x""#
-        );
     }
 }
