@@ -16,8 +16,8 @@
 //!   when that ServerHello comes);
 //! - **transparent**: client C's hello for X goes to server S's address but
 //!   is answered nearby (its TCP round trip under half of the other leg's),
-//!   and P, another host of a site segment, sends a hello for X to S within
-//!   [`WINDOW`].
+//!   and only after P, another host of a site segment, sent a hello for X to
+//!   S and had it answered (decided at C's ServerHello).
 //!
 //! Hellos are kept by (server address, name) for [`WINDOW`] of capture time,
 //! [`MAX_HELLOS`] in all (the oldest go first, counted).
@@ -229,38 +229,59 @@ impl<T: Clone> LegTracker<T> {
     /// answered, the answer waited for the proxy's upstream handshake.
     fn server_hello(&mut self, flow: u64, at: Timestamp) -> Option<Legs<T>> {
         let key = *self.by_flow.get(&flow)?;
-        let first = self
+        let held = self
             .by_server
             .get_mut(&key)?
             .iter_mut()
             .find(|h| h.flow == flow)?;
-        first.sh_at.get_or_insert(at);
-        let first = first.clone();
+        held.sh_at.get_or_insert(at);
+        let first = self.held(flow)?;
+        let waited = |h: &&Hello<T>| {
+            h.at > first.at
+                && h.at.since(first.at) <= WINDOW
+                && h.client != first.client
+                && h.sh_at.is_some_and(|s| s <= at)
+        };
+        // reverse: the client's server sent a hello of its own (for another
+        // name) and had it answered before answering the client
         let proxy = first.server;
-        let second = self
+        let reverse = self
             .sent_by
             .get(&proxy)
             .into_iter()
             .flatten()
             .rev()
             .filter_map(|f| self.held(*f))
-            .find(|h| {
-                h.at > first.at
-                    && h.at.since(first.at) <= WINDOW
-                    && h.name != first.name
-                    && h.client != first.client
-                    && h.sh_at.is_some_and(|s| s <= at)
-            })?
-            .clone();
+            .find(|h| waited(h) && h.name != first.name);
+        // transparent: the client's leg to S was answered nearby, and only
+        // after another host of the site had its own hello for the name to
+        // S answered
+        let near = |h: &&Hello<T>| match (first.rtt, h.rtt) {
+            (Some(a), Some(b)) => a.0.saturating_mul(2) < b.0,
+            _ => false,
+        };
+        let transparent = || {
+            let k = name_key(first.server, &first.name);
+            self.by_server
+                .get(&k)
+                .into_iter()
+                .flatten()
+                .rev()
+                .find(|h| waited(h) && h.name == first.name && h.client_seg.is_some() && near(h))
+        };
+        let (second, mode) = match reverse {
+            Some(h) => (h, "reverse"),
+            None => (transparent()?, "transparent"),
+        };
         Some(Legs {
             kind: if first.random == second.random {
                 Kind::Relay
             } else {
                 Kind::Reoriginated
             },
-            mode: "reverse",
-            first,
-            second,
+            mode,
+            first: first.clone(),
+            second: second.clone(),
         })
     }
 
@@ -308,15 +329,12 @@ impl<T: Clone> LegTracker<T> {
         if let Some(r) = recent(&name_key(h.client, &h.name)).next() {
             return Some(legs(r, "proxy"));
         }
-        // transparent: another host's hello for the name to the same server,
-        // answered nearer than the server is (and the sender inside the site)
+        // the same hello from two hosts of the site to one server: a NAT or
+        // a transparent pass-through seen on both sides (a re-originating
+        // transparent proxy is decided at its client's ServerHello)
         h.client_seg.as_ref()?;
-        let near = |r: &&Hello<T>| match (r.rtt, h.rtt) {
-            (Some(a), Some(b)) => a.0.saturating_mul(2) < b.0,
-            _ => false,
-        };
         let r = recent(&name_key(h.server, &h.name))
-            .find(|r| r.client_seg.is_some() && (near(r) || r.random == h.random))?;
+            .find(|r| r.client_seg.is_some() && r.random == h.random)?;
         Some(legs(r, "transparent"))
     }
 
@@ -488,25 +506,58 @@ mod tests {
     }
 
     #[test]
-    fn transparent_needs_the_client_leg_answered_nearby() {
+    fn transparent_needs_the_client_leg_answered_nearby_and_after_the_proxy() {
         let near = Some(Duration::from_millis(1));
         let far = Some(Duration::from_millis(40));
-        let mut t = LegTracker::default();
-        let mut c = hello(0, "10.0.0.1", "198.51.100.1", "x.example", 1);
-        c.rtt = near;
-        t.hello(c);
-        let mut p = hello(3, "10.0.0.9", "198.51.100.1", "x.example", 2);
-        p.rtt = far;
-        let l = t.hello(p).expect("legs");
+        let at = |ms: i64| Timestamp(ms * 1_000_000);
+        let run = |client_rtt, client_sh: i64| {
+            let mut t = LegTracker::default();
+            let mut c = hello(0, "10.0.0.1", "198.51.100.1", "x.example", 1);
+            c.rtt = client_rtt;
+            let cf = c.flow;
+            t.event(LegEvent::Client(c));
+            let mut p = hello(3, "10.0.0.9", "198.51.100.1", "x.example", 2);
+            p.rtt = far;
+            let pf = p.flow;
+            assert!(
+                t.event(LegEvent::Client(p)).is_none(),
+                "decided at the answer"
+            );
+            t.event(LegEvent::Server {
+                flow: pf,
+                at: at(50),
+            });
+            t.event(LegEvent::Server {
+                flow: cf,
+                at: at(client_sh),
+            })
+        };
+        let l = run(near, 55).expect("legs");
         assert_eq!((l.kind, l.mode), (Kind::Reoriginated, "transparent"));
+        assert_eq!(l.proxy(), ip("10.0.0.9"));
         // two clients visiting one site at once, both answered from afar
+        assert!(run(far, 55).is_none());
+        // answered nearby but before the other host's handshake ended
+        assert!(run(near, 20).is_none());
+        // the same hello from two hosts: a NAT seen on both sides
         let mut t = LegTracker::default();
-        let mut c = hello(0, "10.0.0.1", "198.51.100.1", "x.example", 1);
-        c.rtt = far;
-        t.hello(c);
-        let mut p = hello(3, "10.0.0.9", "198.51.100.1", "x.example", 2);
-        p.rtt = far;
-        assert!(t.hello(p).is_none());
+        t.event(LegEvent::Client(hello(
+            0,
+            "10.0.0.1",
+            "198.51.100.1",
+            "x.example",
+            1,
+        )));
+        let l = t
+            .event(LegEvent::Client(hello(
+                1,
+                "10.0.0.9",
+                "198.51.100.1",
+                "x.example",
+                1,
+            )))
+            .expect("relay");
+        assert_eq!((l.kind, l.mode), (Kind::Relay, "transparent"));
     }
 
     #[test]
