@@ -408,6 +408,88 @@ fn quic_hellos_are_read_in_every_shape() {
     );
 }
 
+/// One packet dated far past the end of time (a pcapng timestamp of 2^63
+/// microseconds, as a damaged capture has them) before a real handshake:
+/// the clock follows the handshake's own time back, so its flows do not all
+/// expire the moment they start.
+#[test]
+fn an_absurd_timestamp_does_not_leave_every_later_flow_idle() {
+    let orig = std::fs::read(common::workspace().join("pcaps/tls12-chain.pcap")).expect("pcap");
+    fn block(out: &mut Vec<u8>, ty: u32, body: &[u8]) {
+        let len = (12 + body.len().div_ceil(4) * 4) as u32;
+        out.extend_from_slice(&ty.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(body);
+        out.resize(out.len() + (4 - body.len() % 4) % 4, 0);
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    fn epb(out: &mut Vec<u8>, ts_us: u64, data: &[u8]) {
+        let mut b = 0u32.to_le_bytes().to_vec();
+        b.extend_from_slice(&((ts_us >> 32) as u32).to_le_bytes());
+        b.extend_from_slice(&(ts_us as u32).to_le_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        b.extend_from_slice(data);
+        block(out, 6, &b);
+    }
+    let mut ng = Vec::new();
+    let mut shb = 0x1A2B_3C4Du32.to_le_bytes().to_vec();
+    shb.extend_from_slice(&[1, 0, 0, 0]);
+    shb.extend_from_slice(&(-1i64).to_le_bytes());
+    block(&mut ng, 0x0A0D_0D0A, &shb);
+    block(&mut ng, 1, &[1, 0, 0, 0, 0, 0, 4, 0]); // Ethernet, snaplen 256 KiB
+    let mut at = 24;
+    let mut first = true;
+    while at + 16 <= orig.len() {
+        let word = |o: usize| u32::from_le_bytes(orig[at + o..at + o + 4].try_into().expect("u32"));
+        let (sec, usec, len) = (word(0) as u64, word(4) as u64, word(8) as usize);
+        let data = &orig[at + 16..at + 16 + len];
+        if first {
+            epb(&mut ng, 1 << 63, data);
+            first = false;
+        }
+        epb(&mut ng, sec * 1_000_000 + usec, data);
+        at += 16 + len;
+    }
+    let dir = std::env::temp_dir().join(format!("sw-absurd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("absurd.pcapng");
+    std::fs::write(&path, ng).expect("write");
+    let r = common::run(&path, "absurd.pcapng");
+    let plain = run("tls12-chain.pcap");
+    let _ = std::fs::remove_dir_all(&dir);
+    let chain = |r: &common::Run| {
+        of_type(r, "tls")
+            .iter()
+            .map(|e| e["tls"]["chain"].as_array().map_or(0, Vec::len))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(chain(&r), chain(&plain), "the handshake is read whole");
+    assert_eq!(chain(&plain), [3]);
+    // the same flows as without the absurd packet (a copy of the first
+    // frame: it joins that frame's flow), each with all its packets
+    let flows = |r: &common::Run| {
+        let mut v: Vec<(u64, u64)> = of_type(r, "flow")
+            .iter()
+            .map(|e| {
+                let f = &e["flow"];
+                let n = |k: &str| f[k].as_u64().unwrap_or(0);
+                (
+                    e["dest_port"].as_u64().unwrap_or(0),
+                    n("pkts_toserver") + n("pkts_toclient"),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut want = flows(&plain);
+    if let Some(dns) = want.iter_mut().find(|(p, _)| *p == 53) {
+        dns.1 += 1;
+    }
+    assert_eq!(flows(&r), want);
+}
+
 /// Twenty throw-away requests first, an absolute-form target naming another
 /// host than Host, a request pipelined after a body that holds a fake head:
 /// every real head reaches the signatures; the flow's log stays bounded.

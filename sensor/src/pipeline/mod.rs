@@ -127,6 +127,10 @@ fn tcp_pair(linktype: LinkType, d: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// How far capture time must go back to start a new timeline (a day: more
+/// than any flow timeout, so reordered packets never reset the clock).
+const TIMELINE_JUMP: i64 = 86_400 * 1_000_000_000;
+
 /// Numbers packets and ticks, and says when a tick is due.
 #[derive(Debug, Default)]
 struct Sequencer {
@@ -143,14 +147,23 @@ impl Sequencer {
         self.seq
     }
 
-    /// Capture time has reached `ts` (it never goes back): the time of the
-    /// tick now due, if a whole second has passed since the last one.
+    /// Capture time has reached `ts`: the time of the tick now due, if a
+    /// whole second has passed since the last one. Time does not go back,
+    /// but for a jump back of more than [`TIMELINE_JUMP`]: a capture of
+    /// another time, or the clock run away on one absurd timestamp (a
+    /// packet dated in 2262 must not leave every later flow idle at once).
     fn advance(&mut self, ts: Timestamp) -> Option<Timestamp> {
         const SECOND: i64 = 1_000_000_000;
+        let back = self.next_second.is_some() && self.now.0.saturating_sub(ts.0) > TIMELINE_JUMP;
         // the first packet sets the time, even one before 1970 (a pcapng
         // interface's time offset can put it there)
-        if self.next_second.is_none() || ts > self.now {
+        if self.next_second.is_none() || ts > self.now || back {
             self.now = ts;
+        }
+        if back {
+            let sec = ts.0.div_euclid(SECOND);
+            self.next_second = Some(sec.saturating_add(1).saturating_mul(SECOND));
+            return None;
         }
         match self.next_second {
             Some(next) if self.now.0 < next => None,
@@ -769,6 +782,14 @@ mod tests {
         // time going back neither ticks nor moves `now` back
         assert_eq!(s.advance(t(3_000_000_000)), None);
         assert_eq!(s.now, t(9_500_000_000));
+        // ... unless it goes back more than a day: another timeline
+        let mut r = Sequencer::default();
+        r.advance(t(1_000_000_000));
+        assert_eq!(r.advance(t(i64::MAX)), Some(t(i64::MAX)), "a runaway stamp");
+        assert_eq!(r.advance(t(1_200_000_000)), None, "back: the clock follows");
+        assert_eq!(r.now, t(1_200_000_000));
+        assert_eq!(r.advance(t(1_900_000_000)), None, "no tick every packet");
+        assert_eq!(r.advance(t(2_000_000_000)), Some(t(2_000_000_000)));
         assert_eq!(s.advance(t(10_000_000_000)), Some(t(10_000_000_000)));
         // before 1970 the seconds are whole too
         let mut s = Sequencer::default();
