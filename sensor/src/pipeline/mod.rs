@@ -148,11 +148,13 @@ impl Sequencer {
     }
 
     /// Capture time has reached `ts`: the time of the tick now due, if a
-    /// whole second has passed since the last one. Time does not go back,
-    /// but for a jump back of more than [`TIMELINE_JUMP`]: a capture of
-    /// another time, or the clock run away on one absurd timestamp (a
-    /// packet dated in 2262 must not leave every later flow idle at once).
-    fn advance(&mut self, ts: Timestamp) -> Option<Timestamp> {
+    /// whole second has passed since the last one, and whether it starts a
+    /// new timeline. Time does not go back, but for a jump back of more than
+    /// [`TIMELINE_JUMP`]: a capture of another time, or the clock run away on
+    /// one absurd timestamp (a packet dated in 2262 must not leave every
+    /// later flow idle at once). Then the clock follows, and the flows of
+    /// the other timeline end (their 5-tuples may come again).
+    fn advance(&mut self, ts: Timestamp) -> Option<(Timestamp, bool)> {
         const SECOND: i64 = 1_000_000_000;
         let back = self.next_second.is_some() && self.now.0.saturating_sub(ts.0) > TIMELINE_JUMP;
         // the first packet sets the time, even one before 1970 (a pcapng
@@ -160,17 +162,17 @@ impl Sequencer {
         if self.next_second.is_none() || ts > self.now || back {
             self.now = ts;
         }
+        let sec = self.now.0.div_euclid(SECOND);
+        let following = Some(sec.saturating_add(1).saturating_mul(SECOND));
         if back {
-            let sec = ts.0.div_euclid(SECOND);
-            self.next_second = Some(sec.saturating_add(1).saturating_mul(SECOND));
-            return None;
+            self.next_second = following;
+            return Some((self.now, true));
         }
         match self.next_second {
             Some(next) if self.now.0 < next => None,
             due => {
-                let sec = self.now.0.div_euclid(SECOND);
-                self.next_second = Some(sec.saturating_add(1).saturating_mul(SECOND));
-                due.map(|_| self.now)
+                self.next_second = following;
+                due.map(|_| (self.now, false))
             }
         }
     }
@@ -195,6 +197,8 @@ enum Work {
     Tick {
         seq: u64,
         now: Timestamp,
+        /// Capture time went back to another timeline: every flow ends.
+        reset: bool,
     },
     Report {
         seq: u64,
@@ -301,8 +305,11 @@ impl Worker {
                     None => self.engine.process(pkt, *now, origin, out),
                 }
             }
-            Work::Tick { seq, now } => {
+            Work::Tick { seq, now, reset } => {
                 out.seq = *seq;
+                if *reset {
+                    self.engine.new_timeline(origin, out);
+                }
                 self.engine.tick(*now, origin, out);
             }
             Work::Report { seq } => {
@@ -479,9 +486,9 @@ impl<W: Sink + 'static> Pipeline<W> {
     /// Capture time has reached `ts` (live: also called when the link is
     /// idle, with the wall clock, so idle flows still end).
     pub fn clock(&mut self, ts: Timestamp) {
-        if let Some(now) = self.seq.advance(ts) {
+        if let Some((now, reset)) = self.seq.advance(ts) {
             let seq = self.seq.next();
-            self.broadcast(|| Work::Tick { seq, now });
+            self.broadcast(|| Work::Tick { seq, now, reset });
         }
     }
 
@@ -638,9 +645,9 @@ impl<W: Sink> Inline<W> {
     }
 
     pub fn packet(&mut self, pkt: Packet) {
-        if let Some(now) = self.seq.advance(pkt.ts) {
+        if let Some((now, reset)) = self.seq.advance(pkt.ts) {
             let seq = self.seq.next();
-            self.run(Work::Tick { seq, now });
+            self.run(Work::Tick { seq, now, reset });
         }
         let seq = self.seq.next();
         let now = self.seq.now;
@@ -773,33 +780,38 @@ mod tests {
     fn a_tick_is_due_each_time_capture_time_crosses_a_whole_second() {
         let mut s = Sequencer::default();
         let t = |ns: i64| Timestamp(ns);
+        let tick = |ns: i64| Some((Timestamp(ns), false));
         assert_eq!(s.advance(t(1_400_000_000)), None, "the first packet");
         assert_eq!(s.advance(t(1_900_000_000)), None);
-        assert_eq!(s.advance(t(2_000_000_000)), Some(t(2_000_000_000)));
+        assert_eq!(s.advance(t(2_000_000_000)), tick(2_000_000_000));
         assert_eq!(s.advance(t(2_999_999_999)), None);
         // a gap of many seconds: one tick, at the packet's time
-        assert_eq!(s.advance(t(9_500_000_000)), Some(t(9_500_000_000)));
+        assert_eq!(s.advance(t(9_500_000_000)), tick(9_500_000_000));
         // time going back neither ticks nor moves `now` back
         assert_eq!(s.advance(t(3_000_000_000)), None);
         assert_eq!(s.now, t(9_500_000_000));
         // ... unless it goes back more than a day: another timeline
         let mut r = Sequencer::default();
         r.advance(t(1_000_000_000));
-        assert_eq!(r.advance(t(i64::MAX)), Some(t(i64::MAX)), "a runaway stamp");
-        assert_eq!(r.advance(t(1_200_000_000)), None, "back: the clock follows");
+        assert_eq!(r.advance(t(i64::MAX)), tick(i64::MAX), "a runaway stamp");
+        assert_eq!(
+            r.advance(t(1_200_000_000)),
+            Some((t(1_200_000_000), true)),
+            "back: a new timeline"
+        );
         assert_eq!(r.now, t(1_200_000_000));
         assert_eq!(r.advance(t(1_900_000_000)), None, "no tick every packet");
-        assert_eq!(r.advance(t(2_000_000_000)), Some(t(2_000_000_000)));
-        assert_eq!(s.advance(t(10_000_000_000)), Some(t(10_000_000_000)));
+        assert_eq!(r.advance(t(2_000_000_000)), tick(2_000_000_000));
+        assert_eq!(s.advance(t(10_000_000_000)), tick(10_000_000_000));
         // before 1970 the seconds are whole too
         let mut s = Sequencer::default();
         assert_eq!(s.advance(t(-1_500_000_000)), None);
         assert_eq!(s.advance(t(-1_000_000_001)), None);
-        assert_eq!(s.advance(t(-1_000_000_000)), Some(t(-1_000_000_000)));
+        assert_eq!(s.advance(t(-1_000_000_000)), tick(-1_000_000_000));
         // and the end of time does not overflow
         let mut s = Sequencer::default();
         assert_eq!(s.advance(t(i64::MAX - 1)), None);
-        assert_eq!(s.advance(t(i64::MAX)), Some(t(i64::MAX)));
+        assert_eq!(s.advance(t(i64::MAX)), tick(i64::MAX));
     }
 
     #[test]

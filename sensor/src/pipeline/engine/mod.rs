@@ -198,6 +198,13 @@ impl Engine {
         self.end_flows(origin, out);
     }
 
+    /// Capture time went back to another timeline: every flow ends (as at
+    /// the end of input, without the counters' final sync).
+    pub fn new_timeline(&mut self, origin: Origin<'_>, out: &mut Output) {
+        self.flows.drain(&mut self.ended);
+        self.end_flows(origin, out);
+    }
+
     /// Ends every flow (end of input), logging each.
     pub fn finish(&mut self, origin: Origin<'_>, out: &mut Output) {
         self.flows.drain(&mut self.ended);
