@@ -43,32 +43,45 @@ pub struct Alerts {
 
 impl Alerts {
     pub fn add(&mut self, a: &AlertOut) {
-        let key = (a.host, a.tool.clone());
+        let evidence = a.evidence.iter().map(|e| (e.fact, e.value.as_str()));
+        self.add_parts(a.host, &a.tool, a.severity, a.confidence, evidence);
+    }
+
+    /// An alert as its parts: (fact, value) evidence pairs.
+    pub fn add_parts<'a>(
+        &mut self,
+        host: IpAddr,
+        tool: &str,
+        severity: u8,
+        confidence: Confidence,
+        evidence: impl Iterator<Item = (&'a str, &'a str)>,
+    ) {
+        let key = (host, tool.to_string());
         if !self.map.contains_key(&key) && self.map.len() >= MAX_FINDINGS {
             self.dropped += 1;
             return;
         }
         let e = self.map.entry(key).or_insert(Alerted {
-            severity: a.severity,
-            confidence: a.confidence,
+            severity,
+            confidence,
             alerts: 0,
             evidence: Vec::new(),
             more: 0,
         });
-        e.severity = e.severity.min(a.severity);
-        e.confidence = e.confidence.max(a.confidence);
+        e.severity = e.severity.min(severity);
+        e.confidence = e.confidence.max(confidence);
         e.alerts += 1;
         // what a person asks about: names and texts (endpoints, issuers,
         // pages), not fingerprints or certificate profiles
         let readable = |fact: &str| {
             Fact::by_name(fact).is_some_and(|f| matches!(f.decl().shape, Shape::Name | Shape::Text))
         };
-        for ev in a.evidence.iter().filter(|e| readable(e.fact)) {
-            if e.evidence.contains(&ev.value) {
+        for (_, value) in evidence.filter(|(f, _)| readable(f)) {
+            if e.evidence.iter().any(|v| v == value) {
                 continue;
             }
             if e.evidence.len() < MAX_EVIDENCE {
-                e.evidence.push(ev.value.clone());
+                e.evidence.push(value.to_string());
             } else {
                 e.more += 1;
             }

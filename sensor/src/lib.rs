@@ -41,6 +41,7 @@ pub mod fuzzing;
 pub mod load;
 pub mod pipeline;
 pub mod reassembly;
+pub mod report;
 pub mod sink;
 pub mod stats;
 pub mod time;

@@ -1,5 +1,7 @@
 //! `spanwatch`: the command-line front. All the work is in the library.
 
+#[path = "report_cli.rs"]
+mod report;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +44,9 @@ enum Cmd {
     Check(CheckArgs),
     /// Capture live from interfaces (span port, tap) until SIGINT/SIGTERM.
     Live(LiveArgs),
+    /// Summarise EVE event files (or standard input; gzip too): the findings
+    /// as a table, JSON or Markdown, and a self-contained HTML page.
+    Report(report::ReportArgs),
 }
 
 #[derive(clap::Args)]
@@ -166,6 +171,7 @@ fn main() -> ExitCode {
         Cmd::Read(args) => read(args),
         Cmd::Check(args) => check(args),
         Cmd::Live(args) => live(args),
+        Cmd::Report(args) => report::run(args),
     }
 }
 

@@ -93,6 +93,68 @@ impl serde::Serialize for Timestamp {
     }
 }
 
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s}")))
+    }
+}
+
+impl Timestamp {
+    /// An RFC 3339 time as events write it (`2026-11-01T10:00:00.000100+0000`;
+    /// `Z` and `+hh:mm` too).
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+        let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+        let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+            return None;
+        }
+        let mut at = 19;
+        let mut nanos = 0i64;
+        if s.as_bytes().get(at) == Some(&b'.') {
+            let n = s[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            let digits = &s[at + 1..at + 1 + n];
+            at += 1 + n;
+            for (i, c) in digits.bytes().take(9).enumerate() {
+                nanos += i64::from(c - b'0') * 10i64.pow(8 - i as u32);
+            }
+        }
+        let zone = s.get(at..)?;
+        let offset = match zone.as_bytes().first() {
+            Some(b'Z') | None => 0,
+            Some(sign @ (b'+' | b'-')) => {
+                let z = zone[1..].replace(':', "");
+                let (zh, zm): (i64, i64) = (z.get(0..2)?.parse().ok()?, z.get(2..4)?.parse().ok()?);
+                let o = zh * 3600 + zm * 60;
+                if *sign == b'-' {
+                    -o
+                } else {
+                    o
+                }
+            }
+            _ => return None,
+        };
+        let days = days_from_civil(y, mo, d);
+        let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset;
+        Some(Timestamp(
+            secs.checked_mul(1_000_000_000)?.checked_add(nanos)?,
+        ))
+    }
+}
+
+/// A proleptic Gregorian date to days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -110,6 +172,40 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_what_it_formats() {
+        for ns in [
+            0i64,
+            1_700_000_000_123_456_000,
+            -86_400_000_000_000,
+            4_102_444_800_000_001_000,
+        ] {
+            let t = Timestamp(ns);
+            assert_eq!(
+                Timestamp::parse_rfc3339(t.rfc3339(&mut [0; 31])),
+                Some(t),
+                "{ns}"
+            );
+        }
+        assert_eq!(
+            Timestamp::parse_rfc3339("1970-01-01T01:00:00Z"),
+            Some(Timestamp(3_600_000_000_000))
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("1970-01-01T01:00:00+01:00"),
+            Some(Timestamp(0))
+        );
+        for bad in [
+            "",
+            "2026-13-01T00:00:00Z",
+            "2026-01-01",
+            "x026-01-01T00:00:00Z",
+            "2026-01-01T00:00:00?",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn formats_rfc3339_with_micros() {

@@ -40,7 +40,7 @@ pub struct AlertOut {
 }
 
 /// What the ledger knows of one tool on one host.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Activity {
     pub host: IpAddr,
     pub tool: String,
