@@ -368,3 +368,24 @@ fn read_ends_with_the_findings() {
     assert_eq!(code, 0, "{err}");
     assert!(!err.contains("findings"), "{err}");
 }
+
+/// A capture whose names attack the reader: the findings table on a
+/// terminal shows them inert (no escape sequence or control byte gets out).
+#[test]
+fn hostile_names_in_a_capture_are_inert_in_the_findings_table() {
+    let (code, _, err) = spanwatch(&[
+        "read",
+        "-o",
+        "/dev/null",
+        "pcaps/evasion-hostile-names.pcap",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let table = err.split("findings").nth(1).expect("the findings table");
+    assert!(
+        !table
+            .chars()
+            .any(|c| c.is_control() && c != '\n' || matches!(c, '\u{202a}'..='\u{202e}')),
+        "{table:?}"
+    );
+    assert!(table.contains("ngrok"), "{table}");
+}

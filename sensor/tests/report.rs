@@ -236,6 +236,14 @@ fn the_html_page_in_a_real_browser() {
     };
     let mut events = lab_events();
     events.extend(hostile());
+    // and a capture whose names attack the reader (pcapgen evasion)
+    let (code, out, err) = spanwatch(&["read", "-q", "pcaps/evasion-hostile-names.pcap"], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("<script>document.title"),
+        "the capture's names reach the events"
+    );
+    events.extend_from_slice(out.as_bytes());
     let page = tmp("report.html");
     let input = tmp("events.json");
     std::fs::write(&input, &events).expect("events");

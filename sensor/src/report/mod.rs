@@ -82,8 +82,13 @@ pub struct RunSummary {
     pub first: Option<Timestamp>,
     #[serde(skip)]
     pub last: Option<Timestamp>,
-    /// The largest packet count a `stats` event gave.
+    /// Packets: the largest count a `stats` event gave, or the sum over the
+    /// `flow` events (whichever is larger).
     pub packets: u64,
+    #[serde(skip)]
+    stats_packets: u64,
+    #[serde(skip)]
+    flow_packets: u64,
     pub alerts: u64,
 }
 
@@ -157,10 +162,16 @@ impl Report {
             Some("host_activity") => self.host_activity(&e["host_activity"]),
             Some("stats") => {
                 let p = e["stats"]["packets"].as_u64().unwrap_or(0);
-                self.run.packets = self.run.packets.max(p);
+                self.run.stats_packets = self.run.stats_packets.max(p);
+            }
+            Some("flow") => {
+                let f = &e["flow"];
+                let n = |k: &str| f[k].as_u64().unwrap_or(0);
+                self.run.flow_packets += n("pkts_toserver") + n("pkts_toclient");
             }
             _ => {}
         }
+        self.run.packets = self.run.stats_packets.max(self.run.flow_packets);
     }
 
     fn alert(&mut self, e: &Value, at: Timestamp) {

@@ -385,3 +385,43 @@ pub fn quic_shapes(dir: &Path) -> Result<()> {
     write_pcap(&dir.join("evasion-quic-shapes.pcap"), &frames, false)?;
     Ok(())
 }
+
+/// Names made to attack whoever reads the findings: markup, a script, an
+/// event handler, terminal escape sequences (a title change, a screen
+/// clear, a right-to-left override) and a name of 250 characters, in DNS
+/// queries for ngrok names and an HTTP Host header; each matches a
+/// signature, so each reaches the alerts, the findings table and the report.
+pub fn hostile_names(dir: &Path) -> Result<()> {
+    let mut clock = Clock(T0 + 4_300_000_000_000);
+    let mut frames = Vec::new();
+    let long = format!("{0}.{0}.{0}.ngrok-free.app", "a".repeat(63));
+    let names = [
+        "<script>document.title='pwned'</script>.ngrok-free.app".to_string(),
+        "\"><img src=x onerror=alert(1)>.ngrok.io".to_string(),
+        "\u{1b}]0;pwned\u{7}\u{1b}[2J.ngrok.app".to_string(),
+        "\u{202e}ppa.\u{202c}x.ngrok.dev".to_string(),
+        long,
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let udp = ep("10.1.0.10", 42000 + i as u16, "198.51.100.53", 53);
+        let q = dns(0x4800 + i as u16, n, false, None, &[]);
+        frames.push(frame(&udp, Side::Client, L4::Udp, &q, clock.tick(1000)));
+    }
+    let mut t = Tcp::open(
+        ep("10.1.0.10", 42100, "203.0.113.40", 80),
+        &mut clock,
+        1400,
+        (7000, 9000),
+    );
+    t.send(
+        Side::Client,
+        b"GET / HTTP/1.1\r\nHost: <b onmouseover=alert(1)>x</b>.ngrok-free.app\r\n\r\n",
+    );
+    t.send(
+        Side::Server,
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+    );
+    frames.extend(t.close());
+    write_pcap(&dir.join("evasion-hostile-names.pcap"), &frames, false)?;
+    Ok(())
+}

@@ -373,6 +373,7 @@ fn main() -> Result<()> {
         evasion::decoy_overlap(dir)?;
         evasion::decoy_server_overlap(dir)?;
         evasion::quic_shapes(dir)?;
+        evasion::hostile_names(dir)?;
         eprintln!("pcapgen: evasion captures written to {}", dir.display());
         return Ok(());
     }
