@@ -85,6 +85,22 @@ pub struct Legs<T = ()> {
     pub second: Hello<T>,
 }
 
+impl<T: Clone> Legs<T> {
+    /// The client's hello and the proxy's: the same random is a relay.
+    fn pair(first: &Hello<T>, second: &Hello<T>, mode: &'static str) -> Self {
+        Legs {
+            kind: if first.random == second.random {
+                Kind::Relay
+            } else {
+                Kind::Reoriginated
+            },
+            mode,
+            first: first.clone(),
+            second: second.clone(),
+        }
+    }
+}
+
 impl<T> Legs<T> {
     /// The proxy: the host that sent the second hello.
     pub fn proxy(&self) -> IpAddr {
@@ -273,16 +289,7 @@ impl<T: Clone> LegTracker<T> {
             Some(h) => (h, "reverse"),
             None => (transparent()?, "transparent"),
         };
-        Some(Legs {
-            kind: if first.random == second.random {
-                Kind::Relay
-            } else {
-                Kind::Reoriginated
-            },
-            mode,
-            first: first.clone(),
-            second: second.clone(),
-        })
+        Some(Legs::pair(first, second, mode))
     }
 
     pub fn len(&self) -> usize {
@@ -315,16 +322,7 @@ impl<T: Clone> LegTracker<T> {
                         && h.at.since(r.at) <= WINDOW
                 })
         };
-        let legs = |first: &Hello<T>, mode| Legs {
-            kind: if first.random == h.random {
-                Kind::Relay
-            } else {
-                Kind::Reoriginated
-            },
-            mode,
-            first: first.clone(),
-            second: h.clone(),
-        };
+        let legs = |first: &Hello<T>, mode| Legs::pair(first, h, mode);
         // explicit or reverse: the sender received a hello for the name
         if let Some(r) = recent(&name_key(h.client, &h.name)).next() {
             return Some(legs(r, "proxy"));
