@@ -106,9 +106,15 @@ fn table_json_and_markdown_of_the_lab_and_of_pcaps() {
         }
     }
     let pcaps = events_of("pcaps", None);
-    let (code, out, err) = spanwatch(&["report", "--format", "markdown"], Some(&pcaps));
-    assert_eq!(code, 0, "{err}");
-    insta::assert_snapshot!("pcaps-markdown", out);
+    for (format, name) in [
+        ("table", "pcaps-table"),
+        ("json", "pcaps-json"),
+        ("markdown", "pcaps-markdown"),
+    ] {
+        let (code, out, err) = spanwatch(&["report", "--format", format], Some(&pcaps));
+        assert_eq!(code, 0, "{err}");
+        insta::assert_snapshot!(name, out);
+    }
     // gzip-compressed events give the same
     let gz = tmp("lab.json.gz");
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
