@@ -29,6 +29,10 @@ pub struct CryptoStream {
     held: SmallVec<[(usize, usize); 4]>,
     /// Bytes that arrived again with different content.
     pub conflicts: u64,
+    /// The stream as the later copies had it, once one differed: the sensor
+    /// cannot know which copy the receiver kept (a decoy sent first and
+    /// meant to die on the way), so both versions are read.
+    alt: Option<Vec<u8>>,
 }
 
 impl CryptoStream {
@@ -47,6 +51,7 @@ impl CryptoStream {
         }
         // copy the parts not held yet; compare the parts held
         let mut at = start;
+        let mut differs = false;
         for &(s, e) in self.held.iter() {
             if e <= at || s >= end {
                 continue;
@@ -57,11 +62,20 @@ impl CryptoStream {
             let (os, oe) = (s.max(at), e.min(end));
             if self.buf[os..oe] != data[os - start..oe - start] {
                 self.conflicts += 1;
+                differs = true;
             }
             at = oe;
         }
         if at < end {
             self.buf[at..end].copy_from_slice(&data[at - start..]);
+        }
+        if differs && self.alt.is_none() {
+            self.alt = Some(self.buf.clone());
+        }
+        if let Some(alt) = self.alt.as_mut() {
+            // the later copy wins here
+            alt.resize(self.buf.len(), 0);
+            alt[start..end].copy_from_slice(data);
         }
         self.insert(start, end)
     }
@@ -91,6 +105,12 @@ impl CryptoStream {
             Some(&(0, e)) => &self.buf[..e],
             _ => &[],
         }
+    }
+
+    /// The held prefix as the later copies had it, when a copy differed.
+    pub fn contiguous_alt(&self) -> Option<&[u8]> {
+        let n = self.contiguous().len();
+        self.alt.as_deref().map(|a| &a[..n.min(a.len())])
     }
 
     /// Drops what is held (the stream is read, or given up).

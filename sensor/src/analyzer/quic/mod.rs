@@ -415,10 +415,20 @@ impl QuicSession {
                 return;
             };
             let ty = hdr[0];
+            // the other version of the same bytes, when a copy differed
+            let alt = s
+                .stream
+                .contiguous_alt()
+                .and_then(|a| a.get(s.read_to + 4..s.read_to + 4 + len))
+                .filter(|a| *a != body)
+                .and_then(|a| hello::parse_client_hello(a).ok());
             let result = match (role, ty) {
                 (Role::Client, 1) => hello::parse_client_hello(body).map(|ch| {
                     c.client_hellos += 1;
                     self.hello(ch);
+                    if let Some(other) = alt {
+                        self.hello(other);
+                    }
                 }),
                 (Role::Server, 2) => hello::parse_server_hello(body).map(|sh| {
                     c.server_hellos += 1;

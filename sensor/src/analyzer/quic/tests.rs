@@ -298,6 +298,34 @@ fn the_hello_repeated_after_a_retry_is_logged_once() {
 }
 
 #[test]
+fn a_decoy_copy_of_the_crypto_bytes_does_not_hide_the_real_hello() {
+    // the same offsets twice: first a copy naming another server (a decoy
+    // meant to die on the way), then the real one
+    let real = rfc_hello().to_vec();
+    let at = real
+        .windows(11)
+        .position(|w| w == b"example.com")
+        .expect("the name");
+    let mut decoy = real.clone();
+    decoy[at..at + 11].copy_from_slice(b"harmless.io");
+    let mut s = QuicSession::default();
+    let c = feed(
+        &mut s,
+        Dir::ToServer,
+        &initial(V1, &DCID, &DCID, true, 0, &crypto_frame(0, &decoy[..120])),
+    );
+    assert_eq!(c.crypto_conflicts, 0);
+    let c = feed(
+        &mut s,
+        Dir::ToServer,
+        &initial(V1, &DCID, &DCID, true, 1, &crypto_frame(0, &real)),
+    );
+    assert_eq!(c.crypto_conflicts, 1);
+    let names: Vec<_> = s.hellos.iter().map(|h| h.sni.as_deref()).collect();
+    assert_eq!(names, [Some("harmless.io"), Some("example.com")]);
+}
+
+#[test]
 fn opening_is_bounded_per_flow() {
     let mut s = QuicSession::default();
     let mut total = QuicCounters::default();
