@@ -124,12 +124,33 @@ pub fn check_event_types(types: &[String]) -> Result<(), String> {
     }
 }
 
+/// The transport of a network output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetProto {
+    Tcp,
+    Udp,
+}
+
+/// `tcp://host:port` or `udp://host:port`: the transport and `host:port`.
+pub fn parse_net_address(s: &str) -> Option<(NetProto, String)> {
+    let (proto, rest) = if let Some(r) = s.strip_prefix("tcp://") {
+        (NetProto::Tcp, r)
+    } else {
+        (NetProto::Udp, s.strip_prefix("udp://")?)
+    };
+    let (host, port) = rest.rsplit_once(':')?;
+    let ok = !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0);
+    ok.then(|| (proto, rest.to_string()))
+}
+
 /// Where an `[[output]]` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     File,
     Stdout,
+    /// RFC 5424 messages over `tcp://` (RFC 6587 octet counting) or `udp://`.
+    Syslog,
 }
 
 /// One `[[output]]` table: a sink and the event types it takes.
@@ -149,6 +170,13 @@ pub struct OutputConfig {
     pub kind: OutputKind,
     #[serde(default)]
     pub path: Option<std::path::PathBuf>,
+    /// Where a network output sends (`tcp://host:port`, `udp://host:port`).
+    #[serde(default)]
+    pub address: Option<String>,
+    /// A network output's queue, in MiB (what it holds while the far end
+    /// is slow or away; beyond it events are dropped and counted).
+    #[serde(default)]
+    pub queue_mib: Option<u32>,
     /// The event types this output takes (all when empty).
     #[serde(default)]
     pub event_types: Vec<String>,
@@ -268,9 +296,25 @@ impl SiteConfig {
             }
         }
         for (i, o) in self.outputs.iter().enumerate() {
+            let address = o.address.as_deref();
             let problem = match (o.kind, &o.path) {
                 (OutputKind::File, None) => Some("a file output needs a `path`".to_string()),
-                (OutputKind::Stdout, Some(_)) => Some("a stdout output has no `path`".to_string()),
+                (OutputKind::Stdout | OutputKind::Syslog, Some(_)) => {
+                    Some("only a file output has a `path`".to_string())
+                }
+                (OutputKind::Syslog, None) => match address {
+                    None => Some(
+                        "a syslog output needs an `address` (tcp://host:port or udp://host:port)"
+                            .to_string(),
+                    ),
+                    Some(a) if parse_net_address(a).is_none() => Some(format!(
+                        "syslog address `{a}` is not tcp://host:port or udp://host:port"
+                    )),
+                    _ => check_event_types(&o.event_types).err(),
+                },
+                (OutputKind::File | OutputKind::Stdout, _) if address.is_some() => {
+                    Some("only a network output has an `address`".to_string())
+                }
                 _ => check_event_types(&o.event_types).err(),
             };
             if let Some(msg) = problem {
@@ -369,6 +413,34 @@ fn nth_table_line(text: &str, name: &str, n: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syslog_outputs_need_a_tcp_or_udp_address() {
+        let ok = "[[output]]\ntype = \"syslog\"\naddress = \"udp://127.0.0.1:514\"\nevent_types = [\"alert\"]\n";
+        assert!(SiteConfig::parse("t", ok).is_ok());
+        for (text, want) in [
+            ("[[output]]\ntype = \"syslog\"\n", "needs an `address`"),
+            (
+                "[[output]]\ntype = \"syslog\"\naddress = \"http://x:1\"\n",
+                "is not tcp://",
+            ),
+            (
+                "[[output]]\ntype = \"syslog\"\naddress = \"tcp://x:0\"\n",
+                "is not tcp://",
+            ),
+            (
+                "[[output]]\ntype = \"file\"\npath = \"/tmp/x\"\naddress = \"tcp://x:1\"\n",
+                "only a network output",
+            ),
+        ] {
+            let e = SiteConfig::parse("t", text).expect_err(text).to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        assert_eq!(
+            parse_net_address("tcp://[::1]:6514"),
+            Some((NetProto::Tcp, "[::1]:6514".into()))
+        );
+    }
 
     #[test]
     fn every_event_type_has_its_own_index_and_others_count_as_stats() {
@@ -494,9 +566,9 @@ vlans = [100]
             e.starts_with("t:1:1: output: unknown event type `alerts` (known: alert, flow"),
             "{e}"
         );
-        let e = SiteConfig::parse("t", "[[output]]\ntype = \"syslog\"\n")
-            .expect_err("not yet")
+        let e = SiteConfig::parse("t", "[[output]]\ntype = \"kafka\"\n")
+            .expect_err("not an output kind")
             .to_string();
-        assert!(e.contains("unknown variant `syslog`"), "{e}");
+        assert!(e.contains("unknown variant `kafka`"), "{e}");
     }
 }

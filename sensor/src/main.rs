@@ -364,6 +364,7 @@ fn end_live(
         eprintln!("spanwatch: writing events: {e}");
         failed = true;
     }
+    w.drain(DRAIN_DEADLINE);
     if lost_events(&mut w) {
         failed = true;
     }
@@ -432,6 +433,9 @@ impl spanwatch::pipeline::live::Host for LiveHost<'_> {
         }
     }
 }
+
+/// How long network outputs get, at the end, to send what they queued.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Says how many events could not be written, if any (with the last error
 /// not yet reported): a run that lost events fails.
@@ -594,6 +598,7 @@ fn read(args: ReadArgs) -> ExitCode {
         eprintln!("spanwatch: writing events: {e}");
         failed += 1;
     }
+    w.drain(DRAIN_DEADLINE);
     if lost_events(&mut w) {
         failed += 1;
     }

@@ -601,6 +601,17 @@ impl<W: Sink> Writer<W> {
         Sink::flush(&mut self.out)
     }
 
+    /// The end: network outputs get up to `deadline` to send what they
+    /// queued; what they could not is counted lost.
+    pub fn drain(&mut self, deadline: std::time::Duration) {
+        self.write_out();
+        let lost = Sink::drain(&mut self.out, deadline);
+        if lost > 0 {
+            self.errors += lost;
+            self.last_error = Some(format!("{lost} events not delivered by a network output"));
+        }
+    }
+
     pub fn take_error(&mut self) -> Option<String> {
         self.last_error.take()
     }

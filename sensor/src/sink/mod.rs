@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+pub mod net;
+
 use crate::config::{OutputConfig, OutputKind};
 
 /// One event as sinks see it: its JSON line (newline included), its type,
@@ -78,6 +80,11 @@ pub trait Sink: Send {
     /// filled)? Otherwise it takes every line and needs only the runs.
     fn chooses_lines(&self) -> bool {
         false
+    }
+    /// The end: waits up to `deadline` for what is queued to go out, and
+    /// returns how many lines it took but could not deliver (counted lost).
+    fn drain(&mut self, _deadline: std::time::Duration) -> u64 {
+        0
     }
 }
 
@@ -227,6 +234,16 @@ impl Outputs {
                     return Err(std::io::Error::other("a file output needs a path"))
                 }
                 (OutputKind::Stdout, _) => ("stdout".into(), Box::new(std::io::stdout())),
+                (OutputKind::Syslog, _) => {
+                    let a = c.address.as_deref().unwrap_or_default();
+                    let (proto, addr) = crate::config::parse_net_address(a)
+                        .ok_or_else(|| std::io::Error::other(format!("syslog address `{a}`")))?;
+                    let q = c.queue_mib.unwrap_or(net::DEFAULT_QUEUE_MIB);
+                    (
+                        format!("syslog:{a}"),
+                        Box::new(net::SyslogSink::new(proto, addr, q)?),
+                    )
+                }
             };
             o.add(name, c.event_types.clone(), sink);
         }
@@ -313,7 +330,20 @@ impl Sink for Outputs {
     }
 
     fn chooses_lines(&self) -> bool {
-        self.routes.iter().any(|r| !r.types.is_empty())
+        self.routes
+            .iter()
+            .any(|r| !r.types.is_empty() || r.sink.chooses_lines())
+    }
+
+    fn drain(&mut self, deadline: std::time::Duration) -> u64 {
+        let mut lost = 0;
+        for r in &mut self.routes {
+            let n = r.sink.drain(deadline);
+            r.written -= n.min(r.written);
+            r.lost += n;
+            lost += n;
+        }
+        lost
     }
 
     fn outputs(&self) -> Vec<OutputStats> {

@@ -1,0 +1,332 @@
+//! Network outputs: RFC 5424 syslog over TCP (RFC 6587 octet counting) or
+//! UDP.
+//!
+//! A network output never blocks the writer: `send` frames each line and
+//! puts it in a queue bounded in bytes (what does not fit is dropped and
+//! counted); a thread of its own sends the queue in order, reconnecting with
+//! a growing backoff (0.1 s to 5 s) while the far end is away, a message
+//! being sent again whole on a new connection (the receiver drops a
+//! message cut by the old one). At the end, [`Sink::drain`] waits for the
+//! queue up to a deadline; what is still queued then is counted lost.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::net::{TcpStream, UdpSocket};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Batch, Sent, Sink};
+use crate::config::NetProto;
+
+/// Default queue size.
+pub const DEFAULT_QUEUE_MIB: u32 = 64;
+/// Largest message UDP carries (longer ones are counted lost).
+pub const MAX_DATAGRAM: usize = 65_000;
+
+/// The syslog severity (RFC 5424 §6.2.1) of an event: alerts by their
+/// severity (1 critical, 2 error, 3 warning, 4 notice), other events
+/// informational. Facility local0.
+pub fn pri(event_type: &str, severity: Option<u8>) -> u8 {
+    let sev = match (event_type, severity) {
+        ("alert", Some(1)) => 2,
+        ("alert", Some(2)) => 3,
+        ("alert", Some(3)) => 4,
+        ("alert", _) => 5,
+        _ => 6,
+    };
+    16 * 8 + sev
+}
+
+/// One RFC 5424 message: header, no structured data, the event's JSON as
+/// the message (its newline left out).
+pub fn message(
+    host: &str,
+    event_type: &str,
+    severity: Option<u8>,
+    json: &[u8],
+    now: &str,
+) -> Vec<u8> {
+    let json = json.strip_suffix(b"\n").unwrap_or(json);
+    let mut m = format!(
+        "<{}>1 {now} {host} spanwatch {} {event_type} - ",
+        pri(event_type, severity),
+        std::process::id()
+    )
+    .into_bytes();
+    m.extend_from_slice(json);
+    m
+}
+
+#[derive(Default)]
+struct Queue {
+    items: VecDeque<Vec<u8>>,
+    bytes: usize,
+    /// A message taken by the sender and not yet delivered.
+    sending: bool,
+    stop: bool,
+    delivered: u64,
+    /// Accepted, then not delivered by the end.
+    undelivered: u64,
+    last_error: Option<String>,
+}
+
+struct Shared {
+    q: Mutex<Queue>,
+    cv: Condvar,
+}
+
+/// A syslog output.
+pub struct SyslogSink {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    limit: usize,
+    proto: NetProto,
+    host: String,
+}
+
+impl SyslogSink {
+    /// An output to `addr` (`host:port`) over `proto`, queueing `queue_mib`.
+    pub fn new(proto: NetProto, addr: String, queue_mib: u32) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            q: Mutex::new(Queue::default()),
+            cv: Condvar::new(),
+        });
+        let s = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("spanwatch-syslog".into())
+            .spawn(move || sender(&s, proto, &addr))?;
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty() && h.is_ascii() && !h.contains(' '))
+            .unwrap_or_else(|| "-".into());
+        Ok(SyslogSink {
+            shared,
+            thread: Some(thread),
+            limit: queue_mib.max(1) as usize * 1024 * 1024,
+            proto,
+            host,
+        })
+    }
+}
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Queue> {
+    s.q.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The far end, connected.
+enum Conn {
+    Tcp(TcpStream),
+    Udp(UdpSocket),
+}
+
+fn connect(proto: NetProto, addr: &str) -> std::io::Result<Conn> {
+    use std::net::ToSocketAddrs;
+    let to = addr
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{addr}: no address")))?;
+    Ok(match proto {
+        NetProto::Tcp => {
+            let t = TcpStream::connect_timeout(&to, Duration::from_secs(2))?;
+            t.set_write_timeout(Some(Duration::from_secs(5)))?;
+            t.set_nodelay(true)?;
+            Conn::Tcp(t)
+        }
+        NetProto::Udp => {
+            let bind = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+            let u = UdpSocket::bind(bind)?;
+            u.connect(to)?;
+            Conn::Udp(u)
+        }
+    })
+}
+
+fn deliver(c: &mut Conn, m: &[u8]) -> std::io::Result<()> {
+    match c {
+        // RFC 6587 §3.4.1: the length, a space, the message
+        Conn::Tcp(t) => {
+            let mut framed = format!("{} ", m.len()).into_bytes();
+            framed.extend_from_slice(m);
+            t.write_all(&framed)
+        }
+        Conn::Udp(u) => u.send(m).map(|_| ()),
+    }
+}
+
+/// The sending thread: the queue in order, over a connection made (and
+/// made again) as needed.
+fn sender(s: &Shared, proto: NetProto, addr: &str) {
+    let mut conn: Option<Conn> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let m = {
+            let mut q = lock(s);
+            while q.items.is_empty() && !q.stop {
+                q = s.cv.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+            let Some(m) = q.items.front().cloned() else {
+                return; // stopped, nothing left
+            };
+            q.sending = true;
+            m
+        };
+        let result = match conn.as_mut() {
+            Some(c) => deliver(c, &m),
+            None => connect(proto, addr).and_then(|mut c| {
+                let r = deliver(&mut c, &m);
+                conn = Some(c);
+                r
+            }),
+        };
+        let mut q = lock(s);
+        q.sending = false;
+        match result {
+            Ok(()) => {
+                if let Some(m) = q.items.pop_front() {
+                    q.bytes -= m.len();
+                }
+                q.delivered += 1;
+                backoff = Duration::from_millis(100);
+                s.cv.notify_all();
+            }
+            Err(e) => {
+                q.last_error = Some(format!("{addr}: {e}"));
+                conn = None;
+                if q.stop {
+                    return; // draining gave up: the rest is counted
+                }
+                drop(q);
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+impl Sink for SyslogSink {
+    fn send(&mut self, b: &Batch<'_>) -> Sent {
+        let now = crate::time::Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
+        );
+        let mut buf = [0u8; 31];
+        // RFC 5424 §6.2.3 wants the offset as `Z` or `+hh:mm`
+        let stamp = now.rfc3339(&mut buf);
+        let now = format!("{}Z", stamp.strip_suffix("+0000").unwrap_or(stamp));
+        let mut sent = Sent::default();
+        let mut q = lock(&self.shared);
+        for l in b.lines {
+            let m = message(&self.host, l.event_type, l.severity, l.json, &now);
+            let too_big = self.proto == NetProto::Udp && m.len() > MAX_DATAGRAM;
+            if too_big || q.bytes + m.len() > self.limit {
+                sent.lost += 1;
+                continue;
+            }
+            q.bytes += m.len();
+            q.items.push_back(m);
+            sent.written += 1;
+        }
+        if sent.lost > 0 {
+            sent.error = Some(match q.last_error.clone() {
+                Some(e) => format!("syslog queue full ({e})"),
+                None => "syslog queue full, or a message too long for UDP".into(),
+            });
+        }
+        self.shared.cv.notify_all();
+        sent
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(()) // the sender sends as it can; `drain` waits at the end
+    }
+
+    fn chooses_lines(&self) -> bool {
+        true
+    }
+
+    fn drain(&mut self, deadline: Duration) -> u64 {
+        let until = Instant::now() + deadline;
+        let mut q = lock(&self.shared);
+        while (!q.items.is_empty() || q.sending) && Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            q = self
+                .shared
+                .cv
+                .wait_timeout(q, left.min(Duration::from_millis(50)))
+                .map_or_else(|e| e.into_inner().0, |r| r.0);
+        }
+        q.stop = true;
+        let left = q.items.len() as u64;
+        q.undelivered += left;
+        q.items.clear();
+        q.bytes = 0;
+        self.shared.cv.notify_all();
+        drop(q);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        left
+    }
+}
+
+impl Drop for SyslogSink {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.drain(Duration::ZERO);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc5424_message_with_the_event_as_its_text() {
+        let m = message(
+            "span-1",
+            "alert",
+            Some(1),
+            b"{\"a\":1}\n",
+            "2026-11-01T10:00:00.000000Z",
+        );
+        let m = String::from_utf8(m).expect("utf-8");
+        let pid = std::process::id();
+        assert_eq!(
+            m,
+            format!(
+                "<130>1 2026-11-01T10:00:00.000000Z span-1 spanwatch {pid} alert - {{\"a\":1}}"
+            )
+        );
+        assert_eq!(pri("alert", Some(4)), 133);
+        assert_eq!(pri("host_activity", None), 134);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_and_drain_counts_the_rest() {
+        // a port nobody listens on: everything stays queued
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("port");
+        let mut s = SyslogSink::new(NetProto::Tcp, format!("127.0.0.1:{port}"), 1).expect("sink");
+        let json = vec![b'x'; 300 * 1024];
+        let lines: Vec<super::super::Line<'_>> = (0..5)
+            .map(|_| super::super::Line {
+                event_type: "alert",
+                severity: Some(1),
+                json: &json,
+            })
+            .collect();
+        let sent = s.send(&Batch {
+            lines: &lines,
+            runs: &[],
+        });
+        // 1 MiB holds three of the five
+        assert_eq!((sent.written, sent.lost), (3, 2));
+        assert!(sent.error.is_some());
+        assert_eq!(s.drain(Duration::from_millis(200)), 3);
+    }
+}

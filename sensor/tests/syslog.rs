@@ -1,0 +1,224 @@
+//! The syslog output against a real rsyslog (Debian's, started here on
+//! loopback ports in a temp dir, stopped by PID; `scripts/deps` installs
+//! it): every alert and host_activity event arrives once, in order, its
+//! JSON byte-identical to the file output's line, over TCP (octet counting)
+//! and UDP; the header says who, what and how bad; an output whose far end
+//! is away counts what it could not deliver and fails the run.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn rsyslogd() -> Option<PathBuf> {
+    ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+fn free_tcp() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// rsyslogd with its own configuration; killed by PID when dropped.
+struct Rsyslog {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(bin: &Path, dir: &Path, tcp: u16, udp: u16) -> Rsyslog {
+    std::fs::create_dir_all(dir.join("work")).expect("dir");
+    let conf = format!(
+        r#"global(workDirectory="{d}/work" maxMessageSize="256k")
+module(load="imtcp")
+module(load="imudp")
+template(name="msg" type="string" string="%pri% %app-name% %msgid% %msg%\n")
+ruleset(name="tcp") {{ action(type="omfile" file="{d}/tcp.log" template="msg") }}
+ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="msg") }}
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="tcp")
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
+"#,
+        d = dir.display()
+    );
+    std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
+    let child = Command::new(bin)
+        .args(["-n", "-f"])
+        .arg(dir.join("rsyslog.conf"))
+        .arg("-i")
+        .arg(dir.join("rsyslog.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rsyslogd starts");
+    let r = Rsyslog {
+        child,
+        dir: dir.to_path_buf(),
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
+        assert!(Instant::now() < until, "rsyslogd did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+/// Lines of `path` once it holds `n` of them (or the wait is over).
+fn lines_when(path: &Path, n: usize) -> Vec<String> {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let v: Vec<String> = text.lines().map(String::from).collect();
+        if v.len() >= n || Instant::now() > until {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn spanwatch(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_spanwatch"))
+        .args(args)
+        .current_dir(common::workspace())
+        .stdin(Stdio::null())
+        .output()
+        .expect("spanwatch runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const CAPTURES: [&str; 3] = [
+    "pcaps/lab/lab-ngrok-endpoints.pcap",
+    "pcaps/lab/lab-mitmproxy-explicit.pcap",
+    "pcaps/lab/lab-cloudflared-quic.pcap",
+];
+
+#[test]
+fn every_alert_reaches_rsyslog_once_in_order_as_the_file_has_it() {
+    let Some(bin) = rsyslogd() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this: scripts/deps installs rsyslog"
+        );
+        eprintln!("SKIP: rsyslogd not installed (scripts/deps installs it)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sw-syslog-{}", std::process::id()));
+    let (tcp, udp) = (free_tcp(), free_udp());
+    let _r = start(&bin, &dir, tcp, udp);
+    let site = dir.join("site.toml");
+    let all = dir.join("all.json");
+    let lab_site =
+        std::fs::read_to_string(common::workspace().join("pcaps/lab/site.toml")).expect("site");
+    std::fs::write(
+        &site,
+        format!(
+            "{lab_site}\n[[output]]\ntype = \"file\"\npath = \"{}\"\n\
+[[output]]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{tcp}\"\nevent_types = [\"alert\", \"host_activity\"]\n\
+[[output]]\ntype = \"syslog\"\naddress = \"udp://127.0.0.1:{udp}\"\nevent_types = [\"alert\", \"host_activity\"]\n",
+            all.display()
+        ),
+    )
+    .expect("site");
+    let mut args = vec!["read", "-q", "-c", site.to_str().expect("utf-8")];
+    args.extend(CAPTURES);
+    let (code, err) = spanwatch(&args);
+    assert_eq!(code, 0, "{err}");
+    let want: Vec<String> = std::fs::read_to_string(&all)
+        .expect("file output")
+        .lines()
+        .filter(|l| {
+            l.contains("\"event_type\":\"alert\"") || l.contains("\"event_type\":\"host_activity\"")
+        })
+        .map(String::from)
+        .collect();
+    assert!(want.len() >= 10, "{}", want.len());
+    for (name, file) in [("tcp", "tcp.log"), ("udp", "udp.log")] {
+        let got = lines_when(&dir.join(file), want.len());
+        assert_eq!(got.len(), want.len(), "{name}: every event once");
+        for (g, w) in got.iter().zip(&want) {
+            let mut parts = g.splitn(4, ' ');
+            let (pri, app, msgid, msg) = (
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+                parts.next().unwrap_or(""),
+            );
+            assert_eq!(
+                msg.trim_start(),
+                w,
+                "{name}: the JSON as the file has it, in order"
+            );
+            assert_eq!(app, "spanwatch");
+            let v: serde_json::Value = serde_json::from_str(w).expect("json");
+            assert_eq!(
+                msgid,
+                v["event_type"].as_str().unwrap_or(""),
+                "MSGID is the event type"
+            );
+            let want_pri = match (v["event_type"].as_str(), v["alert"]["severity"].as_u64()) {
+                (Some("alert"), Some(1)) => 130,
+                (Some("alert"), Some(2)) => 131,
+                (Some("alert"), Some(3)) => 132,
+                (Some("alert"), _) => 133,
+                _ => 134,
+            };
+            assert_eq!(pri, want_pri.to_string(), "local0 and the alert's severity");
+        }
+    }
+}
+
+#[test]
+fn an_output_whose_far_end_is_away_counts_what_it_lost_and_fails_the_run() {
+    let dir = std::env::temp_dir().join(format!("sw-syslog-away-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let site = dir.join("site.toml");
+    // a port nobody listens on
+    let port = free_tcp();
+    std::fs::write(
+        &site,
+        format!("[[output]]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{port}\"\nevent_types = [\"alert\"]\n"),
+    )
+    .expect("site");
+    let started = Instant::now();
+    let (code, err) = spanwatch(&[
+        "read",
+        "-q",
+        "-c",
+        site.to_str().expect("utf-8"),
+        CAPTURES[0],
+    ]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("events could not be written"), "{err}");
+    assert!(err.contains("not delivered by a network output"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the drain has a deadline"
+    );
+}
