@@ -151,6 +151,19 @@ pub enum OutputKind {
     Stdout,
     /// RFC 5424 messages over `tcp://` (RFC 6587 octet counting) or `udp://`.
     Syslog,
+    /// A Redis stream (XADD) or list (RPUSH).
+    Redis,
+}
+
+/// How a Redis output stores events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// XADD with an approximate MAXLEN: a field `event`.
+    #[default]
+    Stream,
+    /// RPUSH of the event's JSON.
+    List,
 }
 
 /// One `[[output]]` table: a sink and the event types it takes.
@@ -177,6 +190,17 @@ pub struct OutputConfig {
     /// is slow or away; beyond it events are dropped and counted).
     #[serde(default)]
     pub queue_mib: Option<u32>,
+    /// A Redis output's server (`redis://host:port/db`).
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// A Redis output's key (default `spanwatch`).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// A Redis stream's approximate length bound (default 1,000,000).
+    #[serde(default)]
+    pub maxlen: Option<u64>,
     /// The event types this output takes (all when empty).
     #[serde(default)]
     pub event_types: Vec<String>,
@@ -298,8 +322,14 @@ impl SiteConfig {
         for (i, o) in self.outputs.iter().enumerate() {
             let address = o.address.as_deref();
             let problem = match (o.kind, &o.path) {
+                (k, _) if address.is_some() && k != OutputKind::Syslog => {
+                    Some("only a syslog output has an `address`".to_string())
+                }
+                (k, _) if o.url.is_some() && k != OutputKind::Redis => {
+                    Some("only a redis output has a `url`".to_string())
+                }
                 (OutputKind::File, None) => Some("a file output needs a `path`".to_string()),
-                (OutputKind::Stdout | OutputKind::Syslog, Some(_)) => {
+                (OutputKind::Stdout | OutputKind::Syslog | OutputKind::Redis, Some(_)) => {
                     Some("only a file output has a `path`".to_string())
                 }
                 (OutputKind::Syslog, None) => match address {
@@ -312,9 +342,11 @@ impl SiteConfig {
                     )),
                     _ => check_event_types(&o.event_types).err(),
                 },
-                (OutputKind::File | OutputKind::Stdout, _) if address.is_some() => {
-                    Some("only a network output has an `address`".to_string())
-                }
+                (OutputKind::Redis, None) => match o.url.as_deref() {
+                    Some(u) if u.starts_with("redis://") => check_event_types(&o.event_types).err(),
+                    Some(u) => Some(format!("redis url `{u}` does not start with redis://")),
+                    None => Some("a redis output needs a `url` (redis://host:port/db)".to_string()),
+                },
                 _ => check_event_types(&o.event_types).err(),
             };
             if let Some(msg) = problem {
@@ -430,7 +462,7 @@ mod tests {
             ),
             (
                 "[[output]]\ntype = \"file\"\npath = \"/tmp/x\"\naddress = \"tcp://x:1\"\n",
-                "only a network output",
+                "only a syslog output",
             ),
         ] {
             let e = SiteConfig::parse("t", text).expect_err(text).to_string();

@@ -239,9 +239,22 @@ impl Outputs {
                     let (proto, addr) = crate::config::parse_net_address(a)
                         .ok_or_else(|| std::io::Error::other(format!("syslog address `{a}`")))?;
                     let q = c.queue_mib.unwrap_or(net::DEFAULT_QUEUE_MIB);
+                    let far = net::Far::Syslog { proto, addr };
+                    (format!("syslog:{a}"), Box::new(net::NetSink::new(far, q)?))
+                }
+                (OutputKind::Redis, _) => {
+                    let url = c.url.clone().unwrap_or_default();
+                    let key = c.key.clone().unwrap_or_else(|| "spanwatch".into());
+                    let far = net::Far::Redis {
+                        url: url.clone(),
+                        mode: c.mode,
+                        key: key.clone(),
+                        maxlen: c.maxlen.unwrap_or(1_000_000),
+                    };
+                    let q = c.queue_mib.unwrap_or(net::DEFAULT_QUEUE_MIB);
                     (
-                        format!("syslog:{a}"),
-                        Box::new(net::SyslogSink::new(proto, addr, q)?),
+                        format!("redis:{url} {key}"),
+                        Box::new(net::NetSink::new(far, q)?),
                     )
                 }
             };

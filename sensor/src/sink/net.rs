@@ -1,5 +1,6 @@
 //! Network outputs: RFC 5424 syslog over TCP (RFC 6587 octet counting) or
-//! UDP.
+//! UDP, and Redis (a stream by XADD with an approximate MAXLEN, or a list
+//! by RPUSH).
 //!
 //! A network output never blocks the writer: `send` frames each line and
 //! puts it in a queue bounded in bytes (what does not fit is dropped and
@@ -16,7 +17,22 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Batch, Sent, Sink};
-use crate::config::NetProto;
+use crate::config::{NetProto, RedisMode};
+
+/// Where a network output sends.
+#[derive(Debug, Clone)]
+pub enum Far {
+    Syslog {
+        proto: NetProto,
+        addr: String,
+    },
+    Redis {
+        url: String,
+        mode: RedisMode,
+        key: String,
+        maxlen: u64,
+    },
+}
 
 /// Default queue size.
 pub const DEFAULT_QUEUE_MIB: u32 = 64;
@@ -75,36 +91,48 @@ struct Shared {
     cv: Condvar,
 }
 
-/// A syslog output.
-pub struct SyslogSink {
+/// A network output (syslog or Redis).
+pub struct NetSink {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
     limit: usize,
-    proto: NetProto,
+    /// A UDP syslog output (messages bounded by the datagram size).
+    udp: bool,
+    /// Messages are RFC 5424 (syslog) rather than the bare JSON (Redis).
+    syslog: bool,
     host: String,
 }
 
-impl SyslogSink {
-    /// An output to `addr` (`host:port`) over `proto`, queueing `queue_mib`.
-    pub fn new(proto: NetProto, addr: String, queue_mib: u32) -> std::io::Result<Self> {
+impl NetSink {
+    /// An output to `far`, queueing `queue_mib`.
+    pub fn new(far: Far, queue_mib: u32) -> std::io::Result<Self> {
+        let udp = matches!(
+            far,
+            Far::Syslog {
+                proto: NetProto::Udp,
+                ..
+            }
+        );
+        let syslog = matches!(far, Far::Syslog { .. });
         let shared = Arc::new(Shared {
             q: Mutex::new(Queue::default()),
             cv: Condvar::new(),
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
-            .name("spanwatch-syslog".into())
-            .spawn(move || sender(&s, proto, &addr))?;
+            .name("spanwatch-net-out".into())
+            .spawn(move || sender(&s, &far))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .ok()
             .filter(|h| !h.is_empty() && h.is_ascii() && !h.contains(' '))
             .unwrap_or_else(|| "-".into());
-        Ok(SyslogSink {
+        Ok(NetSink {
             shared,
             thread: Some(thread),
             limit: queue_mib.max(1) as usize * 1024 * 1024,
-            proto,
+            udp,
+            syslog,
             host,
         })
     }
@@ -118,9 +146,21 @@ fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Queue> {
 enum Conn {
     Tcp(TcpStream),
     Udp(UdpSocket),
+    Redis(Box<redis::Connection>),
 }
 
-fn connect(proto: NetProto, addr: &str) -> std::io::Result<Conn> {
+fn connect(far: &Far) -> std::io::Result<Conn> {
+    let (proto, addr) = match far {
+        Far::Syslog { proto, addr } => (*proto, addr.as_str()),
+        Far::Redis { url, .. } => {
+            let c = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
+                .map_err(std::io::Error::other)?;
+            let _ = c.set_write_timeout(Some(Duration::from_secs(5)));
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            return Ok(Conn::Redis(Box::new(c)));
+        }
+    };
     use std::net::ToSocketAddrs;
     let to = addr
         .to_socket_addrs()?
@@ -142,8 +182,38 @@ fn connect(proto: NetProto, addr: &str) -> std::io::Result<Conn> {
     })
 }
 
-fn deliver(c: &mut Conn, m: &[u8]) -> std::io::Result<()> {
+fn deliver(c: &mut Conn, far: &Far, m: &[u8]) -> std::io::Result<()> {
     match c {
+        Conn::Redis(r) => {
+            let Far::Redis {
+                mode, key, maxlen, ..
+            } = far
+            else {
+                return Err(std::io::Error::other("not a redis output"));
+            };
+            let json = m.strip_suffix(b"\n").unwrap_or(m);
+            let cmd = match mode {
+                RedisMode::Stream => {
+                    let mut c = redis::cmd("XADD");
+                    c.arg(key)
+                        .arg("MAXLEN")
+                        .arg("~")
+                        .arg(*maxlen)
+                        .arg("*")
+                        .arg("event")
+                        .arg(json);
+                    c
+                }
+                RedisMode::List => {
+                    let mut c = redis::cmd("RPUSH");
+                    c.arg(key).arg(json);
+                    c
+                }
+            };
+            cmd.query::<redis::Value>(r.as_mut())
+                .map(|_| ())
+                .map_err(std::io::Error::other)
+        }
         // RFC 6587 §3.4.1: the length, a space, the message
         Conn::Tcp(t) => {
             let mut framed = format!("{} ", m.len()).into_bytes();
@@ -156,7 +226,11 @@ fn deliver(c: &mut Conn, m: &[u8]) -> std::io::Result<()> {
 
 /// The sending thread: the queue in order, over a connection made (and
 /// made again) as needed.
-fn sender(s: &Shared, proto: NetProto, addr: &str) {
+fn sender(s: &Shared, far: &Far) {
+    let addr = match far {
+        Far::Syslog { addr, .. } => addr.clone(),
+        Far::Redis { url, .. } => url.clone(),
+    };
     let mut conn: Option<Conn> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -172,9 +246,9 @@ fn sender(s: &Shared, proto: NetProto, addr: &str) {
             m
         };
         let result = match conn.as_mut() {
-            Some(c) => deliver(c, &m),
-            None => connect(proto, addr).and_then(|mut c| {
-                let r = deliver(&mut c, &m);
+            Some(c) => deliver(c, far, &m),
+            None => connect(far).and_then(|mut c| {
+                let r = deliver(&mut c, far, &m);
                 conn = Some(c);
                 r
             }),
@@ -204,7 +278,7 @@ fn sender(s: &Shared, proto: NetProto, addr: &str) {
     }
 }
 
-impl Sink for SyslogSink {
+impl Sink for NetSink {
     fn send(&mut self, b: &Batch<'_>) -> Sent {
         let now = crate::time::Timestamp(
             std::time::SystemTime::now()
@@ -218,8 +292,12 @@ impl Sink for SyslogSink {
         let mut sent = Sent::default();
         let mut q = lock(&self.shared);
         for l in b.lines {
-            let m = message(&self.host, l.event_type, l.severity, l.json, &now);
-            let too_big = self.proto == NetProto::Udp && m.len() > MAX_DATAGRAM;
+            let m = if self.syslog {
+                message(&self.host, l.event_type, l.severity, l.json, &now)
+            } else {
+                l.json.to_vec()
+            };
+            let too_big = self.udp && m.len() > MAX_DATAGRAM;
             if too_big || q.bytes + m.len() > self.limit {
                 sent.lost += 1;
                 continue;
@@ -230,8 +308,8 @@ impl Sink for SyslogSink {
         }
         if sent.lost > 0 {
             sent.error = Some(match q.last_error.clone() {
-                Some(e) => format!("syslog queue full ({e})"),
-                None => "syslog queue full, or a message too long for UDP".into(),
+                Some(e) => format!("network output queue full ({e})"),
+                None => "network output queue full, or a message too long for UDP".into(),
             });
         }
         self.shared.cv.notify_all();
@@ -271,7 +349,7 @@ impl Sink for SyslogSink {
     }
 }
 
-impl Drop for SyslogSink {
+impl Drop for NetSink {
     fn drop(&mut self) {
         if self.thread.is_some() {
             self.drain(Duration::ZERO);
@@ -311,7 +389,11 @@ mod tests {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("port");
-        let mut s = SyslogSink::new(NetProto::Tcp, format!("127.0.0.1:{port}"), 1).expect("sink");
+        let far = Far::Syslog {
+            proto: NetProto::Tcp,
+            addr: format!("127.0.0.1:{port}"),
+        };
+        let mut s = NetSink::new(far, 1).expect("sink");
         let json = vec![b'x'; 300 * 1024];
         let lines: Vec<super::super::Line<'_>> = (0..5)
             .map(|_| super::super::Line {
