@@ -124,6 +124,39 @@ pub fn check_event_types(types: &[String]) -> Result<(), String> {
     }
 }
 
+/// What is wrong with one `[[output]]` table, if anything.
+fn output_problem(o: &OutputConfig) -> Option<String> {
+    let address = o.address.as_deref();
+    match (o.kind, &o.path) {
+        (k, _) if address.is_some() && k != OutputKind::Syslog => {
+            Some("only a syslog output has an `address`".to_string())
+        }
+        (k, _) if o.url.is_some() && k != OutputKind::Redis => {
+            Some("only a redis output has a `url`".to_string())
+        }
+        (OutputKind::File, None) => Some("a file output needs a `path`".to_string()),
+        (OutputKind::Stdout | OutputKind::Syslog | OutputKind::Redis, Some(_)) => {
+            Some("only a file output has a `path`".to_string())
+        }
+        (OutputKind::Syslog, None) => match address {
+            None => Some(
+                "a syslog output needs an `address` (tcp://host:port or udp://host:port)"
+                    .to_string(),
+            ),
+            Some(a) if parse_net_address(a).is_none() => Some(format!(
+                "syslog address `{a}` is not tcp://host:port or udp://host:port"
+            )),
+            _ => check_event_types(&o.event_types).err(),
+        },
+        (OutputKind::Redis, None) => match o.url.as_deref() {
+            Some(u) if u.starts_with("redis://") => check_event_types(&o.event_types).err(),
+            Some(u) => Some(format!("redis url `{u}` does not start with redis://")),
+            None => Some("a redis output needs a `url` (redis://host:port/db)".to_string()),
+        },
+        _ => check_event_types(&o.event_types).err(),
+    }
+}
+
 /// The transport of a network output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetProto {
@@ -320,35 +353,7 @@ impl SiteConfig {
             }
         }
         for (i, o) in self.outputs.iter().enumerate() {
-            let address = o.address.as_deref();
-            let problem = match (o.kind, &o.path) {
-                (k, _) if address.is_some() && k != OutputKind::Syslog => {
-                    Some("only a syslog output has an `address`".to_string())
-                }
-                (k, _) if o.url.is_some() && k != OutputKind::Redis => {
-                    Some("only a redis output has a `url`".to_string())
-                }
-                (OutputKind::File, None) => Some("a file output needs a `path`".to_string()),
-                (OutputKind::Stdout | OutputKind::Syslog | OutputKind::Redis, Some(_)) => {
-                    Some("only a file output has a `path`".to_string())
-                }
-                (OutputKind::Syslog, None) => match address {
-                    None => Some(
-                        "a syslog output needs an `address` (tcp://host:port or udp://host:port)"
-                            .to_string(),
-                    ),
-                    Some(a) if parse_net_address(a).is_none() => Some(format!(
-                        "syslog address `{a}` is not tcp://host:port or udp://host:port"
-                    )),
-                    _ => check_event_types(&o.event_types).err(),
-                },
-                (OutputKind::Redis, None) => match o.url.as_deref() {
-                    Some(u) if u.starts_with("redis://") => check_event_types(&o.event_types).err(),
-                    Some(u) => Some(format!("redis url `{u}` does not start with redis://")),
-                    None => Some("a redis output needs a `url` (redis://host:port/db)".to_string()),
-                },
-                _ => check_event_types(&o.event_types).err(),
-            };
+            let problem = output_problem(o);
             if let Some(msg) = problem {
                 let (line, col) = nth_table_line(text, "output", i);
                 return Err(ConfigError {
