@@ -284,6 +284,30 @@ pub struct SiteConfig {
     /// Where events go (standard output, or `-o FILE`, when there is none).
     #[serde(default, rename = "output")]
     pub outputs: Vec<OutputConfig>,
+    /// `live`'s settings, so a service needs no arguments (flags override).
+    #[serde(default)]
+    pub capture: CaptureConfig,
+}
+
+/// `[capture]`: what `live` captures, and with how many workers.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    pub bpf: Option<String>,
+    /// Kernel capture buffer per interface, in MiB.
+    pub buffer_mib: Option<u32>,
+    /// A number (1-256) or `"auto"` (one per core).
+    pub workers: Option<WorkersSetting>,
+}
+
+/// `workers = 4` or `workers = "auto"`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum WorkersSetting {
+    Count(u16),
+    Word(String),
 }
 
 /// What an event says of an endpoint's segment.
@@ -351,6 +375,24 @@ impl SiteConfig {
                     msg: format!("allow.names: `{n}` is not a DNS name (subdomains are included; write no `*.`)"),
                 });
             }
+        }
+        let workers_bad = match &self.capture.workers {
+            Some(WorkersSetting::Count(n)) => !(1..=256).contains(n),
+            Some(WorkersSetting::Word(w)) => w != "auto",
+            None => false,
+        };
+        if workers_bad || self.capture.buffer_mib == Some(0) {
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("[capture]"))
+                .map_or(0, |i| i + 1);
+            let col = usize::from(line > 0);
+            return Err(ConfigError {
+                file: file.to_string(),
+                line,
+                col,
+                msg: "capture: `workers` is a number from 1 to 256 or \"auto\"; `buffer_mib` is at least 1".into(),
+            });
         }
         for (i, o) in self.outputs.iter().enumerate() {
             let problem = output_problem(o);
@@ -450,6 +492,27 @@ fn nth_table_line(text: &str, name: &str, n: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_settings_for_a_service_without_arguments() {
+        let c = SiteConfig::parse(
+            "t",
+            "[capture]\ninterfaces = [\"eth1\", \"eth2\"]\nbpf = \"not port 22\"\nbuffer_mib = 128\nworkers = 4\n",
+        )
+        .expect("capture");
+        assert_eq!(c.capture.interfaces, ["eth1", "eth2"]);
+        assert_eq!(c.capture.workers, Some(WorkersSetting::Count(4)));
+        let c = SiteConfig::parse("t", "[capture]\nworkers = \"auto\"\n").expect("auto");
+        assert_eq!(c.capture.workers, Some(WorkersSetting::Word("auto".into())));
+        for bad in [
+            "[capture]\nworkers = 0\n",
+            "[capture]\nworkers = \"many\"\n",
+            "[capture]\nbuffer_mib = 0\n",
+        ] {
+            let e = SiteConfig::parse("t", bad).expect_err(bad).to_string();
+            assert!(e.starts_with("t:1:1: capture:"), "{e}");
+        }
+    }
 
     #[test]
     fn syslog_outputs_need_a_tcp_or_udp_address() {

@@ -2,6 +2,9 @@
 
 #[path = "report_cli.rs"]
 mod report;
+#[path = "settings_cli.rs"]
+mod settings;
+use settings::{auto_workers, capture_settings, parse_workers};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,8 +56,9 @@ enum Cmd {
 struct LiveArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// Interface to capture on (repeat for several).
-    #[arg(long = "interface", short = 'i', required = true)]
+    /// Interface to capture on (repeat for several; default: the site
+    /// configuration's `[capture] interfaces`).
+    #[arg(long = "interface", short = 'i')]
     interfaces: Vec<String>,
     /// BPF filter, e.g. 'not port 22'.
     #[arg(long)]
@@ -62,9 +66,10 @@ struct LiveArgs {
     /// Seconds between `stats` events.
     #[arg(long, default_value = "30s")]
     stats_interval: String,
-    /// Kernel capture buffer per interface, in MiB.
-    #[arg(long, default_value_t = 64)]
-    buffer_size: i32,
+    /// Kernel capture buffer per interface, in MiB (default: `[capture]
+    /// buffer_mib`, else 64).
+    #[arg(long)]
+    buffer_size: Option<i32>,
     /// Drop privileges to this user once the interfaces are open.
     #[arg(long)]
     user: Option<String>,
@@ -106,8 +111,8 @@ struct CommonArgs {
     event_types: Vec<String>,
     /// Worker threads, each owning a share of the flows: a number (1-256) or
     /// `auto`, one per core. The output is the same for every number.
-    #[arg(long, default_value = "auto", value_parser = parse_workers)]
-    workers: u16,
+    #[arg(long, value_parser = parse_workers)]
+    workers: Option<u16>,
     /// Flows tracked at most (all workers together).
     #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
     max_flows: usize,
@@ -175,20 +180,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--workers`: `auto` is one per core the process may use.
-fn parse_workers(s: &str) -> Result<u16, String> {
-    if s == "auto" {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        return Ok(cores.clamp(1, 256) as u16);
-    }
-    match s.parse::<u16>() {
-        Ok(n) if (1..=256).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "`{s}` is not a number of workers (1-256) or `auto`"
-        )),
-    }
-}
-
 /// The site configuration and signatures the options name (at start, and
 /// again on SIGHUP).
 fn load(c: &CommonArgs) -> Result<(SiteConfig, RuleSet), String> {
@@ -226,7 +217,7 @@ fn settings(c: &CommonArgs, live: bool) -> Result<(Settings, Outputs), String> {
         false => c.event_types.clone(),
     };
     let settings = Settings {
-        workers: c.workers as usize,
+        workers: c.workers.unwrap_or_else(auto_workers) as usize,
         engine: EngineConfig {
             rules: Arc::new(rules),
             max_flows: c.max_flows,
@@ -258,9 +249,13 @@ fn drop_privileges(user: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn live(args: LiveArgs) -> ExitCode {
+fn live(mut args: LiveArgs) -> ExitCode {
     use spanwatch::capture::live;
 
+    if let Err(e) = capture_settings(&mut args) {
+        eprintln!("spanwatch: {e}");
+        return ExitCode::from(2);
+    }
     let Some(stats_every) =
         spanwatch::config::parse_duration(&args.stats_interval).filter(|d| d.0 > 0)
     else {
@@ -294,8 +289,12 @@ fn live(args: LiveArgs) -> ExitCode {
     eprintln!(
         "spanwatch: capturing on {} ({} worker{})",
         args.interfaces.join(", "),
-        args.common.workers,
-        if args.common.workers == 1 { "" } else { "s" }
+        args.common.workers.unwrap_or(1),
+        if args.common.workers == Some(1) {
+            ""
+        } else {
+            "s"
+        }
     );
     let mut host = LiveHost {
         args: &args,
@@ -326,7 +325,7 @@ fn open_live(
         &args.interfaces,
         &live::LiveOptions {
             bpf: args.bpf.as_deref(),
-            buffer_size: args.buffer_size.saturating_mul(1 << 20),
+            buffer_size: args.buffer_size.unwrap_or(64).saturating_mul(1 << 20),
         },
     )
     .map_err(|e| e.to_string())?;

@@ -389,3 +389,13 @@ fn hostile_names_in_a_capture_are_inert_in_the_findings_table() {
     );
     assert!(table.contains("ngrok"), "{table}");
 }
+
+#[test]
+fn live_without_an_interface_says_where_to_name_one() {
+    let (code, _, err) = spanwatch(&["live"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("give -i IFACE or `[capture] interfaces`"),
+        "{err}"
+    );
+}

@@ -98,6 +98,15 @@ impl Lab {
     }
 
     fn start_with(&mut self, config: &Path, workers: usize, extra: &[&str]) {
+        let w = workers.to_string();
+        let mut args = vec!["-i", "vb", "--workers", &w];
+        args.extend(extra);
+        self.start_args(config, &args);
+    }
+
+    /// `spanwatch live` with these arguments besides the configuration,
+    /// the output and a 1 s stats interval.
+    fn start_args(&mut self, config: &Path, extra: &[&str]) {
         let child = Command::new("ip")
             .args([
                 "netns",
@@ -105,12 +114,8 @@ impl Lab {
                 &self.ns,
                 env!("CARGO_BIN_EXE_spanwatch"),
                 "live",
-                "-i",
-                "vb",
                 "--stats-interval",
                 "1s",
-                "--workers",
-                &workers.to_string(),
                 "-c",
             ])
             .arg(config)
@@ -514,4 +519,33 @@ fn a_full_disk_loses_events_not_the_capture() {
         seen, sent,
         "every packet sent, before and after, captured: {err}"
     );
+}
+
+/// A service needs no arguments: the interfaces and the workers come from
+/// the site configuration's `[capture]`.
+#[test]
+fn live_takes_its_capture_settings_from_the_site_configuration() {
+    let Some(mut lab) = Lab::new("cfg") else {
+        return;
+    };
+    let config = lab.dir.join("site.toml");
+    let site = std::fs::read_to_string(lab_config()).expect("site");
+    std::fs::write(
+        &config,
+        format!("{site}\n[capture]\ninterfaces = [\"vb\"]\nworkers = 2\nbuffer_mib = 8\n"),
+    )
+    .expect("config");
+    lab.start_args(&config, &[]);
+    assert!(
+        lab.stderr().contains("capturing on vb (2 workers)"),
+        "{}",
+        lab.stderr()
+    );
+    lab.replay("pcaps/lab/lab-ngrok-endpoints.pcap");
+    let live = lab.stop();
+    let stats: Vec<&Value> = live.iter().filter(|e| e["event_type"] == "stats").collect();
+    let last = stats.last().expect("stats");
+    assert_eq!(last["stats"]["interfaces"][0]["name"], "vb");
+    assert_eq!(last["stats"]["workers"].as_array().map(Vec::len), Some(2));
+    assert!(live.iter().any(|e| e["event_type"] == "alert"));
 }

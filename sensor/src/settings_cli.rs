@@ -1,0 +1,49 @@
+//! Settings the command line leaves open: workers, and `live`'s capture
+//! settings from the site configuration.
+
+use super::LiveArgs;
+
+/// One worker per core the process may use.
+pub fn auto_workers() -> u16 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cores.clamp(1, 256) as u16
+}
+
+/// `--workers`: `auto` is one per core the process may use.
+pub fn parse_workers(s: &str) -> Result<u16, String> {
+    if s == "auto" {
+        return Ok(auto_workers());
+    }
+    match s.parse::<u16>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not a number of workers (1-256) or `auto`"
+        )),
+    }
+}
+
+/// `live`'s settings the flags leave open, from the site configuration's
+/// `[capture]` (flags win); an error when no interface is named anywhere.
+pub fn capture_settings(args: &mut LiveArgs) -> Result<(), String> {
+    let site = match &args.common.config {
+        Some(p) => spanwatch::load::site(Some(p)).map_err(|e| e.to_string())?,
+        None => Default::default(),
+    };
+    let c = site.capture;
+    if args.interfaces.is_empty() {
+        args.interfaces = c.interfaces;
+    }
+    if args.interfaces.is_empty() {
+        return Err("no interface to capture on: give -i IFACE or `[capture] interfaces` in the site configuration".into());
+    }
+    args.bpf = args.bpf.take().or(c.bpf);
+    args.buffer_size = args
+        .buffer_size
+        .or(c.buffer_mib.map(|m| m.min(i32::MAX as u32) as i32));
+    args.common.workers = args.common.workers.or(match c.workers {
+        Some(spanwatch::config::WorkersSetting::Count(n)) => Some(n),
+        _ => None,
+    });
+    args.common.workers = Some(args.common.workers.unwrap_or_else(auto_workers));
+    Ok(())
+}
