@@ -287,6 +287,16 @@ pub struct SiteConfig {
     /// `live`'s settings, so a service needs no arguments (flags override).
     #[serde(default)]
     pub capture: CaptureConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: Prometheus metrics, off unless `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port` to serve `GET /metrics` on (e.g. `127.0.0.1:9917`).
+    pub listen: Option<String>,
 }
 
 /// `[capture]`: what `live` captures, and with how many workers.

@@ -39,6 +39,7 @@ pub mod findings;
 pub mod flow;
 pub mod fuzzing;
 pub mod load;
+pub mod metrics;
 pub mod pipeline;
 pub mod reassembly;
 pub mod report;

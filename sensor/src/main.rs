@@ -265,13 +265,17 @@ fn live(mut args: LiveArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let (settings, opened, out) = match open_live(&args) {
+    let (settings, opened, mut out) = match open_live(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("spanwatch: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = settings::metrics(&args, &mut out) {
+        eprintln!("spanwatch: metrics: {e}");
+        return ExitCode::from(2);
+    }
     let (term, hup) = match signals() {
         Ok(flags) => flags,
         Err(e) => {

@@ -47,3 +47,26 @@ pub fn capture_settings(args: &mut LiveArgs) -> Result<(), String> {
     args.common.workers = Some(args.common.workers.unwrap_or_else(auto_workers));
     Ok(())
 }
+
+/// Serves Prometheus metrics when `[metrics] listen` is set: a sink that
+/// reads the stats and alerts joins the outputs, a thread answers scrapes.
+pub fn metrics(args: &LiveArgs, out: &mut spanwatch::sink::Outputs) -> Result<(), String> {
+    let site = match &args.common.config {
+        Some(p) => spanwatch::load::site(Some(p)).map_err(|e| e.to_string())?,
+        None => return Ok(()),
+    };
+    let Some(listen) = site.metrics.listen else {
+        return Ok(());
+    };
+    let l = std::net::TcpListener::bind(&listen).map_err(|e| format!("{listen}: {e}"))?;
+    let shared = spanwatch::metrics::Shared::default();
+    let sink = spanwatch::metrics::MetricsSink(std::sync::Arc::clone(&shared));
+    out.add(
+        "metrics".into(),
+        vec!["stats".into(), "alert".into()],
+        Box::new(sink),
+    );
+    spanwatch::metrics::serve(l, shared).map_err(|e| e.to_string())?;
+    eprintln!("spanwatch: metrics on http://{listen}/metrics");
+    Ok(())
+}

@@ -549,3 +549,74 @@ fn live_takes_its_capture_settings_from_the_site_configuration() {
     assert_eq!(last["stats"]["workers"].as_array().map(Vec::len), Some(2));
     assert!(live.iter().any(|e| e["event_type"] == "alert"));
 }
+
+/// `[metrics]`: scraped with curl (inside the lab's namespace) while the
+/// sensor runs; the counters agree with its `stats` events; POST gets 405.
+#[test]
+fn metrics_are_scraped_while_live_and_agree_with_stats() {
+    let Some(mut lab) = Lab::new("metrics") else {
+        return;
+    };
+    let config = lab.dir.join("site.toml");
+    let site = std::fs::read_to_string(lab_config()).expect("site");
+    std::fs::write(
+        &config,
+        format!("{site}\n[metrics]\nlisten = \"127.0.0.1:19917\"\n"),
+    )
+    .expect("config");
+    lab.start(&config, 2);
+    lab.wait_for("metrics on http://127.0.0.1:19917/metrics");
+    lab.replay("pcaps/lab/lab-ngrok-endpoints.pcap");
+    // a stats interval (1 s) passes with the traffic over
+    std::thread::sleep(Duration::from_millis(2500));
+    let curl = |extra: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &lab.ns, "curl", "-s", "--max-time", "5"])
+            .args(extra)
+            .arg("http://127.0.0.1:19917/metrics")
+            .output()
+            .expect("curl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let text = curl(&[]);
+    let code = curl(&["-X", "POST", "-o", "/dev/null", "-w", "%{http_code}"]);
+    let live = lab.stop();
+    assert_eq!(code, "405", "POST");
+    let metric = |name: &str| -> f64 {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let stats: Vec<&Value> = live.iter().filter(|e| e["event_type"] == "stats").collect();
+    let last = stats.last().expect("stats");
+    let packets = last["stats"]["interfaces"][0]["packets"]
+        .as_f64()
+        .unwrap_or(-1.0);
+    assert_eq!(
+        metric("spanwatch_packets_total{interface=\"vb\"}"),
+        packets,
+        "{text}"
+    );
+    // the stats event the scrape was made from (its uptime) counts the same
+    // alerts (the end of the run may raise more, after the scrape)
+    let uptime = metric("spanwatch_uptime_seconds");
+    let then = stats
+        .iter()
+        .find(|e| e["stats"]["uptime"].as_f64() == Some(uptime))
+        .expect("the scraped stats event");
+    let alerts: f64 = then["stats"]["alerts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .sum();
+    assert!(alerts > 0.0);
+    assert_eq!(metric("spanwatch_alerts_total{"), alerts, "{text}");
+    assert!(
+        text.contains("spanwatch_queue_drops_total{worker=\"1\"} 0"),
+        "{text}"
+    );
+    assert!(text.contains("spanwatch_build_info{version="), "{text}");
+}
