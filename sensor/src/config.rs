@@ -140,11 +140,11 @@ fn output_problem(o: &OutputConfig) -> Option<String> {
         }
         (OutputKind::Syslog, None) => match address {
             None => Some(
-                "a syslog output needs an `address` (tcp://host:port or udp://host:port)"
+                "a syslog output needs an `address` (tcp://, tls:// or udp://host:port)"
                     .to_string(),
             ),
             Some(a) if parse_net_address(a).is_none() => Some(format!(
-                "syslog address `{a}` is not tcp://host:port or udp://host:port"
+                "syslog address `{a}` is not tcp://, tls:// or udp://host:port"
             )),
             _ => check_event_types(&o.event_types).err(),
         },
@@ -162,12 +162,16 @@ fn output_problem(o: &OutputConfig) -> Option<String> {
 pub enum NetProto {
     Tcp,
     Udp,
+    /// TCP with TLS (RFC 5425).
+    Tls,
 }
 
 /// `tcp://host:port` or `udp://host:port`: the transport and `host:port`.
 pub fn parse_net_address(s: &str) -> Option<(NetProto, String)> {
     let (proto, rest) = if let Some(r) = s.strip_prefix("tcp://") {
         (NetProto::Tcp, r)
+    } else if let Some(r) = s.strip_prefix("tls://") {
+        (NetProto::Tls, r)
     } else {
         (NetProto::Udp, s.strip_prefix("udp://")?)
     };
@@ -223,6 +227,10 @@ pub struct OutputConfig {
     /// is slow or away; beyond it events are dropped and counted).
     #[serde(default)]
     pub queue_mib: Option<u32>,
+    /// A `tls://` syslog output's trusted CA certificates (PEM; default:
+    /// the system's, `/etc/ssl/certs/ca-certificates.crt`).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// A Redis output's server (`redis://host:port/db`).
     #[serde(default)]
     pub url: Option<String>,

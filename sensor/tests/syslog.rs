@@ -222,3 +222,105 @@ fn an_output_whose_far_end_is_away_counts_what_it_lost_and_fails_the_run() {
         "the drain has a deadline"
     );
 }
+
+/// A test CA and a certificate for 127.0.0.1 it signed (openssl).
+fn certificates(dir: &Path) {
+    let sh = |cmd: &str| {
+        let ok = Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{cmd}");
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=spanwatch-test-ca -keyout ca.key -out ca.pem");
+    sh("openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr");
+    sh("printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext.cnf");
+    sh("openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out server.pem");
+}
+
+#[test]
+fn alerts_over_tls_reach_rsyslog_with_the_certificate_checked() {
+    let Some(bin) = rsyslogd() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this: scripts/deps installs rsyslog"
+        );
+        eprintln!("SKIP: rsyslogd not installed (scripts/deps installs it)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("sw-syslog-tls-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("work")).expect("dir");
+    certificates(&dir);
+    let port = free_tcp();
+    let d = dir.display();
+    let conf = format!(
+        r#"global(workDirectory="{d}/work" maxMessageSize="256k"
+  DefaultNetstreamDriver="gtls" DefaultNetstreamDriverCAFile="{d}/ca.pem"
+  DefaultNetstreamDriverCertFile="{d}/server.pem" DefaultNetstreamDriverKeyFile="{d}/server.key")
+module(load="imtcp" StreamDriver.Name="gtls" StreamDriver.Mode="1" StreamDriver.AuthMode="anon")
+template(name="msg" type="string" string="%msg%\n")
+ruleset(name="tls") {{ action(type="omfile" file="{d}/tls.log" template="msg") }}
+input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="tls")
+"#
+    );
+    std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
+    let child = Command::new(&bin)
+        .args(["-n", "-f"])
+        .arg(dir.join("rsyslog.conf"))
+        .arg("-i")
+        .arg(dir.join("rsyslog.pid"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("rsyslogd starts");
+    let _r = Rsyslog {
+        child,
+        dir: dir.clone(),
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "rsyslogd did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let all = dir.join("all.json");
+    let site = dir.join("site.toml");
+    std::fs::write(
+        &site,
+        format!(
+            "[[output]]\ntype = \"file\"\npath = \"{}\"\n\
+[[output]]\ntype = \"syslog\"\naddress = \"tls://127.0.0.1:{port}\"\nca_file = \"{d}/ca.pem\"\nevent_types = [\"alert\"]\n",
+            all.display()
+        ),
+    )
+    .expect("site");
+    let mut args = vec!["read", "-q", "-c", site.to_str().expect("utf-8")];
+    args.extend(CAPTURES);
+    let (code, err) = spanwatch(&args);
+    assert_eq!(code, 0, "{err}");
+    let want: Vec<String> = std::fs::read_to_string(&all)
+        .expect("file output")
+        .lines()
+        .filter(|l| l.contains("\"event_type\":\"alert\""))
+        .map(String::from)
+        .collect();
+    assert!(!want.is_empty());
+    let got = lines_when(&dir.join("tls.log"), want.len());
+    let got: Vec<String> = got.iter().map(|l| l.trim_start().to_string()).collect();
+    assert_eq!(got, want, "every alert, once, in order, over TLS");
+    // a certificate the output does not trust: nothing is sent, all counted
+    std::fs::write(
+        &site,
+        format!("[[output]]\ntype = \"syslog\"\naddress = \"tls://127.0.0.1:{port}\"\nevent_types = [\"alert\"]\n"),
+    )
+    .expect("site");
+    let (code, err) = spanwatch(&args);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(&format!("{} events could not be written", want.len())),
+        "{err}"
+    );
+}

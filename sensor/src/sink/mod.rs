@@ -239,7 +239,12 @@ impl Outputs {
                     let (proto, addr) = crate::config::parse_net_address(a)
                         .ok_or_else(|| std::io::Error::other(format!("syslog address `{a}`")))?;
                     let q = c.queue_mib.unwrap_or(net::DEFAULT_QUEUE_MIB);
-                    let far = net::Far::Syslog { proto, addr };
+                    let ca_file = c.ca_file.clone();
+                    let far = net::Far::Syslog {
+                        proto,
+                        addr,
+                        ca_file,
+                    };
                     (format!("syslog:{a}"), Box::new(net::NetSink::new(far, q)?))
                 }
                 (OutputKind::Redis, _) => {
