@@ -39,6 +39,8 @@ struct Lab {
     dir: PathBuf,
     /// Where spanwatch writes its events (`-o`).
     output: PathBuf,
+    /// The configuration names the outputs (no `-o`; `output` is its file).
+    own_outputs: bool,
 }
 
 impl Lab {
@@ -76,6 +78,7 @@ impl Lab {
             child: None,
             output: dir.join("events.json"),
             dir,
+            own_outputs: false,
         };
         // no IPv6 autoconfiguration chatter (router solicitations, MLD) on the wire
         run(&["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1"]);
@@ -119,8 +122,11 @@ impl Lab {
                 "-c",
             ])
             .arg(config)
-            .arg("-o")
-            .arg(self.out())
+            .args(if self.own_outputs {
+                Vec::new()
+            } else {
+                vec!["-o".into(), self.out().into_os_string()]
+            })
             .args(extra)
             .current_dir(common::workspace())
             .stdout(Stdio::null())
@@ -566,9 +572,6 @@ fn metrics_are_scraped_while_live_and_agree_with_stats() {
     .expect("config");
     lab.start(&config, 2);
     lab.wait_for("metrics on http://127.0.0.1:19917/metrics");
-    lab.replay("pcaps/lab/lab-ngrok-endpoints.pcap");
-    // a stats interval (1 s) passes with the traffic over
-    std::thread::sleep(Duration::from_millis(2500));
     let curl = |extra: &[&str]| {
         let out = Command::new("ip")
             .args(["netns", "exec", &lab.ns, "curl", "-s", "--max-time", "5"])
@@ -578,6 +581,38 @@ fn metrics_are_scraped_while_live_and_agree_with_stats() {
             .expect("curl runs");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // scraped while traffic flows (a replay looped at 1 Mbit/s, ~2 s)
+    let ns = lab.ns.clone();
+    let traffic = std::thread::spawn(move || {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns,
+                "tcpreplay",
+                "-q",
+                "-i",
+                "va",
+                "--mbps",
+                "1",
+                "--loop",
+                "20",
+            ])
+            .arg(common::workspace().join("pcaps/lab/lab-ngrok-endpoints.pcap"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = curl(&[]);
+    assert!(traffic.join().expect("replay thread"), "tcpreplay");
+    assert!(
+        during.contains("spanwatch_packets_total{interface=\"vb\"}"),
+        "{during}"
+    );
+    // a stats interval (1 s) passes with the traffic over
+    std::thread::sleep(Duration::from_millis(2500));
     let text = curl(&[]);
     let code = curl(&["-X", "POST", "-o", "/dev/null", "-w", "%{http_code}"]);
     let live = lab.stop();
@@ -619,4 +654,173 @@ fn metrics_are_scraped_while_live_and_agree_with_stats() {
         "{text}"
     );
     assert!(text.contains("spanwatch_build_info{version="), "{text}");
+}
+
+/// A Redis output while its server goes away and comes back (all inside
+/// the lab's namespace): a short outage loses nothing (the queue holds it);
+/// a long one drops what does not fit, and what arrived plus what was
+/// counted lost is exactly what the output was given.
+#[test]
+fn a_redis_output_rides_out_an_outage_and_counts_what_it_dropped() {
+    let Some(bin) = ["/usr/bin/redis-server"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+    else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this: scripts/deps installs redis-server"
+        );
+        eprintln!("SKIP: redis-server not installed");
+        return;
+    };
+    let Some(mut lab) = Lab::new("redis") else {
+        return;
+    };
+    let ns = lab.ns.clone();
+    let db = lab.dir.join("db");
+    std::fs::create_dir_all(&db).expect("db dir");
+    let server = || {
+        Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .arg(&bin)
+            .args([
+                "--port",
+                "16379",
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts")
+    };
+    let cli = |args: &[&str]| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "redis-cli", "-p", "16379"])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let up = |cli: &dyn Fn(&[&str]) -> String| {
+        let t = Instant::now();
+        while cli(&["ping"]) != "PONG" {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut redis = server();
+    up(&cli);
+    let config = lab.dir.join("site.toml");
+    let file = lab.dir.join("all.json");
+    let site = std::fs::read_to_string(lab_config()).expect("site");
+    std::fs::write(
+        &config,
+        format!(
+            "{site}\n[[output]]\ntype = \"file\"\npath = \"{}\"\n\
+[[output]]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:16379/0\"\nmode = \"list\"\nkey = \"events\"\nqueue_mib = 1\nevent_types = [\"flow\", \"dns\", \"tls\", \"http\", \"alert\"]\n",
+            file.display()
+        ),
+    )
+    .expect("config");
+    lab.own_outputs = true;
+    lab.output = file.clone();
+    lab.start_with(&config, 1, &[]);
+    // a short outage: the queue holds what comes meanwhile
+    lab.replay("pcaps/lab/lab-ngrok-endpoints.pcap");
+    std::thread::sleep(Duration::from_millis(500));
+    // the server keeps nothing on disk: count what each instance got
+    let first: u64 = cli(&["llen", "events"]).parse().unwrap_or(0);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    lab.replay("pcaps/lab/lab-mitmproxy-explicit.pcap");
+    std::thread::sleep(Duration::from_millis(1500));
+    redis = server();
+    up(&cli);
+    std::thread::sleep(Duration::from_millis(6000)); // the backoff is at most 5 s
+    let after_short: u64 = cli(&["llen", "events"]).parse().unwrap_or(0);
+    let redis_lost = |events: &[Value]| {
+        let last = events.iter().rev().find(|e| e["event_type"] == "stats");
+        last.and_then(|l| {
+            l["stats"]["outputs"]
+                .as_array()?
+                .iter()
+                .find(|o| o["name"].as_str().is_some_and(|n| n.starts_with("redis:")))?["lost"]
+                .as_u64()
+        })
+    };
+    assert_eq!(
+        redis_lost(&events(&file)),
+        Some(0),
+        "the short outage lost nothing"
+    );
+    // a long outage: far more than the 1 MiB queue
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let looped = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            "tcpreplay",
+            "-q",
+            "-i",
+            "va",
+            "--mbps",
+            "50",
+            "--loop",
+            "150",
+        ])
+        .arg(common::workspace().join("pcaps/lab/lab-mitmproxy-explicit.pcap"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("tcpreplay");
+    assert!(looped.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    redis = server();
+    up(&cli);
+    // the run lost events: it says so and exits 1
+    let status = lab.terminate();
+    assert_eq!(status.code(), Some(1), "{}", lab.stderr());
+    assert!(lab.stderr().contains("events could not be written"));
+    let live = events(&lab.out());
+    let last_instance: u64 = cli(&["llen", "events"]).parse().unwrap_or(0);
+    let delivered = first + after_short + last_instance;
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let given = live
+        .iter()
+        .filter(|e| {
+            ["flow", "dns", "tls", "http", "alert"]
+                .contains(&e["event_type"].as_str().unwrap_or(""))
+        })
+        .count() as u64;
+    let last = live
+        .iter()
+        .rev()
+        .find(|e| e["event_type"] == "stats")
+        .expect("stats");
+    let out = last["stats"]["outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|o| o["name"].as_str().is_some_and(|n| n.starts_with("redis:")))
+        .expect("the redis output's counts");
+    let lost = out["lost"].as_u64().unwrap_or(0);
+    // the file says what the output was given before the end; the events
+    // of the run's end (flows) come after the last stats event's counts
+    assert!(after_short > 0, "the short outage's events arrived");
+    assert!(lost > 0, "the long outage dropped some: {out}");
+    assert_eq!(delivered + lost, given, "delivered + lost == given: {out}");
 }
