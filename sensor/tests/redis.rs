@@ -6,24 +6,12 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn redis_server() -> Option<PathBuf> {
-    ["/usr/bin/redis-server", "/usr/sbin/redis-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-}
+use std::time::Duration;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
+    common::free_tcp_port()
 }
 
 /// redis-server on `port`, its files in `dir`; killed by PID when dropped.
@@ -57,11 +45,7 @@ fn start(bin: &Path, dir: &Path, port: u16) -> Server {
         .spawn()
         .expect("redis-server starts");
     let s = Server(child);
-    let until = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "redis-server did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_listening(port, "redis-server");
     s
 }
 
@@ -114,15 +98,10 @@ fn conn(port: u16) -> redis::Connection {
 }
 
 fn need() -> Option<PathBuf> {
-    let bin = redis_server();
-    if bin.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this: scripts/deps installs redis-server"
-        );
-        eprintln!("SKIP: redis-server not installed (scripts/deps installs it)");
-    }
-    bin
+    common::installed(
+        &["/usr/bin/redis-server", "/usr/sbin/redis-server"],
+        "redis-server",
+    )
 }
 
 #[test]

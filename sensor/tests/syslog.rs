@@ -7,24 +7,17 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn rsyslogd() -> Option<PathBuf> {
-    ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    common::installed(&["/usr/sbin/rsyslogd", "/sbin/rsyslogd"], "rsyslog")
 }
 
 fn free_tcp() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port()
+    common::free_tcp_port()
 }
 
 fn free_udp() -> u16 {
@@ -49,20 +42,8 @@ impl Drop for Rsyslog {
     }
 }
 
-fn start(bin: &Path, dir: &Path, tcp: u16, udp: u16) -> Rsyslog {
-    std::fs::create_dir_all(dir.join("work")).expect("dir");
-    let conf = format!(
-        r#"global(workDirectory="{d}/work" maxMessageSize="256k")
-module(load="imtcp")
-module(load="imudp")
-template(name="msg" type="string" string="%pri% %app-name% %msgid% %msg%\n")
-ruleset(name="tcp") {{ action(type="omfile" file="{d}/tcp.log" template="msg") }}
-ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="msg") }}
-input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="tcp")
-input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
-"#,
-        d = dir.display()
-    );
+/// rsyslogd on `conf` (its files in `dir`), listening on TCP `port`.
+fn start_conf(bin: &Path, dir: &Path, conf: &str, port: u16) -> Rsyslog {
     std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
     let child = Command::new(bin)
         .args(["-n", "-f"])
@@ -78,12 +59,25 @@ input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
         child,
         dir: dir.to_path_buf(),
     };
-    let until = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", tcp)).is_err() {
-        assert!(Instant::now() < until, "rsyslogd did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::wait_listening(port, "rsyslogd");
     r
+}
+
+fn start(bin: &Path, dir: &Path, tcp: u16, udp: u16) -> Rsyslog {
+    std::fs::create_dir_all(dir.join("work")).expect("dir");
+    let conf = format!(
+        r#"global(workDirectory="{d}/work" maxMessageSize="256k")
+module(load="imtcp")
+module(load="imudp")
+template(name="msg" type="string" string="%pri% %app-name% %msgid% %msg%\n")
+ruleset(name="tcp") {{ action(type="omfile" file="{d}/tcp.log" template="msg") }}
+ruleset(name="udp") {{ action(type="omfile" file="{d}/udp.log" template="msg") }}
+input(type="imtcp" address="127.0.0.1" port="{tcp}" ruleset="tcp")
+input(type="imudp" address="127.0.0.1" port="{udp}" ruleset="udp")
+"#,
+        d = dir.display()
+    );
+    start_conf(bin, dir, &conf, tcp)
 }
 
 /// Lines of `path` once it holds `n` of them (or the wait is over).
@@ -120,14 +114,7 @@ const CAPTURES: [&str; 3] = [
 
 #[test]
 fn every_alert_reaches_rsyslog_once_in_order_as_the_file_has_it() {
-    let Some(bin) = rsyslogd() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this: scripts/deps installs rsyslog"
-        );
-        eprintln!("SKIP: rsyslogd not installed (scripts/deps installs it)");
-        return;
-    };
+    let Some(bin) = rsyslogd() else { return };
     let dir = std::env::temp_dir().join(format!("sw-syslog-{}", std::process::id()));
     let (tcp, udp) = (free_tcp(), free_udp());
     let _r = start(&bin, &dir, tcp, udp);
@@ -243,14 +230,7 @@ fn certificates(dir: &Path) {
 
 #[test]
 fn alerts_over_tls_reach_rsyslog_with_the_certificate_checked() {
-    let Some(bin) = rsyslogd() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this: scripts/deps installs rsyslog"
-        );
-        eprintln!("SKIP: rsyslogd not installed (scripts/deps installs it)");
-        return;
-    };
+    let Some(bin) = rsyslogd() else { return };
     let dir = std::env::temp_dir().join(format!("sw-syslog-tls-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("work")).expect("dir");
     certificates(&dir);
@@ -266,26 +246,7 @@ ruleset(name="tls") {{ action(type="omfile" file="{d}/tls.log" template="msg") }
 input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="tls")
 "#
     );
-    std::fs::write(dir.join("rsyslog.conf"), conf).expect("conf");
-    let child = Command::new(&bin)
-        .args(["-n", "-f"])
-        .arg(dir.join("rsyslog.conf"))
-        .arg("-i")
-        .arg(dir.join("rsyslog.pid"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rsyslogd starts");
-    let _r = Rsyslog {
-        child,
-        dir: dir.clone(),
-    };
-    let until = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "rsyslogd did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let _r = start_conf(&bin, &dir, &conf, port);
     let all = dir.join("all.json");
     let site = dir.join("site.toml");
     std::fs::write(

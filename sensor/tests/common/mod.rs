@@ -127,3 +127,35 @@ pub fn tsv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
         })
         .collect()
 }
+
+/// A TCP port free on loopback now.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The first of these paths that exists (a Debian package's program), or
+/// `None` after saying the test is skipped (CI must have it: `scripts/deps`
+/// installs `package`).
+pub fn installed(paths: &[&str], package: &str) -> Option<PathBuf> {
+    let found = paths.iter().map(PathBuf::from).find(|p| p.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this: scripts/deps installs {package}"
+        );
+        eprintln!("SKIP: {package} not installed (scripts/deps installs it)");
+    }
+    found
+}
+
+/// Waits (at most 10 s) until something listens on loopback `port`.
+pub fn wait_listening(port: u16, what: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < until, "{what} did not listen");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
