@@ -74,7 +74,10 @@ impl Alerts {
         // what a person asks about: names and texts (endpoints, issuers,
         // pages), not fingerprints or certificate profiles
         let readable = |fact: &str| {
-            Fact::by_name(fact).is_some_and(|f| matches!(f.decl().shape, Shape::Name | Shape::Text))
+            Fact::by_name(fact).is_some_and(|f| {
+                // a proxy's legs are told in words (`client -> proxy -> …`)
+                matches!(f.decl().shape, Shape::Name | Shape::Text) || f == Fact::TlsReoriginated
+            })
         };
         for (_, value) in evidence.filter(|(f, _)| readable(f)) {
             if e.evidence.iter().any(|v| v == value) {
