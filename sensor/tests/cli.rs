@@ -2,20 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn spanwatch(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_spanwatch"))
-        .args(args)
-        .current_dir(common::workspace())
-        .output()
-        .expect("spanwatch runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::spanwatch;
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("spanwatch-cli-{}-{name}", std::process::id()));

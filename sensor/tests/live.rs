@@ -151,10 +151,7 @@ impl Lab {
     /// measurements need).
     fn replay_at(&self, capture: &str, mbps: Option<&str>) -> u64 {
         let rate = mbps.map(|m| ["--mbps", m]);
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "tcpreplay", "-q", "-i", "va"])
-            .args(rate.iter().flatten())
-            .arg(common::workspace().join(capture))
+        let out = tcpreplay(&self.ns, capture, rate.iter().flatten().copied())
             .stderr(Stdio::null())
             .output()
             .expect("tcpreplay runs");
@@ -220,6 +217,15 @@ impl Lab {
 }
 
 /// The events in a file, every line whole JSON.
+/// tcpreplay onto the lab's `va` in namespace `ns`, with `opts`.
+fn tcpreplay<'a>(ns: &str, capture: &str, opts: impl IntoIterator<Item = &'a str>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns, "tcpreplay", "-q", "-i", "va"])
+        .args(opts)
+        .arg(common::workspace().join(capture));
+    c
+}
+
 fn events(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .expect("events written")
@@ -584,25 +590,15 @@ fn metrics_are_scraped_while_live_and_agree_with_stats() {
     // scraped while traffic flows (a replay looped at 1 Mbit/s, ~2 s)
     let ns = lab.ns.clone();
     let traffic = std::thread::spawn(move || {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns,
-                "tcpreplay",
-                "-q",
-                "-i",
-                "va",
-                "--mbps",
-                "1",
-                "--loop",
-                "20",
-            ])
-            .arg(common::workspace().join("pcaps/lab/lab-ngrok-endpoints.pcap"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
+        tcpreplay(
+            &ns,
+            "pcaps/lab/lab-ngrok-endpoints.pcap",
+            ["--mbps", "1", "--loop", "20"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
     });
     std::thread::sleep(Duration::from_millis(1500));
     let during = curl(&[]);
@@ -656,22 +652,25 @@ fn metrics_are_scraped_while_live_and_agree_with_stats() {
     assert!(text.contains("spanwatch_build_info{version="), "{text}");
 }
 
+/// The Redis output's counts in the last `stats` event.
+fn redis_counts(events: &[Value]) -> Option<&Value> {
+    let last = events.iter().rev().find(|e| e["event_type"] == "stats")?;
+    last["stats"]["outputs"]
+        .as_array()?
+        .iter()
+        .find(|o| o["name"].as_str().is_some_and(|n| n.starts_with("redis:")))
+}
+
 /// A Redis output while its server goes away and comes back (all inside
 /// the lab's namespace): a short outage loses nothing (the queue holds it);
 /// a long one drops what does not fit, and what arrived plus what was
 /// counted lost is exactly what the output was given.
 #[test]
 fn a_redis_output_rides_out_an_outage_and_counts_what_it_dropped() {
-    let Some(bin) = ["/usr/bin/redis-server"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
-    else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run this: scripts/deps installs redis-server"
-        );
-        eprintln!("SKIP: redis-server not installed");
+    let Some(bin) = common::installed(
+        &["/usr/bin/redis-server", "/usr/sbin/redis-server"],
+        "redis-server",
+    ) else {
         return;
     };
     let Some(mut lab) = Lab::new("redis") else {
@@ -684,18 +683,7 @@ fn a_redis_output_rides_out_an_outage_and_counts_what_it_dropped() {
         Command::new("ip")
             .args(["netns", "exec", &ns])
             .arg(&bin)
-            .args([
-                "--port",
-                "16379",
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&db)
+            .args(common::redis_server_args(16379, &db))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -749,43 +737,23 @@ fn a_redis_output_rides_out_an_outage_and_counts_what_it_dropped() {
     up(&cli);
     std::thread::sleep(Duration::from_millis(6000)); // the backoff is at most 5 s
     let after_short: u64 = cli(&["llen", "events"]).parse().unwrap_or(0);
-    let redis_lost = |events: &[Value]| {
-        let last = events.iter().rev().find(|e| e["event_type"] == "stats");
-        last.and_then(|l| {
-            l["stats"]["outputs"]
-                .as_array()?
-                .iter()
-                .find(|o| o["name"].as_str().is_some_and(|n| n.starts_with("redis:")))?["lost"]
-                .as_u64()
-        })
-    };
     assert_eq!(
-        redis_lost(&events(&file)),
+        redis_counts(&events(&file)).and_then(|o| o["lost"].as_u64()),
         Some(0),
         "the short outage lost nothing"
     );
     // a long outage: far more than the 1 MiB queue
     let _ = redis.kill();
     let _ = redis.wait();
-    let looped = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            "tcpreplay",
-            "-q",
-            "-i",
-            "va",
-            "--mbps",
-            "50",
-            "--loop",
-            "150",
-        ])
-        .arg(common::workspace().join("pcaps/lab/lab-mitmproxy-explicit.pcap"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("tcpreplay");
+    let looped = tcpreplay(
+        &ns,
+        "pcaps/lab/lab-mitmproxy-explicit.pcap",
+        ["--mbps", "50", "--loop", "150"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .status()
+    .expect("tcpreplay");
     assert!(looped.success());
     std::thread::sleep(Duration::from_millis(1500));
     redis = server();
@@ -806,17 +774,7 @@ fn a_redis_output_rides_out_an_outage_and_counts_what_it_dropped() {
                 .contains(&e["event_type"].as_str().unwrap_or(""))
         })
         .count() as u64;
-    let last = live
-        .iter()
-        .rev()
-        .find(|e| e["event_type"] == "stats")
-        .expect("stats");
-    let out = last["stats"]["outputs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|o| o["name"].as_str().is_some_and(|n| n.starts_with("redis:")))
-        .expect("the redis output's counts");
+    let out = redis_counts(&live).expect("the redis output's counts");
     let lost = out["lost"].as_u64().unwrap_or(0);
     // the file says what the output was given before the end; the events
     // of the run's end (flows) come after the last stats event's counts

@@ -27,18 +27,7 @@ impl Drop for Server {
 fn start(bin: &Path, dir: &Path, port: u16) -> Server {
     std::fs::create_dir_all(dir).expect("dir");
     let child = Command::new(bin)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(dir)
+        .args(common::redis_server_args(port, dir))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -47,48 +36,6 @@ fn start(bin: &Path, dir: &Path, port: u16) -> Server {
     let s = Server(child);
     common::wait_listening(port, "redis-server");
     s
-}
-
-fn site(dir: &Path, outputs: &str) -> PathBuf {
-    let p = dir.join("site.toml");
-    let lab =
-        std::fs::read_to_string(common::workspace().join("pcaps/lab/site.toml")).expect("site");
-    std::fs::write(&p, format!("{lab}\n{outputs}")).expect("site");
-    p
-}
-
-const CAPTURES: [&str; 3] = [
-    "pcaps/lab/lab-ngrok-endpoints.pcap",
-    "pcaps/lab/lab-mitmproxy-explicit.pcap",
-    "pcaps/lab/lab-cloudflared-quic.pcap",
-];
-
-fn read(site: &Path) -> (i32, String) {
-    let mut args = vec!["read", "-q", "-c", site.to_str().expect("utf-8")];
-    args.extend(CAPTURES);
-    let out = Command::new(env!("CARGO_BIN_EXE_spanwatch"))
-        .args(&args)
-        .current_dir(common::workspace())
-        .stdin(Stdio::null())
-        .output()
-        .expect("spanwatch runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn file_lines(p: &Path, types: &[&str]) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .expect("file output")
-        .lines()
-        .filter(|l| {
-            types
-                .iter()
-                .any(|t| l.contains(&format!("\"event_type\":\"{t}\"")))
-        })
-        .map(String::from)
-        .collect()
 }
 
 fn conn(port: u16) -> redis::Connection {
@@ -111,7 +58,7 @@ fn stream_and_list_hold_every_event_as_the_file_has_it() {
     let port = free_port();
     let _s = start(&bin, &dir.join("db"), port);
     let all = dir.join("all.json");
-    let site = site(
+    let site = common::lab_site(
         &dir,
         &format!(
             "[[output]]\ntype = \"file\"\npath = \"{}\"\n\
@@ -120,23 +67,11 @@ fn stream_and_list_hold_every_event_as_the_file_has_it() {
             all.display()
         ),
     );
-    let (code, err) = read(&site);
+    let (code, err) = common::read_lab(&site);
     assert_eq!(code, 0, "{err}");
     let mut c = conn(port);
-    let every = file_lines(
-        &all,
-        &[
-            "alert",
-            "host_activity",
-            "flow",
-            "tls",
-            "quic",
-            "dns",
-            "http",
-            "tls_legs",
-            "stats",
-        ],
-    );
+    // the list has no event_types: it holds everything the file does
+    let every = common::event_lines(&all, &[]);
     let list: Vec<String> = redis::cmd("LRANGE")
         .arg("sw-list")
         .arg(0)
@@ -144,7 +79,7 @@ fn stream_and_list_hold_every_event_as_the_file_has_it() {
         .query(&mut c)
         .expect("lrange");
     assert_eq!(list, every, "the list holds every event, in order");
-    let want = file_lines(&all, &["alert", "host_activity"]);
+    let want = common::event_lines(&all, &["alert", "host_activity"]);
     assert!(want.len() >= 10);
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg("sw-stream")
@@ -179,7 +114,7 @@ fn a_late_server_gets_what_the_queue_held_and_an_absent_one_an_exact_loss() {
 [[output]]\ntype = \"redis\"\nurl = \"redis://127.0.0.1:{port}/0\"\nmode = \"list\"\nkey = \"late\"\nevent_types = [\"alert\"]\n",
         all.display()
     );
-    let site = site(&dir, &outputs);
+    let site = common::lab_site(&dir, &outputs);
     // the server comes up a second after spanwatch starts: the run ends at
     // once, and its drain delivers what the queue held
     let db = dir.join("db");
@@ -188,10 +123,10 @@ fn a_late_server_gets_what_the_queue_held_and_an_absent_one_an_exact_loss() {
         std::thread::sleep(Duration::from_millis(1000));
         start(&bin2, &db, port)
     });
-    let (code, err) = read(&site);
+    let (code, err) = common::read_lab(&site);
     let server = starter.join().expect("server");
     assert_eq!(code, 0, "{err}");
-    let want = file_lines(&all, &["alert"]);
+    let want = common::event_lines(&all, &["alert"]);
     let got: Vec<String> = redis::cmd("LRANGE")
         .arg("late")
         .arg(0)
@@ -201,7 +136,7 @@ fn a_late_server_gets_what_the_queue_held_and_an_absent_one_an_exact_loss() {
     assert_eq!(got, want, "nothing lost while the queue held");
     drop(server);
     // no server at all: every alert is lost, and the count says so exactly
-    let (code, err) = read(&site);
+    let (code, err) = common::read_lab(&site);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!("{} events could not be written", want.len())),

@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::{spanwatch, spanwatch_with_input};
 use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -13,33 +14,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-
-fn spanwatch(args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_spanwatch"))
-        .args(args)
-        .current_dir(common::workspace())
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spanwatch runs");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("write stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("spanwatch ends");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("sw-report-{}", std::process::id()));
@@ -65,7 +39,7 @@ fn events_of(dir: &str, site: Option<&str>) -> Vec<u8> {
             args.extend(["-c", s]);
         }
         args.push(&path);
-        let (code, out, err) = spanwatch(&args, None);
+        let (code, out, err) = spanwatch(&args);
         assert_eq!(code, 0, "{path}: {err}");
         all.extend_from_slice(out.as_bytes());
     }
@@ -84,11 +58,11 @@ fn table_json_and_markdown_of_the_lab_and_of_pcaps() {
         ("json", "lab-json"),
         ("markdown", "lab-markdown"),
     ] {
-        let (code, out, err) = spanwatch(&["report", "--format", format], Some(&lab));
+        let (code, out, err) = spanwatch_with_input(&["report", "--format", format], &lab);
         assert_eq!(code, 0, "{err}");
         insta::assert_snapshot!(name, out);
     }
-    let (_, json, _) = spanwatch(&["report", "--format", "json"], Some(&lab));
+    let (_, json, _) = spanwatch_with_input(&["report", "--format", "json"], &lab);
     let v: Value = serde_json::from_str(&json).expect("json");
     let rows = v["findings"].as_array().expect("rows");
     assert!(rows.len() >= 7, "{json}");
@@ -111,7 +85,7 @@ fn table_json_and_markdown_of_the_lab_and_of_pcaps() {
         ("json", "pcaps-json"),
         ("markdown", "pcaps-markdown"),
     ] {
-        let (code, out, err) = spanwatch(&["report", "--format", format], Some(&pcaps));
+        let (code, out, err) = spanwatch_with_input(&["report", "--format", format], &pcaps);
         assert_eq!(code, 0, "{err}");
         insta::assert_snapshot!(name, out);
     }
@@ -120,10 +94,7 @@ fn table_json_and_markdown_of_the_lab_and_of_pcaps() {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(&lab).expect("gzip");
     std::fs::write(&gz, enc.finish().expect("gzip")).expect("write");
-    let (_, from_gz, _) = spanwatch(
-        &["report", "--format", "json", gz.to_str().expect("utf-8")],
-        None,
-    );
+    let (_, from_gz, _) = spanwatch(&["report", "--format", "json", gz.to_str().expect("utf-8")]);
     assert_eq!(from_gz, json);
 }
 
@@ -156,10 +127,10 @@ fn hostile() -> Vec<u8> {
 #[test]
 fn hostile_names_are_inert_in_the_terminal_and_in_markdown() {
     let h = hostile();
-    let (code, table, _) = spanwatch(&["report"], Some(&h));
+    let (code, table, _) = spanwatch_with_input(&["report"], &h);
     assert_eq!(code, 0);
     assert!(!table.contains('\u{1b}') && !table.contains('\u{7}') && !table.contains('\u{202e}'));
-    let (_, md, _) = spanwatch(&["report", "--format", "markdown"], Some(&h));
+    let (_, md, _) = spanwatch_with_input(&["report", "--format", "markdown"], &h);
     assert!(!md.contains('<') && !md.contains('\u{1b}'), "{md}");
     assert_eq!(md.lines().count(), 2 + 5);
 }
@@ -243,7 +214,7 @@ fn the_html_page_in_a_real_browser() {
     let mut events = lab_events();
     events.extend(hostile());
     // and a capture whose names attack the reader (pcapgen evasion)
-    let (code, out, err) = spanwatch(&["read", "-q", "pcaps/evasion-hostile-names.pcap"], None);
+    let (code, out, err) = spanwatch(&["read", "-q", "pcaps/evasion-hostile-names.pcap"]);
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("<script>document.title"),
@@ -253,17 +224,14 @@ fn the_html_page_in_a_real_browser() {
     let page = tmp("report.html");
     let input = tmp("events.json");
     std::fs::write(&input, &events).expect("events");
-    let (code, json, err) = spanwatch(
-        &[
-            "report",
-            "--format",
-            "json",
-            "--html",
-            page.to_str().expect("utf-8"),
-            input.to_str().expect("utf-8"),
-        ],
-        None,
-    );
+    let (code, json, err) = spanwatch(&[
+        "report",
+        "--format",
+        "json",
+        "--html",
+        page.to_str().expect("utf-8"),
+        input.to_str().expect("utf-8"),
+    ]);
     assert_eq!(code, 0, "{err}");
     let v: Value = serde_json::from_str(&json).expect("json");
     let rows = v["findings"].as_array().expect("rows");

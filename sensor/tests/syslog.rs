@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::spanwatch;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -93,57 +94,25 @@ fn lines_when(path: &Path, n: usize) -> Vec<String> {
     }
 }
 
-fn spanwatch(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_spanwatch"))
-        .args(args)
-        .current_dir(common::workspace())
-        .stdin(Stdio::null())
-        .output()
-        .expect("spanwatch runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-const CAPTURES: [&str; 3] = [
-    "pcaps/lab/lab-ngrok-endpoints.pcap",
-    "pcaps/lab/lab-mitmproxy-explicit.pcap",
-    "pcaps/lab/lab-cloudflared-quic.pcap",
-];
-
 #[test]
 fn every_alert_reaches_rsyslog_once_in_order_as_the_file_has_it() {
     let Some(bin) = rsyslogd() else { return };
     let dir = std::env::temp_dir().join(format!("sw-syslog-{}", std::process::id()));
     let (tcp, udp) = (free_tcp(), free_udp());
     let _r = start(&bin, &dir, tcp, udp);
-    let site = dir.join("site.toml");
     let all = dir.join("all.json");
-    let lab_site =
-        std::fs::read_to_string(common::workspace().join("pcaps/lab/site.toml")).expect("site");
-    std::fs::write(
-        &site,
-        format!(
-            "{lab_site}\n[[output]]\ntype = \"file\"\npath = \"{}\"\n\
+    let site = common::lab_site(
+        &dir,
+        &format!(
+            "[[output]]\ntype = \"file\"\npath = \"{}\"\n\
 [[output]]\ntype = \"syslog\"\naddress = \"tcp://127.0.0.1:{tcp}\"\nevent_types = [\"alert\", \"host_activity\"]\n\
 [[output]]\ntype = \"syslog\"\naddress = \"udp://127.0.0.1:{udp}\"\nevent_types = [\"alert\", \"host_activity\"]\n",
             all.display()
         ),
-    )
-    .expect("site");
-    let mut args = vec!["read", "-q", "-c", site.to_str().expect("utf-8")];
-    args.extend(CAPTURES);
-    let (code, err) = spanwatch(&args);
+    );
+    let (code, err) = common::read_lab(&site);
     assert_eq!(code, 0, "{err}");
-    let want: Vec<String> = std::fs::read_to_string(&all)
-        .expect("file output")
-        .lines()
-        .filter(|l| {
-            l.contains("\"event_type\":\"alert\"") || l.contains("\"event_type\":\"host_activity\"")
-        })
-        .map(String::from)
-        .collect();
+    let want = common::event_lines(&all, &["alert", "host_activity"]);
     assert!(want.len() >= 10, "{}", want.len());
     for (name, file) in [("tcp", "tcp.log"), ("udp", "udp.log")] {
         let got = lines_when(&dir.join(file), want.len());
@@ -193,12 +162,12 @@ fn an_output_whose_far_end_is_away_counts_what_it_lost_and_fails_the_run() {
     )
     .expect("site");
     let started = Instant::now();
-    let (code, err) = spanwatch(&[
+    let (code, _, err) = spanwatch(&[
         "read",
         "-q",
         "-c",
         site.to_str().expect("utf-8"),
-        CAPTURES[0],
+        common::LAB_CAPTURES[0],
     ]);
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(code, 1, "{err}");
@@ -248,37 +217,27 @@ input(type="imtcp" address="127.0.0.1" port="{port}" ruleset="tls")
     );
     let _r = start_conf(&bin, &dir, &conf, port);
     let all = dir.join("all.json");
-    let site = dir.join("site.toml");
-    std::fs::write(
-        &site,
-        format!(
+    let site = common::lab_site(
+        &dir,
+        &format!(
             "[[output]]\ntype = \"file\"\npath = \"{}\"\n\
 [[output]]\ntype = \"syslog\"\naddress = \"tls://127.0.0.1:{port}\"\nca_file = \"{d}/ca.pem\"\nevent_types = [\"alert\"]\n",
             all.display()
         ),
-    )
-    .expect("site");
-    let mut args = vec!["read", "-q", "-c", site.to_str().expect("utf-8")];
-    args.extend(CAPTURES);
-    let (code, err) = spanwatch(&args);
+    );
+    let (code, err) = common::read_lab(&site);
     assert_eq!(code, 0, "{err}");
-    let want: Vec<String> = std::fs::read_to_string(&all)
-        .expect("file output")
-        .lines()
-        .filter(|l| l.contains("\"event_type\":\"alert\""))
-        .map(String::from)
-        .collect();
+    let want = common::event_lines(&all, &["alert"]);
     assert!(!want.is_empty());
     let got = lines_when(&dir.join("tls.log"), want.len());
     let got: Vec<String> = got.iter().map(|l| l.trim_start().to_string()).collect();
     assert_eq!(got, want, "every alert, once, in order, over TLS");
     // a certificate the output does not trust: nothing is sent, all counted
-    std::fs::write(
-        &site,
-        format!("[[output]]\ntype = \"syslog\"\naddress = \"tls://127.0.0.1:{port}\"\nevent_types = [\"alert\"]\n"),
-    )
-    .expect("site");
-    let (code, err) = spanwatch(&args);
+    let site = common::lab_site(
+        &dir,
+        &format!("[[output]]\ntype = \"syslog\"\naddress = \"tls://127.0.0.1:{port}\"\nevent_types = [\"alert\"]\n"),
+    );
+    let (code, err) = common::read_lab(&site);
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains(&format!("{} events could not be written", want.len())),

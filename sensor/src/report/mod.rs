@@ -104,15 +104,6 @@ pub struct Report {
     pub run: RunSummary,
 }
 
-/// An EVE timestamp as capture time.
-pub fn parse_time(s: &str) -> Option<Timestamp> {
-    Timestamp::parse_rfc3339(s)
-}
-
-fn text(v: &Value) -> Option<&str> {
-    v.as_str()
-}
-
 impl Report {
     /// Reads every line of `r`.
     pub fn read(&mut self, mut r: impl BufRead) -> std::io::Result<()> {
@@ -138,12 +129,12 @@ impl Report {
     /// One event.
     pub fn event(&mut self, e: &Value) {
         self.run.events += 1;
-        let at = e["timestamp"].as_str().and_then(parse_time);
+        let at = e["timestamp"].as_str().and_then(Timestamp::parse_rfc3339);
         if let Some(t) = at {
             self.run.first = Some(self.run.first.map_or(t, |f| f.min(t)));
             self.run.last = Some(self.run.last.map_or(t, |l| l.max(t)));
         }
-        if let Some(f) = text(&e["pcap_file"]) {
+        if let Some(f) = e["pcap_file"].as_str() {
             if !self.run.captures.contains(f) {
                 if self.run.captures.len() < MAX_CAPTURES {
                     self.run.captures.insert(f.to_string());
@@ -152,7 +143,7 @@ impl Report {
                 }
             }
         }
-        if let Some(s) = text(&e["sensor"]) {
+        if let Some(s) = e["sensor"].as_str() {
             if self.run.sensors.len() < 64 && !self.run.sensors.contains(s) {
                 self.run.sensors.insert(s.to_string());
             }
@@ -177,14 +168,14 @@ impl Report {
     fn alert(&mut self, e: &Value, at: Timestamp) {
         let a = &e["alert"];
         let (Some(host), Some(tool)) = (
-            text(&a["host"]).and_then(|h| h.parse::<IpAddr>().ok()),
-            text(&a["tool"]),
+            a["host"].as_str().and_then(|h| h.parse::<IpAddr>().ok()),
+            a["tool"].as_str(),
         ) else {
             return;
         };
         self.run.alerts += 1;
         let severity = a["severity"].as_u64().unwrap_or(4).clamp(1, 4) as u8;
-        let confidence = match text(&a["confidence"]) {
+        let confidence = match a["confidence"].as_str() {
             Some("high") => Confidence::High,
             Some("medium") => Confidence::Medium,
             _ => Confidence::Low,
@@ -193,7 +184,7 @@ impl Report {
             .as_array()
             .into_iter()
             .flatten()
-            .filter_map(|x| Some((text(&x["fact"])?, text(&x["value"])?)))
+            .filter_map(|x| Some((x["fact"].as_str()?, x["value"].as_str()?)))
             .collect();
         self.alerts
             .add_parts(host, tool, severity, confidence, ev.iter().copied());
@@ -210,12 +201,12 @@ impl Report {
             }
         }
         if t.segment.is_none() {
-            let kind = match text(&a["segment_kind"]) {
+            let kind = match a["segment_kind"].as_str() {
                 Some("production") => SegmentKind::Production,
                 Some("development") => SegmentKind::Development,
                 _ => SegmentKind::Other,
             };
-            t.segment = text(&a["segment"]).map(|s| (s.to_string(), kind));
+            t.segment = a["segment"].as_str().map(|s| (s.to_string(), kind));
             if t.segment.is_none() {
                 t.segment = Some((String::new(), kind));
             }
@@ -226,14 +217,14 @@ impl Report {
         }
         self.sightings += 1;
         t.sightings.push(Sighting {
-            timestamp: text(&e["timestamp"]).unwrap_or("").to_string(),
+            timestamp: e["timestamp"].as_str().unwrap_or("").to_string(),
             signature_id: a["signature_id"].as_u64().unwrap_or(0),
-            signature: text(&a["signature"]).unwrap_or("").to_string(),
-            category: text(&a["category"]).unwrap_or("").to_string(),
+            signature: a["signature"].as_str().unwrap_or("").to_string(),
+            category: a["category"].as_str().unwrap_or("").to_string(),
             evidence: ev.iter().map(|(f, v)| format!("{f}: {v}")).collect(),
             flow_id: e["flow_id"].as_u64(),
-            community_id: text(&e["community_id"]).map(String::from),
-            pcap_file: text(&e["pcap_file"]).map(String::from),
+            community_id: e["community_id"].as_str().map(String::from),
+            pcap_file: e["pcap_file"].as_str().map(String::from),
             pcap_frame: e["pcap_frame"].as_u64(),
             at,
         });

@@ -82,9 +82,6 @@ struct Queue {
     /// A message taken by the sender and not yet delivered.
     sending: bool,
     stop: bool,
-    delivered: u64,
-    /// Accepted, then not delivered by the end.
-    undelivered: u64,
     last_error: Option<String>,
 }
 
@@ -292,8 +289,11 @@ fn sender(s: &Shared, far: &Far) {
             while q.items.is_empty() && !q.stop {
                 q = s.cv.wait(q).unwrap_or_else(|e| e.into_inner());
             }
+            if q.stop {
+                return; // drained: what is left is counted by `drain`
+            }
             let Some(m) = q.items.front().cloned() else {
-                return; // stopped, nothing left
+                continue;
             };
             q.sending = true;
             m
@@ -313,18 +313,17 @@ fn sender(s: &Shared, far: &Far) {
                 if let Some(m) = q.items.pop_front() {
                     q.bytes -= m.len();
                 }
-                q.delivered += 1;
                 backoff = Duration::from_millis(100);
                 s.cv.notify_all();
             }
             Err(e) => {
                 q.last_error = Some(format!("{addr}: {e}"));
                 conn = None;
-                if q.stop {
-                    return; // draining gave up: the rest is counted
-                }
-                drop(q);
-                std::thread::sleep(backoff);
+                // wait out the backoff, unless `drain` stops us first
+                drop(
+                    s.cv.wait_timeout_while(q, backoff, |q| !q.stop)
+                        .map_or_else(|e| e.into_inner().0, |r| r.0),
+                );
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
@@ -389,15 +388,17 @@ impl Sink for NetSink {
                 .map_or_else(|e| e.into_inner().0, |r| r.0);
         }
         q.stop = true;
-        let left = q.items.len() as u64;
-        q.undelivered += left;
-        q.items.clear();
-        q.bytes = 0;
         self.shared.cv.notify_all();
         drop(q);
+        // a message in flight finishes (or fails) within the connect and
+        // write timeouts; only then is what is left counted, once
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        let mut q = lock(&self.shared);
+        let left = q.items.len() as u64;
+        q.items.clear();
+        q.bytes = 0;
         left
     }
 }
@@ -464,5 +465,49 @@ mod tests {
         assert_eq!((sent.written, sent.lost), (3, 2));
         assert!(sent.error.is_some());
         assert_eq!(s.drain(Duration::from_millis(200)), 3);
+    }
+
+    #[test]
+    fn every_message_is_either_delivered_or_counted_lost_never_both() {
+        use std::io::BufRead;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        // a slow reader: the drain deadline falls while messages are in flight
+        let reader = std::thread::spawn(move || {
+            let (c, _) = l.accept().expect("accept");
+            let mut n = 0u64;
+            let mut r = std::io::BufReader::with_capacity(512, c);
+            let mut line = Vec::new();
+            while r.read_until(b'}', &mut line).is_ok_and(|k| k > 0) {
+                n += 1;
+                line.clear();
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            n
+        });
+        let far = Far::Syslog {
+            proto: NetProto::Tcp,
+            addr: addr.to_string(),
+            ca_file: None,
+        };
+        let mut s = NetSink::new(far, 64).expect("sink");
+        let json = [b"{\"x\":\"".as_slice(), &[b'y'; 2000], b"\"}"].concat();
+        let lines: Vec<super::super::Line<'_>> = (0..3000)
+            .map(|_| super::super::Line {
+                event_type: "alert",
+                severity: Some(1),
+                json: &json,
+            })
+            .collect();
+        let sent = s.send(&Batch {
+            lines: &lines,
+            runs: &[],
+        });
+        assert_eq!((sent.written, sent.lost), (3000, 0));
+        let lost = s.drain(Duration::from_millis(300));
+        drop(s); // closes the connection: the reader sees the end
+        let got = reader.join().expect("reader");
+        assert!(lost > 0, "the deadline should leave some queued");
+        assert_eq!(got + lost, 3000, "{got} delivered, {lost} counted lost");
     }
 }

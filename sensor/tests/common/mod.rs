@@ -159,3 +159,94 @@ pub fn wait_listening(port: u16, what: &str) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// Runs the `spanwatch` binary in the workspace, stdin empty:
+/// (exit code, stdout, stderr).
+pub fn spanwatch(args: &[&str]) -> (i32, String, String) {
+    spanwatch_with_input(args, &[])
+}
+
+/// Runs the `spanwatch` binary in the workspace with `input` on stdin.
+pub fn spanwatch_with_input(args: &[&str], input: &[u8]) -> (i32, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_spanwatch"))
+        .args(args)
+        .current_dir(workspace())
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spanwatch runs");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // a child that stops reading early closes the pipe: not an error here
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    let out = child.wait_with_output().expect("spanwatch ends");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The lab recordings the output tests read.
+pub const LAB_CAPTURES: [&str; 3] = [
+    "pcaps/lab/lab-ngrok-endpoints.pcap",
+    "pcaps/lab/lab-mitmproxy-explicit.pcap",
+    "pcaps/lab/lab-cloudflared-quic.pcap",
+];
+
+/// `dir/site.toml`: the lab's site policy with `outputs` after it.
+pub fn lab_site(dir: &Path, outputs: &str) -> PathBuf {
+    let p = dir.join("site.toml");
+    let lab = std::fs::read_to_string(workspace().join("pcaps/lab/site.toml")).expect("site");
+    std::fs::write(&p, format!("{lab}\n{outputs}")).expect("site");
+    p
+}
+
+/// `spanwatch read -q -c site` over the lab recordings: (exit code, stderr).
+pub fn read_lab(site: &Path) -> (i32, String) {
+    let mut args = vec!["read", "-q", "-c", site.to_str().expect("utf-8")];
+    args.extend(LAB_CAPTURES);
+    let (code, _, err) = spanwatch(&args);
+    (code, err)
+}
+
+/// The lines of an EVE file whose event type is one of `types` (all lines
+/// when `types` is empty), in order.
+pub fn event_lines(path: &Path, types: &[&str]) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .expect("file output")
+        .lines()
+        .filter(|l| {
+            types.is_empty()
+                || types
+                    .iter()
+                    .any(|t| l.contains(&format!("\"event_type\":\"{t}\"")))
+        })
+        .map(String::from)
+        .collect()
+}
+
+/// redis-server's arguments: loopback `port`, files in `dir`, nothing kept.
+pub fn redis_server_args(port: u16, dir: &Path) -> Vec<std::ffi::OsString> {
+    let port = port.to_string();
+    let mut a: Vec<std::ffi::OsString> = [
+        "--port",
+        &port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    a.push(dir.into());
+    a
+}
