@@ -517,3 +517,35 @@ fn suppression_never_hides_a_new_sighting() {
         "some repeats were held"
     );
 }
+
+/// The issue asks that every client connection through mitmproxy alert. By
+/// default a second connection of the same client through the same proxy
+/// for the same name is a repeat of that sighting (held, counted, in the
+/// ledger); with `realert_after = "0s"` nothing is a repeat, and then every
+/// re-originated connection alerts, each with its own legs.
+#[test]
+fn with_repeats_not_held_every_reoriginated_connection_alerts() {
+    let truth: Truth =
+        toml::from_str(&std::fs::read_to_string(lab().join("ground-truth.toml")).expect("truth"))
+            .expect("ground truth parses");
+    let cfg = site("realert_after = \"0s\"\n");
+    let mut checked = 0;
+    for c in truth.capture.iter().filter(|c| c.legs.is_some()) {
+        let events = read(&[&c.file], cfg.clone());
+        let connections: BTreeSet<String> = events
+            .iter()
+            .filter(|e| e["event_type"] == "tls_legs")
+            .map(|e| &e["tls_legs"])
+            .filter(|l| l["kind"] == "reoriginated" && !l["sanctioned"].is_object())
+            .map(|l| l["client_flow_id"].to_string())
+            .collect();
+        let alerted: BTreeSet<String> = alerts(&events)
+            .iter()
+            .filter(|a| a["tls_legs"]["kind"] == "reoriginated")
+            .map(|a| a["tls_legs"]["client_flow_id"].to_string())
+            .collect();
+        assert_eq!(alerted, connections, "{}: {}", c.file, c.what);
+        checked += connections.len();
+    }
+    assert!(checked >= 5, "{checked} re-originated connections");
+}
