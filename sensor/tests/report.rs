@@ -190,7 +190,11 @@ fn browse(chromium: &Path, page: &Path, shot: &Path) -> (String, String, Vec<Str
         let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
         let mut first = String::new();
         let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&s), &mut first);
-        requests.push(first.trim().to_string());
+        // a connection that never sent a line is a preconnect Chromium
+        // opened and dropped, not a request
+        if !first.trim().is_empty() {
+            requests.push(first.trim().to_string());
+        }
     }
     let err = String::from_utf8_lossy(&dom.stderr).into_owned()
         + &String::from_utf8_lossy(&shot_out.stderr);
