@@ -89,6 +89,19 @@ pub struct LedgerConfig {
     /// After an alert for one host and signature, repeats are silent (the
     /// ledger still counts them) for this long. Default 1h.
     pub realert_after: Option<HumanDuration>,
+    /// Where the ledger is kept across restarts: a SQLite file, or
+    /// `postgres://...` for a ledger several sensors share. `live` only
+    /// (`read` keeps it in memory unless `--ledger` names one).
+    pub database: Option<String>,
+    /// A tool unseen on a host this long starts a new activity period when it
+    /// comes back. Default 1h.
+    pub idle_after: Option<HumanDuration>,
+    /// Activity periods that ended longer ago than this are pruned. Default 180d.
+    pub retain: Option<HumanDuration>,
+    /// How often the store commits (wall time). Default 2s.
+    pub commit_every: Option<HumanDuration>,
+    /// Updates held while the database is unreachable, at most. Default 100000.
+    pub buffer: Option<usize>,
 }
 
 /// The event types the sensor writes.

@@ -145,14 +145,14 @@ pub fn inert(s: &str, max: usize) -> String {
     out
 }
 
-fn time(t: Timestamp) -> String {
+pub fn time(t: Timestamp) -> String {
     // `2026-11-23T11:43:53.779387+0000` → `2026-11-23 11:43:53`
     let mut buf = [0; 31];
     let s = t.rfc3339(&mut buf);
     s.get(..19).unwrap_or(s).replacen('T', " ", 1)
 }
 
-fn duration(secs: i64) -> String {
+pub fn duration(secs: i64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
         s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
@@ -285,6 +285,7 @@ mod tests {
             strong: true,
             unsanctioned: true,
             max_active_reported: false,
+            sightings: Vec::new(),
         }
     }
 

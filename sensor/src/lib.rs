@@ -38,6 +38,7 @@ pub mod event;
 pub mod findings;
 pub mod flow;
 pub mod fuzzing;
+pub mod ledger;
 pub mod load;
 pub mod metrics;
 pub mod pipeline;

@@ -1,9 +1,12 @@
 //! `spanwatch`: the command-line front. All the work is in the library.
 
+#[path = "live_host.rs"]
+mod live_host;
 #[path = "report_cli.rs"]
 mod report;
 #[path = "settings_cli.rs"]
 mod settings;
+use live_host::LiveHost;
 use settings::{auto_workers, capture_settings, parse_workers};
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -50,6 +53,9 @@ enum Cmd {
     /// Summarise EVE event files (or standard input; gzip too): the findings
     /// as a table, JSON or Markdown, and a self-contained HTML page.
     Report(report::ReportArgs),
+    /// The host activity ledger (`[ledger] database`): which tool ran on
+    /// which host, since when, is it still active, is it allowed.
+    Ledger(spanwatch::ledger::cli::LedgerArgs),
 }
 
 #[derive(clap::Args)]
@@ -116,6 +122,11 @@ struct CommonArgs {
     /// Flows tracked at most (all workers together).
     #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
     max_flows: usize,
+    /// Keep the host activity ledger in this database (a SQLite file, or
+    /// postgres://...) and go on from what it holds. `live` defaults to
+    /// `[ledger] database`; `read` keeps it in memory unless given this.
+    #[arg(long, value_name = "DATABASE")]
+    ledger: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -177,6 +188,7 @@ fn main() -> ExitCode {
         Cmd::Check(args) => check(args),
         Cmd::Live(args) => live(args),
         Cmd::Report(args) => report::run(args),
+        Cmd::Ledger(args) => spanwatch::ledger::cli::run(args),
     }
 }
 
@@ -230,6 +242,9 @@ fn settings(c: &CommonArgs, live: bool) -> Result<(Settings, Outputs), String> {
     Ok((settings, outputs))
 }
 
+/// The ledger's store thread and the writer's end of it, when there is one.
+type Store = Option<(spanwatch::ledger::Store, spanwatch::ledger::Link)>;
+
 /// Starts the pipeline, or says why not.
 fn start(s: Settings, out: Outputs) -> Result<Pipeline<Outputs>, ExitCode> {
     Pipeline::start(s, out).map_err(|e| {
@@ -265,7 +280,7 @@ fn live(mut args: LiveArgs) -> ExitCode {
         );
         return ExitCode::from(2);
     };
-    let (settings, opened, mut out) = match open_live(&args) {
+    let (settings, opened, mut out, store) = match open_live(&args) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("spanwatch: {e}");
@@ -287,6 +302,7 @@ fn live(mut args: LiveArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let store = spanwatch::ledger::attach(&mut p, store);
     let (tx, rx) = crossbeam_channel::bounded::<Frames>(1024);
     let stop = Arc::new(AtomicBool::new(false));
     let (threads, ifstats) = live::start(opened, tx, Arc::clone(&stop));
@@ -315,14 +331,29 @@ fn live(mut args: LiveArgs) -> ExitCode {
     }
     let w = spanwatch::pipeline::live::finish(p, &rx, &mut host);
     let sources = format!("{} interface(s)", args.interfaces.len());
-    end_live(w, args.common.output.as_deref(), &sources, host.started)
+    end_live(
+        w,
+        store,
+        args.common.output.as_deref(),
+        &sources,
+        host.started,
+    )
 }
 
 /// The pipeline's settings, the open interfaces and the output, opened while
 /// still privileged; then privileges are dropped if asked.
+#[allow(clippy::type_complexity)]
 fn open_live(
     args: &LiveArgs,
-) -> Result<(Settings, Vec<spanwatch::capture::live::Opened>, Outputs), String> {
+) -> Result<
+    (
+        Settings,
+        Vec<spanwatch::capture::live::Opened>,
+        Outputs,
+        Store,
+    ),
+    String,
+> {
     use spanwatch::capture::live;
     let (settings, out) = settings(&args.common, true)?;
     let opened = live::open(
@@ -336,7 +367,10 @@ fn open_live(
     if let Some(u) = &args.user {
         drop_privileges(u).map_err(|e| format!("dropping privileges: {e}"))?;
     }
-    Ok((settings, opened, out))
+    // as the user the sensor runs as: the files it makes are its own
+    let store =
+        spanwatch::ledger::for_run(args.common.ledger.as_deref(), &settings.engine.site, true)?;
+    Ok((settings, opened, out, store))
 }
 
 /// SIGTERM and SIGINT ask the run to stop, SIGHUP to reload: the flags.
@@ -358,6 +392,7 @@ fn signals() -> std::io::Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
 /// events were lost.
 fn end_live(
     mut w: spanwatch::pipeline::writer::Writer<Outputs>,
+    store: Option<spanwatch::ledger::Store>,
     output: Option<&std::path::Path>,
     sources: &str,
     started: Instant,
@@ -371,6 +406,9 @@ fn end_live(
     if lost_events(&mut w) {
         failed = true;
     }
+    if !spanwatch::ledger::close(&mut w, store) {
+        failed = true;
+    }
     if let Some(path) = output {
         if let Ok(f) = std::fs::File::open(path) {
             let _ = f.sync_all();
@@ -381,59 +419,6 @@ fn end_live(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-/// What the live run loop asks of the process: signals, the configuration
-/// files, the output file, the capture threads' counters, standard error.
-struct LiveHost<'a> {
-    args: &'a LiveArgs,
-    started: Instant,
-    term: Arc<std::sync::atomic::AtomicBool>,
-    hup: Arc<std::sync::atomic::AtomicBool>,
-    ifstats: Vec<Arc<spanwatch::capture::live::IfaceStats>>,
-}
-
-impl spanwatch::pipeline::live::Host for LiveHost<'_> {
-    fn now(&mut self) -> spanwatch::time::Timestamp {
-        wall_clock()
-    }
-    fn uptime(&mut self) -> std::time::Duration {
-        self.started.elapsed()
-    }
-    fn stop_requested(&mut self) -> bool {
-        self.term.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn take_reload(&mut self) -> bool {
-        self.hup.swap(false, std::sync::atomic::Ordering::Relaxed)
-    }
-    fn load(&mut self) -> Result<(SiteConfig, RuleSet), String> {
-        load(&self.args.common)
-    }
-    fn interfaces(&mut self) -> Vec<spanwatch::stats::InterfaceStats> {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.ifstats
-            .iter()
-            .map(|s| spanwatch::stats::InterfaceStats {
-                name: s.name.clone(),
-                packets: s.packets.load(Relaxed),
-                bytes: s.bytes.load(Relaxed),
-                kernel_dropped: s.kernel_dropped.load(Relaxed),
-                if_dropped: s.if_dropped.load(Relaxed),
-                queue_dropped: s.queue_dropped.load(Relaxed),
-            })
-            .collect()
-    }
-    fn notice(&mut self, n: spanwatch::pipeline::live::Notice) {
-        use spanwatch::pipeline::live::Notice;
-        match n {
-            Notice::Reloaded => {
-                eprintln!("spanwatch: SIGHUP: configuration and signatures reloaded")
-            }
-            Notice::ReloadFailed(e) => eprintln!(
-                "spanwatch: SIGHUP: {e}; keeping the previous configuration and signatures"
-            ),
-        }
     }
 }
 
@@ -544,8 +529,15 @@ fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
 }
 
 fn read(args: ReadArgs) -> ExitCode {
-    let (settings, out) = match settings(&args.common, false) {
-        Ok(s) => s,
+    let (settings, out, store) = match settings(&args.common, false).and_then(|(s, o)| {
+        let ledger = args.common.ledger.as_deref();
+        Ok((
+            spanwatch::ledger::for_run(ledger, &s.engine.site, false)?,
+            s,
+            o,
+        ))
+    }) {
+        Ok((store, s, o)) => (s, o, store),
         Err(e) => {
             eprintln!("spanwatch: {e}");
             return ExitCode::from(2);
@@ -555,10 +547,10 @@ fn read(args: ReadArgs) -> ExitCode {
         Ok(p) => p,
         Err(code) => return code,
     };
+    let store = spanwatch::ledger::attach(&mut p, store);
     let started = Instant::now();
     let mut failed = 0usize;
     let bar = progress_bar();
-    let terminal = std::io::stderr().is_terminal();
     let captures = expand(&args.captures);
     for path in &captures {
         let name = path.display().to_string();
@@ -572,25 +564,9 @@ fn read(args: ReadArgs) -> ExitCode {
         };
         bar.set_message(name.clone());
         p.set_origin(Some(name.as_str().into()));
-        let mut n = 0u64;
-        while let Some(fed) = src.feed(&mut p) {
-            if let Err(e) = fed {
-                bar.suspend(|| eprintln!("spanwatch: {e}"));
-                failed += 1;
-                break;
-            }
-            n += 1;
-            if n.is_multiple_of(8192) {
-                if let Some((pos, len)) = src.progress() {
-                    if started.elapsed().as_secs() >= 1 && terminal {
-                        if bar.is_hidden() {
-                            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                        }
-                        bar.set_length(len as u64);
-                        bar.set_position(pos as u64);
-                    }
-                }
-            }
+        if let Err(e) = feed_all(&mut src, &mut p, &bar, started) {
+            bar.suspend(|| eprintln!("spanwatch: {e}"));
+            failed += 1;
         }
     }
     p.end_flows();
@@ -603,6 +579,9 @@ fn read(args: ReadArgs) -> ExitCode {
     }
     w.drain(DRAIN_DEADLINE);
     if lost_events(&mut w) {
+        failed += 1;
+    }
+    if !spanwatch::ledger::close(&mut w, store) {
         failed += 1;
     }
     summary(
@@ -619,6 +598,32 @@ fn read(args: ReadArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Every packet of one capture to the pipeline, with the progress bar.
+fn feed_all(
+    src: &mut Source,
+    p: &mut Pipeline<Outputs>,
+    bar: &indicatif::ProgressBar,
+    started: Instant,
+) -> Result<(), CaptureError> {
+    let terminal = std::io::stderr().is_terminal();
+    let mut n = 0u64;
+    while let Some(fed) = src.feed(p) {
+        fed?;
+        n += 1;
+        if !n.is_multiple_of(8192) || started.elapsed().as_secs() < 1 || !terminal {
+            continue;
+        }
+        if let Some((pos, len)) = src.progress() {
+            if bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            bar.set_length(len as u64);
+            bar.set_position(pos as u64);
+        }
+    }
+    Ok(())
 }
 
 fn progress_bar() -> indicatif::ProgressBar {

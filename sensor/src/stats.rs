@@ -251,6 +251,31 @@ pub struct StatsEvent {
     /// Events written and lost by each output, when there are several.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<crate::sink::OutputStats>,
+    /// The persistent ledger's store, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_store: Option<LedgerStoreStats>,
+}
+
+/// What the ledger's store thread has done (`[ledger] database`).
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct LedgerStoreStats {
+    /// The file, or the server without its password.
+    pub database: String,
+    /// The last attempt reached the database.
+    pub connected: bool,
+    /// Transactions committed.
+    pub batches: u64,
+    pub updates_stored: u64,
+    /// Updates waiting for the next commit (or for the database to return).
+    pub updates_pending: u64,
+    /// Updates lost: the buffer was full, or the end of the run came first.
+    pub updates_dropped: u64,
+    /// Commits that failed (retried).
+    pub failures: u64,
+    /// New distinct values not stored: the pair had its maximum.
+    pub sightings_dropped: u64,
+    /// Activity periods removed by `retain`.
+    pub periods_pruned: u64,
 }
 
 /// One worker's share, as logged.

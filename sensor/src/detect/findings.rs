@@ -64,4 +64,36 @@ pub struct Activity {
     pub unsanctioned: bool,
     #[serde(skip)]
     pub max_active_reported: bool,
+    /// The distinct values it was seen with (endpoint names, proxies, keys),
+    /// in the order first seen; at most [`SIGHTINGS_PER_ENTRY`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sightings: Vec<SightingStat>,
+}
+
+/// Distinct sightings kept per host and tool (more are counted, not kept).
+pub const SIGHTINGS_PER_ENTRY: usize = 64;
+
+/// One value a tool was seen with on a host: the fact that matched (`sni`,
+/// `dns_query`, `tls_reoriginated`, ...) and its value, when and how often.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct SightingStat {
+    pub category: String,
+    pub fact: String,
+    pub value: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub count: u64,
+}
+
+impl SightingStat {
+    pub fn same(&self, category: &str, fact: &str, value: &str) -> bool {
+        self.category == category && self.fact == fact && self.value == value
+    }
+
+    /// Adds `other` (the same value) to this one.
+    pub fn merge(&mut self, other: &SightingStat) {
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.count += other.count;
+    }
 }

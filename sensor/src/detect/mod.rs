@@ -25,7 +25,7 @@ use names::{Kind, NameIndex};
 use rules::{Cond, ExtCond, Signature};
 
 pub use crate::analyzer::facts::{self, Fact, Facts, OwnedFacts};
-pub use findings::{Activity, AlertOut, LONG_RUNNING_ID};
+pub use findings::{Activity, AlertOut, SightingStat, LONG_RUNNING_ID, SIGHTINGS_PER_ENTRY};
 
 /// Which fact matched which pattern.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

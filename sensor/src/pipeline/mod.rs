@@ -545,6 +545,13 @@ impl<W: Sink + 'static> Pipeline<W> {
         self.flush();
     }
 
+    /// Keeps the ledger in a database from here on: call before the first
+    /// packet.
+    pub fn attach_store(&mut self, link: crate::ledger::Link) {
+        let seq = self.seq.seq;
+        self.control(seq, Control::Store(Box::new(link)));
+    }
+
     /// Logs the host activity ledger.
     pub fn ledger(&mut self, reason: &'static str) {
         let seq = self.seq.next();

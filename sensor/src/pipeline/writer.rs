@@ -19,6 +19,8 @@
 //! arrive as finished lines.
 
 mod legs;
+mod stats;
+mod store;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -32,7 +34,7 @@ use crate::pipeline::output::{
     EventTypes, FlowHead, Item, Output, Pending, PendingFlow, Report, Spare,
 };
 use crate::sink::{Batch, Line, Run, Sink};
-use crate::stats::{Counters, InterfaceStats, Latency, StatsEvent, WorkerStats};
+use crate::stats::{Counters, InterfaceStats};
 use crate::time::Timestamp;
 use crate::verdict::legs::{LegEvent, LegTracker};
 use crate::verdict::{Decision, FlowState, Verdicts};
@@ -50,6 +52,8 @@ pub enum Control {
     },
     /// Open the outputs anew (log rotation).
     Reopen,
+    /// Keep the ledger in a database from now on (sent before any packet).
+    Store(Box<crate::ledger::Link>),
 }
 
 /// The parts of a `stats` event only the dispatcher knows.
@@ -213,6 +217,8 @@ pub struct Writer<W: Sink> {
     /// Written-out chunks, whose buffers go back to their workers.
     spent: Vec<(usize, Chunk)>,
     recycle: Vec<Option<crossbeam_channel::Sender<Spare>>>,
+    /// The persistent ledger's store, when there is one.
+    store: Option<crate::ledger::Link>,
 }
 
 impl<W: Sink> Writer<W> {
@@ -247,6 +253,7 @@ impl<W: Sink> Writer<W> {
             serial: 0,
             spent: Vec::new(),
             recycle: (0..workers).map(|_| None).collect(),
+            store: None,
         }
     }
 
@@ -329,6 +336,7 @@ impl<W: Sink> Writer<W> {
         // before the chunks go back to their workers
         self.write_out();
         self.give_back();
+        self.sync_store();
     }
 
     /// Writes everything queued in the outbox, in order, to the sink. A
@@ -438,12 +446,14 @@ impl<W: Sink> Writer<W> {
             self.write_out();
             match c {
                 Control::Ledger { reason, at } => {
+                    self.observed(at);
                     let site = Arc::clone(&self.site);
                     for a in self.verdicts.ledger.snapshot() {
                         self.emit(&Event::host_activity(&a, reason, at, site.sensor_name()));
                     }
                 }
                 Control::Stats(req) => {
+                    self.observed(req.at);
                     let st = self.stats(&req);
                     let site = Arc::clone(&self.site);
                     self.emit(&Event::stats(&st, req.at, site.sensor_name()));
@@ -460,6 +470,7 @@ impl<W: Sink> Writer<W> {
                     self.verdicts.reload(&site, rules);
                     self.site = site;
                 }
+                Control::Store(link) => self.attach_store(*link),
                 Control::Reopen => {
                     let _ = self.flush();
                     if let Err(e) = self.out.reopen() {
@@ -616,35 +627,6 @@ impl<W: Sink> Writer<W> {
         self.last_error.take()
     }
 
-    /// Every worker's last report, summed, with the writer's own counts.
-    pub fn counters(&self) -> Counters {
-        let mut c = Counters::default();
-        for r in self.reports.iter().flatten() {
-            c.add(&r.counters);
-        }
-        c.alerts = self.counters.alerts;
-        c.sanctioned = self.counters.sanctioned;
-        c.alerts_held = self.verdicts.held;
-        c.tls_legs = self.legs.stats();
-        c
-    }
-
-    /// Each worker's share as of its last report, with its queue drops.
-    pub fn worker_stats(&self, dropped: &[u64]) -> Vec<WorkerStats> {
-        self.reports
-            .iter()
-            .enumerate()
-            .map(|(i, r)| WorkerStats {
-                worker: i,
-                packets: r.as_ref().map_or(0, |r| r.counters.packets),
-                bytes: r.as_ref().map_or(0, |r| r.counters.bytes),
-                flows_active: r.as_ref().map_or(0, |r| r.counters.flows_active),
-                queue_depth: r.as_ref().map_or(0, |r| r.queue_depth),
-                queue_dropped: dropped.get(i).copied().unwrap_or(0),
-            })
-            .collect()
-    }
-
     /// One row per tool and host the run found: the ledger's entries with
     /// what their alerts said.
     pub fn findings(&self) -> Vec<Finding> {
@@ -653,35 +635,6 @@ impl<W: Sink> Writer<W> {
 
     pub fn suppressed(&self) -> u64 {
         self.verdicts.held.repeat
-    }
-
-    fn stats(&self, req: &StatsRequest) -> StatsEvent {
-        let mut hist: Option<hdrhistogram::Histogram<u64>> = None;
-        for h in self
-            .reports
-            .iter()
-            .flatten()
-            .filter_map(|r| r.latency.as_deref())
-        {
-            match &mut hist {
-                Some(acc) => {
-                    let _ = acc.add(h);
-                }
-                None => hist = Some(h.clone()),
-            }
-        }
-        StatsEvent {
-            uptime: req.uptime,
-            interfaces: req.interfaces.clone(),
-            queue_depth: req.queue_depth,
-            workers: self.worker_stats(&req.worker_dropped),
-            counters: self.counters(),
-            latency_ns: hist.as_ref().map(Latency::of).unwrap_or_default(),
-            events_written: self.written,
-            events_lost: self.errors,
-            outputs: self.out.outputs(),
-            alerts_suppressed: self.suppressed(),
-        }
     }
 
     /// The output, back (end of run).

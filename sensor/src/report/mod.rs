@@ -297,6 +297,7 @@ impl Report {
                 strong: true,
                 unsanctioned: true,
                 max_active_reported: false,
+                sightings: Vec::new(),
             });
         }
         Finding::collect(activity, &self.alerts)

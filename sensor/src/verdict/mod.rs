@@ -242,6 +242,11 @@ impl Verdicts {
         self.policy = Policy::new(site);
         self.ledger
             .set_max_active(site.ledger.max_active.map(|d| d.0));
+        self.ledger.set_idle_after(
+            site.ledger
+                .idle_after
+                .map_or(ledger::DEFAULT_IDLE_AFTER, |d| d.0),
+        );
         self.realert_after = site
             .ledger
             .realert_after
@@ -294,7 +299,10 @@ impl Verdicts {
             }
             let key = (host, sig.raw.tool.clone());
             let new_flow = !flow.ledger_keys.contains(&key) && !d.ledger_keys.contains(&key);
-            let facts_used: Vec<&str> = evidence.iter().map(|e| e.fact).collect();
+            let facts_used: Vec<(&str, &str)> = evidence
+                .iter()
+                .map(|e| (e.fact, e.value.as_str()))
+                .collect();
             let obs = self.ledger.observe(&ledger::Sighting {
                 host,
                 tool: &sig.raw.tool,
@@ -339,7 +347,8 @@ impl Verdicts {
     fn ledger_news(&self, d: &mut Decision, host: IpAddr, tool: &str, obs: Observation) {
         if obs.first {
             if let Some(a) = self.ledger.get(host, tool) {
-                d.activity.push((a, "first_seen"));
+                let reason = if obs.resumed { "resumed" } else { "first_seen" };
+                d.activity.push((a, reason));
             }
         }
         if obs.passed_max_active {

@@ -1,6 +1,9 @@
 //! Shared helpers for whole-pipeline tests.
 #![allow(dead_code)]
 
+pub mod netlab;
+pub mod pg;
+
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 

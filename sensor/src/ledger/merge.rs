@@ -1,0 +1,391 @@
+//! Merging the verdict stage's updates into the stored activity periods,
+//! one transaction per batch.
+//!
+//! An update names a period by its interval as one sensor knows it. It joins
+//! every stored period of the same host and tool that is within `idle_after`
+//! of it (first seen = min, last seen = max, counts add, sets and the
+//! sensors that saw it are unions); periods it bridges become one. The result
+//! depends only on the updates, not on their order or on which sensor sent
+//! which, so several sensors writing at once, or one sensor restarted, end
+//! with what one sensor would have recorded from all of it. On PostgreSQL a
+//! row per (host, tool) is locked first, in sorted order, so concurrent
+//! sensors merge one pair at a time and never deadlock.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use super::db::{Db, V};
+use crate::config::SegmentKind;
+use crate::detect::{SightingStat, SIGHTINGS_PER_ENTRY};
+use crate::time::{Duration, Timestamp};
+use crate::verdict::ledger::Update;
+
+/// The stored period's columns, in this order.
+pub const PERIOD_COLS: &str = "id, host, tool, first_seen, last_seen, flows, bytes, \
+    sanctioned_flows, categories, evidence, segment, segment_kind, strong, unsanctioned, \
+    max_active_reported, sensors";
+
+/// One stored activity period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Period {
+    pub id: Option<i64>,
+    pub host: String,
+    pub tool: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub flows: i64,
+    pub bytes: i64,
+    pub sanctioned_flows: i64,
+    pub categories: BTreeSet<String>,
+    pub evidence: BTreeSet<String>,
+    pub segment: Option<String>,
+    pub segment_kind: SegmentKind,
+    pub strong: bool,
+    pub unsanctioned: bool,
+    pub max_active_reported: bool,
+    pub sensors: BTreeSet<String>,
+}
+
+pub fn set_text(s: &BTreeSet<String>) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "[]".into())
+}
+
+pub fn text_set(v: &V) -> BTreeSet<String> {
+    v.text()
+        .and_then(|t| serde_json::from_str(t).ok())
+        .unwrap_or_default()
+}
+
+pub fn kind_text(k: SegmentKind) -> String {
+    serde_json::to_value(k)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_else(|| "other".into())
+}
+
+pub fn kind_of(v: &V) -> SegmentKind {
+    v.text()
+        .and_then(|t| serde_json::from_value(serde_json::Value::String(t.into())).ok())
+        .unwrap_or(SegmentKind::Other)
+}
+
+impl Period {
+    pub fn from_row(r: &[V]) -> Option<Period> {
+        if r.len() < 16 {
+            return None;
+        }
+        Some(Period {
+            id: Some(r[0].int()),
+            host: r[1].text()?.to_string(),
+            tool: r[2].text()?.to_string(),
+            first_seen: r[3].int(),
+            last_seen: r[4].int(),
+            flows: r[5].int(),
+            bytes: r[6].int(),
+            sanctioned_flows: r[7].int(),
+            categories: text_set(&r[8]),
+            evidence: text_set(&r[9]),
+            segment: r[10].text().map(String::from),
+            segment_kind: kind_of(&r[11]),
+            strong: r[12].int() != 0,
+            unsanctioned: r[13].int() != 0,
+            max_active_reported: r[14].int() != 0,
+            sensors: text_set(&r[15]),
+        })
+    }
+
+    fn of(u: &Update, sensor: &str) -> Period {
+        Period {
+            id: None,
+            host: u.host.to_string(),
+            tool: u.tool.clone(),
+            first_seen: u.first_seen.0,
+            last_seen: u.last_seen.0,
+            flows: u.flows as i64,
+            bytes: u.bytes as i64,
+            sanctioned_flows: u.sanctioned_flows as i64,
+            categories: u.categories.clone(),
+            evidence: u.evidence.clone(),
+            segment: u.segment.clone(),
+            segment_kind: u.segment_kind,
+            strong: u.strong,
+            unsanctioned: u.unsanctioned,
+            max_active_reported: u.max_active_reported,
+            sensors: BTreeSet::from([sensor.to_string()]),
+        }
+    }
+
+    /// Adds a stored period (the update's own segment wins).
+    fn absorb(&mut self, o: Period) {
+        self.id = match (self.id, o.id) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.first_seen = self.first_seen.min(o.first_seen);
+        self.last_seen = self.last_seen.max(o.last_seen);
+        self.flows += o.flows;
+        self.bytes += o.bytes;
+        self.sanctioned_flows += o.sanctioned_flows;
+        self.categories.extend(o.categories);
+        self.evidence.extend(o.evidence);
+        if self.segment.is_none() {
+            self.segment = o.segment;
+            self.segment_kind = o.segment_kind;
+        }
+        self.strong |= o.strong;
+        self.unsanctioned |= o.unsanctioned;
+        self.max_active_reported |= o.max_active_reported;
+        self.sensors.extend(o.sensors);
+    }
+
+    fn values(&self) -> Vec<V> {
+        let b = |x: bool| V::I(i64::from(x));
+        vec![
+            V::T(self.host.clone()),
+            V::T(self.tool.clone()),
+            V::I(self.first_seen),
+            V::I(self.last_seen),
+            V::I(self.flows),
+            V::I(self.bytes),
+            V::I(self.sanctioned_flows),
+            V::T(set_text(&self.categories)),
+            V::T(set_text(&self.evidence)),
+            self.segment.clone().map_or(V::Null, V::T),
+            V::T(kind_text(self.segment_kind)),
+            b(self.strong),
+            b(self.unsanctioned),
+            b(self.max_active_reported),
+            V::T(set_text(&self.sensors)),
+        ]
+    }
+}
+
+/// A period as merged in the store, for the sensor that sent part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    pub host: IpAddr,
+    pub tool: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+/// What one batch did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub merged: Vec<Merged>,
+    /// New distinct values not kept: the pair had [`SIGHTINGS_PER_ENTRY`].
+    pub sightings_dropped: u64,
+    pub pruned: u64,
+}
+
+/// How a batch is merged.
+#[derive(Debug, Clone)]
+pub struct MergeOptions {
+    pub sensor: String,
+    pub idle_after: Duration,
+    /// Periods that ended longer than this before `observed` are pruned.
+    pub retain: Option<Duration>,
+}
+
+/// Merges `updates` in one transaction, records how far this sensor has
+/// observed (`observed`, capture time), prunes; all or nothing.
+pub fn apply(
+    db: &mut Db,
+    updates: &[Update],
+    observed: Option<Timestamp>,
+    o: &MergeOptions,
+) -> Result<Applied, String> {
+    db.begin()?;
+    match apply_in_transaction(db, updates, observed, o) {
+        Ok(a) => {
+            db.commit()?;
+            Ok(a)
+        }
+        Err(e) => {
+            db.rollback();
+            Err(e)
+        }
+    }
+}
+
+fn apply_in_transaction(
+    db: &mut Db,
+    updates: &[Update],
+    observed: Option<Timestamp>,
+    o: &MergeOptions,
+) -> Result<Applied, String> {
+    let mut order: Vec<&Update> = updates.iter().collect();
+    order.sort_by(|a, b| (a.host, &a.tool, a.first_seen).cmp(&(b.host, &b.tool, b.first_seen)));
+    let mut applied = Applied::default();
+    let mut locked: Option<(IpAddr, &str)> = None;
+    for u in order {
+        if locked != Some((u.host, &u.tool)) {
+            lock(db, u)?;
+            locked = Some((u.host, &u.tool));
+        }
+        let m = merge_period(db, u, o)?;
+        applied
+            .merged
+            .retain(|x| !(x.host == u.host && x.tool == u.tool));
+        applied.merged.push(m);
+        for s in &u.sightings {
+            if !merge_sighting(db, u, s, &o.sensor)? {
+                applied.sightings_dropped += 1;
+            }
+        }
+    }
+    if let Some(at) = observed {
+        db.exec(
+            "INSERT INTO sensors (name, observed_until) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET observed_until = CASE \
+             WHEN excluded.observed_until > sensors.observed_until \
+             THEN excluded.observed_until ELSE sensors.observed_until END",
+            &[V::T(o.sensor.clone()), V::I(at.0)],
+        )?;
+        if let Some(keep) = o.retain {
+            applied.pruned = prune(db, at.0.saturating_sub(keep.0))?;
+        }
+    }
+    Ok(applied)
+}
+
+/// Takes the (host, tool) pair's row lock (PostgreSQL; SQLite's write
+/// transaction already excludes every other writer).
+fn lock(db: &mut Db, u: &Update) -> Result<(), String> {
+    let key = [V::T(u.host.to_string()), V::T(u.tool.clone())];
+    db.exec(
+        "INSERT INTO entries (host, tool) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &key,
+    )?;
+    if db.is_pg() {
+        db.query(
+            "SELECT host FROM entries WHERE host = $1 AND tool = $2 FOR UPDATE",
+            &key,
+        )?;
+    }
+    Ok(())
+}
+
+fn merge_period(db: &mut Db, u: &Update, o: &MergeOptions) -> Result<Merged, String> {
+    let mut p = Period::of(u, &o.sensor);
+    let near = db.query(
+        &format!(
+            "SELECT {PERIOD_COLS} FROM periods WHERE host = $1 AND tool = $2 \
+             AND last_seen >= $3 AND first_seen <= $4 ORDER BY id"
+        ),
+        &[
+            V::T(p.host.clone()),
+            V::T(p.tool.clone()),
+            V::I(p.first_seen.saturating_sub(o.idle_after.0)),
+            V::I(p.last_seen.saturating_add(o.idle_after.0)),
+        ],
+    )?;
+    let mut gone = Vec::new();
+    for row in &near {
+        if let Some(old) = Period::from_row(row) {
+            gone.extend(old.id);
+            p.absorb(old);
+        }
+    }
+    let mut vals = p.values();
+    match p.id {
+        Some(id) => {
+            for g in gone.iter().filter(|g| **g != id) {
+                db.exec("DELETE FROM periods WHERE id = $1", &[V::I(*g)])?;
+            }
+            vals.push(V::I(id));
+            db.exec(
+                "UPDATE periods SET host = $1, tool = $2, first_seen = $3, last_seen = $4, \
+                 flows = $5, bytes = $6, sanctioned_flows = $7, categories = $8, evidence = $9, \
+                 segment = $10, segment_kind = $11, strong = $12, unsanctioned = $13, \
+                 max_active_reported = $14, sensors = $15 WHERE id = $16",
+                &vals,
+            )?;
+        }
+        None => {
+            db.exec(
+                "INSERT INTO periods (host, tool, first_seen, last_seen, flows, bytes, \
+                 sanctioned_flows, categories, evidence, segment, segment_kind, strong, \
+                 unsanctioned, max_active_reported, sensors) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                &vals,
+            )?;
+        }
+    }
+    Ok(Merged {
+        host: u.host,
+        tool: u.tool.clone(),
+        first_seen: Timestamp(p.first_seen),
+        last_seen: Timestamp(p.last_seen),
+    })
+}
+
+/// Adds one value's sighting; false when the pair already has
+/// [`SIGHTINGS_PER_ENTRY`] others.
+fn merge_sighting(db: &mut Db, u: &Update, s: &SightingStat, sensor: &str) -> Result<bool, String> {
+    let key = vec![
+        V::T(u.host.to_string()),
+        V::T(u.tool.clone()),
+        V::T(s.category.clone()),
+        V::T(s.fact.clone()),
+        V::T(s.value.clone()),
+    ];
+    let old = db.query(
+        "SELECT first_seen, last_seen, count, sensors FROM sightings WHERE host = $1 \
+         AND tool = $2 AND category = $3 AND fact = $4 AND value = $5",
+        &key,
+    )?;
+    let mut sensors = BTreeSet::from([sensor.to_string()]);
+    let mut vals = key;
+    if let Some(r) = old.first().filter(|r| r.len() == 4) {
+        sensors.extend(text_set(&r[3]));
+        vals.extend([
+            V::I(r[0].int().min(s.first_seen.0)),
+            V::I(r[1].int().max(s.last_seen.0)),
+            V::I(r[2].int() + s.count as i64),
+            V::T(set_text(&sensors)),
+        ]);
+        db.exec(
+            "UPDATE sightings SET first_seen = $6, last_seen = $7, count = $8, sensors = $9 \
+             WHERE host = $1 AND tool = $2 AND category = $3 AND fact = $4 AND value = $5",
+            &vals,
+        )?;
+        return Ok(true);
+    }
+    let n = db.query(
+        "SELECT COUNT(*) FROM sightings WHERE host = $1 AND tool = $2",
+        &vals[..2],
+    )?;
+    if n.first().and_then(|r| r.first()).map_or(0, V::int) >= SIGHTINGS_PER_ENTRY as i64 {
+        return Ok(false);
+    }
+    vals.extend([
+        V::I(s.first_seen.0),
+        V::I(s.last_seen.0),
+        V::I(s.count as i64),
+        V::T(set_text(&sensors)),
+    ]);
+    db.exec(
+        "INSERT INTO sightings (host, tool, category, fact, value, first_seen, last_seen, \
+         count, sensors) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        &vals,
+    )?;
+    Ok(true)
+}
+
+/// Deletes what ended before `cutoff`: periods, values, and pairs left empty.
+fn prune(db: &mut Db, cutoff: i64) -> Result<u64, String> {
+    let n = db.exec("DELETE FROM periods WHERE last_seen < $1", &[V::I(cutoff)])?;
+    if n > 0 {
+        db.exec(
+            "DELETE FROM sightings WHERE last_seen < $1",
+            &[V::I(cutoff)],
+        )?;
+        db.exec(
+            "DELETE FROM entries WHERE NOT EXISTS (SELECT 1 FROM periods \
+             WHERE periods.host = entries.host AND periods.tool = entries.tool)",
+            &[],
+        )?;
+    }
+    Ok(n)
+}
