@@ -105,10 +105,11 @@ pub struct LedgerConfig {
 }
 
 /// The event types the sensor writes.
-pub const EVENT_TYPES: [&str; 9] = [
+pub const EVENT_TYPES: [&str; 10] = [
     "alert",
     "flow",
     "tls",
+    "certificate",
     "quic",
     "dns",
     "http",
@@ -310,6 +311,35 @@ pub struct SiteConfig {
     pub capture: CaptureConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
+}
+
+/// How certificates are logged (`[events] certificates`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateLog {
+    /// Each distinct certificate once, as a `certificate` event (again after
+    /// `certificate_relog`); `tls` events name their chain by SHA-256.
+    #[default]
+    Once,
+    /// Every `tls` event carries its whole chain.
+    Inline,
+}
+
+/// `[events]`: what the protocol events carry.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default)]
+    pub certificates: CertificateLog,
+    /// A certificate seen again this long (capture time) after it was last
+    /// logged is logged again. Default 24h.
+    pub certificate_relog: Option<HumanDuration>,
+    /// `tls` and `quic` events carry the ClientHello's lists (ciphers,
+    /// extensions, groups ...) as `client_handshake`. Default off.
+    #[serde(default)]
+    pub client_handshake: bool,
 }
 
 /// `[metrics]`: Prometheus metrics, off unless `listen` is set.

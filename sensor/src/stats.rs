@@ -60,6 +60,10 @@ pub struct Counters {
     pub alerts_held: Held,
     /// The leg correlation's (the verdict stage's).
     pub tls_legs: LegStats,
+    /// `certificate` events written, and certificates the writer's bounded
+    /// cache forgot (logged again when next seen).
+    pub certificates_logged: u64,
+    pub certificates_forgotten: u64,
 }
 
 /// What the QUIC analyzer counted (the `quic` object of `stats`).

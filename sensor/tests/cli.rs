@@ -201,7 +201,7 @@ fn outputs_from_the_site_configuration() {
     let (code, _, err) = spanwatch(&["read", "--event-types", "alert,bogus", capture]);
     assert_eq!(code, 2);
     assert!(
-        err.contains("--event-types: unknown event type `bogus` (known: alert, flow, tls, quic, dns, http, tls_legs, host_activity, stats)"),
+        err.contains("--event-types: unknown event type `bogus` (known: alert, flow, tls, certificate, quic, dns, http, tls_legs, host_activity, stats)"),
         "{err}"
     );
 }

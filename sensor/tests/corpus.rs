@@ -89,7 +89,7 @@ fn load(files: impl IntoIterator<Item = String>) -> Option<Corpus> {
             continue;
         }
         let run = common::run(&root.join(&f), &f);
-        for e in run.events {
+        for e in common::resolve_chains(&run.events) {
             let map = match e["event_type"].as_str() {
                 Some("tls") => &mut tls,
                 Some("quic") => &mut quic,

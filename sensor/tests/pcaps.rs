@@ -33,9 +33,13 @@ fn rel(path: &std::path::Path) -> String {
         .to_string()
 }
 
+/// A capture of `pcaps/` read in-thread; `events` with each `tls` event's
+/// certificates resolved from the `certificate` events (`lines` as written).
 fn run(name: &str) -> common::Run {
     let path = common::workspace().join("pcaps").join(name);
-    common::run(&path, &format!("pcaps/{name}"))
+    let mut r = common::run(&path, &format!("pcaps/{name}"));
+    r.events = common::resolve_chains(&r.events);
+    r
 }
 
 fn of_type<'a>(r: &'a common::Run, t: &str) -> Vec<&'a Value> {
@@ -455,7 +459,8 @@ fn an_absurd_timestamp_does_not_leave_every_later_flow_idle() {
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("absurd.pcapng");
     std::fs::write(&path, ng).expect("write");
-    let r = common::run(&path, "absurd.pcapng");
+    let mut r = common::run(&path, "absurd.pcapng");
+    r.events = common::resolve_chains(&r.events);
     let plain = run("tls12-chain.pcap");
     let _ = std::fs::remove_dir_all(&dir);
     let chain = |r: &common::Run| {

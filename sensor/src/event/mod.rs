@@ -86,6 +86,9 @@ pub struct Event<'a> {
     pub stats: Option<&'a crate::stats::StatsEvent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsEvent<'a>>,
+    /// A `certificate` event: one certificate, as `tls.chain` entries are.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<&'a serde_json::value::RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quic: Option<crate::analyzer::quic::QuicEvent<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -265,7 +265,8 @@ impl<T> FlowTable<T> {
                 }
             }
         }
-        if !self.flows.contains_key(&key) && self.flows.len() >= self.max_flows {
+        // (the length first: a table not full costs one hash per packet)
+        if self.flows.len() >= self.max_flows && !self.flows.contains_key(&key) {
             self.evict_one(ended);
         }
         let flow = match self.flows.entry(key) {

@@ -50,11 +50,15 @@ pub struct Pending {
     pub facts: OwnedFacts,
     pub ends: OwnedEnds,
     /// The event's JSON up to (not including) its protocol object, without
-    /// the closing brace; and the same with `event_type` "alert".
+    /// the closing brace; and the same with `event_type` "alert". Each only
+    /// when its type is wanted (else empty: nothing is serialised for it).
     pub head: Vec<u8>,
     pub alert_head: Vec<u8>,
     /// `,"tls":{…}` (or dns, http): the protocol object, key included.
     pub body: Vec<u8>,
+    /// The protocol object as an alert carries it, when it differs (a TLS
+    /// event naming its certificates by hash: alerts carry them whole).
+    pub alert_body: Option<Vec<u8>>,
 }
 
 /// The end of a flow that had a pending event: its `flow` event's `alerted`
@@ -170,6 +174,13 @@ pub enum Item {
         key: Key,
         r: Box<Report>,
     },
+    /// The certificates a `tls` event names by hash: the writer logs each
+    /// once (and again after the re-log interval) as a `certificate` event.
+    Certs {
+        key: Key,
+        at: Timestamp,
+        certs: Box<[Arc<CertInfo>]>,
+    },
 }
 
 impl Item {
@@ -181,7 +192,8 @@ impl Item {
             | Item::FlowEnd { key, .. }
             | Item::Hello { key, .. }
             | Item::ServerHello { key, .. }
-            | Item::Report { key, .. } => *key,
+            | Item::Report { key, .. }
+            | Item::Certs { key, .. } => *key,
         }
     }
 }
@@ -263,6 +275,16 @@ impl Output {
         });
     }
 
+    /// Certificates for the writer's `certificate` events (if wanted).
+    pub fn certificates(&mut self, flow: u64, at: Timestamp, certs: &[&Arc<CertInfo>]) {
+        if certs.is_empty() || !self.types.wants("certificate") {
+            return;
+        }
+        let key = self.key(flow);
+        let certs = certs.iter().map(|c| Arc::clone(c)).collect();
+        self.items.push(Item::Certs { key, at, certs });
+    }
+
     pub fn observe(&mut self, flow: u64, leaf: Arc<CertInfo>) {
         let key = self.key(flow);
         self.items.push(Item::Observe { key, leaf });
@@ -272,7 +294,8 @@ impl Output {
     pub fn decide(&mut self, flow: u64, facts: &Facts<'_>, ends: &Ends<'_>, e: Event<'_>) {
         let event_type = e.event_type;
         let at = e.timestamp;
-        let (head, alert_head, body) = split(e);
+        let want = (self.types.wants(event_type), self.types.wants("alert"));
+        let s = split(e, want);
         let key = self.key(flow);
         self.items.push(Item::Decide {
             key,
@@ -281,9 +304,10 @@ impl Output {
                 event_type,
                 facts: OwnedFacts::of(facts),
                 ends: OwnedEnds::of(ends),
-                head,
-                alert_head,
-                body,
+                head: s.head,
+                alert_head: s.alert_head,
+                body: s.body,
+                alert_body: s.alert_body,
             }),
         });
     }
@@ -291,13 +315,13 @@ impl Output {
     /// Hands the end of a flow with pending events to the writer.
     pub fn flow_end(&mut self, flow: u64, mut e: Event<'_>) {
         let Some(ev) = e.flow.take() else { return };
-        let (head, alert_head, _) = split(e);
+        let s = split(e, (self.types.wants("flow"), self.types.wants("alert")));
         let key = self.key(flow);
         self.items.push(Item::FlowEnd {
             key,
             p: Box::new(PendingFlow {
-                head,
-                alert_head,
+                head: s.head,
+                alert_head: s.alert_head,
                 flow: ev,
             }),
         });
@@ -327,8 +351,18 @@ impl Output {
     }
 }
 
-/// An event's head (twice: as itself and as an alert) and protocol object.
-fn split(mut e: Event<'_>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+/// An event serialised in its parts.
+struct Split {
+    head: Vec<u8>,
+    alert_head: Vec<u8>,
+    body: Vec<u8>,
+    alert_body: Option<Vec<u8>>,
+}
+
+/// An event's head (as itself, and as an alert) and protocol object (as
+/// itself, and as an alert carries it): only the parts of the types wanted
+/// (`want`: the event's own type, alerts) are serialised.
+fn split(mut e: Event<'_>, (own, alert): (bool, bool)) -> Split {
     fn keyed<T: Serialize>(name: &str, v: &T) -> Vec<u8> {
         let mut b = Vec::with_capacity(512);
         b.extend_from_slice(b",\"");
@@ -339,27 +373,39 @@ fn split(mut e: Event<'_>) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
         }
         b
     }
-    let body = if let Some(t) = e.tls.take() {
-        keyed("tls", &t)
+    let (mut body, mut alert_body) = (Vec::new(), None);
+    if let Some(mut t) = e.tls.take() {
+        if own || (alert && !t.by_hash()) {
+            body = keyed("tls", &t);
+        }
+        if alert && t.by_hash() {
+            t.inline();
+            alert_body = Some(keyed("tls", &t));
+        }
+    } else if !(own || alert) {
+        // nothing of it is written
     } else if let Some(d) = e.dns.take() {
-        keyed("dns", d)
+        body = keyed("dns", d);
     } else if let Some(h) = e.http.take() {
-        keyed("http", &h)
+        body = keyed("http", &h);
     } else if let Some(q) = e.quic.take() {
-        keyed("quic", &q)
-    } else {
-        Vec::new()
-    };
+        body = keyed("quic", &q);
+    }
     e.flow = None;
     let head = |e: &Event<'_>| {
         let mut h = serde_json::to_vec(e).unwrap_or_else(|_| b"{}".to_vec());
         h.pop(); // the closing brace
         h
     };
-    let proto = head(&e);
+    let proto = if own { head(&e) } else { Vec::new() };
     e.event_type = "alert";
-    let alert = head(&e);
-    (proto, alert, body)
+    let alert_head = if alert { head(&e) } else { Vec::new() };
+    Split {
+        head: proto,
+        alert_head,
+        body,
+        alert_body,
+    }
 }
 
 /// [`Ends`], owned.

@@ -18,6 +18,7 @@
 //! by evaluating the rules without the cross-flow conditions); all others
 //! arrive as finished lines.
 
+mod certs;
 mod legs;
 mod stats;
 mod store;
@@ -219,6 +220,7 @@ pub struct Writer<W: Sink> {
     recycle: Vec<Option<crossbeam_channel::Sender<Spare>>>,
     /// The persistent ledger's store, when there is one.
     store: Option<crate::ledger::Link>,
+    certs: certs::CertLog,
 }
 
 impl<W: Sink> Writer<W> {
@@ -254,6 +256,7 @@ impl<W: Sink> Writer<W> {
             spent: Vec::new(),
             recycle: (0..workers).map(|_| None).collect(),
             store: None,
+            certs: certs::CertLog::default(),
         }
     }
 
@@ -485,6 +488,7 @@ impl<W: Sink> Writer<W> {
         match it {
             Item::Line { .. } => {} // cut out in `gather`
             Item::Observe { leaf, .. } => self.verdicts.spki.observe(&[leaf]),
+            Item::Certs { at, certs, .. } => self.certificates(flow, at, &certs),
             Item::Decide { p, .. } => self.decide(flow, &p),
             Item::FlowEnd { p, .. } => self.flow_end(flow, *p),
             Item::Hello { p, .. } => self.legs(LegEvent::Client(*p), 0),
@@ -526,7 +530,8 @@ impl<W: Sink> Writer<W> {
         } else if self.types.wants(p.event_type) {
             self.compose::<()>((p.event_type, None), &p.head, None, &p.body);
         }
-        self.alerts(&d, &p.alert_head, &p.body, p.at);
+        let body = p.alert_body.as_deref().unwrap_or(&p.body);
+        self.alerts(&d, &p.alert_head, body, p.at);
     }
 
     fn flow_end(&mut self, flow: u64, mut p: PendingFlow) {

@@ -253,3 +253,51 @@ pub fn redis_server_args(port: u16, dir: &Path) -> Vec<std::ffi::OsString> {
     a.push(dir.into());
     a
 }
+
+/// The events with each `tls` event's certificates put back in place, as
+/// `[events] certificates = "inline"` writes them: `chain_sha256` (and the
+/// client and overlap lists) resolved through the `certificate` events
+/// before it, and the leaf's `subjectaltname`.
+pub fn resolve_chains(events: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    let mut known: std::collections::HashMap<String, serde_json::Value> = Default::default();
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let mut e = e.clone();
+        if e["event_type"] == "certificate" {
+            if let Some(h) = e["certificate"]["sha256"].as_str() {
+                known.insert(h.to_string(), e["certificate"].clone());
+            }
+        }
+        if let Some(t) = e.get_mut("tls").and_then(|t| t.as_object_mut()) {
+            for (refs, whole) in [
+                ("chain_sha256", "chain"),
+                ("client_chain_sha256", "client_chain"),
+                ("overlap_chain_sha256", "overlap_chain"),
+            ] {
+                let Some(hashes) = t.remove(refs) else {
+                    continue;
+                };
+                let certs: Vec<serde_json::Value> = hashes
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|h| {
+                        let h = h.as_str().unwrap_or_default();
+                        known.get(h).cloned().unwrap_or_else(|| {
+                            panic!("certificate {h} referenced before it was logged")
+                        })
+                    })
+                    .collect();
+                if whole == "chain" {
+                    let san = certs.first().map(|c| c["san"].clone());
+                    if let Some(san) = san.filter(|s| s.as_array().is_some_and(|a| !a.is_empty())) {
+                        t.insert("subjectaltname".into(), san);
+                    }
+                }
+                t.insert(whole.into(), serde_json::Value::Array(certs));
+            }
+        }
+        out.push(e);
+    }
+    out
+}

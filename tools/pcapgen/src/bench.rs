@@ -2,8 +2,9 @@
 //! re-framed with new addresses, ports and times (valid checksums).
 //!
 //! - `handshake`: 80 000 short TLS connections (half TLS 1.2 with certificate
-//!   chains, half TLS 1.3), ~2 % without SNI, a few percent to ngrok names and
-//!   with mitmproxy-issued certificates: ~1.7 M packets, ~21 per connection.
+//!   chains of 2-3 certificates, leaves with 24 names; half TLS 1.3), ~2 %
+//!   without SNI, a few percent to ngrok names and with mitmproxy-issued
+//!   certificates: ~1.7 M packets, ~21 per connection.
 //! - `mix`: a handful of bulk TLS downloads carrying ~90 % of ~750 k packets,
 //!   one new TLS connection per ~250 packets, each after a DNS lookup, and
 //!   some other UDP.
@@ -63,7 +64,21 @@ struct Pooled {
 
 fn pool(n: usize) -> Result<Vec<Pooled>> {
     let mut v = Vec::with_capacity(n);
-    let normal = chain("Bench Org", &["www.bench.example", "bench.example"])?;
+    // eight server chains as real sites send them: 24 names each (a CDN's
+    // certificate lists many), leaf + issuing CA + root or leaf + issuing CA
+    let normals = (0..8)
+        .map(|k| {
+            let names: Vec<String> = (0..24)
+                .map(|j| format!("h{j}.org{k}.bench.example"))
+                .collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let mut c = chain(&format!("Bench Org {k}"), &names)?;
+            if k % 2 == 1 {
+                c.certs.truncate(2);
+            }
+            Ok(c)
+        })
+        .collect::<Result<Vec<Chain>>>()?;
     for i in 0..n {
         let tls12 = i % 2 == 0;
         let (sni, ch) = match i % 25 {
@@ -76,6 +91,7 @@ fn pool(n: usize) -> Result<Vec<Pooled>> {
             2 if i % 50 == 2 => ("198.51.100.99".to_string(), None),
             _ => (format!("site{i}.bench.example"), None),
         };
+        let normal = &normals[i % normals.len()];
         let ch = ch.unwrap_or(Chain {
             certs: normal.certs.clone(),
             key: normal.key.clone_key(),

@@ -69,6 +69,10 @@ pub struct TlsEvent<'a> {
         serialize_with = "cached_json"
     )]
     pub chain: Vec<&'a CertInfo>,
+    /// The server's chain by SHA-256, in order, when each certificate is
+    /// logged once as a `certificate` event (the default).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain_sha256: Vec<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_handshake: Option<ClientHandshake<'a>>,
     /// Client certificates (TLS ≤ 1.2 client authentication).
@@ -77,6 +81,8 @@ pub struct TlsEvent<'a> {
         serialize_with = "cached_json"
     )]
     pub client_chain: Vec<&'a CertInfo>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_chain_sha256: Vec<&'a str>,
     /// A second ClientHello on the same connection (after a HelloRetryRequest).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub second_client_hello: Option<HelloSummary<'a>>,
@@ -89,6 +95,24 @@ pub struct TlsEvent<'a> {
         serialize_with = "cached_json"
     )]
     pub overlap_chain: Vec<&'a CertInfo>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overlap_chain_sha256: Vec<&'a str>,
+    /// What [`TlsEvent::by_reference`] took out, for an alert's inline copy.
+    #[serde(skip)]
+    pub held: Option<Held<'a>>,
+}
+
+/// The certificates (and the leaf's names) a compact event names by hash.
+#[derive(Debug, Default)]
+pub struct Held<'a> {
+    chain: Vec<&'a CertInfo>,
+    client_chain: Vec<&'a CertInfo>,
+    overlap_chain: Vec<&'a CertInfo>,
+    subjectaltname: Option<&'a [String]>,
+}
+
+fn hashes<'a>(v: &[&'a CertInfo]) -> Vec<&'a str> {
+    v.iter().map(|c| c.sha256.as_str()).collect()
 }
 
 /// The fingerprints of a further ClientHello.
@@ -179,7 +203,45 @@ impl<'a> TlsEvent<'a> {
             second_client_hello: t.second_client_hello.as_ref().map(tcp_summary),
             overlap_client_hello: t.overlap_client_hello.as_ref().map(tcp_summary),
             overlap_chain: t.overlap_chain.iter().map(|c| &**c).collect(),
+            chain_sha256: Vec::new(),
+            client_chain_sha256: Vec::new(),
+            overlap_chain_sha256: Vec::new(),
+            held: None,
         }
+    }
+
+    /// Names the certificates by SHA-256 instead of carrying them (each is
+    /// logged once as a `certificate` event), and leaves the leaf's SAN list
+    /// to that event too; [`TlsEvent::inline`] puts them back.
+    pub fn by_reference(&mut self) {
+        if self.held.is_some() {
+            return;
+        }
+        self.chain_sha256 = hashes(&self.chain);
+        self.client_chain_sha256 = hashes(&self.client_chain);
+        self.overlap_chain_sha256 = hashes(&self.overlap_chain);
+        self.held = Some(Held {
+            chain: std::mem::take(&mut self.chain),
+            client_chain: std::mem::take(&mut self.client_chain),
+            overlap_chain: std::mem::take(&mut self.overlap_chain),
+            subjectaltname: self.subjectaltname.take(),
+        });
+    }
+
+    /// The whole certificates again (an alert stands alone).
+    pub fn inline(&mut self) {
+        let Some(h) = self.held.take() else { return };
+        (self.chain, self.client_chain) = (h.chain, h.client_chain);
+        self.overlap_chain = h.overlap_chain;
+        self.subjectaltname = h.subjectaltname;
+        self.chain_sha256.clear();
+        self.client_chain_sha256.clear();
+        self.overlap_chain_sha256.clear();
+    }
+
+    /// Whether [`TlsEvent::inline`] would change the event.
+    pub fn by_hash(&self) -> bool {
+        self.held.is_some()
     }
 }
 

@@ -4,13 +4,16 @@
 
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::{Origin, Session};
 use crate::analyzer::dns::{self, DnsMessage};
 use crate::analyzer::http::HttpEvent;
 use crate::analyzer::quic::{self, QuicEvent};
+use crate::analyzer::tls::cert::CertInfo;
 use crate::analyzer::tls::{self, TlsEvent};
 use crate::capture::Packet;
-use crate::config::{Segment, SiteConfig};
+use crate::config::{CertificateLog, Segment, SiteConfig};
 use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
 use crate::event::{Context, Event, FlowEvent};
 use crate::flow::{Dir, EndReason, Flow};
@@ -288,11 +291,22 @@ impl Emit<'_, '_> {
         let Some(t) = a.tls.take() else {
             return;
         };
-        let ev = TlsEvent::of(&t);
+        let mut ev = TlsEvent::of(&t);
         let prints = tls::Fingerprints::of(&ev);
         let mut facts = tls::facts(&t, &prints);
         let p = pending(self.rules, flow, &mut facts);
         let ends = ends(flow);
+        if !self.site.events.client_handshake {
+            ev.client_handshake = None;
+        }
+        if self.site.events.certificates == CertificateLog::Once {
+            ev.by_reference();
+            let certs: SmallVec<[&Arc<CertInfo>; 8]> = (t.chain.iter())
+                .chain(&t.client_chain)
+                .chain(&t.overlap_chain)
+                .collect();
+            self.out.certificates(flow.id, ts, &certs);
+        }
         let mut e = header(flow, "tls", ts, self.site, self.origin, frame);
         e.tls = Some(ev);
         send(self.out, flow.id, p, &facts, &ends, e);
@@ -313,7 +327,10 @@ impl Emit<'_, '_> {
             return;
         };
         if q.unlogged() {
-            let ev = QuicEvent::of(&q);
+            let mut ev = QuicEvent::of(&q);
+            if !self.site.events.client_handshake {
+                ev.client_handshake = None;
+            }
             let prints = ev.prints();
             let mut facts = quic::facts(&q, &prints);
             let p = pending(self.rules, flow, &mut facts);

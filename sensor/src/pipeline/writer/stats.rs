@@ -15,6 +15,8 @@ impl<W: Sink> Writer<W> {
         c.sanctioned = self.counters.sanctioned;
         c.alerts_held = self.verdicts.held;
         c.tls_legs = self.legs.stats();
+        c.certificates_logged = self.certs.logged;
+        c.certificates_forgotten = self.certs.evicted;
         c
     }
 
