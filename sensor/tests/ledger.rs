@@ -175,6 +175,15 @@ fn a_damaged_file_a_foreign_database_and_a_newer_schema_are_refused() {
         })
         .expect("bump version");
     refused(&newer, "newer spanwatch (ledger schema version 99");
+    rusqlite::Connection::open(&newer)
+        .and_then(|c| {
+            c.execute_batch(
+                "UPDATE meta SET value = '-1' WHERE key = 'schema_version'; \
+                 PRAGMA wal_checkpoint(TRUNCATE);",
+            )
+        })
+        .expect("negative version");
+    refused(&newer, "ledger schema version -1 makes no sense");
 
     let (code, _, err) = spanwatch(&["ledger", "--database", "/nonexistent/l.db"]);
     assert!(code == 2 && err.contains("no such file"), "{err}");
@@ -195,7 +204,10 @@ fn the_audit_of_the_lab_recordings() {
     all.sort();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     read_into(&db, &site, &all);
+    // the audit reads; it writes nothing
+    let before = std::fs::read(&db).expect("db");
     insta::assert_snapshot!("audit_table", audit(&db, &[]));
+    assert_eq!(std::fs::read(&db).expect("db"), before);
     insta::assert_snapshot!("audit_json", audit(&db, &["--format", "json"]));
     insta::assert_snapshot!("audit_csv", audit(&db, &["--format", "csv"]));
     insta::assert_snapshot!("audit_history", audit(&db, &["--history", "10.1.0.20"]));

@@ -126,11 +126,11 @@ fn audit(args: &LedgerArgs) -> Result<String, String> {
     }
     let idle = site.ledger.idle_after.map_or(DEFAULT_IDLE_AFTER, |d| d.0);
     let filter = filter(args)?;
-    let mut db = Db::open(&spec)?;
+    let mut db = Db::open_read_only(&spec)?;
     let observed = query::observed(&mut db)?;
     let stored = match args.history {
         Some(h) => query::history(&mut db, h)?,
-        None => query::latest(&mut db)?,
+        None => query::latest(&mut db, true)?,
     };
     let mut rows: Vec<AuditRow> = stored
         .into_iter()
@@ -250,18 +250,26 @@ fn seen(a: &Activity) -> Vec<String> {
     v
 }
 
+/// One CSV cell: quoted when it must be; a value from the traffic that a
+/// spreadsheet would take for a formula (`=`, `+`, `-`, `@`) starts with `'`.
 fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_string()
+    };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {
-        s.to_string()
+        s
     }
 }
 
 pub fn csv(rows: &[AuditRow]) -> String {
     let mut out = String::from(
         "host,tool,segment,segment_kind,first_seen,last_seen,active_seconds,still_active,\
-         sanctioned,flows,sanctioned_flows,bytes,sensors,periods,sightings\n",
+         sanctioned,severity,flows,sanctioned_flows,bytes,categories,evidence,sensors,periods,\
+         observed_until,sightings\n",
     );
     for r in rows {
         let a = &r.activity;
@@ -275,11 +283,15 @@ pub fn csv(rows: &[AuditRow]) -> String {
             a.active_seconds.to_string(),
             r.still_active.to_string(),
             r.sanctioned.to_string(),
+            r.severity.to_string(),
             a.flows.to_string(),
             a.sanctioned_flows.to_string(),
             a.bytes.to_string(),
+            a.categories.iter().cloned().collect::<Vec<_>>().join(" "),
+            a.evidence.iter().cloned().collect::<Vec<_>>().join(" "),
             r.sensors.join(" "),
             r.periods.to_string(),
+            r.observed_until.to_string(),
             seen(a).join(";"),
         ];
         let line: Vec<String> = cells.iter().map(|c| csv_field(c)).collect();

@@ -99,7 +99,8 @@ const MIGRATIONS: [&str; 1] = [
         first_seen BIGINT NOT NULL, last_seen BIGINT NOT NULL, count BIGINT NOT NULL,
         sensors TEXT NOT NULL,
         PRIMARY KEY (host, tool, category, fact, value));
-     CREATE TABLE sensors (name TEXT PRIMARY KEY, observed_until BIGINT NOT NULL);",
+     CREATE TABLE sensors (name TEXT PRIMARY KEY, observed_until BIGINT NOT NULL,
+        last_run TEXT NOT NULL, last_batch BIGINT NOT NULL);",
 ];
 
 /// Is this a PostgreSQL connection string?
@@ -134,12 +135,13 @@ impl Db {
     pub fn open_or_unreachable(spec: &str) -> Result<Db, (String, bool)> {
         let name = display_name(spec);
         let conn = if is_postgres(spec) {
-            Conn::Pg(Box::new(
-                connect_pg(spec).map_err(|e| (format!("ledger database {name}: {e}"), true))?,
-            ))
+            Conn::Pg(Box::new(connect_pg(spec).map_err(|(e, down)| {
+                (format!("ledger database {name}: {e}"), down)
+            })?))
         } else {
             Conn::Lite(
-                open_sqlite(spec).map_err(|e| (format!("ledger database {name}: {e}"), false))?,
+                open_sqlite(spec, false)
+                    .map_err(|e| (format!("ledger database {name}: {e}"), false))?,
             )
         };
         let mut db = Db { conn, name };
@@ -149,6 +151,26 @@ impl Db {
             wal(c).map_err(|e| (format!("ledger database {}: {e}", db.name), false))?;
         }
         Ok(db)
+    }
+
+    /// Opens an existing ledger to read it (the audit): nothing is created,
+    /// migrated or written; a file is opened read-only.
+    pub fn open_read_only(spec: &str) -> Result<Db, String> {
+        let name = display_name(spec);
+        let fail = |e: String| format!("ledger database {name}: {e}");
+        let conn = if is_postgres(spec) {
+            Conn::Pg(Box::new(connect_pg(spec).map_err(|(e, _)| fail(e))?))
+        } else {
+            Conn::Lite(open_sqlite(spec, true).map_err(fail)?)
+        };
+        let mut db = Db { conn, name };
+        match db.schema_version()? {
+            0 => Err(db.err("empty: no ledger has been written to it")),
+            v if v < SCHEMA_VERSION => Err(db.err(&format!(
+                "ledger schema version {v}: let the sensor (this version) open it once to migrate"
+            ))),
+            _ => Ok(db),
+        }
     }
 
     /// The file, or the server without a password.
@@ -175,7 +197,9 @@ impl Db {
                 .and_then(|mut st| st.execute(rusqlite::params_from_iter(p.iter())))
                 .map(|n| n as u64)
                 .map_err(|e| e.to_string()),
-            Conn::Pg(c) => c.execute(sql, &pg_params(p)).map_err(|e| pg_error(&e)),
+            Conn::Pg(c) => c
+                .execute(sql, &pg_params(&pg_safe(p)))
+                .map_err(|e| pg_error(&e)),
         }
     }
 
@@ -183,7 +207,9 @@ impl Db {
         match &mut self.conn {
             Conn::Lite(c) => lite_query(c, &sql.replace('$', "?"), p).map_err(|e| e.to_string()),
             Conn::Pg(c) => {
-                let rows = c.query(sql, &pg_params(p)).map_err(|e| pg_error(&e))?;
+                let rows = c
+                    .query(sql, &pg_params(&pg_safe(p)))
+                    .map_err(|e| pg_error(&e))?;
                 Ok(rows.iter().map(pg_row).collect())
             }
         }
@@ -228,12 +254,43 @@ impl Db {
     }
 
     fn migrate_in_transaction(&mut self) -> Result<(), String> {
+        if self.is_pg() {
+            // one sensor at a time creates the schema
+            self.exec("SELECT pg_advisory_xact_lock(7301)", &[])
+                .map_err(|e| self.err(&e))?;
+        }
+        let version = self.schema_version()?;
+        if version == 0 {
+            self.batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+                .map_err(|e| self.err(&e))?;
+            self.exec(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', '0')",
+                &[],
+            )
+            .map_err(|e| self.err(&e))?;
+        }
+        let id = match self.conn {
+            Conn::Lite(_) => "INTEGER PRIMARY KEY",
+            Conn::Pg(_) => "BIGSERIAL PRIMARY KEY",
+        };
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            self.batch(&m.replace("{ID}", id))
+                .map_err(|e| self.err(&format!("migrating to schema {}: {e}", i + 1)))?;
+        }
+        self.exec(
+            "UPDATE meta SET value = $1 WHERE key = 'schema_version'",
+            &[V::T(SCHEMA_VERSION.to_string())],
+        )
+        .map_err(|e| self.err(&e))?;
+        Ok(())
+    }
+
+    /// The schema version written in the database (0: empty); refuses a
+    /// database of something else, a newer one, a nonsensical one.
+    fn schema_version(&mut self) -> Result<i64, String> {
         let tables_sql = match self.conn {
             Conn::Lite(_) => "SELECT name FROM sqlite_master WHERE type = 'table'",
             Conn::Pg(_) => {
-                // one sensor at a time creates the schema
-                self.exec("SELECT pg_advisory_xact_lock(7301)", &[])
-                    .map_err(|e| self.err(&e))?;
                 "SELECT table_name::text FROM information_schema.tables \
                  WHERE table_schema = current_schema()"
             }
@@ -267,29 +324,12 @@ impl Db {
                  knows up to {SCHEMA_VERSION}): not opened; upgrade spanwatch"
             )));
         }
-        if version == 0 {
-            self.batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-                .map_err(|e| self.err(&e))?;
-            self.exec(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', '0')",
-                &[],
-            )
-            .map_err(|e| self.err(&e))?;
+        if version < 0 || (version == 0 && !tables.is_empty() && tables.len() > 1) {
+            return Err(self.err(&format!(
+                "ledger schema version {version} makes no sense: not opened"
+            )));
         }
-        let id = match self.conn {
-            Conn::Lite(_) => "INTEGER PRIMARY KEY",
-            Conn::Pg(_) => "BIGSERIAL PRIMARY KEY",
-        };
-        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            self.batch(&m.replace("{ID}", id))
-                .map_err(|e| self.err(&format!("migrating to schema {}: {e}", i + 1)))?;
-        }
-        self.exec(
-            "UPDATE meta SET value = $1 WHERE key = 'schema_version'",
-            &[V::T(SCHEMA_VERSION.to_string())],
-        )
-        .map_err(|e| self.err(&e))?;
-        Ok(())
+        Ok(version)
     }
 
     fn err(&self, e: &str) -> String {
@@ -297,8 +337,14 @@ impl Db {
     }
 }
 
-fn open_sqlite(path: &str) -> Result<rusqlite::Connection, String> {
-    let c = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+fn open_sqlite(path: &str, read_only: bool) -> Result<rusqlite::Connection, String> {
+    let c = if read_only {
+        let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+        rusqlite::Connection::open_with_flags(path, flags)
+    } else {
+        rusqlite::Connection::open(path)
+    }
+    .map_err(|e| e.to_string())?;
     let damaged = |e: rusqlite::Error| format!("not a SQLite database, or damaged: {e}");
     c.busy_timeout(Duration::from_secs(10)).map_err(damaged)?;
     let check: String = c
@@ -325,11 +371,18 @@ fn wal(c: &rusqlite::Connection) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn connect_pg(spec: &str) -> Result<postgres::Client, String> {
-    let mut cfg: postgres::Config = spec.parse().map_err(|e| format!("{e}"))?;
+/// Connects; on failure, whether the server was unreachable (as opposed to a
+/// wrong address, name or password, which retrying does not fix).
+fn connect_pg(spec: &str) -> Result<postgres::Client, (String, bool)> {
+    let mut cfg: postgres::Config = spec.parse().map_err(|e| (format!("{e}"), false))?;
     cfg.connect_timeout(Duration::from_secs(5));
+    cfg.keepalives(true);
+    cfg.keepalives_idle(Duration::from_secs(30));
+    // a server that stops answering fails the statement, never hangs the store
+    cfg.options("-c statement_timeout=30000 -c lock_timeout=20000");
     cfg.application_name("spanwatch");
-    cfg.connect(postgres::NoTls).map_err(|e| pg_error(&e))
+    cfg.connect(postgres::NoTls)
+        .map_err(|e| (pg_error(&e), e.as_db_error().is_none()))
 }
 
 /// The server's own message, when there is one.
@@ -341,6 +394,21 @@ fn pg_error(e: &postgres::Error) -> String {
 }
 
 const NULL_TEXT: Option<&str> = None;
+
+/// PostgreSQL text cannot hold NUL (a hostile name can): shown as U+FFFD.
+fn pg_safe(p: &[V]) -> std::borrow::Cow<'_, [V]> {
+    if !p.iter().any(|v| v.text().is_some_and(|t| t.contains('\0'))) {
+        return std::borrow::Cow::Borrowed(p);
+    }
+    std::borrow::Cow::Owned(
+        p.iter()
+            .map(|v| match v {
+                V::T(t) => V::T(t.replace('\0', "\u{fffd}")),
+                v => v.clone(),
+            })
+            .collect(),
+    )
+}
 
 fn pg_params(p: &[V]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
     p.iter()

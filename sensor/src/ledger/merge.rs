@@ -187,81 +187,117 @@ pub struct MergeOptions {
     pub retain: Option<Duration>,
 }
 
+/// One batch of updates, numbered within the sensor's run so that a retry
+/// of a batch the server committed (its reply lost) is recognised and not
+/// counted twice.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchId<'a> {
+    /// Different for every start of the sensor.
+    pub run: &'a str,
+    pub seq: i64,
+}
+
 /// Merges `updates` in one transaction, records how far this sensor has
-/// observed (`observed`, capture time), prunes; all or nothing.
+/// observed (`observed`, capture time) and the batch, prunes; all or
+/// nothing. A batch already stored is not merged again.
 pub fn apply(
     db: &mut Db,
+    batch: BatchId<'_>,
     updates: &[Update],
     observed: Option<Timestamp>,
     o: &MergeOptions,
 ) -> Result<Applied, String> {
     db.begin()?;
-    match apply_in_transaction(db, updates, observed, o) {
-        Ok(a) => {
-            db.commit()?;
-            Ok(a)
-        }
-        Err(e) => {
-            db.rollback();
-            Err(e)
-        }
+    let r = apply_in_transaction(db, batch, updates, observed, o).and_then(|a| {
+        db.commit()?;
+        Ok(a)
+    });
+    if r.is_err() {
+        // (also after a failed COMMIT: the transaction must not stay open)
+        db.rollback();
     }
+    r
 }
 
 fn apply_in_transaction(
     db: &mut Db,
+    batch: BatchId<'_>,
     updates: &[Update],
     observed: Option<Timestamp>,
     o: &MergeOptions,
 ) -> Result<Applied, String> {
+    let me = V::T(o.sensor.clone());
+    let lock = if db.is_pg() { " FOR UPDATE" } else { "" };
+    let seen = db.query(
+        &format!("SELECT last_run, last_batch FROM sensors WHERE name = $1{lock}"),
+        std::slice::from_ref(&me),
+    )?;
+    if let Some(r) = seen.first().filter(|r| r.len() == 2) {
+        if r[0].text() == Some(batch.run) && r[1].int() >= batch.seq {
+            return Ok(Applied::default());
+        }
+    }
     let mut order: Vec<&Update> = updates.iter().collect();
     order.sort_by(|a, b| (a.host, &a.tool, a.first_seen).cmp(&(b.host, &b.tool, b.first_seen)));
     let mut applied = Applied::default();
     let mut locked: Option<(IpAddr, &str)> = None;
     for u in order {
         if locked != Some((u.host, &u.tool)) {
-            lock(db, u)?;
+            lock_pair(db, u)?;
             locked = Some((u.host, &u.tool));
         }
         let m = merge_period(db, u, o)?;
-        applied
-            .merged
-            .retain(|x| !(x.host == u.host && x.tool == u.tool));
-        applied.merged.push(m);
+        // sorted by pair: a later period of the same pair replaces the last
+        match applied.merged.last_mut() {
+            Some(x) if x.host == m.host && x.tool == m.tool => *x = m,
+            _ => applied.merged.push(m),
+        }
         for s in &u.sightings {
             if !merge_sighting(db, u, s, &o.sensor)? {
                 applied.sightings_dropped += 1;
             }
         }
     }
-    if let Some(at) = observed {
-        db.exec(
-            "INSERT INTO sensors (name, observed_until) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET observed_until = CASE \
-             WHEN excluded.observed_until > sensors.observed_until \
-             THEN excluded.observed_until ELSE sensors.observed_until END",
-            &[V::T(o.sensor.clone()), V::I(at.0)],
-        )?;
-        if let Some(keep) = o.retain {
-            applied.pruned = prune(db, at.0.saturating_sub(keep.0))?;
-        }
+    let at = observed.map_or(0, |t| t.0);
+    db.exec(
+        "INSERT INTO sensors (name, observed_until, last_run, last_batch) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO UPDATE SET observed_until = CASE \
+         WHEN excluded.observed_until > sensors.observed_until \
+         THEN excluded.observed_until ELSE sensors.observed_until END, \
+         last_run = excluded.last_run, last_batch = excluded.last_batch",
+        &[me, V::I(at), V::from(batch.run), V::I(batch.seq)],
+    )?;
+    if let (Some(at), Some(keep)) = (observed, o.retain) {
+        // never beyond the wall clock: one packet from the far future in a
+        // capture must not prune a shared ledger
+        let now = at.0.min(wall_clock());
+        applied.pruned = prune(db, now.saturating_sub(keep.0))?;
     }
     Ok(applied)
 }
 
+fn wall_clock() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(i64::MAX, |d| d.as_nanos() as i64)
+}
+
 /// Takes the (host, tool) pair's row lock (PostgreSQL; SQLite's write
 /// transaction already excludes every other writer).
-fn lock(db: &mut Db, u: &Update) -> Result<(), String> {
+fn lock_pair(db: &mut Db, u: &Update) -> Result<(), String> {
     let key = [V::T(u.host.to_string()), V::T(u.tool.clone())];
     db.exec(
         "INSERT INTO entries (host, tool) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         &key,
     )?;
     if db.is_pg() {
-        db.query(
+        let r = db.query(
             "SELECT host FROM entries WHERE host = $1 AND tool = $2 FOR UPDATE",
             &key,
         )?;
+        if r.len() != 1 {
+            return Err(format!("no lock row for {} {}", u.host, u.tool));
+        }
     }
     Ok(())
 }
@@ -294,13 +330,20 @@ fn merge_period(db: &mut Db, u: &Update, o: &MergeOptions) -> Result<Merged, Str
                 db.exec("DELETE FROM periods WHERE id = $1", &[V::I(*g)])?;
             }
             vals.push(V::I(id));
-            db.exec(
+            let n = db.exec(
                 "UPDATE periods SET host = $1, tool = $2, first_seen = $3, last_seen = $4, \
                  flows = $5, bytes = $6, sanctioned_flows = $7, categories = $8, evidence = $9, \
                  segment = $10, segment_kind = $11, strong = $12, unsanctioned = $13, \
                  max_active_reported = $14, sensors = $15 WHERE id = $16",
                 &vals,
             )?;
+            if n != 1 {
+                // pruned meanwhile: the whole batch again, from the start
+                return Err(format!(
+                    "period {id} of {} {} changed under us",
+                    p.host, p.tool
+                ));
+            }
         }
         None => {
             db.exec(
@@ -373,18 +416,14 @@ fn merge_sighting(db: &mut Db, u: &Update, s: &SightingStat, sensor: &str) -> Re
     Ok(true)
 }
 
-/// Deletes what ended before `cutoff`: periods, values, and pairs left empty.
+/// Deletes what ended before `cutoff`: periods and values.
 fn prune(db: &mut Db, cutoff: i64) -> Result<u64, String> {
     let n = db.exec("DELETE FROM periods WHERE last_seen < $1", &[V::I(cutoff)])?;
     if n > 0 {
+        // (the pairs' lock rows stay: deleting them would race with a merge)
         db.exec(
             "DELETE FROM sightings WHERE last_seen < $1",
             &[V::I(cutoff)],
-        )?;
-        db.exec(
-            "DELETE FROM entries WHERE NOT EXISTS (SELECT 1 FROM periods \
-             WHERE periods.host = entries.host AND periods.tool = entries.tool)",
-            &[],
         )?;
     }
     Ok(n)

@@ -184,7 +184,7 @@ pub fn close<W: crate::sink::Sink>(
     w.close_store();
     let Some(store) = store else { return true };
     let s = store.finish();
-    let lost = s.stats.updates_dropped;
+    let lost = s.stats.updates_dropped + w.store_dropped();
     eprintln!(
         "spanwatch: ledger: {} updates stored in {} ({} commits)",
         s.stats.updates_stored, s.stats.database, s.stats.batches
@@ -206,7 +206,7 @@ pub fn open(o: StoreOptions) -> Result<(Store, Link), String> {
     let counters = Arc::new(StoreCounters::default());
     let (db, restored) = match Db::open_or_unreachable(&o.spec) {
         Ok(mut db) => {
-            let restored: Vec<Activity> = query::latest(&mut db)
+            let restored: Vec<Activity> = query::latest(&mut db, false)
                 .map_err(|e| format!("ledger database {}: {e}", db.name))?
                 .into_iter()
                 .map(|r| r.activity)
@@ -249,7 +249,20 @@ pub fn open(o: StoreOptions) -> Result<(Store, Link), String> {
 impl Store {
     /// Waits for the last commit (every [`Link`] must be gone).
     pub fn finish(self) -> Summary {
-        let _ = self.thread.join();
+        // bounded: the store gives up after its final deadline; a database
+        // that hangs past the statement timeout leaves the thread behind
+        let t = Instant::now();
+        while !self.thread.is_finished() && t.elapsed() < FINAL_DEADLINE * 8 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        if self.thread.is_finished() {
+            let _ = self.thread.join();
+        } else {
+            self.counters
+                .fail("the ledger store did not finish in time".into());
+            let pending = self.counters.pending.swap(0, Relaxed);
+            self.counters.dropped.fetch_add(pending, Relaxed);
+        }
         Summary {
             stats: self.counters.stats(&self.database),
             last_error: self
@@ -267,19 +280,39 @@ struct Worker {
     o: StoreOptions,
     c: Arc<StoreCounters>,
     merged: Sender<Merged>,
+    /// Changes not in a batch yet.
     pending: Vec<Update>,
+    /// The batch being stored, with its number: retried as it is (never
+    /// merged with later changes), so a retry of a batch the server did
+    /// commit is recognised.
+    inflight: Option<(i64, Vec<Update>)>,
+    /// Failed attempts of the batch in flight.
+    attempts: u32,
+    run: String,
+    next: i64,
     observed: Option<Timestamp>,
     observed_new: bool,
 }
 
+/// Attempts after which a batch is stored one update at a time, and an
+/// update the database refuses is set aside (counted).
+const ATTEMPTS_WHOLE: u32 = 3;
+
 impl Worker {
     fn new(db: Option<Db>, o: StoreOptions, c: Arc<StoreCounters>, merged: Sender<Merged>) -> Self {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Worker {
             db,
             o,
             c,
             merged,
             pending: Vec::new(),
+            inflight: None,
+            attempts: 0,
+            run: format!("{t:x}-{}", std::process::id()),
+            next: 1,
             observed: None,
             observed_new: false,
         }
@@ -304,31 +337,52 @@ impl Worker {
             }
         }
         let end = Instant::now();
-        while !self.commit() && end.elapsed() < FINAL_DEADLINE {
-            std::thread::sleep(std::time::Duration::from_millis(250));
+        while !(self.commit() && self.idle()) && end.elapsed() < FINAL_DEADLINE {
+            if self.inflight.is_some() {
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
         }
-        let lost = self.pending.len() as u64;
+        let lost = self.held() as u64;
         self.c.dropped.fetch_add(lost, Relaxed);
         self.c.pending.store(0, Relaxed);
     }
 
-    fn add(&mut self, v: Vec<Update>) {
-        self.pending.extend(v);
-        if self.pending.len() > self.o.buffer {
-            coalesce(&mut self.pending, self.o.merge.idle_after);
-        }
-        if self.pending.len() > self.o.buffer {
-            let over = self.pending.len() - self.o.buffer;
-            self.pending.truncate(self.o.buffer);
-            self.c.dropped.fetch_add(over as u64, Relaxed);
-        }
-        self.c.pending.store(self.pending.len() as u64, Relaxed);
+    fn idle(&self) -> bool {
+        self.inflight.is_none() && self.pending.is_empty() && !self.observed_new
     }
 
-    /// Stores what waits; true when nothing is left.
+    fn held(&self) -> usize {
+        self.pending.len() + self.inflight.as_ref().map_or(0, |(_, v)| v.len())
+    }
+
+    fn add(&mut self, v: Vec<Update>) {
+        self.pending.extend(v);
+        if self.held() > self.o.buffer {
+            coalesce(&mut self.pending, self.o.merge.idle_after);
+        }
+        let room = self
+            .o
+            .buffer
+            .saturating_sub(self.held() - self.pending.len());
+        if self.pending.len() > room {
+            let over = self.pending.len() - room;
+            self.pending.truncate(room);
+            self.c.dropped.fetch_add(over as u64, Relaxed);
+        }
+        self.c.pending.store(self.held() as u64, Relaxed);
+    }
+
+    /// Stores the batch in flight, or the next one; true when it went in
+    /// (or there was nothing to store).
     fn commit(&mut self) -> bool {
-        if self.pending.is_empty() && !self.observed_new {
-            return true;
+        if self.inflight.is_none() {
+            if self.pending.is_empty() && !self.observed_new {
+                return true;
+            }
+            coalesce(&mut self.pending, self.o.merge.idle_after);
+            self.inflight = Some((self.next, std::mem::take(&mut self.pending)));
+            self.next += 1;
+            self.attempts = 0;
         }
         if self.db.is_none() {
             match Db::open(&self.o.spec) {
@@ -339,15 +393,43 @@ impl Worker {
                 }
             }
         }
-        let Some(db) = self.db.as_mut() else {
-            return false;
+        let Some((seq, batch)) = self.inflight.take() else {
+            return true;
         };
-        coalesce(&mut self.pending, self.o.merge.idle_after);
-        match merge::apply(db, &self.pending, self.observed, &self.o.merge) {
+        let ok = if self.attempts >= ATTEMPTS_WHOLE {
+            self.one_by_one(batch)
+        } else {
+            match self.store(seq, &batch) {
+                Ok(()) => true,
+                Err(()) => {
+                    // only a refusal by a reachable database counts: an
+                    // outage is waited out, however long
+                    if self.db.is_some() {
+                        self.attempts += 1;
+                    }
+                    self.inflight = Some((seq, batch));
+                    false
+                }
+            }
+        };
+        self.c.pending.store(self.held() as u64, Relaxed);
+        ok
+    }
+
+    /// One batch in one transaction.
+    fn store(&mut self, seq: i64, batch: &[Update]) -> Result<(), ()> {
+        let Some(db) = self.db.as_mut() else {
+            return Err(());
+        };
+        let id = merge::BatchId {
+            run: &self.run,
+            seq,
+        };
+        match merge::apply(db, id, batch, self.observed, &self.o.merge) {
             Ok(a) => {
                 self.c.connected.store(true, Relaxed);
                 self.c.batches.fetch_add(1, Relaxed);
-                self.c.stored.fetch_add(self.pending.len() as u64, Relaxed);
+                self.c.stored.fetch_add(batch.len() as u64, Relaxed);
                 self.c
                     .sightings_dropped
                     .fetch_add(a.sightings_dropped, Relaxed);
@@ -355,22 +437,35 @@ impl Worker {
                 for m in a.merged {
                     let _ = self.merged.try_send(m);
                 }
-                self.pending.clear();
-                self.c.pending.store(0, Relaxed);
                 self.observed_new = false;
-                true
+                Ok(())
             }
             Err(e) => {
                 let name = db.name.clone();
-                if db.is_pg() {
+                if db.is_pg() && db.is_closed() {
                     // reconnect next time (a server restart closes the connection)
                     self.db = None;
                     self.c.connected.store(false, Relaxed);
                 }
                 self.c.fail(format!("ledger database {name}: {e}"));
-                false
+                Err(())
             }
         }
+    }
+
+    /// A batch the database kept refusing: each update on its own, the ones
+    /// it still refuses set aside and counted (one bad value must not stop
+    /// the ledger).
+    fn one_by_one(&mut self, batch: Vec<Update>) -> bool {
+        for u in batch {
+            let seq = self.next;
+            self.next += 1;
+            if self.store(seq, std::slice::from_ref(&u)).is_err() {
+                self.c.dropped.fetch_add(1, Relaxed);
+            }
+        }
+        self.attempts = 0;
+        true
     }
 }
 

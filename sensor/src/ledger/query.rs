@@ -75,14 +75,17 @@ fn sightings(
     Ok(out)
 }
 
-/// Each (host, tool) pair's latest period, with the pair's values and its
-/// number of periods; sorted by host and tool.
-pub fn latest(db: &mut Db) -> Result<Vec<Row>, String> {
+/// Each (host, tool) pair's latest period (`strong`: its latest period with
+/// more than supporting evidence, as the audit lists), with the pair's
+/// values and its number of periods; sorted by host and tool.
+pub fn latest(db: &mut Db, strong: bool) -> Result<Vec<Row>, String> {
+    let only = if strong { " AND strong = 1" } else { "" };
+    let q_only = if strong { " AND q.strong = 1" } else { "" };
     let rows = db.query(
         &format!(
             "SELECT {PERIOD_COLS} FROM periods p WHERE NOT EXISTS (SELECT 1 FROM periods q \
-             WHERE q.host = p.host AND q.tool = p.tool AND (q.last_seen > p.last_seen \
-             OR (q.last_seen = p.last_seen AND q.id > p.id))) ORDER BY host, tool"
+             WHERE q.host = p.host AND q.tool = p.tool{q_only} AND (q.last_seen > p.last_seen \
+             OR (q.last_seen = p.last_seen AND q.id > p.id))){only} ORDER BY host, tool"
         ),
         &[],
     )?;

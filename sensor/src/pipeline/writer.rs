@@ -221,6 +221,8 @@ pub struct Writer<W: Sink> {
     /// The persistent ledger's store, when there is one.
     store: Option<crate::ledger::Link>,
     certs: certs::CertLog,
+    /// The latest capture time a control carried (for the ledger's store).
+    observed_until: Timestamp,
 }
 
 impl<W: Sink> Writer<W> {
@@ -257,6 +259,7 @@ impl<W: Sink> Writer<W> {
             recycle: (0..workers).map(|_| None).collect(),
             store: None,
             certs: certs::CertLog::default(),
+            observed_until: Timestamp::default(),
         }
     }
 

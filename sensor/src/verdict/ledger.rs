@@ -308,9 +308,11 @@ impl Ledger {
         if at.0.saturating_add(self.idle_after.0) < a.first_seen.0 {
             // a flow of an earlier period (captures read out of order)
             if self.persist {
+                // bytes and time only: no flags of the current period
                 let mut u = Update::of(a);
                 (u.first_seen, u.last_seen, u.bytes) = (at, at, bytes);
                 (u.categories, u.evidence) = Default::default();
+                (u.strong, u.unsanctioned, u.max_active_reported) = (false, false, false);
                 self.push_closed(u);
             }
             return None;

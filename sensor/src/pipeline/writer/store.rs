@@ -28,22 +28,34 @@ impl<W: Sink> Writer<W> {
         while let Ok(m) = link.merged.try_recv() {
             ledger.merged(m.host, &m.tool, m.first_seen, m.last_seen);
         }
-        if !ledger.has_updates() {
+        // a full channel (the store is behind): the changes stay where they
+        // are, merged with what follows, and cost nothing until there is room
+        if !ledger.has_updates() || link.tx.is_full() {
             return;
         }
         match link.tx.try_send(Msg::Updates(ledger.take_updates())) {
             Ok(()) => {}
             Err(TrySendError::Full(Msg::Updates(v))) => ledger.untake(v),
-            Err(_) => ledger.updates_dropped += 1,
+            Err(e) => {
+                if let Msg::Updates(v) = e.into_inner() {
+                    ledger.updates_dropped += v.len() as u64;
+                }
+            }
         }
     }
 
     /// The capture time the sensor has got to (for the audit's "still
     /// active?" and for retention).
     pub(super) fn observed(&mut self, at: Timestamp) {
+        self.observed_until = self.observed_until.max(at);
         if let Some(link) = &self.store {
             let _ = link.tx.try_send(Msg::Observed(at));
         }
+    }
+
+    /// Updates the writer could not hand to the store.
+    pub fn store_dropped(&self) -> u64 {
+        self.verdicts.ledger.updates_dropped
     }
 
     pub(super) fn store_stats(&self) -> Option<LedgerStoreStats> {
@@ -60,8 +72,15 @@ impl<W: Sink> Writer<W> {
             return;
         };
         let ledger = &mut self.verdicts.ledger;
-        if ledger.has_updates() && link.tx.send(Msg::Updates(ledger.take_updates())).is_err() {
-            ledger.updates_dropped += 1;
+        if ledger.has_updates() {
+            let v = ledger.take_updates();
+            let n = v.len() as u64;
+            if link.tx.send(Msg::Updates(v)).is_err() {
+                ledger.updates_dropped += n;
+            }
         }
+        // how far the run got, surely (retention and the audit's "still
+        // active" rest on it)
+        let _ = link.tx.send(Msg::Observed(self.observed_until));
     }
 }
