@@ -39,6 +39,11 @@ pub enum Msg {
     Updates(Vec<Update>),
     /// Capture time the sensor has observed up to.
     Observed(Timestamp),
+    /// New `[ledger]` settings (SIGHUP): `idle_after` and `retain`.
+    Settings {
+        idle_after: Duration,
+        retain: Duration,
+    },
 }
 
 /// How the store works.
@@ -74,6 +79,15 @@ impl StoreOptions {
             }),
             buffer: l.buffer.unwrap_or(DEFAULT_BUFFER).max(1),
         }
+    }
+}
+
+/// The store's share of the site's `[ledger]` settings, for a reload.
+pub fn settings(site: &SiteConfig) -> Msg {
+    let o = StoreOptions::for_site("", site);
+    Msg::Settings {
+        idle_after: o.merge.idle_after,
+        retain: o.merge.retain.unwrap_or(DEFAULT_RETAIN),
     }
 }
 
@@ -327,6 +341,10 @@ impl Worker {
                 Ok(Msg::Observed(t)) => {
                     self.observed = Some(self.observed.map_or(t, |o| o.max(t)));
                     self.observed_new = true;
+                }
+                Ok(Msg::Settings { idle_after, retain }) => {
+                    self.o.merge.idle_after = idle_after;
+                    self.o.merge.retain = Some(retain);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,

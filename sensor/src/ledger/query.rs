@@ -126,8 +126,11 @@ pub fn history(db: &mut Db, host: IpAddr) -> Result<Vec<Row>, String> {
         &[V::T(h.clone())],
     )?;
     let values = sightings(db, Some(&h))?;
+    let mut periods: Vec<Period> = rows.iter().filter_map(|r| Period::from_row(r)).collect();
+    // byte order, whatever the database's collation
+    periods.sort_by(|a, b| (&a.tool, a.first_seen).cmp(&(&b.tool, b.first_seen)));
     let mut out = Vec::new();
-    for p in rows.iter().filter_map(|r| Period::from_row(r)) {
+    for p in periods {
         let all = values
             .get(&(p.host.clone(), p.tool.clone()))
             .cloned()

@@ -474,6 +474,11 @@ impl<W: Sink> Writer<W> {
                 }
                 Control::Reload { site, rules } => {
                     self.verdicts.reload(&site, rules);
+                    let store = self.store.as_ref();
+                    if store.is_some_and(|l| l.tx.try_send(crate::ledger::settings(&site)).is_err())
+                    {
+                        tracing::warn!("the ledger store is busy: it keeps its [ledger] settings");
+                    }
                     self.site = site;
                 }
                 Control::Store(link) => self.attach_store(*link),
