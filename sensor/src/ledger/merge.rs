@@ -25,24 +25,12 @@ pub const PERIOD_COLS: &str = "id, host, tool, first_seen, last_seen, flows, byt
     sanctioned_flows, categories, evidence, segment, segment_kind, strong, unsanctioned, \
     max_active_reported, sensors";
 
-/// One stored activity period.
+/// One stored activity period: its figures as the update that would add
+/// all of them, and who saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Period {
     pub id: Option<i64>,
-    pub host: String,
-    pub tool: String,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub flows: i64,
-    pub bytes: i64,
-    pub sanctioned_flows: i64,
-    pub categories: BTreeSet<String>,
-    pub evidence: BTreeSet<String>,
-    pub segment: Option<String>,
-    pub segment_kind: SegmentKind,
-    pub strong: bool,
-    pub unsanctioned: bool,
-    pub max_active_reported: bool,
+    pub u: Update,
     pub sensors: BTreeSet<String>,
 }
 
@@ -74,15 +62,15 @@ impl Period {
         if r.len() < 16 {
             return None;
         }
-        Some(Period {
-            id: Some(r[0].int()),
-            host: r[1].text()?.to_string(),
+        let n = |v: &V| v.int().max(0) as u64;
+        let u = Update {
+            host: r[1].text()?.parse().ok()?,
             tool: r[2].text()?.to_string(),
-            first_seen: r[3].int(),
-            last_seen: r[4].int(),
-            flows: r[5].int(),
-            bytes: r[6].int(),
-            sanctioned_flows: r[7].int(),
+            first_seen: Timestamp(r[3].int()),
+            last_seen: Timestamp(r[4].int()),
+            flows: n(&r[5]),
+            bytes: n(&r[6]),
+            sanctioned_flows: n(&r[7]),
             categories: text_set(&r[8]),
             evidence: text_set(&r[9]),
             segment: r[10].text().map(String::from),
@@ -90,71 +78,45 @@ impl Period {
             strong: r[12].int() != 0,
             unsanctioned: r[13].int() != 0,
             max_active_reported: r[14].int() != 0,
+            sightings: Vec::new(),
+        };
+        Some(Period {
+            id: Some(r[0].int()),
+            u,
             sensors: text_set(&r[15]),
         })
     }
 
-    fn of(u: &Update, sensor: &str) -> Period {
-        Period {
-            id: None,
-            host: u.host.to_string(),
-            tool: u.tool.clone(),
-            first_seen: u.first_seen.0,
-            last_seen: u.last_seen.0,
-            flows: u.flows as i64,
-            bytes: u.bytes as i64,
-            sanctioned_flows: u.sanctioned_flows as i64,
-            categories: u.categories.clone(),
-            evidence: u.evidence.clone(),
-            segment: u.segment.clone(),
-            segment_kind: u.segment_kind,
-            strong: u.strong,
-            unsanctioned: u.unsanctioned,
-            max_active_reported: u.max_active_reported,
-            sensors: BTreeSet::from([sensor.to_string()]),
-        }
-    }
-
-    /// Adds a stored period (the update's own segment wins).
+    /// Adds another period (or an update): `o`'s segment wins when it has
+    /// one, so merge the stored periods first and the update last.
     fn absorb(&mut self, o: Period) {
         self.id = match (self.id, o.id) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        self.first_seen = self.first_seen.min(o.first_seen);
-        self.last_seen = self.last_seen.max(o.last_seen);
-        self.flows += o.flows;
-        self.bytes += o.bytes;
-        self.sanctioned_flows += o.sanctioned_flows;
-        self.categories.extend(o.categories);
-        self.evidence.extend(o.evidence);
-        if self.segment.is_none() {
-            self.segment = o.segment;
-            self.segment_kind = o.segment_kind;
-        }
-        self.strong |= o.strong;
-        self.unsanctioned |= o.unsanctioned;
-        self.max_active_reported |= o.max_active_reported;
+        self.u.absorb(o.u);
         self.sensors.extend(o.sensors);
     }
 
     fn values(&self) -> Vec<V> {
         let b = |x: bool| V::I(i64::from(x));
+        let n = |x: u64| V::I(i64::try_from(x).unwrap_or(i64::MAX));
+        let u = &self.u;
         vec![
-            V::T(self.host.clone()),
-            V::T(self.tool.clone()),
-            V::I(self.first_seen),
-            V::I(self.last_seen),
-            V::I(self.flows),
-            V::I(self.bytes),
-            V::I(self.sanctioned_flows),
-            V::T(set_text(&self.categories)),
-            V::T(set_text(&self.evidence)),
-            self.segment.clone().map_or(V::Null, V::T),
-            V::T(kind_text(self.segment_kind)),
-            b(self.strong),
-            b(self.unsanctioned),
-            b(self.max_active_reported),
+            V::T(u.host.to_string()),
+            V::T(u.tool.clone()),
+            V::I(u.first_seen.0),
+            V::I(u.last_seen.0),
+            n(u.flows),
+            n(u.bytes),
+            n(u.sanctioned_flows),
+            V::T(set_text(&u.categories)),
+            V::T(set_text(&u.evidence)),
+            u.segment.clone().map_or(V::Null, V::T),
+            V::T(kind_text(u.segment_kind)),
+            b(u.strong),
+            b(u.unsanctioned),
+            b(u.max_active_reported),
             V::T(set_text(&self.sensors)),
         ]
     }
@@ -184,7 +146,7 @@ pub struct MergeOptions {
     pub sensor: String,
     pub idle_after: Duration,
     /// Periods that ended longer than this before `observed` are pruned.
-    pub retain: Option<Duration>,
+    pub retain: Duration,
 }
 
 /// One batch of updates, numbered within the sensor's run so that a retry
@@ -267,11 +229,11 @@ fn apply_in_transaction(
          last_run = excluded.last_run, last_batch = excluded.last_batch",
         &[me, V::I(at), V::from(batch.run), V::I(batch.seq)],
     )?;
-    if let (Some(at), Some(keep)) = (observed, o.retain) {
+    if let Some(at) = observed {
         // never beyond the wall clock: one packet from the far future in a
         // capture must not prune a shared ledger
         let now = at.0.min(wall_clock());
-        applied.pruned = prune(db, now.saturating_sub(keep.0))?;
+        applied.pruned = prune(db, now.saturating_sub(o.retain.0))?;
     }
     Ok(applied)
 }
@@ -303,26 +265,42 @@ fn lock_pair(db: &mut Db, u: &Update) -> Result<(), String> {
 }
 
 fn merge_period(db: &mut Db, u: &Update, o: &MergeOptions) -> Result<Merged, String> {
-    let mut p = Period::of(u, &o.sensor);
     let near = db.query(
         &format!(
             "SELECT {PERIOD_COLS} FROM periods WHERE host = $1 AND tool = $2 \
              AND last_seen >= $3 AND first_seen <= $4 ORDER BY id"
         ),
         &[
-            V::T(p.host.clone()),
-            V::T(p.tool.clone()),
-            V::I(p.first_seen.saturating_sub(o.idle_after.0)),
-            V::I(p.last_seen.saturating_add(o.idle_after.0)),
+            V::T(u.host.to_string()),
+            V::T(u.tool.clone()),
+            V::I(u.first_seen.0.saturating_sub(o.idle_after.0)),
+            V::I(u.last_seen.0.saturating_add(o.idle_after.0)),
         ],
     )?;
     let mut gone = Vec::new();
-    for row in &near {
-        if let Some(old) = Period::from_row(row) {
-            gone.extend(old.id);
-            p.absorb(old);
+    let mut stored: Option<Period> = None;
+    for old in near.iter().filter_map(|r| Period::from_row(r)) {
+        gone.extend(old.id);
+        match stored.as_mut() {
+            Some(p) => p.absorb(old),
+            None => stored = Some(old),
         }
     }
+    let update = Period {
+        id: None,
+        u: Update {
+            sightings: Vec::new(), // stored apart
+            ..u.clone()
+        },
+        sensors: BTreeSet::from([o.sensor.clone()]),
+    };
+    let p = match stored {
+        Some(mut p) => {
+            p.absorb(update);
+            p
+        }
+        None => update,
+    };
     let mut vals = p.values();
     match p.id {
         Some(id) => {
@@ -341,7 +319,7 @@ fn merge_period(db: &mut Db, u: &Update, o: &MergeOptions) -> Result<Merged, Str
                 // pruned meanwhile: the whole batch again, from the start
                 return Err(format!(
                     "period {id} of {} {} changed under us",
-                    p.host, p.tool
+                    u.host, u.tool
                 ));
             }
         }
@@ -358,8 +336,8 @@ fn merge_period(db: &mut Db, u: &Update, o: &MergeOptions) -> Result<Merged, Str
     Ok(Merged {
         host: u.host,
         tool: u.tool.clone(),
-        first_seen: Timestamp(p.first_seen),
-        last_seen: Timestamp(p.last_seen),
+        first_seen: p.u.first_seen,
+        last_seen: p.u.last_seen,
     })
 }
 

@@ -72,7 +72,7 @@ impl StoreOptions {
             merge: MergeOptions {
                 sensor: sensor_name(site),
                 idle_after: l.idle_after.map_or(DEFAULT_IDLE_AFTER, |d| d.0),
-                retain: Some(l.retain.map_or(DEFAULT_RETAIN, |d| d.0)),
+                retain: l.retain.map_or(DEFAULT_RETAIN, |d| d.0),
             },
             commit_every: l.commit_every.map_or(DEFAULT_COMMIT_EVERY, |d| {
                 std::time::Duration::from_nanos(d.0 .0.max(1_000_000) as u64)
@@ -87,7 +87,7 @@ pub fn settings(site: &SiteConfig) -> Msg {
     let o = StoreOptions::for_site("", site);
     Msg::Settings {
         idle_after: o.merge.idle_after,
-        retain: o.merge.retain.unwrap_or(DEFAULT_RETAIN),
+        retain: o.merge.retain,
     }
 }
 
@@ -344,7 +344,7 @@ impl Worker {
                 }
                 Ok(Msg::Settings { idle_after, retain }) => {
                     self.o.merge.idle_after = idle_after;
-                    self.o.merge.retain = Some(retain);
+                    self.o.merge.retain = retain;
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -505,4 +505,64 @@ fn coalesce(v: &mut Vec<Update>, idle: Duration) {
         }
     }
     *v = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SegmentKind;
+
+    fn update(host: u8, first: i64, flows: u64) -> Update {
+        Update {
+            host: std::net::IpAddr::from([10, 0, 0, host]),
+            tool: "ngrok".into(),
+            first_seen: Timestamp(first * 1_000_000_000),
+            last_seen: Timestamp(first * 1_000_000_000),
+            flows,
+            bytes: 0,
+            sanctioned_flows: 0,
+            categories: Default::default(),
+            evidence: Default::default(),
+            segment: None,
+            segment_kind: SegmentKind::Other,
+            strong: true,
+            unsanctioned: true,
+            max_active_reported: false,
+            sightings: Vec::new(),
+        }
+    }
+
+    fn worker(buffer: usize) -> (Worker, Arc<StoreCounters>) {
+        let site = SiteConfig::default();
+        let mut o = StoreOptions::for_site("postgres://nobody@127.0.0.1:1/x", &site);
+        o.buffer = buffer;
+        let c = Arc::new(StoreCounters::default());
+        let (tx, _rx) = crossbeam_channel::bounded(1);
+        (Worker::new(None, o, Arc::clone(&c), tx), c)
+    }
+
+    #[test]
+    fn waiting_updates_merge_per_period_then_are_bounded_and_counted() {
+        let (mut w, c) = worker(3);
+        // one period of host 1 in three pieces: merged into one
+        w.add(vec![
+            update(1, 100, 1),
+            update(1, 110, 2),
+            update(1, 120, 0),
+        ]);
+        w.add(vec![update(2, 100, 1), update(3, 100, 1)]);
+        assert_eq!(w.held(), 3);
+        assert_eq!(c.dropped.load(Relaxed), 0);
+        let one = w.pending.iter().find(|u| u.host == update(1, 0, 0).host);
+        assert_eq!(one.map(|u| u.flows), Some(3));
+        // a fourth period does not fit: counted, never silently
+        w.add(vec![update(4, 100, 1), update(5, 100, 1)]);
+        assert_eq!(w.held(), 3);
+        assert_eq!(c.dropped.load(Relaxed), 2);
+        assert_eq!(c.pending.load(Relaxed), 3);
+        // a pause longer than idle_after is another period: not merged
+        let mut v = vec![update(1, 0, 1), update(1, 4_000, 1)];
+        coalesce(&mut v, DEFAULT_IDLE_AFTER);
+        assert_eq!(v.len(), 2);
+    }
 }

@@ -19,27 +19,35 @@ pub struct Row {
     pub periods: u64,
 }
 
-fn activity(p: Period, sightings: Vec<SightingStat>) -> Option<(Activity, BTreeSet<String>)> {
-    let (first, last) = (Timestamp(p.first_seen), Timestamp(p.last_seen));
-    let a = Activity {
-        host: p.host.parse::<IpAddr>().ok()?,
-        tool: p.tool,
-        first_seen: first,
-        last_seen: last,
-        active_seconds: last.since(first).0 / 1_000_000_000,
-        flows: p.flows.max(0) as u64,
-        bytes: p.bytes.max(0) as u64,
-        sanctioned_flows: p.sanctioned_flows.max(0) as u64,
-        categories: p.categories,
-        evidence: p.evidence,
-        segment: p.segment,
-        segment_kind: p.segment_kind,
-        strong: p.strong,
-        unsanctioned: p.unsanctioned,
-        max_active_reported: p.max_active_reported,
-        sightings,
-    };
-    Some((a, p.sensors))
+fn row(p: Period, sightings: Vec<SightingStat>, periods: u64) -> Row {
+    let u = p.u;
+    Row {
+        activity: Activity {
+            host: u.host,
+            tool: u.tool,
+            first_seen: u.first_seen,
+            last_seen: u.last_seen,
+            active_seconds: u.last_seen.since(u.first_seen).0 / 1_000_000_000,
+            flows: u.flows,
+            bytes: u.bytes,
+            sanctioned_flows: u.sanctioned_flows,
+            categories: u.categories,
+            evidence: u.evidence,
+            segment: u.segment,
+            segment_kind: u.segment_kind,
+            strong: u.strong,
+            unsanctioned: u.unsanctioned,
+            max_active_reported: u.max_active_reported,
+            sightings,
+        },
+        sensors: p.sensors,
+        periods,
+    }
+}
+
+/// The key of the values of a period's pair.
+fn key(p: &Period) -> (String, String) {
+    (p.u.host.to_string(), p.u.tool.clone())
 }
 
 /// Every stored value, by (host, tool), in the order first seen.
@@ -104,15 +112,9 @@ pub fn latest(db: &mut Db, strong: bool) -> Result<Vec<Row>, String> {
     let mut values = sightings(db, None)?;
     let mut out = Vec::new();
     for p in rows.iter().filter_map(|r| Period::from_row(r)) {
-        let key = (p.host.clone(), p.tool.clone());
-        let n = counts.get(&key).copied().unwrap_or(1);
-        if let Some((activity, sensors)) = activity(p, values.remove(&key).unwrap_or_default()) {
-            out.push(Row {
-                activity,
-                sensors,
-                periods: n.max(1) as u64,
-            });
-        }
+        let k = key(&p);
+        let n = counts.get(&k).copied().unwrap_or(1).max(1) as u64;
+        out.push(row(p, values.remove(&k).unwrap_or_default(), n));
     }
     Ok(out)
 }
@@ -128,24 +130,15 @@ pub fn history(db: &mut Db, host: IpAddr) -> Result<Vec<Row>, String> {
     let values = sightings(db, Some(&h))?;
     let mut periods: Vec<Period> = rows.iter().filter_map(|r| Period::from_row(r)).collect();
     // byte order, whatever the database's collation
-    periods.sort_by(|a, b| (&a.tool, a.first_seen).cmp(&(&b.tool, b.first_seen)));
+    periods.sort_by(|a, b| (&a.u.tool, a.u.first_seen).cmp(&(&b.u.tool, b.u.first_seen)));
     let mut out = Vec::new();
     for p in periods {
-        let all = values
-            .get(&(p.host.clone(), p.tool.clone()))
+        let (first, last) = (p.u.first_seen, p.u.last_seen);
+        let during: Vec<SightingStat> = (values.get(&key(&p)).into_iter().flatten())
+            .filter(|s| s.last_seen >= first && s.first_seen <= last)
             .cloned()
-            .unwrap_or_default();
-        let during: Vec<SightingStat> = all
-            .into_iter()
-            .filter(|s| s.last_seen.0 >= p.first_seen && s.first_seen.0 <= p.last_seen)
             .collect();
-        if let Some((activity, sensors)) = activity(p, during) {
-            out.push(Row {
-                activity,
-                sensors,
-                periods: 1,
-            });
-        }
+        out.push(row(p, during, 1));
     }
     Ok(out)
 }

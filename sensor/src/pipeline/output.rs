@@ -275,7 +275,10 @@ impl Output {
         });
     }
 
-    /// Certificates for the writer's `certificate` events (if wanted).
+    /// Certificates for the writer's `certificate` events (if wanted). Every
+    /// handshake's go (a pointer each): which one is logged is decided in the
+    /// writer, in input order, so the events do not depend on which worker
+    /// saw a certificate first; a per-worker filter would.
     pub fn certificates(&mut self, flow: u64, at: Timestamp, certs: &[&Arc<CertInfo>]) {
         if certs.is_empty() || !self.types.wants("certificate") {
             return;
