@@ -156,20 +156,24 @@ impl Source {
             Reader::Libpcap => Source::Libpcap(LibpcapReader::open(path)?),
         })
     }
-    /// Hands the next packet to the pipeline; `None` at the end of the file.
-    fn feed<W: spanwatch::sink::Sink>(
-        &mut self,
+    /// Every packet of the file to the pipeline: with several workers they
+    /// read a file in our own format themselves; otherwise this thread hands
+    /// packets over one by one. `progress` hears how far into the file the reading is.
+    fn feed_all<W: spanwatch::sink::Sink>(
+        self,
         p: &mut Pipeline<W>,
-    ) -> Option<Result<(), CaptureError>> {
-        Some(match self {
-            Source::Native(r) => r.next_range()?.map(|pkt| p.packet_in(r.data(), pkt)),
-            Source::Libpcap(r) => r.next()?.map(|pkt| p.packet(pkt)),
-        })
-    }
-    fn progress(&self) -> Option<(usize, usize)> {
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(), CaptureError> {
         match self {
-            Source::Native(r) => Some((r.position(), r.len())),
-            Source::Libpcap(_) => None,
+            // one worker: this thread reads while the worker works
+            Source::Native(r) if p.workers() > 1 => p.walk(r, progress),
+            Source::Native(r) => p.dispatch(r, progress),
+            Source::Libpcap(mut r) => {
+                while let Some(pkt) = r.next() {
+                    p.packet(pkt?);
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -554,7 +558,7 @@ fn read(args: ReadArgs) -> ExitCode {
     let captures = expand(&args.captures);
     for path in &captures {
         let name = path.display().to_string();
-        let mut src = match Source::open(args.reader, path) {
+        let src = match Source::open(args.reader, path) {
             Ok(s) => s,
             Err(e) => {
                 bar.suspend(|| eprintln!("spanwatch: {e}"));
@@ -564,7 +568,7 @@ fn read(args: ReadArgs) -> ExitCode {
         };
         bar.set_message(name.clone());
         p.set_origin(Some(name.as_str().into()));
-        if let Err(e) = feed_all(&mut src, &mut p, &bar, started) {
+        if let Err(e) = feed_all(src, &mut p, &bar, started) {
             bar.suspend(|| eprintln!("spanwatch: {e}"));
             failed += 1;
         }
@@ -602,28 +606,22 @@ fn read(args: ReadArgs) -> ExitCode {
 
 /// Every packet of one capture to the pipeline, with the progress bar.
 fn feed_all(
-    src: &mut Source,
+    src: Source,
     p: &mut Pipeline<Outputs>,
     bar: &indicatif::ProgressBar,
     started: Instant,
 ) -> Result<(), CaptureError> {
     let terminal = std::io::stderr().is_terminal();
-    let mut n = 0u64;
-    while let Some(fed) = src.feed(p) {
-        fed?;
-        n += 1;
-        if !n.is_multiple_of(8192) || started.elapsed().as_secs() < 1 || !terminal {
-            continue;
+    src.feed_all(p, |pos, len| {
+        if started.elapsed().as_secs() < 1 || !terminal {
+            return;
         }
-        if let Some((pos, len)) = src.progress() {
-            if bar.is_hidden() {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            }
-            bar.set_length(len as u64);
-            bar.set_position(pos as u64);
+        if bar.is_hidden() {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         }
-    }
-    Ok(())
+        bar.set_length(len as u64);
+        bar.set_position(pos as u64);
+    })
 }
 
 fn progress_bar() -> indicatif::ProgressBar {

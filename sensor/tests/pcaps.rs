@@ -59,7 +59,8 @@ fn one_snapshot_per_capture() {
 }
 
 /// The threaded pipeline writes exactly what the in-thread one writes, for
-/// any number of workers: same lines, same order (see `pipeline`'s docs).
+/// any number of workers, packets handed to them or files read by each
+/// (`walk`): same lines, same order (see `pipeline`'s docs).
 /// Each capture alone, then every lab recording read as one stream, so the
 /// ledger, suppression and shared-key state see hosts whose flows are spread
 /// over several workers.
@@ -87,12 +88,20 @@ fn every_worker_count_gives_identical_output() {
         let cfg = EngineConfig::for_site(site.clone());
         let inline = common::run_inline(&files, cfg.clone());
         assert!(!inline.lines.is_empty(), "{what}");
-        for workers in [1, 2, 4] {
-            let (threaded, shares) = common::run_workers(&files, cfg.clone(), workers);
+        for (workers, walk) in [
+            (1, false),
+            (2, false),
+            (4, false),
+            (1, true),
+            (2, true),
+            (3, true),
+        ] {
+            let (threaded, shares) = common::run_workers(&files, cfg.clone(), workers, walk);
             assert_eq!(
                 threaded.lines, inline.lines,
-                "{what}: {workers} workers differ from the in-thread pipeline"
+                "{what}: {workers} workers (walk: {walk}) differ from the in-thread pipeline"
             );
+            assert_eq!(threaded.error, inline.error, "{what}");
             assert_eq!(threaded.counters, inline.counters, "{what}");
             assert_eq!(
                 shares.iter().sum::<u64>(),
@@ -624,4 +633,39 @@ fn no_event_has_a_duplicate_key() {
         }
     }
     assert!(lines > 300, "{lines} lines checked");
+}
+
+/// Workers that read a file themselves stop where it is cut short, as the
+/// in-thread pipeline does (the same events, the same error), and go on with
+/// the next file.
+#[test]
+fn workers_walking_a_file_cut_short_stop_at_the_cut() {
+    let all = captures();
+    let biggest = all
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap"))
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a pcap in pcaps/");
+    let bytes = std::fs::read(biggest).expect("reads");
+    // two thirds in, 7 bytes into whatever record is there
+    let cut = std::env::temp_dir().join(format!("spanwatch-cut-{}.pcap", std::process::id()));
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3 + 7]).expect("writes");
+    let next = common::workspace().join("pcaps/tls12-chain.pcap");
+    let files = [
+        (cut.as_path(), "cut.pcap"),
+        (next.as_path(), "tls12-chain.pcap"),
+    ];
+    let inline = common::run_inline(&files, EngineConfig::default());
+    std::fs::remove_file(&cut).ok();
+    let error = inline.error.clone().expect("the cut is an error");
+    assert!(error.contains("cut short"), "{error}");
+    assert!(inline.lines.iter().any(|l| l.contains("tls12-chain.pcap")));
+    for workers in [2, 3] {
+        std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3 + 7]).expect("writes");
+        let (walked, _) = common::run_workers(&files, EngineConfig::default(), workers, true);
+        std::fs::remove_file(&cut).ok();
+        assert_eq!(walked.error, inline.error, "{workers} workers");
+        assert_eq!(walked.lines, inline.lines, "{workers} workers");
+        assert_eq!(walked.counters, inline.counters, "{workers} workers");
+    }
 }

@@ -51,6 +51,7 @@ struct Interface {
     offset_secs: i64,
 }
 
+#[derive(Clone)]
 enum Format {
     Pcap {
         big_endian: bool,
@@ -64,7 +65,9 @@ enum Format {
     },
 }
 
-/// Reads packets from one capture file, in file order.
+/// Reads packets from one capture file, in file order. A clone reads the
+/// same mapped bytes on its own from where the original stands.
+#[derive(Clone)]
 pub struct FileReader {
     path: PathBuf,
     data: Bytes,

@@ -33,6 +33,7 @@
 pub mod engine;
 pub mod live;
 pub mod output;
+pub mod walk;
 pub mod writer;
 
 use crate::sink::Sink;
@@ -132,7 +133,7 @@ fn tcp_pair(linktype: LinkType, d: &[u8]) -> Option<(IpAddr, IpAddr)> {
 const TIMELINE_JUMP: i64 = 86_400 * 1_000_000_000;
 
 /// Numbers packets and ticks, and says when a tick is due.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Sequencer {
     seq: u64,
     now: Timestamp,
@@ -218,6 +219,8 @@ struct Batch {
     work: Filling,
     /// Everything for this worker numbered up to here has been sent.
     horizon: u64,
+    /// Then a file to walk (offline, see [`walk`]).
+    walk: Option<Box<walk::Walk>>,
 }
 
 /// A worker's next batch, being filled: its work, and the buffers its
@@ -267,15 +270,24 @@ enum ToWriter {
 /// One worker: an engine fed batches in dispatch order.
 struct Worker {
     id: usize,
+    /// How many there are.
+    workers: usize,
     engine: Engine,
     out: Output,
     hist: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl Worker {
-    fn new(id: usize, engine: Engine, types: Arc<EventTypes>, latency: bool) -> Self {
+    fn new(
+        id: usize,
+        workers: usize,
+        engine: Engine,
+        types: Arc<EventTypes>,
+        latency: bool,
+    ) -> Self {
         Worker {
             id,
+            workers,
             engine,
             out: Output::new(types),
             hist: latency.then(|| {
@@ -285,26 +297,35 @@ impl Worker {
         }
     }
 
+    fn packet(&mut self, seq: u64, now: Timestamp, pkt: &Packet<&[u8]>, origin: Origin<'_>) {
+        self.out.seq = seq;
+        match &mut self.hist {
+            Some(h) => {
+                let t = std::time::Instant::now();
+                self.engine.process(pkt, now, origin, &mut self.out);
+                let _ = h.record(t.elapsed().as_nanos().max(1) as u64);
+            }
+            None => self.engine.process(pkt, now, origin, &mut self.out),
+        }
+    }
+
     fn run(&mut self, w: &Work, bufs: &[Bytes], origin: Origin<'_>, queue_depth: usize) {
+        let Work::Packet { seq, now, pkt } = w else {
+            return self.control(w, origin, queue_depth);
+        };
+        let s = pkt.data;
+        let data = bufs
+            .get(s.buf as usize)
+            .and_then(|b| b.get(s.start..)?.get(..s.len as usize))
+            .unwrap_or_default();
+        self.packet(*seq, *now, &pkt.with_data(data), origin);
+    }
+
+    /// Everything but a packet.
+    fn control(&mut self, w: &Work, origin: Origin<'_>, queue_depth: usize) {
         let out = &mut self.out;
         match w {
-            Work::Packet { seq, now, pkt } => {
-                out.seq = *seq;
-                let s = pkt.data;
-                let data = bufs
-                    .get(s.buf as usize)
-                    .and_then(|b| b.get(s.start..)?.get(..s.len as usize))
-                    .unwrap_or_default();
-                let pkt = &pkt.with_data(data);
-                match &mut self.hist {
-                    Some(h) => {
-                        let t = std::time::Instant::now();
-                        self.engine.process(pkt, *now, origin, out);
-                        let _ = h.record(t.elapsed().as_nanos().max(1) as u64);
-                    }
-                    None => self.engine.process(pkt, *now, origin, out),
-                }
-            }
+            Work::Packet { .. } => {}
             Work::Tick { seq, now, reset } => {
                 out.seq = *seq;
                 if *reset {
@@ -379,34 +400,12 @@ impl<W: Sink + 'static> Pipeline<W> {
             writer.recycle_to(id, give);
             let (tx, rx) = crossbeam_channel::bounded::<Batch>(QUEUE);
             txs.push(tx);
-            let mut w = Worker::new(id, engine_for(&s), Arc::clone(&s.types), s.latency);
+            let mut w = Worker::new(id, n, engine_for(&s), Arc::clone(&s.types), s.latency);
             let to_writer = to_writer.clone();
             let recycle = recycle.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("spanwatch-worker-{id}"))
-                .spawn(move || {
-                    for mut b in rx.iter() {
-                        let origin = Origin {
-                            pcap_file: b.origin.as_ref(),
-                        };
-                        let depth = rx.len();
-                        for item in &b.work.items {
-                            w.run(item, &b.work.bufs, origin, depth);
-                        }
-                        let out = w.out.take(spares.try_recv().ok());
-                        let msg = ToWriter::Out {
-                            worker: id,
-                            done: b.horizon,
-                            out,
-                        };
-                        if to_writer.send(msg).is_err() {
-                            break;
-                        }
-                        // the vectors, emptied, back to the dispatcher
-                        b.work.clear();
-                        let _ = recycle.try_send(b.work);
-                    }
-                });
+                .spawn(move || walk::serve(&mut w, &rx, &to_writer, &spares, &recycle));
             workers.push(spawned?);
         }
         let writer = std::thread::Builder::new()
@@ -483,6 +482,11 @@ impl<W: Sink + 'static> Pipeline<W> {
         }
     }
 
+    /// How many workers there are.
+    pub fn workers(&self) -> usize {
+        self.txs.len()
+    }
+
     /// Capture time has reached `ts` (live: also called when the link is
     /// idle, with the wall clock, so idle flows still end).
     pub fn clock(&mut self, ts: Timestamp) {
@@ -512,6 +516,7 @@ impl<W: Sink + 'static> Pipeline<W> {
                 origin: self.origin.clone(),
                 work,
                 horizon,
+                walk: None,
             };
             if !self.live {
                 let _ = self.txs[w].send(b);
@@ -627,7 +632,7 @@ impl<W: Sink> Inline<W> {
         Inline {
             seq: Sequencer::default(),
             origin: None,
-            worker: Worker::new(0, Engine::new(cfg), types, false),
+            worker: Worker::new(0, 1, Engine::new(cfg), types, false),
             writer,
             buf: Default::default(),
         }

@@ -72,7 +72,14 @@ pub fn run_inline(files: &[(&Path, &str)], cfg: EngineConfig) -> Run {
 
 /// Reads captures, in order, through the threaded pipeline with `workers`
 /// workers; also returns each worker's packet count.
-pub fn run_workers(files: &[(&Path, &str)], cfg: EngineConfig, workers: usize) -> (Run, Vec<u64>) {
+/// `walk`: the workers read each file themselves ([`Pipeline::walk`])
+/// instead of being handed its packets.
+pub fn run_workers(
+    files: &[(&Path, &str)],
+    cfg: EngineConfig,
+    workers: usize,
+    walk: bool,
+) -> (Run, Vec<u64>) {
     let settings = Settings {
         workers,
         engine: cfg,
@@ -84,7 +91,15 @@ pub fn run_workers(files: &[(&Path, &str)], cfg: EngineConfig, workers: usize) -
     let mut error = None;
     for (path, name) in files {
         p.set_origin(Some((*name).into()));
-        error = error.or(feed(path, |data, pkt| p.packet_in(data, pkt)));
+        let failed = if walk {
+            match FileReader::open(path) {
+                Ok(r) => p.walk(r, |_, _| {}).err().map(|e| e.to_string()),
+                Err(e) => Some(e.to_string()),
+            }
+        } else {
+            feed(path, |data, pkt| p.packet_in(data, pkt))
+        };
+        error = error.or(failed);
     }
     p.end_flows();
     p.ledger("end_of_run");

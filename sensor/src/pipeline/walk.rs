@@ -1,0 +1,304 @@
+//! Workers that read a capture file themselves.
+//!
+//! Offline, a mapped capture needs no dispatcher: every worker walks the
+//! whole file, numbers every record and every tick exactly as the dispatcher
+//! would (the same [`Sequencer`] over the same records), and processes the
+//! records whose address pair it owns ([`worker_of`]) and every tick. Each
+//! tells the writer how far it has got every [`BATCH`] records, so the writer
+//! merges by the same numbers and writes the same lines, in the same order,
+//! as the dispatched pipeline does, for every number of workers.
+//!
+//! Skipping a record costs its header and a hash of its address pair, so
+//! walking the file `n` times costs less than handing each packet from one
+//! thread to another; and the reading is shared out over the cores instead of
+//! bounding them all.
+//!
+//! A worker may not run more than [`LEAD`] records ahead of the slowest: what
+//! it has done waits in the writer until the others catch up, and that must
+//! stay bounded (the dispatcher's queues set the same bound).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::{worker_of, Batch, Filling, Pipeline, Sequencer, ToWriter, Work, Worker, BATCH, QUEUE};
+use crate::capture::{CaptureError, FileReader};
+use crate::pipeline::engine::Origin;
+use crate::pipeline::output::Spare;
+use crate::sink::Sink;
+
+/// How many records one worker may be ahead of the slowest.
+pub const LEAD: u64 = (QUEUE * BATCH) as u64;
+
+/// One file for one worker to walk.
+pub(super) struct Walk {
+    pub reader: FileReader,
+    pub seq: Sequencer,
+    pub progress: Arc<Progress>,
+    pub reply: Sender<Walked>,
+}
+
+/// A worker has walked a file: where numbering stands after it, and the
+/// error that stopped it early, if any.
+pub(super) struct Walked {
+    pub worker: usize,
+    pub seq: Sequencer,
+    pub error: Option<CaptureError>,
+}
+
+/// How far each worker has got (their shared pace), and how far into the
+/// file (for a progress bar).
+pub struct Progress {
+    done: Vec<AtomicU64>,
+    position: AtomicUsize,
+    lock: Mutex<()>,
+    moved: Condvar,
+}
+
+impl Progress {
+    pub(super) fn new(workers: usize, start: u64) -> Self {
+        Progress {
+            done: (0..workers).map(|_| AtomicU64::new(start)).collect(),
+            position: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            moved: Condvar::new(),
+        }
+    }
+
+    /// Bytes of the file the first worker has read.
+    pub fn position(&self) -> usize {
+        self.position.load(Ordering::Relaxed)
+    }
+
+    fn slowest(&self) -> u64 {
+        self.done
+            .iter()
+            .map(|d| d.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Worker `id` has done everything up to `seq`: tells the others, then
+    /// waits while it is more than [`LEAD`] ahead of the slowest.
+    fn reached(&self, id: usize, seq: u64) {
+        self.done[id].store(seq, Ordering::Release);
+        let Ok(mut g) = self.lock.lock() else { return };
+        self.moved.notify_all();
+        // bounded wait: a missed wake-up costs a millisecond, never a hang
+        while seq > self.slowest().saturating_add(LEAD) {
+            g = match self.moved.wait_timeout(g, Duration::from_millis(1)) {
+                Ok((g, _)) => g,
+                Err(_) => return,
+            };
+        }
+    }
+}
+
+impl<W: Sink + 'static> Pipeline<W> {
+    /// Every packet of a capture file, read by the workers themselves (see
+    /// [`walk`]); `progress` is told, now and then, how many of the file's
+    /// bytes have been read. Offline only. Returns the error that cut the
+    /// file short, if any (what came before it is processed).
+    pub fn walk(
+        &mut self,
+        reader: FileReader,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<(), CaptureError> {
+        self.flush();
+        let n = self.txs.len();
+        let shared = Arc::new(Progress::new(n, self.seq.seq));
+        let (reply, replies) = crossbeam_channel::bounded(n);
+        for tx in &self.txs {
+            let b = Batch {
+                origin: self.origin.clone(),
+                work: Filling::with_capacity(0),
+                horizon: self.seq.seq,
+                walk: Some(Box::new(Walk {
+                    reader: reader.clone(),
+                    seq: self.seq.clone(),
+                    progress: Arc::clone(&shared),
+                    reply: reply.clone(),
+                })),
+            };
+            let _ = tx.send(b);
+        }
+        drop(reply);
+        let (mut error, mut after) = (None, None);
+        let mut walked = 0;
+        while walked < n {
+            match replies.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(w) => {
+                    walked += 1;
+                    // every worker numbered the same records the same way
+                    debug_assert!(after.is_none_or(|a| a == w.seq.seq));
+                    after = Some(w.seq.seq);
+                    if w.worker == 0 {
+                        self.seq = w.seq;
+                        error = w.error;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => progress(shared.position(), reader.len()),
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        error.map_or(Ok(()), Err)
+    }
+
+    /// Every packet of a capture file, handed to the workers by this thread
+    /// (one worker: this thread reads while it works); `progress` as for
+    /// [`Pipeline::walk`].
+    pub fn dispatch(
+        &mut self,
+        mut reader: FileReader,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<(), CaptureError> {
+        let mut n = 0u32;
+        while let Some(pkt) = reader.next_range() {
+            self.packet_in(reader.data(), pkt?);
+            n = n.wrapping_add(1);
+            if n.is_multiple_of(8192) {
+                progress(reader.position(), reader.len());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A worker thread: batches in dispatch order, and the files it is to walk,
+/// until the pipeline closes.
+pub(super) fn serve(
+    w: &mut Worker,
+    rx: &Receiver<Batch>,
+    to_writer: &Sender<ToWriter>,
+    spares: &Receiver<Spare>,
+    recycle: &Sender<Filling>,
+) {
+    let id = w.id;
+    for mut b in rx.iter() {
+        let origin = Origin {
+            pcap_file: b.origin.as_ref(),
+        };
+        let depth = rx.len();
+        for item in &b.work.items {
+            w.run(item, &b.work.bufs, origin, depth);
+        }
+        let mut send = |w: &mut Worker, done: u64| {
+            let out = w.out.take(spares.try_recv().ok());
+            let msg = ToWriter::Out {
+                worker: id,
+                done,
+                out,
+            };
+            to_writer.send(msg).is_ok()
+        };
+        if !send(w, b.horizon) {
+            break;
+        }
+        if let Some(job) = b.walk.as_mut() {
+            let error = walk(w, job, origin, &mut send);
+            let seq = job.seq.clone();
+            let _ = job.reply.send(Walked {
+                worker: id,
+                seq,
+                error,
+            });
+        }
+        // the vectors, emptied, back to the dispatcher
+        b.work.clear();
+        let _ = recycle.try_send(b.work);
+    }
+}
+
+/// Marks a worker as out of the race when its walk ends, however it ends
+/// (a panic included), so that no other waits for it.
+struct Leave<'a>(&'a Progress, usize);
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.0.done[self.1].store(u64::MAX, Ordering::Release);
+        if let Ok(_g) = self.0.lock.lock() {
+            self.0.moved.notify_all();
+        }
+    }
+}
+
+/// Walks the file of `walk` as worker `w.id` of `w.workers`; `send` hands the
+/// output so far to the writer with the number everything up to which is
+/// done. Returns the numbering after the file and the error that stopped it.
+pub(super) fn walk(
+    w: &mut Worker,
+    walk: &mut Walk,
+    origin: Origin<'_>,
+    mut send: impl FnMut(&mut Worker, u64) -> bool,
+) -> Option<CaptureError> {
+    let leave = Leave(&walk.progress, w.id);
+    let data = walk.reader.data().clone();
+    let seq = &mut walk.seq;
+    let mut since = 0usize;
+    let error = loop {
+        let pkt = match walk.reader.next_range() {
+            None => break None,
+            Some(Err(e)) => break Some(e),
+            Some(Ok(p)) => p,
+        };
+        if let Some((now, reset)) = seq.advance(pkt.ts) {
+            let s = seq.next();
+            w.run(&Work::Tick { seq: s, now, reset }, &[], origin, 0);
+        }
+        let s = seq.next();
+        // out of bounds (never, from our reader): an empty frame, counted as such
+        let bytes = data.get(pkt.data.clone()).unwrap_or_default();
+        if worker_of(pkt.linktype, bytes, w.workers) == w.id {
+            w.packet(s, seq.now, &pkt.with_data(bytes), origin);
+        }
+        since += 1;
+        if since >= BATCH {
+            since = 0;
+            if !send(w, s) {
+                break None;
+            }
+            if w.id == 0 {
+                let at = walk.reader.position();
+                walk.progress.position.store(at, Ordering::Relaxed);
+            }
+            walk.progress.reached(w.id, s);
+        }
+    };
+    send(w, seq.seq);
+    drop(leave);
+    error
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// A worker more than [`LEAD`] ahead of the slowest waits for it, and
+    /// one that has left waits for nobody.
+    #[test]
+    fn a_worker_waits_while_too_far_ahead() {
+        let p = Arc::new(Progress::new(2, 0));
+        let through = Arc::new(AtomicBool::new(false));
+        let ahead = {
+            let (p, through) = (Arc::clone(&p), Arc::clone(&through));
+            std::thread::spawn(move || {
+                p.reached(0, 3 * LEAD);
+                through.store(true, Ordering::SeqCst);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!through.load(Ordering::SeqCst), "ran 3 LEAD ahead");
+        p.reached(1, LEAD);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!through.load(Ordering::SeqCst), "still 2 LEAD ahead");
+        p.reached(1, 2 * LEAD);
+        ahead.join().expect("the worker ahead goes on");
+        assert!(through.load(Ordering::SeqCst));
+        // a worker that has left (its walk over, or a panic) holds no one back
+        drop(Leave(&p, 1));
+        p.reached(0, 100 * LEAD);
+    }
+}
