@@ -70,10 +70,12 @@ enum Test {
 pub struct Compiled {
     pub sig: Signature,
     conds: Vec<(Fact, Test)>,
+    /// Has conditions on each certificate's text ([`on_one_cert`]).
+    cert_text: bool,
 }
 
 /// A name the index found: (signature, fact, value, pattern as shown).
-type Hit = (usize, Fact, String, String);
+type Hit<'a> = (usize, Fact, &'a str, &'a str);
 
 /// All signatures, compiled: names go into one suffix trie per fact.
 #[derive(Debug)]
@@ -120,7 +122,17 @@ impl RuleSet {
             if !conds.iter().any(|(_, t)| matches!(t, Test::Name)) {
                 set.unindexed.push(i);
             }
-            set.sigs.push(Compiled { sig, conds });
+            let cert_text = conds.iter().any(|(fact, t)| {
+                matches!(
+                    (t, fact.decl().source),
+                    (Test::Text(_), Source::EachCert(_))
+                )
+            });
+            set.sigs.push(Compiled {
+                sig,
+                conds,
+                cert_text,
+            });
         }
         set
     }
@@ -187,15 +199,25 @@ impl RuleSet {
         spki: Option<&dyn KeySpread>,
     ) -> Vec<(usize, Vec<Evidence>)> {
         let hits = self.name_hits(f);
-        let mut candidates: Vec<usize> = hits
-            .iter()
-            .map(|h| h.0)
-            .chain(self.unindexed.iter().copied())
-            .collect();
-        candidates.sort_unstable();
-        candidates.dedup();
+        // the signatures some name was found for, and those without a name
+        // condition, in signature order, each once
+        let mut named: smallvec::SmallVec<[usize; 8]> = hits.iter().map(|h| h.0).collect();
+        named.sort_unstable();
+        named.dedup();
         let mut out = Vec::new();
-        for i in candidates {
+        let (mut a, mut b) = (named.iter().peekable(), self.unindexed.iter().peekable());
+        loop {
+            let i = match (a.peek(), b.peek()) {
+                (Some(&&x), Some(&&y)) if x < y => a.next(),
+                (Some(&&x), Some(&&y)) if x > y => b.next(),
+                (Some(_), Some(_)) => {
+                    b.next();
+                    a.next()
+                }
+                (Some(_), None) => a.next(),
+                (None, _) => b.next(),
+            };
+            let Some(&i) = i else { break };
             if let Some(ev) = check(&self.sigs[i], f, &hits, i, spki) {
                 out.push((i, ev));
             }
@@ -204,17 +226,17 @@ impl RuleSet {
     }
 
     /// Every (signature, name) the name indexes find in these facts.
-    fn name_hits(&self, f: &Facts<'_>) -> Vec<Hit> {
+    fn name_hits<'s, 'f: 's>(&'s self, f: &'s Facts<'f>) -> Vec<Hit<'s>> {
         let mut hits = Vec::new();
         let leaf = f.chain.first();
         for (fact, ix) in &self.names {
             if ix.is_empty() {
                 continue;
             }
-            let mut look = |v: &str| {
+            let mut look = |v: &'f str| {
                 ix.lookup(v, &mut |t| {
                     if let Some((sig, pat)) = self.tags.get(t as usize) {
-                        hits.push((*sig, *fact, v.to_string(), pat.clone()));
+                        hits.push((*sig, *fact, v, pat.as_str()));
                     }
                 })
             };
@@ -276,7 +298,7 @@ fn holds(
     };
     match (test, source) {
         (Test::Name, _) => name_hit.is_some_and(|h| {
-            show(h.2.clone(), h.3.clone());
+            show(h.2.to_string(), h.3.to_string());
             true
         }),
         (Test::Text(_), Source::EachCert(_)) => true,
@@ -393,6 +415,9 @@ fn check(
 /// A signature's conditions on certificate text must all hold on one
 /// certificate of the chain: the evidence from the first that does.
 fn on_one_cert(c: &Compiled, f: &Facts<'_>) -> Option<Vec<Evidence>> {
+    if !c.cert_text {
+        return Some(Vec::new());
+    }
     let conds: Vec<_> = c
         .conds
         .iter()

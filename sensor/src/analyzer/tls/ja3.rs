@@ -41,11 +41,11 @@ fn push_decimal(out: &mut String, v: u32) {
 }
 
 fn hashed(string: String) -> Ja3 {
-    let digest = Md5::digest(string.as_bytes());
-    Ja3 {
-        hash: super::hex(&digest),
-        string,
-    }
+    let mut hash = String::with_capacity(32);
+    super::memo::digest(super::memo::Kind::Ja3, &string, &mut hash, |s| {
+        super::hex(&Md5::digest(s.as_bytes()))
+    });
+    Ja3 { hash, string }
 }
 
 /// Joins the non-GREASE values of `list` with dashes.

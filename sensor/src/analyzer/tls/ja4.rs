@@ -41,8 +41,9 @@ fn hash12(out: &mut String, list: &str) {
         out.push_str("000000000000");
         return;
     }
-    let d = Sha256::digest(list.as_bytes());
-    out.push_str(&super::hex(&d[..6]));
+    super::memo::digest(super::memo::Kind::Ja4, list, out, |l| {
+        super::hex(&Sha256::digest(l.as_bytes())[..6])
+    });
 }
 
 /// Appends `vals` as 4-digit lower-case hex, comma-separated.
