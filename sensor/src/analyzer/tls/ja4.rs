@@ -116,11 +116,14 @@ pub fn ja4_raw(ch: &ClientHello, transport: Transport) -> String {
 
 /// The three parts before hashing: `a`, sorted ciphers, sorted extensions
 /// (without SNI and ALPN), signature algorithms in wire order.
+/// A list of code points: inline up to a size real hellos stay under.
+type Codes = smallvec::SmallVec<[u16; 64]>;
+
 struct Parts {
     a: String,
-    ciphers: Vec<u16>,
-    exts: Vec<u16>,
-    sigs: Vec<u16>,
+    ciphers: Codes,
+    exts: Codes,
+    sigs: Codes,
     scratch: String,
 }
 
@@ -143,13 +146,13 @@ impl Parts {
             .filter(|v| !is_grease(*v))
             .max()
             .unwrap_or(ch.legacy_version);
-        let ciphers: Vec<u16> = ch
+        let ciphers: Codes = ch
             .ciphers
             .iter()
             .copied()
             .filter(|c| !is_grease(*c))
             .collect();
-        let exts: Vec<u16> = ch
+        let exts: Codes = ch
             .extensions
             .iter()
             .copied()
@@ -174,12 +177,12 @@ impl Parts {
         );
         let mut sorted_ciphers = ciphers;
         sorted_ciphers.sort_unstable();
-        let mut sorted_exts: Vec<u16> = exts
+        let mut sorted_exts: Codes = exts
             .into_iter()
             .filter(|e| *e != ext::SERVER_NAME && *e != ext::ALPN)
             .collect();
         sorted_exts.sort_unstable();
-        let sigs: Vec<u16> = ch
+        let sigs: Codes = ch
             .sig_algs
             .iter()
             .copied()
