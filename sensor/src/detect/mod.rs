@@ -445,7 +445,11 @@ fn on_one_cert(c: &Compiled, f: &Facts<'_>) -> Option<Vec<Evidence>> {
             let (v, p) = found(cert, m, read)?;
             Some(Evidence {
                 fact: fact.name(),
-                value: if i == 0 { v } else { format!("{v} (chain[{i}])") },
+                value: if i == 0 {
+                    v
+                } else {
+                    format!("{v} (chain[{i}])")
+                },
                 pattern: p,
                 key: None,
             })

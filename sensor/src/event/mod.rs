@@ -1,9 +1,12 @@
 //! EVE-compatible events.
 //!
 //! Events are typed structs that borrow from flow state; workers serialise
-//! them with `serde_json::to_writer` into reused buffers (no `Value` trees),
-//! see `output` and `writer`.
+//! them into reused buffers (no `Value` trees), the header and the `flow`
+//! object by hand ([`Event::write_json`]), the rest with `serde_json`; see
+//! `output` and `writer`.
 //! Field names follow Suricata's EVE where EVE has one.
+
+mod json;
 
 use std::net::IpAddr;
 

@@ -117,7 +117,10 @@ impl FlowHead {
             dest_segment: self.dest_seg.as_ref().map(Segment::as_ref),
             ..Default::default()
         };
-        let mut h = serde_json::to_vec(&e).unwrap_or_else(|_| b"{}".to_vec());
+        let mut h = Vec::with_capacity(384);
+        if e.write_json(&mut h).is_err() {
+            h = b"{}".to_vec();
+        }
         h.pop(); // the closing brace
         h
     }
@@ -260,7 +263,7 @@ impl Output {
             return;
         }
         let start = self.buf.len();
-        if serde_json::to_writer(&mut self.buf, e).is_err() {
+        if e.write_json(&mut self.buf).is_err() {
             // Only a failing Serialize impl gets here; none of ours fails.
             self.buf.truncate(start);
             return;
@@ -396,7 +399,10 @@ fn split(mut e: Event<'_>, (own, alert): (bool, bool)) -> Split {
     }
     e.flow = None;
     let head = |e: &Event<'_>| {
-        let mut h = serde_json::to_vec(e).unwrap_or_else(|_| b"{}".to_vec());
+        let mut h = Vec::with_capacity(512);
+        if e.write_json(&mut h).is_err() {
+            h = b"{}".to_vec();
+        }
         h.pop(); // the closing brace
         h
     };

@@ -1,0 +1,276 @@
+//! The events every flow produces, written by hand.
+//!
+//! `serde_json` writes a struct as a map: every field name goes through its
+//! string escaper, every field through its state machine, on every event.
+//! The EVE header (and the `flow` object that ends every flow) are the same
+//! dozen names on every line, so they are written here as literal bytes; the
+//! protocol objects (`tls`, `dns`, `alert`, ...) still go through `serde`.
+//! The result is byte for byte what `serde_json::to_writer` writes for the
+//! same [`Event`] (a test checks it on an event with every field set, and the
+//! snapshot tests on every capture), and the destructuring below makes a new
+//! field a compile error here until it is written.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::{Event, FlowEvent};
+use crate::time::Timestamp;
+
+/// An object being written: a comma before every member but the first.
+struct Obj<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> Obj<'o> {
+    fn open(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Obj { out, first: true }
+    }
+
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        string(self.out, v);
+    }
+
+    fn num(&mut self, k: &str, v: impl itoa::Integer) {
+        self.key(k);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
+    fn time(&mut self, k: &str, t: Timestamp) {
+        self.str(k, t.rfc3339(&mut [0; 31]));
+    }
+
+    fn ip(&mut self, k: &str, a: IpAddr) {
+        self.key(k);
+        // an address's text needs no escaping
+        let _ = write!(self.out, "\"{a}\"");
+    }
+
+    fn bool(&mut self, k: &str, v: bool) {
+        self.key(k);
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    fn ser<T: Serialize + ?Sized>(&mut self, k: &str, v: &T) -> serde_json::Result<()> {
+        self.key(k);
+        serde_json::to_writer(&mut *self.out, v)
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// A JSON string, escaped as `serde_json` escapes it (control characters,
+/// `"` and `\`; the rest of UTF-8 as it is).
+fn string(out: &mut Vec<u8>, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // a &str always serialises
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
+}
+
+impl Event<'_> {
+    /// Appends the event as one JSON object (no newline).
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let Event {
+            timestamp,
+            flow_id,
+            sensor,
+            pcap_file,
+            pcap_frame,
+            event_type,
+            src_ip,
+            src_port,
+            dest_ip,
+            dest_port,
+            proto,
+            vlan,
+            community_id,
+            app_proto,
+            anomaly,
+            src_segment,
+            dest_segment,
+            alert,
+            sanctioned,
+            host_activity,
+            stats,
+            tls,
+            certificate,
+            quic,
+            dns,
+            http,
+            flow,
+        } = self;
+        let mut o = Obj::open(out);
+        o.time("timestamp", *timestamp);
+        flow_id.map(|v| o.num("flow_id", v));
+        sensor.map(|v| o.str("sensor", v));
+        pcap_file.map(|v| o.str("pcap_file", v));
+        pcap_frame.map(|v| o.num("pcap_frame", v));
+        o.str("event_type", event_type);
+        src_ip.map(|v| o.ip("src_ip", v));
+        src_port.map(|v| o.num("src_port", v));
+        dest_ip.map(|v| o.ip("dest_ip", v));
+        dest_port.map(|v| o.num("dest_port", v));
+        if let Some(v) = proto {
+            o.ser("proto", v)?;
+        }
+        if !vlan.is_empty() {
+            o.ser("vlan", vlan)?;
+        }
+        community_id.map(|v| o.str("community_id", v));
+        app_proto.map(|v| o.str("app_proto", v));
+        anomaly.map(|v| o.str("anomaly", v));
+        if let Some(v) = src_segment {
+            o.ser("src_segment", v)?;
+        }
+        if let Some(v) = dest_segment {
+            o.ser("dest_segment", v)?;
+        }
+        if let Some(v) = alert {
+            o.ser("alert", v)?;
+        }
+        if let Some(v) = sanctioned {
+            o.ser("sanctioned", v)?;
+        }
+        if let Some(v) = host_activity {
+            o.ser("host_activity", v)?;
+        }
+        if let Some(v) = stats {
+            o.ser("stats", v)?;
+        }
+        if let Some(v) = tls {
+            o.ser("tls", v)?;
+        }
+        if let Some(v) = certificate {
+            o.ser("certificate", v)?;
+        }
+        if let Some(v) = quic {
+            o.ser("quic", v)?;
+        }
+        if let Some(v) = dns {
+            o.ser("dns", v)?;
+        }
+        if let Some(v) = http {
+            o.ser("http", v)?;
+        }
+        if let Some(v) = flow {
+            o.key("flow");
+            v.write_json(o.out);
+        }
+        o.close();
+        Ok(())
+    }
+}
+
+impl FlowEvent {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let FlowEvent {
+            pkts_toserver,
+            pkts_toclient,
+            bytes_toserver,
+            bytes_toclient,
+            start,
+            end,
+            age,
+            state,
+            reason,
+            alerted,
+        } = self;
+        let mut o = Obj::open(out);
+        o.num("pkts_toserver", *pkts_toserver);
+        o.num("pkts_toclient", *pkts_toclient);
+        o.num("bytes_toserver", *bytes_toserver);
+        o.num("bytes_toclient", *bytes_toclient);
+        o.time("start", *start);
+        o.time("end", *end);
+        o.num("age", *age);
+        o.str("state", state);
+        o.str("reason", reason);
+        o.bool("alerted", *alerted);
+        o.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Proto;
+
+    fn same(e: &Event<'_>) {
+        let mut hand = Vec::new();
+        e.write_json(&mut hand).expect("writes");
+        let serde = serde_json::to_vec(e).expect("serialises");
+        assert_eq!(
+            String::from_utf8_lossy(&hand),
+            String::from_utf8_lossy(&serde)
+        );
+    }
+
+    /// Byte for byte what serde writes: every header field set, strings that
+    /// need escaping and some that do not, IPv4 and IPv6, the flow object;
+    /// and the smallest event.
+    #[test]
+    fn writes_what_serde_writes() {
+        let vlans = [100u16, 200];
+        let flow = FlowEvent {
+            pkts_toserver: 3,
+            pkts_toclient: u64::MAX,
+            bytes_toserver: 0,
+            bytes_toclient: 1460,
+            start: Timestamp(1_700_000_000_123_456_789),
+            end: Timestamp(-5_000_000_000),
+            age: -3,
+            state: "closed",
+            reason: "timeout",
+            alerted: true,
+        };
+        let e = Event {
+            timestamp: Timestamp(1_700_000_000_000_001_000),
+            flow_id: Some(u64::MAX),
+            sensor: Some("span \"east\"\\1\u{1}\u{7f}é"),
+            pcap_file: Some("caps/ü.pcap"),
+            pcap_frame: Some(7),
+            event_type: "flow",
+            src_ip: Some("10.0.0.1".parse().expect("ip")),
+            src_port: Some(0),
+            dest_ip: Some("2001:db8::1".parse().expect("ip")),
+            dest_port: Some(65535),
+            proto: Some(Proto(6)),
+            vlan: &vlans,
+            community_id: Some("1:abc+/="),
+            app_proto: Some("tls"),
+            anomaly: Some("stream.reassembly_overlap_different_data"),
+            flow: Some(flow),
+            ..Default::default()
+        };
+        same(&e);
+        same(&Event {
+            proto: Some(Proto(200)),
+            ..Default::default()
+        });
+        same(&Event::default());
+    }
+}
