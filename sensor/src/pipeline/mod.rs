@@ -25,6 +25,10 @@
 //! holds `max_flows / N` flows, so under table pressure a different flow may
 //! be evicted; and per-worker counters in `stats`.
 //!
+//! `read` with several workers needs no dispatcher: each worker walks the
+//! mapped file itself and numbers records and ticks the same way (see
+//! [`walk`]).
+//!
 //! Offline, a full queue blocks the dispatcher (back-pressure, nothing lost).
 //! Live, a full worker queue drops the packets of that batch (counted per
 //! worker) rather than stall capture; ticks and control messages are always
