@@ -58,7 +58,22 @@ impl<'o> Obj<'o> {
     fn ip(&mut self, k: &str, a: IpAddr) {
         self.key(k);
         // an address's text needs no escaping
-        let _ = write!(self.out, "\"{a}\"");
+        match a {
+            IpAddr::V4(a) => {
+                self.out.push(b'"');
+                for (i, o) in a.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.out.push(b'.');
+                    }
+                    self.out
+                        .extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
+                }
+                self.out.push(b'"');
+            }
+            IpAddr::V6(_) => {
+                let _ = write!(self.out, "\"{a}\"");
+            }
+        }
     }
 
     fn bool(&mut self, k: &str, v: bool) {
@@ -245,7 +260,7 @@ mod tests {
             pcap_file: Some("caps/ü.pcap"),
             pcap_frame: Some(7),
             event_type: "flow",
-            src_ip: Some("10.0.0.1".parse().expect("ip")),
+            src_ip: Some("10.200.0.255".parse().expect("ip")),
             src_port: Some(0),
             dest_ip: Some("2001:db8::1".parse().expect("ip")),
             dest_port: Some(65535),
@@ -265,6 +280,18 @@ mod tests {
             certificate: Some(&raw),
             ..e
         });
+        for a in [
+            "0.0.0.0",
+            "1.22.103.9",
+            "255.255.255.255",
+            "::",
+            "::ffff:1.2.3.4",
+        ] {
+            same(&Event {
+                src_ip: Some(a.parse().expect("ip")),
+                ..Default::default()
+            });
+        }
         same(&Event {
             proto: Some(Proto(200)),
             ..Default::default()
