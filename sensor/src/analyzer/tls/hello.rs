@@ -94,6 +94,9 @@ pub fn parse_client_hello(body: &[u8]) -> Result<ClientHello, Malformed> {
         ..Default::default()
     };
     if let Some(exts) = ch.ext {
+        // room for a real hello's extensions at once (each takes at least
+        // four bytes; a padded or hostile one does not buy more than 32)
+        out.extensions.reserve((exts.len() / 4).min(32));
         for (ty, data) in raw_extensions(exts) {
             out.extensions.push(ty);
             client_extension(&mut out, ty, data);

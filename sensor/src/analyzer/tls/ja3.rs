@@ -24,20 +24,7 @@ fn join(out: &mut String, vals: impl Iterator<Item = u32>) {
 
 /// Appends `v` in decimal (no `fmt` machinery: this runs for every hello).
 fn push_decimal(out: &mut String, v: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    for d in &digits[i..] {
-        out.push(*d as char);
-    }
+    out.push_str(itoa::Buffer::new().format(v));
 }
 
 fn hashed(string: String) -> Ja3 {
