@@ -102,4 +102,7 @@ pub enum CaptureError {
     },
     #[error("{path}: {msg}")]
     Libpcap { path: PathBuf, msg: String },
+    /// The reading stopped for a reason of the sensor's, not the file's.
+    #[error("{path}: reading stopped: {what}")]
+    Stopped { path: PathBuf, what: String },
 }

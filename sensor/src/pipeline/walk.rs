@@ -34,16 +34,25 @@ pub const LEAD: u64 = (QUEUE * BATCH) as u64;
 
 /// One file for one worker to walk.
 pub(super) struct Walk {
+    /// The worker it is for.
+    pub id: usize,
     pub reader: FileReader,
     pub seq: Sequencer,
     pub progress: Arc<Progress>,
     pub reply: Sender<Walked>,
 }
 
+/// However a walk ends (walked, never started because its worker is gone,
+/// or a panic), its worker holds no other back from then on.
+impl Drop for Walk {
+    fn drop(&mut self) {
+        self.progress.leave(self.id);
+    }
+}
+
 /// A worker has walked a file: where numbering stands after it, and the
 /// error that stopped it early, if any.
 pub(super) struct Walked {
-    pub worker: usize,
     pub seq: Sequencer,
     pub error: Option<CaptureError>,
 }
@@ -80,6 +89,14 @@ impl Progress {
             .unwrap_or(u64::MAX)
     }
 
+    /// Worker `id` is out of the race: no other waits for it.
+    fn leave(&self, id: usize) {
+        self.done[id].store(u64::MAX, Ordering::Release);
+        if let Ok(_g) = self.lock.lock() {
+            self.moved.notify_all();
+        }
+    }
+
     /// Worker `id` has done everything up to `seq`: tells the others, then
     /// waits while it is more than [`LEAD`] ahead of the slowest.
     fn reached(&self, id: usize, seq: u64) {
@@ -110,12 +127,13 @@ impl<W: Sink + 'static> Pipeline<W> {
         let n = self.txs.len();
         let shared = Arc::new(Progress::new(n, self.seq.seq));
         let (reply, replies) = crossbeam_channel::bounded(n);
-        for tx in &self.txs {
+        for (id, tx) in self.txs.iter().enumerate() {
             let b = Batch {
                 origin: self.origin.clone(),
                 work: Filling::with_capacity(0),
                 horizon: self.seq.seq,
                 walk: Some(Box::new(Walk {
+                    id,
                     reader: reader.clone(),
                     seq: self.seq.clone(),
                     progress: Arc::clone(&shared),
@@ -125,25 +143,31 @@ impl<W: Sink + 'static> Pipeline<W> {
             let _ = tx.send(b);
         }
         drop(reply);
-        let (mut error, mut after) = (None, None);
+        // every worker numbers the same records the same way and stops at
+        // the same error: any reply will do
+        let mut done: Option<Walked> = None;
         let mut walked = 0;
         while walked < n {
             match replies.recv_timeout(std::time::Duration::from_millis(100)) {
                 Ok(w) => {
                     walked += 1;
-                    // every worker numbered the same records the same way
-                    debug_assert!(after.is_none_or(|a| a == w.seq.seq));
-                    after = Some(w.seq.seq);
-                    if w.worker == 0 {
-                        self.seq = w.seq;
-                        error = w.error;
-                    }
+                    done.get_or_insert(w);
                 }
                 Err(RecvTimeoutError::Timeout) => progress(shared.position(), reader.len()),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        error.map_or(Ok(()), Err)
+        match done {
+            Some(d) if walked == n => {
+                self.seq = d.seq;
+                d.error.map_or(Ok(()), Err)
+            }
+            // a worker is gone (it panicked): what it owned is lost
+            _ => Err(CaptureError::Stopped {
+                path: reader.path().to_owned(),
+                what: format!("{} of {n} workers read it to the end", walked),
+            }),
+        }
     }
 
     /// Every packet of a capture file, handed to the workers by this thread
@@ -199,28 +223,11 @@ pub(super) fn serve(
         if let Some(job) = b.walk.as_mut() {
             let error = walk(w, job, origin, &mut send);
             let seq = job.seq.clone();
-            let _ = job.reply.send(Walked {
-                worker: id,
-                seq,
-                error,
-            });
+            let _ = job.reply.send(Walked { seq, error });
         }
         // the vectors, emptied, back to the dispatcher
         b.work.clear();
         let _ = recycle.try_send(b.work);
-    }
-}
-
-/// Marks a worker as out of the race when its walk ends, however it ends
-/// (a panic included), so that no other waits for it.
-struct Leave<'a>(&'a Progress, usize);
-
-impl Drop for Leave<'_> {
-    fn drop(&mut self) {
-        self.0.done[self.1].store(u64::MAX, Ordering::Release);
-        if let Ok(_g) = self.0.lock.lock() {
-            self.0.moved.notify_all();
-        }
     }
 }
 
@@ -233,7 +240,6 @@ pub(super) fn walk(
     origin: Origin<'_>,
     mut send: impl FnMut(&mut Worker, u64) -> bool,
 ) -> Option<CaptureError> {
-    let leave = Leave(&walk.progress, w.id);
     let data = walk.reader.data().clone();
     let seq = &mut walk.seq;
     let mut since = 0usize;
@@ -267,7 +273,7 @@ pub(super) fn walk(
         }
     };
     send(w, seq.seq);
-    drop(leave);
+    walk.progress.leave(w.id);
     error
 }
 
@@ -298,7 +304,38 @@ mod tests {
         ahead.join().expect("the worker ahead goes on");
         assert!(through.load(Ordering::SeqCst));
         // a worker that has left (its walk over, or a panic) holds no one back
-        drop(Leave(&p, 1));
-        p.reached(0, 100 * LEAD);
+        p.leave(1);
+        assert!(goes_on(&p, 0, 100 * LEAD));
+    }
+
+    /// Does worker `id` reaching `seq` go on within five seconds?
+    fn goes_on(p: &Arc<Progress>, id: usize, seq: u64) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let p = Arc::clone(p);
+        std::thread::spawn(move || {
+            p.reached(id, seq);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(Duration::from_secs(5)).is_ok()
+    }
+
+    /// A walk that is never walked (its worker gone before it came) holds
+    /// no one back either: dropping it is leaving.
+    #[test]
+    fn a_walk_dropped_unwalked_releases_the_others() {
+        let p = Arc::new(Progress::new(2, 0));
+        let mut header = vec![0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0];
+        header.extend_from_slice(&[0; 8]);
+        header.extend_from_slice(&[0xff, 0xff, 0, 0, 1, 0, 0, 0]);
+        let reader = FileReader::from_bytes("empty.pcap".into(), header.into()).expect("a pcap");
+        let (reply, _replies) = crossbeam_channel::bounded(1);
+        drop(Walk {
+            id: 1,
+            reader,
+            seq: Sequencer::default(),
+            progress: Arc::clone(&p),
+            reply,
+        });
+        assert!(goes_on(&p, 0, 100 * LEAD));
     }
 }

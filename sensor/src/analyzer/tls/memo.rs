@@ -13,6 +13,10 @@ use std::thread::LocalKey;
 
 /// Strings remembered per thread and kind.
 pub const MEMO_MAX: usize = 4096;
+/// Longer inputs are digested every time: real fingerprints are a few
+/// hundred bytes, and a hostile hello of thousands of ciphers must not make
+/// the memo hold megabytes (this bounds it at `MEMO_MAX` × 1 KiB per kind).
+pub const MEMO_MAX_INPUT: usize = 1024;
 
 type Table = ahash::AHashMap<Box<str>, Box<str>>;
 
@@ -39,6 +43,10 @@ impl Kind {
 
 /// `digest(input)`, from the memo when this thread has computed it before.
 pub fn digest(kind: Kind, input: &str, out: &mut String, digest: impl FnOnce(&str) -> String) {
+    if input.len() > MEMO_MAX_INPUT {
+        out.push_str(&digest(input));
+        return;
+    }
     kind.table().with(|t| {
         let Ok(mut t) = t.try_borrow_mut() else {
             out.push_str(&digest(input));
@@ -81,5 +89,12 @@ mod tests {
             digest(Kind::Ja3, &i.to_string(), &mut String::new(), |s| s.into());
         }
         assert!(JA3.with(|t| t.borrow().len()) <= MEMO_MAX);
+        // a long input is digested, not remembered
+        let long = "9".repeat(MEMO_MAX_INPUT + 1);
+        let before = JA4.with(|t| t.borrow().len());
+        let mut out = String::new();
+        digest(Kind::Ja4, &long, &mut out, |s| s.len().to_string());
+        assert_eq!(out, (MEMO_MAX_INPUT + 1).to_string());
+        assert_eq!(JA4.with(|t| t.borrow().len()), before);
     }
 }
