@@ -165,8 +165,8 @@ impl Source {
         progress: impl FnMut(usize, usize),
     ) -> Result<(), CaptureError> {
         match self {
-            // one worker: this thread reads while the worker works
             Source::Native(r) if p.workers() > 1 => p.walk(r, progress),
+            // one worker: this thread reads while the worker works
             Source::Native(r) => p.dispatch(r, progress),
             Source::Libpcap(mut r) => {
                 while let Some(pkt) = r.next() {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::analyzer::facts::{CertValues, Shape, Shown, Source, FACTS};
+use crate::analyzer::facts::{Shape, Shown, Source, FACTS};
 use crate::analyzer::tls::cert::CertInfo;
 use crate::config::Segment;
 use matcher::TextMatcher;
@@ -73,9 +73,6 @@ pub struct Compiled {
     /// Has conditions on each certificate's text ([`on_one_cert`]).
     cert_text: bool,
 }
-
-/// How a fact is read off each certificate.
-type CertRead = for<'c> fn(&'c CertInfo) -> CertValues<'c>;
 
 /// A name the index found: (signature, fact, value, pattern as shown).
 type Hit<'a> = (usize, Fact, &'a str, &'a str);
@@ -429,32 +426,26 @@ fn on_one_cert(c: &Compiled, f: &Facts<'_>) -> Option<Vec<Evidence>> {
                 _ => None,
             })
     };
-    let found = |cert: &CertInfo, m: &TextMatcher, read: CertRead| {
-        read(cert)
-            .into_iter()
-            .find_map(|v| m.find(v).map(|p| (v.to_string(), p)))
-    };
-    // the first certificate every condition holds on; then its evidence
-    let (i, cert) = f
-        .chain
-        .iter()
-        .enumerate()
-        .find(|(_, cert)| conds().all(|(_, m, read)| found(cert, m, read).is_some()))?;
-    conds()
-        .map(|(fact, m, read)| {
-            let (v, p) = found(cert, m, read)?;
-            Some(Evidence {
-                fact: fact.name(),
-                value: if i == 0 {
-                    v
-                } else {
-                    format!("{v} (chain[{i}])")
-                },
-                pattern: p,
-                key: None,
+    // the first certificate every condition holds on, with its evidence
+    f.chain.iter().enumerate().find_map(|(i, cert)| {
+        conds()
+            .map(|(fact, m, read)| {
+                let (v, p) = read(cert)
+                    .into_iter()
+                    .find_map(|v| m.find(v).map(|p| (v, p)))?;
+                Some(Evidence {
+                    fact: fact.name(),
+                    value: if i == 0 {
+                        v.to_string()
+                    } else {
+                        format!("{v} (chain[{i}])")
+                    },
+                    pattern: p,
+                    key: None,
+                })
             })
-        })
-        .collect()
+            .collect()
+    })
 }
 
 /// The certificate of a chain the shared-key tracker takes note of: a lone

@@ -158,8 +158,11 @@ impl Event<'_> {
         src_port.map(|v| o.num("src_port", v));
         dest_ip.map(|v| o.ip("dest_ip", v));
         dest_port.map(|v| o.num("dest_port", v));
-        if let Some(v) = proto {
-            o.ser("proto", v)?;
+        match proto.map(|p| (p, p.name())) {
+            Some((_, Some(name))) => o.str("proto", name),
+            // a number, as a string (as serde's `collect_str` writes it)
+            Some((p, None)) => o.str("proto", itoa::Buffer::new().format(p.0)),
+            None => {}
         }
         if !vlan.is_empty() {
             o.ser("vlan", vlan)?;

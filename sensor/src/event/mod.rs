@@ -24,16 +24,26 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, Copy)]
 pub struct Proto(pub u8);
 
+impl Proto {
+    /// EVE's name for the protocol; others are written as their number.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
+            6 => "TCP",
+            17 => "UDP",
+            1 => "ICMP",
+            58 => "IPv6-ICMP",
+            132 => "SCTP",
+            47 => "GRE",
+            _ => return None,
+        })
+    }
+}
+
 impl Serialize for Proto {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            6 => s.serialize_str("TCP"),
-            17 => s.serialize_str("UDP"),
-            1 => s.serialize_str("ICMP"),
-            58 => s.serialize_str("IPv6-ICMP"),
-            132 => s.serialize_str("SCTP"),
-            47 => s.serialize_str("GRE"),
-            n => s.collect_str(&n),
+        match self.name() {
+            Some(n) => s.serialize_str(n),
+            None => s.collect_str(&self.0),
         }
     }
 }

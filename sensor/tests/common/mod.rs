@@ -91,14 +91,11 @@ pub fn run_workers(
     let mut error = None;
     for (path, name) in files {
         p.set_origin(Some((*name).into()));
-        let failed = if walk {
-            match FileReader::open(path) {
-                Ok(r) => p.walk(r, |_, _| {}).err().map(|e| e.to_string()),
-                Err(e) => Some(e.to_string()),
-            }
-        } else {
-            feed(path, |data, pkt| p.packet_in(data, pkt))
-        };
+        let fed = FileReader::open(path).and_then(|r| match walk {
+            true => p.walk(r, |_, _| {}),
+            false => p.dispatch(r, |_, _| {}),
+        });
+        let failed = fed.err().map(|e| e.to_string());
         error = error.or(failed);
     }
     p.end_flows();
