@@ -7,6 +7,7 @@
 //! verdict stage's (`crate::verdict`); the findings it logs ([`AlertOut`],
 //! [`Activity`]) are declared here. Sans-IO: signature text comes in as text.
 
+mod certtext;
 mod findings;
 mod matcher;
 pub mod names;
@@ -77,6 +78,9 @@ pub struct Compiled {
 /// A name the index found: (signature, fact, value, pattern as shown).
 type Hit<'a> = (usize, Fact, &'a str, &'a str);
 
+/// The next rule set's id.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// All signatures, compiled: names go into one suffix trie per fact.
 #[derive(Debug)]
 pub struct RuleSet {
@@ -86,6 +90,11 @@ pub struct RuleSet {
     tags: Vec<(usize, String)>,
     /// Signatures without a name condition: evaluated on every event.
     unindexed: Vec<usize>,
+    /// Signatures with conditions on each certificate's text.
+    text_sigs: Vec<u32>,
+    /// This rule set among those made in the process (what a certificate's
+    /// remembered text hits belong to).
+    id: u64,
 }
 
 impl RuleSet {
@@ -99,6 +108,8 @@ impl RuleSet {
                 .collect(),
             tags: Vec::new(),
             unindexed: Vec::new(),
+            text_sigs: Vec::new(),
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let low = |v: &[String]| v.iter().map(|s| s.to_ascii_lowercase()).collect();
         for (i, sig) in sigs.into_iter().enumerate() {
@@ -128,6 +139,9 @@ impl RuleSet {
                     (Test::Text(_), Source::EachCert(_))
                 )
             });
+            if cert_text {
+                set.text_sigs.push(i as u32);
+            }
             set.sigs.push(Compiled {
                 sig,
                 conds,
@@ -218,7 +232,7 @@ impl RuleSet {
                 (None, _) => b.next(),
             };
             let Some(&i) = i else { break };
-            if let Some(ev) = check(&self.sigs[i], f, &hits, i, spki) {
+            if let Some(ev) = self.check(i, f, &hits, spki) {
                 out.push((i, ev));
             }
         }
@@ -391,61 +405,6 @@ fn shared_key(
         });
     }
     ok
-}
-
-/// Does signature `idx` hold on these facts? Its evidence if so.
-fn check(
-    c: &Compiled,
-    f: &Facts<'_>,
-    hits: &[Hit],
-    idx: usize,
-    spki: Option<&dyn KeySpread>,
-) -> Option<Vec<Evidence>> {
-    let mut ev = Vec::new();
-    for (fact, test) in &c.conds {
-        let hit = hits.iter().find(|h| h.0 == idx && h.1 == *fact);
-        if !holds(*fact, test, f, hit, spki, &mut ev) {
-            return None;
-        }
-    }
-    ev.extend(on_one_cert(c, f)?);
-    Some(ev)
-}
-
-/// A signature's conditions on certificate text must all hold on one
-/// certificate of the chain: the evidence from the first that does.
-fn on_one_cert(c: &Compiled, f: &Facts<'_>) -> Option<Vec<Evidence>> {
-    if !c.cert_text {
-        return Some(Vec::new());
-    }
-    let conds = || {
-        c.conds
-            .iter()
-            .filter_map(|(fact, t)| match (t, fact.decl().source) {
-                (Test::Text(m), Source::EachCert(read)) => Some((*fact, m, read)),
-                _ => None,
-            })
-    };
-    // the first certificate every condition holds on, with its evidence
-    f.chain.iter().enumerate().find_map(|(i, cert)| {
-        conds()
-            .map(|(fact, m, read)| {
-                let (v, p) = read(cert)
-                    .into_iter()
-                    .find_map(|v| m.find(v).map(|p| (v, p)))?;
-                Some(Evidence {
-                    fact: fact.name(),
-                    value: if i == 0 {
-                        v.to_string()
-                    } else {
-                        format!("{v} (chain[{i}])")
-                    },
-                    pattern: p,
-                    key: None,
-                })
-            })
-            .collect()
-    })
 }
 
 /// The certificate of a chain the shared-key tracker takes note of: a lone

@@ -71,6 +71,11 @@ pub struct CertInfo {
     /// The serialised form, filled on first use (see [`CertInfo::json`]).
     #[serde(skip)]
     pub json: JsonCache,
+    /// Which signatures' certificate-text conditions all hold on this
+    /// certificate, filled by the first rule set that asks (see
+    /// `detect::RuleSet::text_hits`).
+    #[serde(skip)]
+    pub text_hits: TextHits,
 }
 
 impl CertInfo {
@@ -97,6 +102,19 @@ impl PartialEq for JsonCache {
     }
 }
 impl Eq for JsonCache {}
+
+/// A rule set's id and the signatures (indices) whose conditions on a
+/// certificate's text all hold on this certificate: a pure function of the
+/// two, remembered because a cached certificate is seen on many handshakes.
+#[derive(Debug, Clone, Default)]
+pub struct TextHits(pub std::sync::OnceLock<(u64, Box<[u32]>)>);
+
+impl PartialEq for TextHits {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for TextHits {}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CacheStats {
