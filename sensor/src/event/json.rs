@@ -3,8 +3,9 @@
 //! `serde_json` writes a struct as a map: every field name goes through its
 //! string escaper, every field through its state machine, on every event.
 //! The EVE header (and the `flow` object that ends every flow) are the same
-//! dozen names on every line, so they are written here as literal bytes; the
-//! protocol objects (`tls`, `dns`, `alert`, ...) still go through `serde`.
+//! dozen names on every line, so they are written here as literal bytes, as
+//! is the `tls` object of every handshake; the rarer protocol objects
+//! (`dns`, `alert`, ...) still go through `serde`.
 //! The result is byte for byte what `serde_json::to_writer` writes for the
 //! same [`Event`] (a test checks it on an event with every field set, and the
 //! snapshot tests on every capture), and the destructuring below makes a new
@@ -16,6 +17,8 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::{Event, FlowEvent};
+use crate::analyzer::tls::cert::CertInfo;
+use crate::analyzer::tls::TlsEvent;
 use crate::time::Timestamp;
 
 /// An object being written: a comma before every member but the first.
@@ -85,6 +88,46 @@ impl<'o> Obj<'o> {
     fn ser<T: Serialize + ?Sized>(&mut self, k: &str, v: &T) -> serde_json::Result<()> {
         self.key(k);
         serde_json::to_writer(&mut *self.out, v)
+    }
+
+    /// A member that is an array of strings.
+    fn strs<S: AsRef<str>>(&mut self, k: &str, v: impl Iterator<Item = S>) {
+        self.key(k);
+        self.out.push(b'[');
+        for (i, s) in v.enumerate() {
+            if i > 0 {
+                self.out.push(b',');
+            }
+            string(self.out, s.as_ref());
+        }
+        self.out.push(b']');
+    }
+
+    /// A chain as its certificates' JSON, then as their hashes (each member
+    /// only when not empty).
+    fn certs(&mut self, k: [&str; 2], certs: &[&CertInfo], hashes: &[&str]) {
+        if !certs.is_empty() {
+            self.key(k[0]);
+            self.out.push(b'[');
+            for (i, c) in certs.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(b',');
+                }
+                self.out.extend_from_slice(c.json().get().as_bytes());
+            }
+            self.out.push(b']');
+        }
+        if !hashes.is_empty() {
+            self.key(k[1]);
+            self.out.push(b'[');
+            for (i, h) in hashes.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(b',');
+                }
+                string(self.out, h);
+            }
+            self.out.push(b']');
+        }
     }
 
     fn close(self) {
@@ -170,7 +213,8 @@ impl Event<'_> {
         community_id.map(|v| o.str("community_id", v));
         app_proto.map(|v| o.str("app_proto", v));
         anomaly.map(|v| o.str("anomaly", v));
-        // the protocol objects, in the struct's order, through serde
+        // the protocol objects, in the struct's order, through serde but
+        // for `tls` (one on every handshake)
         objects!(
             o,
             src_segment,
@@ -178,17 +222,108 @@ impl Event<'_> {
             alert,
             sanctioned,
             host_activity,
-            stats,
-            tls,
-            certificate,
-            quic,
-            dns,
-            http
+            stats
         );
+        if let Some(v) = tls {
+            o.key("tls");
+            v.write_json(o.out)?;
+        }
+        objects!(o, certificate, quic, dns, http);
         if let Some(v) = flow {
             o.key("flow");
             v.write_json(o.out);
         }
+        o.close();
+        Ok(())
+    }
+}
+
+impl TlsEvent<'_> {
+    /// Appends EVE's `tls` object, byte for byte what serde writes for it.
+    pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        let TlsEvent {
+            sni,
+            version,
+            client_alpns,
+            server_alpns,
+            ja3,
+            ja3s,
+            ja4,
+            cipher_suite,
+            subject,
+            issuerdn,
+            serial,
+            fingerprint,
+            notbefore,
+            notafter,
+            subjectaltname,
+            chain,
+            chain_sha256,
+            client_handshake,
+            client_chain,
+            client_chain_sha256,
+            second_client_hello,
+            overlap_client_hello,
+            overlap_chain,
+            overlap_chain_sha256,
+            held: _,
+        } = self;
+        let mut o = Obj::open(out);
+        sni.map(|v| o.str("sni", v));
+        o.str("version", version);
+        if !client_alpns.is_empty() {
+            o.strs("client_alpns", client_alpns.iter());
+        }
+        if let Some(v) = server_alpns {
+            o.strs("server_alpns", v.iter());
+        }
+        for (k, v) in [("ja3", ja3), ("ja3s", ja3s)] {
+            if let Some(j) = v {
+                o.key(k);
+                let mut p = Obj::open(o.out);
+                p.str("hash", &j.hash);
+                p.str("string", &j.string);
+                p.close();
+            }
+        }
+        if let Some(v) = ja4 {
+            o.str("ja4", v);
+        }
+        cipher_suite.map(|v| o.num("cipher_suite", v));
+        let leaf = [
+            ("subject", subject),
+            ("issuerdn", issuerdn),
+            ("serial", serial),
+            ("fingerprint", fingerprint),
+            ("notbefore", notbefore),
+            ("notafter", notafter),
+        ];
+        for (k, v) in leaf {
+            v.map(|v| o.str(k, v));
+        }
+        if let Some(v) = subjectaltname {
+            o.strs("subjectaltname", v.iter());
+        }
+        o.certs(["chain", "chain_sha256"], chain, chain_sha256);
+        if let Some(v) = client_handshake {
+            o.ser("client_handshake", v)?;
+        }
+        o.certs(
+            ["client_chain", "client_chain_sha256"],
+            client_chain,
+            client_chain_sha256,
+        );
+        if let Some(v) = second_client_hello {
+            o.ser("second_client_hello", v)?;
+        }
+        if let Some(v) = overlap_client_hello {
+            o.ser("overlap_client_hello", v)?;
+        }
+        o.certs(
+            ["overlap_chain", "overlap_chain_sha256"],
+            overlap_chain,
+            overlap_chain_sha256,
+        );
         o.close();
         Ok(())
     }
@@ -300,5 +435,95 @@ mod tests {
             ..Default::default()
         });
         same(&Event::default());
+    }
+
+    /// The `tls` object byte for byte as serde writes it: every member set
+    /// (strings that need escaping, certificates whole and by hash, the
+    /// objects still written by serde), then by reference, then the least.
+    #[test]
+    fn writes_the_tls_object_as_serde_does() {
+        use crate::analyzer::tls::hello::ClientHello;
+        use crate::analyzer::tls::ja4::Transport as Ja4Transport;
+        use crate::analyzer::tls::{summary, ClientHandshake};
+        let cert = |n: &str| CertInfo {
+            subject: format!("CN={n}, O=\"q\"\\"),
+            issuerdn: "CN=ca\u{1}".into(),
+            san: vec![n.into(), "b\u{7f}é".into()],
+            sha256: format!("{n}56"),
+            ..Default::default()
+        };
+        let (a, b, c) = (cert("a"), cert("b"), cert("c"));
+        let ch = ClientHello {
+            legacy_version: 0x0303,
+            ciphers: vec![0x1301, 0x0a0a],
+            extensions: vec![0, 16, 43],
+            sni: Some("x.\"y\".example".into()),
+            alpns: vec!["h2".into(), "a\\b".into()],
+            supported_versions: vec![0x0304],
+            groups: vec![29],
+            point_formats: vec![0],
+            sig_algs: vec![0x0403],
+            ..Default::default()
+        };
+        let sans = ["n1".to_string(), "n\"2".to_string()];
+        let alpns = ["h2".to_string(), "\u{2}".to_string()];
+        let full = TlsEvent {
+            sni: Some("ngrok-\"free\".app\\"),
+            version: "TLS 1.3",
+            client_alpns: &alpns,
+            server_alpns: Some(["h2\n"]),
+            ja3: Some(crate::analyzer::tls::ja3::ja3(&ch)),
+            ja3s: Some(crate::analyzer::tls::ja3::Ja3 {
+                hash: "h".into(),
+                string: "771,4866,\t".into(),
+            }),
+            ja4: Some("t13d0910h2_f91f431d341e_6a7d638fc319".into()),
+            cipher_suite: Some(u16::MAX),
+            subject: Some("CN=é\u{0}"),
+            issuerdn: Some("CN=i"),
+            serial: Some("01:02"),
+            fingerprint: Some("aa:bb"),
+            notbefore: Some("2026-01-01T00:00:00"),
+            notafter: Some("2027-01-01T00:00:00"),
+            subjectaltname: Some(&sans),
+            chain: vec![&a, &b],
+            chain_sha256: vec!["h1", "h\"2"],
+            client_handshake: Some(ClientHandshake::of(&ch)),
+            client_chain: vec![&c],
+            client_chain_sha256: vec!["h3"],
+            second_client_hello: Some(summary(&ch, Ja4Transport::Tcp)),
+            overlap_client_hello: Some(summary(&ch, Ja4Transport::Tcp)),
+            overlap_chain: vec![&b],
+            overlap_chain_sha256: vec!["h4"],
+            held: None,
+        };
+        let check = |t: &TlsEvent<'_>| {
+            let mut hand = Vec::new();
+            t.write_json(&mut hand).expect("writes");
+            let serde = serde_json::to_vec(t).expect("serialises");
+            assert_eq!(
+                String::from_utf8_lossy(&hand),
+                String::from_utf8_lossy(&serde)
+            );
+        };
+        check(&full);
+        let mut by_ref = TlsEvent {
+            chain_sha256: Vec::new(),
+            client_chain_sha256: Vec::new(),
+            overlap_chain_sha256: Vec::new(),
+            ..full
+        };
+        by_ref.by_reference();
+        check(&by_ref);
+        by_ref.inline();
+        check(&by_ref);
+        let empty = Default::default();
+        check(&TlsEvent::of(&empty));
+        // and inside an event, between the header and the objects after it
+        same(&Event {
+            tls: Some(by_ref),
+            event_type: "tls",
+            ..Default::default()
+        });
     }
 }

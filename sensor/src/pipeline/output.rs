@@ -379,14 +379,22 @@ fn split(mut e: Event<'_>, (own, alert): (bool, bool)) -> Split {
         }
         b
     }
+    fn keyed_tls(t: &crate::analyzer::tls::TlsEvent<'_>) -> Vec<u8> {
+        let mut b = Vec::with_capacity(512);
+        b.extend_from_slice(b",\"tls\":");
+        if t.write_json(&mut b).is_err() {
+            b.clear();
+        }
+        b
+    }
     let (mut body, mut alert_body) = (Vec::new(), None);
     if let Some(mut t) = e.tls.take() {
         if own || (alert && !t.by_hash()) {
-            body = keyed("tls", &t);
+            body = keyed_tls(&t);
         }
         if alert && t.by_hash() {
             t.inline();
-            alert_body = Some(keyed("tls", &t));
+            alert_body = Some(keyed_tls(&t));
         }
     } else if !(own || alert) {
         // nothing of it is written
