@@ -72,6 +72,9 @@ pub enum Source {
     CrossFlow,
 }
 
+/// The bit of [`Facts::present`] that says the chain is not empty.
+pub const CHAIN_BIT: u64 = 1 << 63;
+
 /// One fact.
 #[derive(Debug, Clone, Copy)]
 pub struct Decl {
@@ -198,6 +201,12 @@ impl Fact {
         &FACTS[self as usize]
     }
 
+    /// This fact's bit in [`Facts::present`] (facts past the 63rd would
+    /// share bits: a shared bit only makes the test less selective).
+    pub fn bit(self) -> u64 {
+        1 << (self as u32 % 63)
+    }
+
     pub fn name(self) -> &'static str {
         self.decl().name
     }
@@ -255,6 +264,18 @@ impl<'a> Facts<'a> {
             .iter()
             .filter(move |(f, _)| *f == fact)
             .map(|(_, v)| *v)
+    }
+
+    /// Which facts have a value here, as bits by [`Fact::bit`]; the chain's
+    /// facts as [`CHAIN_BIT`] when there is a chain.
+    pub fn present(&self) -> u64 {
+        let set = self
+            .strs
+            .iter()
+            .map(|(f, _)| f)
+            .chain(self.nums.iter().map(|(f, _)| f));
+        let chain = if self.chain.is_empty() { 0 } else { CHAIN_BIT };
+        set.fold(chain, |m, f| m | f.bit())
     }
 
     pub fn number(&self, fact: Fact) -> Option<i64> {

@@ -71,8 +71,11 @@ enum Test {
 pub struct Compiled {
     pub sig: Signature,
     conds: Vec<(Fact, Test)>,
-    /// Has conditions on each certificate's text ([`on_one_cert`]).
+    /// Has conditions on each certificate's text (`on_one_cert`).
     cert_text: bool,
+    /// The facts ([`Facts::present`]) without which a condition cannot
+    /// hold: a value set on the event, or a chain.
+    needs: u64,
 }
 
 /// A name the index found: (signature, fact, value, pattern as shown).
@@ -142,10 +145,19 @@ impl RuleSet {
             if cert_text {
                 set.text_sigs.push(i as u32);
             }
+            let needs = conds.iter().fold(0, |m, (fact, t)| {
+                m | match (fact.decl().source, t) {
+                    (Source::Event, _) => fact.bit(),
+                    (Source::CrossFlow, Test::Threshold(_)) => facts::CHAIN_BIT,
+                    (Source::CrossFlow, _) => 0,
+                    _ => facts::CHAIN_BIT,
+                }
+            });
             set.sigs.push(Compiled {
                 sig,
                 conds,
                 cert_text,
+                needs,
             });
         }
         set
@@ -219,6 +231,7 @@ impl RuleSet {
         named.sort_unstable();
         named.dedup();
         let mut out = Vec::new();
+        let have = f.present();
         let (mut a, mut b) = (named.iter().peekable(), self.unindexed.iter().peekable());
         loop {
             let i = match (a.peek(), b.peek()) {
@@ -232,6 +245,9 @@ impl RuleSet {
                 (None, _) => b.next(),
             };
             let Some(&i) = i else { break };
+            if self.sigs[i].needs & !have != 0 {
+                continue; // a fact it tests has no value here
+            }
             if let Some(ev) = self.check(i, f, &hits, spki) {
                 out.push((i, ev));
             }
@@ -291,7 +307,7 @@ fn listed(fact: Fact, value: &str, list: &[String], ev: &mut Vec<Evidence>) -> b
 }
 
 /// Does one condition hold? Pushes its evidence if it does. Conditions on
-/// each certificate's text are checked together afterwards ([`on_one_cert`]).
+/// each certificate's text are checked together afterwards (`on_one_cert`).
 fn holds(
     fact: Fact,
     test: &Test,
@@ -495,5 +511,28 @@ mod tests {
         f.push(Fact::HttpHost, "MITM.IT");
         f.push(Fact::HttpUrl, "/");
         assert!(r.evaluate(&f, None).is_empty());
+    }
+
+    /// A signature is skipped when a fact it tests has no value, and only
+    /// then: an event value and a chain each required, and enough together.
+    #[test]
+    fn signatures_needing_an_absent_fact_are_skipped_and_only_those() {
+        let r = set(&format!("{HEAD}http_server = {{ exact = [\"x\"] }}\ncert_issuer_o = {{ exact = [\"mitmproxy\"] }}\n"));
+        let chain = [cert("leaf", "ca", "mitmproxy")];
+        let both = {
+            let mut f = Facts::of_chain(&chain);
+            f.push(Fact::HttpServer, "x");
+            f
+        };
+        assert_eq!(both.present() & facts::CHAIN_BIT, facts::CHAIN_BIT);
+        assert_eq!(r.evaluate(&both, None).len(), 1);
+        let mut no_chain = Facts::default();
+        no_chain.push(Fact::HttpServer, "x");
+        assert_eq!(no_chain.present(), Fact::HttpServer.bit());
+        assert!(r.evaluate(&no_chain, None).is_empty());
+        let no_value = Facts::of_chain(&chain);
+        assert!(r.evaluate(&no_value, None).is_empty());
+        assert_ne!(r.sigs[0].needs & !no_value.present(), 0);
+        assert_eq!(r.sigs[0].needs & !both.present(), 0);
     }
 }
