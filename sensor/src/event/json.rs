@@ -481,14 +481,14 @@ mod tests {
         let (a, b, c) = (cert("a"), cert("b"), cert("c"));
         let ch = ClientHello {
             legacy_version: 0x0303,
-            ciphers: vec![0x1301, 0x0a0a],
-            extensions: vec![0, 16, 43],
+            ciphers: smallvec::smallvec![0x1301, 0x0a0a],
+            extensions: smallvec::smallvec![0, 16, 43],
             sni: Some("x.\"y\".example".into()),
-            alpns: vec!["h2".into(), "a\\b".into()],
-            supported_versions: vec![0x0304],
-            groups: vec![29],
-            point_formats: vec![0],
-            sig_algs: vec![0x0403],
+            alpns: smallvec::smallvec!["h2".into(), "a\\b".into()],
+            supported_versions: smallvec::smallvec![0x0304],
+            groups: smallvec::smallvec![29],
+            point_formats: smallvec::smallvec![0],
+            sig_algs: smallvec::smallvec![0x0403],
             ..Default::default()
         };
         let sans = ["n1".to_string(), "n\"2".to_string()];

@@ -54,7 +54,7 @@ fn rfc9001_sample_packets_give_both_hellos() {
     assert_eq!((c.initials_opened, c.client_hellos), (1, 1));
     let ch = &s.hellos[0];
     assert_eq!(ch.sni.as_deref(), Some("example.com"));
-    assert_eq!(ch.alpns, ["alpn"]);
+    assert_eq!(ch.alpns.as_slice(), ["alpn"]);
     assert!(!s.done() && s.unlogged());
     let c = feed(&mut s, Dir::ToClient, RFC_SERVER);
     assert_eq!(c.server_hellos, 1);

@@ -5,10 +5,9 @@
 //! malformed body, costs only that extension and never the whole hello: for a
 //! sensor, reading values beats a generic parse error. Wire values stay numbers.
 
+use smallvec::SmallVec;
 use tls_parser::{
-    parse_tls_extension_alpn_content, parse_tls_extension_ec_point_formats_content,
-    parse_tls_extension_elliptic_curves_content, parse_tls_extension_signature_algorithms_content,
-    parse_tls_extension_sni_content, parse_tls_handshake_client_hello,
+    parse_tls_extension_alpn_content, parse_tls_handshake_client_hello,
     parse_tls_handshake_server_hello, TlsExtension,
 };
 
@@ -33,18 +32,22 @@ pub fn is_grease(v: u16) -> bool {
 
 /// What a ClientHello says, in wire order, GREASE included.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// The lists are inline up to sizes real hellos stay under (one hello is
+/// read per connection: its lists were a third of the allocations of a
+/// handshake), and spill to the heap beyond.
 pub struct ClientHello {
     pub legacy_version: u16,
-    pub ciphers: Vec<u16>,
-    pub extensions: Vec<u16>,
+    pub ciphers: SmallVec<[u16; 32]>,
+    pub extensions: SmallVec<[u16; 32]>,
     pub sni: Option<String>,
-    pub alpns: Vec<String>,
+    pub alpns: SmallVec<[String; 2]>,
     /// The first ALPN value as sent (JA4 reads its bytes, not its text).
-    pub first_alpn: Vec<u8>,
-    pub supported_versions: Vec<u16>,
-    pub groups: Vec<u16>,
-    pub point_formats: Vec<u8>,
-    pub sig_algs: Vec<u16>,
+    pub first_alpn: SmallVec<[u8; 16]>,
+    pub supported_versions: SmallVec<[u16; 8]>,
+    pub groups: SmallVec<[u16; 16]>,
+    pub point_formats: SmallVec<[u8; 8]>,
+    pub sig_algs: SmallVec<[u16; 32]>,
     /// An SSLv2-format (RFC 6101 appendix E) hello.
     pub sslv2: bool,
     /// The client's random (zero for SSLv2): a proxy that relays a hello
@@ -105,26 +108,32 @@ pub fn parse_client_hello(body: &[u8]) -> Result<ClientHello, Malformed> {
     Ok(out)
 }
 
+/// Reads one extension of a ClientHello into `out`. The bodies are short
+/// length-prefixed lists, read here in place (tls-parser's `*_content`
+/// functions collect each into a vector first); what they accept is what
+/// tls-parser 0.12 accepts, case by case (see each arm), which a test checks
+/// against tls-parser on every hello of the corpus and damaged copies.
 fn client_extension(out: &mut ClientHello, ty: u16, data: &[u8]) {
     match ty {
         ext::SERVER_NAME => {
-            if let Ok((_, TlsExtension::SNI(names))) = parse_tls_extension_sni_content(data) {
-                // host_name(0) only; keep the first, as every sensor and server does
-                if let Some((_, name)) = names.iter().find(|(t, _)| t.0 == 0) {
-                    out.sni = Some(lossy_capped(name));
-                }
+            // u16 list length (must fit), then entries (u8 type, u16 length,
+            // name) read until one does not fit; the first host_name(0) kept,
+            // as every sensor and server does
+            if let Some(name) = u16_prefixed(data)
+                .and_then(|l| sni_entries(l).find(|(t, _)| *t == 0))
+                .map(|(_, n)| n)
+            {
+                out.sni = Some(lossy_capped(name));
             }
         }
         ext::ALPN => {
-            if let Ok((_, TlsExtension::ALPN(list))) = parse_tls_extension_alpn_content(data) {
-                out.alpns = list
-                    .iter()
-                    .take(MAX_ALPNS)
-                    .map(|p| lossy_capped(p))
-                    .collect();
-                out.first_alpn = list
-                    .first()
-                    .map(|p| p[..p.len().min(MAX_NAME_LEN)].to_vec())
+            // u16 list length (must fit), then u8-prefixed names read until
+            // one does not fit; an empty list replaces an earlier one
+            if let Some(list) = u16_prefixed(data) {
+                out.alpns = alpn_names(list).take(MAX_ALPNS).map(lossy_capped).collect();
+                out.first_alpn = alpn_names(list)
+                    .next()
+                    .map(|p| SmallVec::from_slice(&p[..p.len().min(MAX_NAME_LEN)]))
                     .unwrap_or_default();
             }
         }
@@ -136,28 +145,53 @@ fn client_extension(out: &mut ClientHello, ty: u16, data: &[u8]) {
             }
         }
         ext::SUPPORTED_GROUPS => {
-            if let Ok((_, TlsExtension::EllipticCurves(g))) =
-                parse_tls_extension_elliptic_curves_content(data)
-            {
-                out.groups = g.iter().map(|g| g.0).collect();
+            // u16 length (must fit), an even number of bytes
+            if let Some(l) = u16_prefixed(data).filter(|l| l.len() % 2 == 0) {
+                out.groups = u16s(l);
             }
         }
         ext::EC_POINT_FORMATS => {
-            if let Ok((_, TlsExtension::EcPointFormats(p))) =
-                parse_tls_extension_ec_point_formats_content(data)
-            {
-                out.point_formats = p.to_vec();
+            // u8 length (must fit)
+            if let Some((&len, rest)) = data.split_first() {
+                if let Some(l) = rest.get(..len as usize) {
+                    out.point_formats = SmallVec::from_slice(l);
+                }
             }
         }
         ext::SIGNATURE_ALGORITHMS => {
-            if let Ok((_, TlsExtension::SignatureAlgorithms(s))) =
-                parse_tls_extension_signature_algorithms_content(data)
-            {
-                out.sig_algs = s;
+            // u16 length (must fit); an odd last byte is left
+            if let Some(l) = u16_prefixed(data) {
+                out.sig_algs = u16s(l);
             }
         }
         _ => {}
     }
+}
+
+/// The body of a u16-length-prefixed vector, if its length fits.
+fn u16_prefixed(d: &[u8]) -> Option<&[u8]> {
+    let n = u16::from_be_bytes([*d.first()?, *d.get(1)?]) as usize;
+    d.get(2..2 + n)
+}
+
+/// A server_name list's (type, name) entries, up to the first that does not fit.
+fn sni_entries(mut l: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (&t, rest) = l.split_first()?;
+        let name = u16_prefixed(rest)?;
+        l = &rest[2 + name.len()..];
+        Some((t, name))
+    })
+}
+
+/// An ALPN list's names, up to the first that does not fit.
+fn alpn_names(mut l: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (&n, rest) = l.split_first()?;
+        let name = rest.get(..n as usize)?;
+        l = &rest[n as usize..];
+        Some(name)
+    })
 }
 
 /// Parses a ServerHello body (after the 4-byte handshake header).
@@ -240,7 +274,7 @@ fn raw_extensions(mut d: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-fn u16s(d: &[u8]) -> Vec<u16> {
+fn u16s<A: smallvec::Array<Item = u16>>(d: &[u8]) -> SmallVec<A> {
     d.chunks_exact(2)
         .map(|c| u16::from_be_bytes([c[0], c[1]]))
         .collect()
@@ -279,7 +313,118 @@ mod tests {
         assert_eq!(len, d.len());
         assert!(ch.sslv2);
         assert_eq!(ch.legacy_version, 0x0300);
-        assert_eq!(ch.ciphers, vec![0x002f]);
+        assert_eq!(ch.ciphers.as_slice(), [0x002f]);
         assert!(parse_sslv2_client_hello(&d[..10]).is_none());
+    }
+
+    /// What the extension readers used to be: tls-parser's `*_content`.
+    fn reference(ty: u16, data: &[u8]) -> ClientHello {
+        use tls_parser::{
+            parse_tls_extension_ec_point_formats_content as pf,
+            parse_tls_extension_elliptic_curves_content as groups,
+            parse_tls_extension_signature_algorithms_content as sigs,
+            parse_tls_extension_sni_content as sni,
+        };
+        let mut out = ClientHello::default();
+        match (ty, ty) {
+            (ext::SERVER_NAME, _) => {
+                if let Ok((_, TlsExtension::SNI(names))) = sni(data) {
+                    if let Some((_, name)) = names.iter().find(|(t, _)| t.0 == 0) {
+                        out.sni = Some(lossy_capped(name));
+                    }
+                }
+            }
+            (ext::ALPN, _) => {
+                if let Ok((_, TlsExtension::ALPN(list))) = parse_tls_extension_alpn_content(data) {
+                    out.alpns = list
+                        .iter()
+                        .take(MAX_ALPNS)
+                        .map(|p| lossy_capped(p))
+                        .collect();
+                    out.first_alpn = list
+                        .first()
+                        .map(|p| SmallVec::from_slice(&p[..p.len().min(MAX_NAME_LEN)]))
+                        .unwrap_or_default();
+                }
+            }
+            (ext::SUPPORTED_GROUPS, _) => {
+                if let Ok((_, TlsExtension::EllipticCurves(g))) = groups(data) {
+                    out.groups = g.iter().map(|g| g.0).collect();
+                }
+            }
+            (ext::EC_POINT_FORMATS, _) => {
+                if let Ok((_, TlsExtension::EcPointFormats(p))) = pf(data) {
+                    out.point_formats = SmallVec::from_slice(p);
+                }
+            }
+            (ext::SIGNATURE_ALGORITHMS, _) => {
+                if let Ok((_, TlsExtension::SignatureAlgorithms(s))) = sigs(data) {
+                    out.sig_algs = s.into_iter().collect();
+                }
+            }
+            _ => client_extension(&mut out, ty, data),
+        }
+        out
+    }
+
+    /// The in-place readers accept and read what tls-parser does: on real
+    /// bodies, each cut at every length, with every value of each of the
+    /// first four bytes (the lengths), and on pseudo-random bytes.
+    #[test]
+    fn extension_bodies_read_as_tls_parser_reads_them() {
+        let seeds: &[(u16, &[u8])] = &[
+            (ext::SERVER_NAME, b"\x00\x10\x00\x00\x0dngrok-free.app"),
+            (ext::SERVER_NAME, b"\x00\x0c\x01\x00\x01x\x00\x00\x04a.io"),
+            (ext::SERVER_NAME, b""),
+            (ext::ALPN, b"\x00\x0c\x02h2\x08http/1.1"),
+            (ext::ALPN, b"\x00\x05\x00\x03h3x"),
+            (
+                ext::SUPPORTED_GROUPS,
+                b"\x00\x08\x0a\x0a\x00\x1d\x00\x17\x00\x18",
+            ),
+            (ext::EC_POINT_FORMATS, b"\x03\x00\x01\x02"),
+            (
+                ext::SIGNATURE_ALGORITHMS,
+                b"\x00\x06\x04\x03\x08\x04\x04\x01",
+            ),
+        ];
+        let mut cases: Vec<(u16, Vec<u8>)> = Vec::new();
+        for (ty, body) in seeds {
+            for cut in 0..=body.len() {
+                cases.push((*ty, body[..cut].to_vec()));
+            }
+            for at in 0..body.len().min(4) {
+                for v in 0..=255u8 {
+                    let mut b = body.to_vec();
+                    b[at] = v;
+                    cases.push((*ty, b));
+                }
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..20_000 {
+            let ty = seeds[i % seeds.len()].0;
+            let len = (i / seeds.len()) % 24;
+            let b = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    // small values often: they are what lengths look like
+                    if x % 3 == 0 {
+                        (x >> 8) as u8 % 8
+                    } else {
+                        (x >> 8) as u8
+                    }
+                })
+                .collect();
+            cases.push((ty, b));
+        }
+        for (ty, b) in &cases {
+            let mut mine = ClientHello::default();
+            client_extension(&mut mine, *ty, b);
+            assert_eq!(mine, reference(*ty, b), "extension {ty:#06x} body {b:02x?}");
+        }
+        assert!(cases.len() > 25_000);
     }
 }

@@ -48,7 +48,7 @@ pub fn ja3(ch: &ClientHello) -> Ja3 {
     let mut s = String::with_capacity(256);
     push_decimal(&mut s, ch.legacy_version as u32);
     s.push(',');
-    for list in [&ch.ciphers, &ch.extensions, &ch.groups] {
+    for list in [&ch.ciphers[..], &ch.extensions[..], &ch.groups[..]] {
         join_u16(&mut s, list);
         s.push(',');
     }
@@ -76,8 +76,8 @@ mod tests {
         // arkime_synthetic.pcap frame 456 as tshark reports it
         let ch = ClientHello {
             legacy_version: 0x0303,
-            ciphers: vec![0x1301, 0x1302, 0x0a0a],
-            extensions: vec![0],
+            ciphers: smallvec::smallvec![0x1301, 0x1302, 0x0a0a],
+            extensions: smallvec::smallvec![0],
             ..Default::default()
         };
         let j = ja3(&ch);

@@ -414,7 +414,7 @@ mod tests {
         );
         let ch = s.client_hello.as_ref().expect("parsed");
         assert_eq!(ch.sni.as_deref(), Some("www.example.com"));
-        assert_eq!(ch.alpns, vec!["h2", "http/1.1"]);
+        assert_eq!(ch.alpns.as_slice(), ["h2", "http/1.1"]);
         assert_eq!(ch.legacy_version, 0x0303);
         assert!(ch.extensions.contains(&hello::ext::SERVER_NAME));
         // tshark 4.0.17 on the same capture: tls.handshake.ja3
