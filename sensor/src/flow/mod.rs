@@ -244,7 +244,7 @@ impl<T> FlowTable<T> {
         wire_len: u32,
         now: Timestamp,
         frame: u64,
-        ended: &mut Vec<(Flow<T>, EndReason)>,
+        ended: &mut Vec<(Box<Flow<T>>, EndReason)>,
         new_data: impl FnOnce() -> T,
     ) -> (&mut Flow<T>, Dir) {
         let (key, forward) = FlowKey::of(d);
@@ -259,7 +259,7 @@ impl<T> FlowTable<T> {
                     if f.is_closed() {
                         if let Some(f) = self.flows.remove(&key) {
                             self.stats.timed_out += 1;
-                            ended.push((*f, EndReason::Timeout));
+                            ended.push((f, EndReason::Timeout));
                         }
                     }
                 }
@@ -315,7 +315,7 @@ impl<T> FlowTable<T> {
     }
 
     /// Ends every flow whose idle timeout has passed at `now`.
-    pub fn expire(&mut self, now: Timestamp, ended: &mut Vec<(Flow<T>, EndReason)>) {
+    pub fn expire(&mut self, now: Timestamp, ended: &mut Vec<(Box<Flow<T>>, EndReason)>) {
         while let Some(Reverse((deadline, key))) = self.deadlines.peek().copied() {
             if deadline > now {
                 break;
@@ -331,7 +331,7 @@ impl<T> FlowTable<T> {
             if due <= now {
                 if let Some(f) = self.flows.remove(&key) {
                     self.stats.timed_out += 1;
-                    ended.push((*f, EndReason::Timeout));
+                    ended.push((f, EndReason::Timeout));
                 }
             } else {
                 flow.deadline = due;
@@ -342,23 +342,23 @@ impl<T> FlowTable<T> {
     }
 
     /// Ends every flow (end of capture), in start order so output is reproducible.
-    pub fn drain(&mut self, ended: &mut Vec<(Flow<T>, EndReason)>) {
-        // moved once, sorted in place; the table's memory goes back at once
+    pub fn drain(&mut self, ended: &mut Vec<(Box<Flow<T>>, EndReason)>) {
+        // boxes moved out and sorted (not the flows); the table's memory goes back at once
         let from = ended.len();
         ended.reserve(self.flows.len());
-        ended.extend(self.flows.drain().map(|(_, f)| (*f, EndReason::Shutdown)));
+        ended.extend(self.flows.drain().map(|(_, f)| (f, EndReason::Shutdown)));
         ended[from..].sort_by_key(|(f, _)| (f.start, f.first_frame, f.key));
         self.flows.shrink_to(0);
         self.deadlines = BinaryHeap::new();
     }
 
-    fn evict_one(&mut self, ended: &mut Vec<(Flow<T>, EndReason)>) {
+    fn evict_one(&mut self, ended: &mut Vec<(Box<Flow<T>>, EndReason)>) {
         while let Some(Reverse((deadline, key))) = self.deadlines.pop() {
             let valid = self.flows.get(&key).is_some_and(|f| f.deadline == deadline);
             if valid {
                 if let Some(f) = self.flows.remove(&key) {
                     self.stats.evicted += 1;
-                    ended.push((*f, EndReason::Evicted));
+                    ended.push((f, EndReason::Evicted));
                     return;
                 }
             }

@@ -121,7 +121,7 @@ pub struct Engine {
     defrag: Defragmenter,
     certs: CertCache,
     pub counters: Counters,
-    ended: Vec<(Flow<Session>, EndReason)>,
+    ended: Vec<(Box<Flow<Session>>, EndReason)>,
     dns_out: Vec<DnsMessage>,
     /// Retransmitted segments of flows that have ended.
     retransmitted: u64,
