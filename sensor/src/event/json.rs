@@ -175,6 +175,15 @@ fn plain(b: &[u8]) -> bool {
         .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
+/// Each `Some` string as a member named as its variable.
+macro_rules! strings {
+    ($o:ident, $($name:ident),*) => {
+        $(if let Some(v) = $name {
+            $o.str(stringify!($name), v);
+        })*
+    };
+}
+
 /// Each `Some` object as a member named as its variable.
 macro_rules! objects {
     ($o:ident, $($name:ident),*) => {
@@ -295,7 +304,7 @@ impl TlsEvent<'_> {
             held: _,
         } = self;
         let mut o = Obj::open(out);
-        sni.map(|v| o.str("sni", v));
+        strings!(o, sni);
         o.str("version", version);
         if !client_alpns.is_empty() {
             o.strs("client_alpns", client_alpns.iter());
@@ -312,39 +321,28 @@ impl TlsEvent<'_> {
                 p.close();
             }
         }
-        if let Some(v) = ja4 {
-            o.str("ja4", v);
-        }
+        strings!(o, ja4);
         cipher_suite.map(|v| o.num("cipher_suite", v));
-        let leaf = [
-            ("subject", subject),
-            ("issuerdn", issuerdn),
-            ("serial", serial),
-            ("fingerprint", fingerprint),
-            ("notbefore", notbefore),
-            ("notafter", notafter),
-        ];
-        for (k, v) in leaf {
-            v.map(|v| o.str(k, v));
-        }
+        strings!(
+            o,
+            subject,
+            issuerdn,
+            serial,
+            fingerprint,
+            notbefore,
+            notafter
+        );
         if let Some(v) = subjectaltname {
             o.strs("subjectaltname", v.iter());
         }
         o.certs(["chain", "chain_sha256"], chain, chain_sha256);
-        if let Some(v) = client_handshake {
-            o.ser("client_handshake", v)?;
-        }
+        objects!(o, client_handshake);
         o.certs(
             ["client_chain", "client_chain_sha256"],
             client_chain,
             client_chain_sha256,
         );
-        if let Some(v) = second_client_hello {
-            o.ser("second_client_hello", v)?;
-        }
-        if let Some(v) = overlap_client_hello {
-            o.ser("overlap_client_hello", v)?;
-        }
+        objects!(o, second_client_hello, overlap_client_hello);
         o.certs(
             ["overlap_chain", "overlap_chain_sha256"],
             overlap_chain,

@@ -146,7 +146,7 @@ fn client_extension(out: &mut ClientHello, ty: u16, data: &[u8]) {
         }
         ext::SUPPORTED_GROUPS => {
             // u16 length (must fit), an even number of bytes
-            if let Some(l) = u16_prefixed(data).filter(|l| l.len() % 2 == 0) {
+            if let Some(l) = u16_prefixed(data).filter(|l| l.len().is_multiple_of(2)) {
                 out.groups = u16s(l);
             }
         }
@@ -411,7 +411,7 @@ mod tests {
                     x ^= x >> 7;
                     x ^= x << 17;
                     // small values often: they are what lengths look like
-                    if x % 3 == 0 {
+                    if x.is_multiple_of(3) {
                         (x >> 8) as u8 % 8
                     } else {
                         (x >> 8) as u8
