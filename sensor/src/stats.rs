@@ -64,6 +64,12 @@ pub struct Counters {
     /// cache forgot (logged again when next seen).
     pub certificates_logged: u64,
     pub certificates_forgotten: u64,
+    /// Times a worker's JA3/JA4 digest memo was full and started afresh
+    /// (many distinct ClientHellos: each costs its digests again).
+    pub fingerprint_memo_resets: u64,
+    /// Times a worker reading the file itself waited for a slower one (it
+    /// was `walk::LEAD` records ahead): the work is unevenly shared.
+    pub walk_waits: u64,
 }
 
 /// What the QUIC analyzer counted (the `quic` object of `stats`).
@@ -190,7 +196,9 @@ impl Counters {
             http_unlogged,
             events_tls,
             events_quic,
-            events_flow
+            events_flow,
+            fingerprint_memo_resets,
+            walk_waits
         );
         self.quic.add(&o.quic);
     }

@@ -98,18 +98,24 @@ impl Progress {
     }
 
     /// Worker `id` has done everything up to `seq`: tells the others, then
-    /// waits while it is more than [`LEAD`] ahead of the slowest.
-    fn reached(&self, id: usize, seq: u64) {
+    /// waits while it is more than [`LEAD`] ahead of the slowest. True if
+    /// it had to wait.
+    fn reached(&self, id: usize, seq: u64) -> bool {
         self.done[id].store(seq, Ordering::Release);
-        let Ok(mut g) = self.lock.lock() else { return };
+        let Ok(mut g) = self.lock.lock() else {
+            return false;
+        };
         self.moved.notify_all();
+        let mut waited = false;
         // bounded wait: a missed wake-up costs a millisecond, never a hang
         while seq > self.slowest().saturating_add(LEAD) {
+            waited = true;
             g = match self.moved.wait_timeout(g, Duration::from_millis(1)) {
                 Ok((g, _)) => g,
-                Err(_) => return,
+                Err(_) => return waited,
             };
         }
+        waited
     }
 }
 
@@ -269,7 +275,9 @@ pub(super) fn walk(
                 let at = walk.reader.position();
                 walk.progress.position.store(at, Ordering::Relaxed);
             }
-            walk.progress.reached(w.id, s);
+            if walk.progress.reached(w.id, s) {
+                w.engine.counters.walk_waits += 1;
+            }
         }
     };
     send(w, seq.seq);
@@ -291,8 +299,9 @@ mod tests {
         let ahead = {
             let (p, through) = (Arc::clone(&p), Arc::clone(&through));
             std::thread::spawn(move || {
-                p.reached(0, 3 * LEAD);
+                let waited = p.reached(0, 3 * LEAD);
                 through.store(true, Ordering::SeqCst);
+                waited
             })
         };
         std::thread::sleep(Duration::from_millis(50));
@@ -301,8 +310,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         assert!(!through.load(Ordering::SeqCst), "still 2 LEAD ahead");
         p.reached(1, 2 * LEAD);
-        ahead.join().expect("the worker ahead goes on");
+        // it went on, and says it waited (counted in `walk_waits`)
+        assert!(ahead.join().expect("the worker ahead goes on"));
         assert!(through.load(Ordering::SeqCst));
+        // one within LEAD does not wait
+        assert!(!p.reached(1, 3 * LEAD));
         // a worker that has left (its walk over, or a panic) holds no one back
         p.leave(1);
         assert!(goes_on(&p, 0, 100 * LEAD));

@@ -23,6 +23,12 @@ type Table = ahash::AHashMap<Box<str>, Box<str>>;
 thread_local! {
     static JA3: RefCell<Table> = RefCell::new(Table::default());
     static JA4: RefCell<Table> = RefCell::new(Table::default());
+    static RESETS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Times this thread's memos were full and started afresh.
+pub fn resets() -> u64 {
+    RESETS.with(|r| r.get())
 }
 
 /// Which digest.
@@ -60,6 +66,7 @@ pub fn digest(kind: Kind, input: &str, out: &mut String, digest: impl FnOnce(&st
         out.push_str(&d);
         if t.len() >= MEMO_MAX {
             t.clear();
+            RESETS.with(|r| r.set(r.get() + 1));
         }
         t.insert(input.into(), d.into_boxed_str());
     });
@@ -85,10 +92,13 @@ mod tests {
         let mut out = String::new();
         digest(Kind::Ja4, "abc", &mut out, |s| s.to_string());
         assert_eq!(out, "abc");
+        let resets = super::resets();
         for i in 0..MEMO_MAX * 2 {
             digest(Kind::Ja3, &i.to_string(), &mut String::new(), |s| s.into());
         }
         assert!(JA3.with(|t| t.borrow().len()) <= MEMO_MAX);
+        // filled twice over: started afresh at least once, and counted
+        assert!(super::resets() > resets);
         // a long input is digested, not remembered
         let long = "9".repeat(MEMO_MAX_INPUT + 1);
         let before = JA4.with(|t| t.borrow().len());

@@ -11,7 +11,7 @@ mod event;
 pub mod hello;
 pub mod ja3;
 pub mod ja4;
-mod memo;
+pub mod memo;
 
 pub use event::{
     facts, summary, version_name, ClientHandshake, Fingerprints, HelloSummary, TlsEvent,

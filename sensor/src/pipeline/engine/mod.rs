@@ -127,6 +127,8 @@ pub struct Engine {
     retransmitted: u64,
     /// Differing copies of bytes in flows that have ended.
     conflicts: u64,
+    /// This thread's fingerprint-memo resets when the engine was made.
+    memo_resets_at_start: u64,
 }
 
 /// Where the current packet came from (offline runs name the file).
@@ -147,6 +149,7 @@ impl Engine {
             dns_out: Vec::new(),
             retransmitted: 0,
             conflicts: 0,
+            memo_resets_at_start: crate::analyzer::tls::memo::resets(),
         }
     }
 
@@ -234,6 +237,8 @@ impl Engine {
         c.reassembly_bytes_held = held;
         c.stream_retransmissions = retrans;
         c.stream_overlap_conflicts = conflicts;
+        c.fingerprint_memo_resets =
+            crate::analyzer::tls::memo::resets().saturating_sub(self.memo_resets_at_start);
         c.certs_parsed = self.certs.stats.parsed;
         c.cert_cache_hits = self.certs.stats.hits;
         c.certs_malformed = self.certs.stats.errors;
