@@ -376,7 +376,7 @@ fn interface(idb: &InterfaceDescriptionBlock<'_>) -> Interface {
 /// Asks the CPU to bring `data[at..]`'s cache line in (a hint; nothing is read).
 #[allow(unsafe_code)]
 #[inline]
-fn prefetch(data: &[u8], at: usize) {
+pub(crate) fn prefetch(data: &[u8], at: usize) {
     #[cfg(target_arch = "x86_64")]
     if at < data.len() {
         // SAFETY: a prefetch reads nothing the program can see and never

@@ -8,6 +8,7 @@ mod file;
 mod libpcap;
 pub mod live;
 
+pub(crate) use file::prefetch;
 pub use file::FileReader;
 pub use libpcap::LibpcapReader;
 
