@@ -26,6 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::config::Segment;
 use crate::time::{Duration, Timestamp};
@@ -178,6 +179,11 @@ pub use crate::stats::LegStats;
 /// (server address, hash of the name): held hellos are compared by name too.
 type Key = (IpAddr, u64);
 
+/// The first of a bounded list, taken out.
+fn pop_front<A: smallvec::Array>(v: &mut SmallVec<A>) -> Option<A::Item> {
+    (!v.is_empty()).then(|| v.remove(0))
+}
+
 /// Hashes names for [`Key`] (fixed seeds: the same decisions in every run).
 fn name_key(addr: IpAddr, name: &str) -> Key {
     static HASH: std::sync::OnceLock<ahash::RandomState> = std::sync::OnceLock::new();
@@ -188,12 +194,15 @@ fn name_key(addr: IpAddr, name: &str) -> Key {
 /// Recent ClientHellos by (server address, name).
 #[derive(Debug)]
 pub struct LegTracker<T = ()> {
-    by_server: HashMap<Key, VecDeque<Hello<T>>, ahash::RandomState>,
+    /// (Inline lists: most keys hold one hello, most hosts a few; a queue
+    /// per key was an allocation and a free per hello. Both are bounded by
+    /// [`MAX_PER_KEY`], so taking the front is a bounded shift.)
+    by_server: HashMap<Key, SmallVec<[Hello<T>; 1]>, ahash::RandomState>,
     /// Where each held hello is, by flow.
     by_flow: HashMap<u64, Key, ahash::RandomState>,
     /// The flows of the hellos each host sent, newest last (entries of
     /// hellos gone are skipped, and dropped with the bound).
-    sent_by: HashMap<IpAddr, VecDeque<u64>, ahash::RandomState>,
+    sent_by: HashMap<IpAddr, SmallVec<[u64; 4]>, ahash::RandomState>,
     /// Every held hello's key, oldest first (for expiry and the bound).
     order: VecDeque<(Timestamp, Key)>,
     pub stats: LegStats,
@@ -341,19 +350,19 @@ impl<T: Clone> LegTracker<T> {
         let at = h.at;
         let q = self.by_server.entry(key).or_default();
         if q.len() >= MAX_PER_KEY {
-            if let Some(old) = q.pop_front() {
+            if let Some(old) = pop_front(q) {
                 self.by_flow.remove(&old.flow);
             }
             self.stats.evicted += 1;
         }
         let (flow, client) = (h.flow, h.client);
-        q.push_back(h);
+        q.push(h);
         self.by_flow.insert(flow, key);
         let sent = self.sent_by.entry(client).or_default();
         if sent.len() >= MAX_PER_KEY {
-            sent.pop_front();
+            pop_front(sent);
         }
-        sent.push_back(flow);
+        sent.push(flow);
         self.order.push_back((at, key));
         while self.order.len() > MAX_HELLOS {
             self.pop_oldest(true);
@@ -389,8 +398,8 @@ impl<T: Clone> LegTracker<T> {
         let Some(q) = self.by_server.get_mut(&key) else {
             return;
         };
-        let gone = if q.front().is_some_and(|h| h.at <= t) {
-            q.pop_front()
+        let gone = if q.first().is_some_and(|h| h.at <= t) {
+            pop_front(q)
         } else {
             None
         };
