@@ -65,21 +65,25 @@ fn hex_list(out: &mut String, vals: &[u16]) {
 /// reference implementation writes it (`tls-non-ascii-alpn.pcapng`: `\xba\xad`
 /// gives `99`). Other ASCII punctuation falls back to the spec's rule: first
 /// and last hex digit of the value.
-fn alpn_code(ch: &ClientHello) -> String {
+fn alpn_code(out: &mut String, ch: &ClientHello) {
     let first = &ch.first_alpn;
     if first.is_empty() {
-        return "00".into();
+        out.push_str("00");
+        return;
     }
     let (a, b) = (first[0], first[first.len() - 1]);
     if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() {
-        format!("{}{}", a as char, b as char)
+        out.push(a as char);
+        out.push(b as char);
     } else if !a.is_ascii() || !b.is_ascii() {
         let c = |x: u8| if x.is_ascii() { x as char } else { '9' };
-        format!("{}{}", c(a), c(b))
+        out.push(c(a));
+        out.push(c(b));
     } else {
         let h = super::hex(first);
         let h = h.as_bytes();
-        format!("{}{}", h[0] as char, h[h.len() - 1] as char)
+        out.push(h[0] as char);
+        out.push(h[h.len() - 1] as char);
     }
 }
 
@@ -163,18 +167,20 @@ impl Parts {
             Transport::Quic => 'q',
             Transport::Dtls => 'd',
         };
-        let a = format!(
-            "{proto}{}{}{:02}{:02}{}",
-            version_code(version),
-            if ch.extensions.contains(&ext::SERVER_NAME) {
-                'd'
-            } else {
-                'i'
-            },
-            ciphers.len().min(99),
-            exts.len().min(99),
-            alpn_code(ch)
-        );
+        // `a`: written by hand (this runs on every hello)
+        let mut a = String::with_capacity(10);
+        a.push(proto);
+        a.push_str(version_code(version));
+        a.push(if ch.extensions.contains(&ext::SERVER_NAME) {
+            'd'
+        } else {
+            'i'
+        });
+        for n in [ciphers.len().min(99), exts.len().min(99)] {
+            a.push((b'0' + (n / 10) as u8) as char);
+            a.push((b'0' + (n % 10) as u8) as char);
+        }
+        alpn_code(&mut a, ch);
         let mut sorted_ciphers = ciphers;
         sorted_ciphers.sort_unstable();
         let mut sorted_exts: Codes = exts
