@@ -38,6 +38,10 @@ impl Vlans {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Every field in one word (equal values, equal words).
+    pub fn word(&self) -> u64 {
+        u64::from(self.ids[0]) << 32 | u64::from(self.ids[1]) << 16 | u64::from(self.len)
+    }
 }
 
 /// TCP header fields the flow and stream layers use.

@@ -17,7 +17,7 @@ use crate::decode::{Decoded, TcpHeader, Transport, Vlans};
 use crate::time::{Duration, Timestamp};
 
 /// Normalised flow key: endpoint `lo` is the smaller (address, port).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct FlowKey {
     pub lo: (IpAddr, u16),
     pub hi: (IpAddr, u16),
@@ -25,12 +25,48 @@ pub struct FlowKey {
     pub vlans: Vlans,
 }
 
+/// Hashed as a few words (derived, every field and enum tag went to the
+/// hasher on its own, on every packet); equal keys hash equally.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        match (self.lo.0, self.hi.0) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                h.write_u64(u64::from(u32::from(a)) << 32 | u64::from(u32::from(b)));
+            }
+            (a, b) => {
+                let word = |ip: IpAddr| match ip {
+                    IpAddr::V4(a) => u128::from(u32::from(a)),
+                    IpAddr::V6(a) => u128::from(a),
+                };
+                h.write_u128(word(a));
+                h.write_u128(word(b));
+            }
+        }
+        h.write_u64(
+            u64::from(self.lo.1) << 32 | u64::from(self.hi.1) << 16 | u64::from(self.proto),
+        );
+        h.write_u64(self.vlans.word());
+    }
+}
+
+/// `(address, port)` as one number ordered as the pair is, for IPv4.
+fn v4_endpoint(ip: IpAddr, port: u16) -> Option<u64> {
+    match ip {
+        IpAddr::V4(a) => Some(u64::from(u32::from(a)) << 16 | u64::from(port)),
+        IpAddr::V6(_) => None,
+    }
+}
+
 impl FlowKey {
     /// The key of a packet, and whether the packet travels from `lo` to `hi`.
     pub fn of(d: &Decoded<'_>) -> (FlowKey, bool) {
         let s = (d.src, d.sport);
         let t = (d.dst, d.dport);
-        let forward = s <= t;
+        // the pairs' order; for IPv4 as two numbers (the same order)
+        let forward = match (v4_endpoint(d.src, d.sport), v4_endpoint(d.dst, d.dport)) {
+            (Some(a), Some(b)) => a <= b,
+            _ => s <= t,
+        };
         let (lo, hi) = if forward { (s, t) } else { (t, s) };
         (
             FlowKey {
@@ -514,5 +550,35 @@ mod tests {
         assert_eq!(flow_id(&k, Timestamp(5)), flow_id(&k, Timestamp(5)));
         assert_ne!(flow_id(&k, Timestamp(5)), flow_id(&k, Timestamp(6)));
         assert!(flow_id(&k, Timestamp(5)) < (1 << 53));
+    }
+
+    /// The IPv4 shortcut orders endpoints as the pairs do, and equal keys
+    /// hash equally whichever way the packet went.
+    #[test]
+    fn key_order_and_hash_agree_with_the_pairs() {
+        use std::hash::BuildHasher;
+        let h = ahash::RandomState::with_seeds(1, 2, 3, 4);
+        let addrs = [
+            "0.0.0.0",
+            "10.0.0.1",
+            "10.0.0.2",
+            "10.0.1.0",
+            "255.255.255.255",
+            "::1",
+        ];
+        for a in addrs {
+            for b in addrs {
+                for (pa, pb) in [(0, 0), (1, 65535), (65535, 1), (443, 443), (80, 8080)] {
+                    let p = pkt(a, pa, b, pb, 6);
+                    let (k, fwd) = FlowKey::of(&p);
+                    let (s, t) = ((p.src, p.sport), (p.dst, p.dport));
+                    assert_eq!(fwd, s <= t, "{a}:{pa} {b}:{pb}");
+                    let (r, rfwd) = FlowKey::of(&pkt(b, pb, a, pa, 6));
+                    assert_eq!(k, r);
+                    assert!(fwd != rfwd || s == t);
+                    assert_eq!(h.hash_one(k), h.hash_one(r));
+                }
+            }
+        }
     }
 }
