@@ -556,7 +556,6 @@ mod tests {
     /// hash equally whichever way the packet went.
     #[test]
     fn key_order_and_hash_agree_with_the_pairs() {
-        use std::hash::BuildHasher;
         let h = ahash::RandomState::with_seeds(1, 2, 3, 4);
         let addrs = [
             "0.0.0.0",
