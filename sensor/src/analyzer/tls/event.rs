@@ -200,8 +200,8 @@ impl<'a> TlsEvent<'a> {
             chain: t.chain.iter().map(|c| &**c).collect(),
             client_handshake: ch.map(ClientHandshake::of),
             client_chain: t.client_chain.iter().map(|c| &**c).collect(),
-            second_client_hello: t.second_client_hello.as_ref().map(tcp_summary),
-            overlap_client_hello: t.overlap_client_hello.as_ref().map(tcp_summary),
+            second_client_hello: t.second_client_hello.as_deref().map(tcp_summary),
+            overlap_client_hello: t.overlap_client_hello.as_deref().map(tcp_summary),
             overlap_chain: t.overlap_chain.iter().map(|c| &**c).collect(),
             chain_sha256: Vec::new(),
             client_chain_sha256: Vec::new(),
@@ -253,8 +253,8 @@ pub fn facts<'a>(t: &'a TlsSession, prints: &'a [Fingerprints]) -> Facts<'a> {
     f.other_chain = &t.overlap_chain;
     let hellos = [
         t.client_hello.as_ref(),
-        t.second_client_hello.as_ref(),
-        t.overlap_client_hello.as_ref(),
+        t.second_client_hello.as_deref(),
+        t.overlap_client_hello.as_deref(),
     ];
     for ch in hellos.into_iter().flatten() {
         f.push_opt(Fact::Sni, ch.sni.as_deref());

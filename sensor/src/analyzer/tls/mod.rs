@@ -122,10 +122,11 @@ pub struct TlsSession {
     pub client_chain: Vec<Arc<CertInfo>>,
     /// The second ClientHello of a connection (after a HelloRetryRequest, or a
     /// client that repeats itself).
-    pub second_client_hello: Option<ClientHello>,
+    /// (Boxed, as `overlap_client_hello`: rare, and a hello is large.)
+    pub second_client_hello: Option<Box<ClientHello>>,
     /// The ClientHello as another copy of its TCP bytes had it (two copies
     /// that differ: the sensor cannot tell which one the server kept).
-    pub overlap_client_hello: Option<ClientHello>,
+    pub overlap_client_hello: Option<Box<ClientHello>>,
     /// The server's chain as another copy of its bytes had it.
     pub overlap_chain: Vec<Arc<CertInfo>>,
     /// ClientHellos seen (2 after a HelloRetryRequest).
@@ -158,7 +159,7 @@ impl TlsSession {
         let mut other = TlsSession::default();
         other.feed(dir, bytes, certs);
         match dir {
-            Dir::ToServer => self.overlap_client_hello = other.client_hello,
+            Dir::ToServer => self.overlap_client_hello = other.client_hello.map(Box::new),
             Dir::ToClient => self.overlap_chain = other.chain,
         }
     }
@@ -320,7 +321,7 @@ impl TlsSession {
                 // hello (after a HelloRetryRequest) or a client certificate may follow.
                 match (hello::parse_client_hello(body), self.client_hellos) {
                     (Ok(ch), 1) => self.client_hello = Some(ch),
-                    (Ok(ch), 2) => self.second_client_hello = Some(ch),
+                    (Ok(ch), 2) => self.second_client_hello = Some(Box::new(ch)),
                     (Ok(_), _) => {}
                     (Err(_), _) => self.malformed = true,
                 }
