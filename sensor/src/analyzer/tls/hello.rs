@@ -6,10 +6,7 @@
 //! sensor, reading values beats a generic parse error. Wire values stay numbers.
 
 use smallvec::SmallVec;
-use tls_parser::{
-    parse_tls_extension_alpn_content, parse_tls_handshake_client_hello,
-    parse_tls_handshake_server_hello, TlsExtension,
-};
+use tls_parser::{parse_tls_handshake_client_hello, parse_tls_handshake_server_hello};
 
 /// Longest name or ALPN value kept (RFC 6066 allows 2^16-1; DNS names are ≤ 253).
 pub const MAX_NAME_LEN: usize = 1024;
@@ -62,7 +59,7 @@ pub struct ServerHello {
     /// From supported_versions (TLS 1.3), if present.
     pub selected_version: Option<u16>,
     pub cipher: u16,
-    pub extensions: Vec<u16>,
+    pub extensions: SmallVec<[u16; 16]>,
     pub alpn: Option<String>,
     /// A HelloRetryRequest (RFC 8446 §4.1.3): a real ServerHello follows.
     pub retry_request: bool,
@@ -211,10 +208,9 @@ pub fn parse_server_hello(body: &[u8]) -> Result<ServerHello, Malformed> {
                     out.selected_version = Some(u16::from_be_bytes([data[0], data[1]]));
                 }
                 ext::ALPN => {
-                    if let Ok((_, TlsExtension::ALPN(list))) =
-                        parse_tls_extension_alpn_content(data)
-                    {
-                        out.alpn = list.first().map(|p| lossy_capped(p));
+                    // as the ClientHello's (an empty list: no protocol)
+                    if let Some(list) = u16_prefixed(data) {
+                        out.alpn = alpn_names(list).next().map(lossy_capped);
                     }
                 }
                 _ => {}
@@ -320,10 +316,10 @@ mod tests {
     /// What the extension readers used to be: tls-parser's `*_content`.
     fn reference(ty: u16, data: &[u8]) -> ClientHello {
         use tls_parser::{
-            parse_tls_extension_ec_point_formats_content as pf,
+            parse_tls_extension_alpn_content, parse_tls_extension_ec_point_formats_content as pf,
             parse_tls_extension_elliptic_curves_content as groups,
             parse_tls_extension_signature_algorithms_content as sigs,
-            parse_tls_extension_sni_content as sni,
+            parse_tls_extension_sni_content as sni, TlsExtension,
         };
         let mut out = ClientHello::default();
         match (ty, ty) {
