@@ -491,17 +491,19 @@ mod tests {
         };
         let sans = ["n1".to_string(), "n\"2".to_string()];
         let alpns = ["h2".to_string(), "\u{2}".to_string()];
+        let ja3 = crate::analyzer::tls::ja3::ja3(&ch);
+        let ja3s = crate::analyzer::tls::ja3::Ja3 {
+            hash: "h".into(),
+            string: "771,4866,\t".into(),
+        };
         let full = TlsEvent {
             sni: Some("ngrok-\"free\".app\\"),
             version: "TLS 1.3",
             client_alpns: &alpns,
             server_alpns: Some(["h2\n"]),
-            ja3: Some(crate::analyzer::tls::ja3::ja3(&ch)),
-            ja3s: Some(crate::analyzer::tls::ja3::Ja3 {
-                hash: "h".into(),
-                string: "771,4866,\t".into(),
-            }),
-            ja4: Some("t13d0910h2_f91f431d341e_6a7d638fc319".into()),
+            ja3: Some(&ja3),
+            ja3s: Some(&ja3s),
+            ja4: Some("t13d0910h2_f91f431d341e_6a7d638fc319"),
             cipher_suite: Some(u16::MAX),
             subject: Some("CN=é\u{0}"),
             issuerdn: Some("CN=i"),

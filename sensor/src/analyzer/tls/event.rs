@@ -43,11 +43,11 @@ pub struct TlsEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub server_alpns: Option<[&'a str; 1]>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ja3: Option<Ja3>,
+    pub ja3: Option<&'a Ja3>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ja3s: Option<Ja3>,
+    pub ja3s: Option<&'a Ja3>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ja4: Option<String>,
+    pub ja4: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cipher_suite: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -148,8 +148,17 @@ impl<'a> ClientHandshake<'a> {
     }
 }
 
-fn tcp_summary(c: &super::hello::ClientHello) -> HelloSummary<'_> {
-    summary(c, ja4::Transport::Tcp)
+/// A further ClientHello's summary, from the fingerprints the session keeps.
+fn summary_of<'a>(
+    c: Option<&'a super::hello::ClientHello>,
+    prints: Option<&(Ja3, String)>,
+) -> Option<HelloSummary<'a>> {
+    let (c, (ja3, ja4)) = c.zip(prints)?;
+    Some(HelloSummary {
+        sni: c.sni.as_deref(),
+        ja3: ja3.clone(),
+        ja4: ja4.clone(),
+    })
 }
 
 /// How events name a TLS version.
@@ -172,6 +181,7 @@ impl<'a> TlsEvent<'a> {
         let ch = t.client_hello.as_ref();
         let sh = t.server_hello.as_ref();
         let leaf = t.chain.first().map(|c| &**c);
+        let [second, overlap] = t.more_prints();
         let version = match (sh, ch) {
             (Some(sh), _) => version_name(sh.version()),
             (None, Some(ch)) if ch.sslv2 => "SSLv2",
@@ -182,13 +192,9 @@ impl<'a> TlsEvent<'a> {
             version,
             client_alpns: ch.map(|c| &c.alpns[..]).unwrap_or(&[]),
             server_alpns: sh.and_then(|s| s.alpn.as_deref()).map(|a| [a]),
-            ja3: ch.filter(|c| !c.sslv2).map(ja3::ja3),
-            ja3s: sh.map(ja3::ja3s),
-            ja4: ch.map(|c| {
-                t.ja4
-                    .clone()
-                    .unwrap_or_else(|| ja4::ja4(c, ja4::Transport::Tcp))
-            }),
+            ja3: t.ja3(),
+            ja3s: t.ja3s(),
+            ja4: t.ja4(),
             cipher_suite: sh.map(|s| s.cipher),
             subject: leaf.map(|c| c.subject.as_str()),
             issuerdn: leaf.map(|c| c.issuerdn.as_str()),
@@ -200,8 +206,8 @@ impl<'a> TlsEvent<'a> {
             chain: t.chain.iter().map(|c| &**c).collect(),
             client_handshake: ch.map(ClientHandshake::of),
             client_chain: t.client_chain.iter().map(|c| &**c).collect(),
-            second_client_hello: t.second_client_hello.as_deref().map(tcp_summary),
-            overlap_client_hello: t.overlap_client_hello.as_deref().map(tcp_summary),
+            second_client_hello: summary_of(t.second_client_hello.as_deref(), second),
+            overlap_client_hello: summary_of(t.overlap_client_hello.as_deref(), overlap),
             overlap_chain: t.overlap_chain.iter().map(|c| &**c).collect(),
             chain_sha256: Vec::new(),
             client_chain_sha256: Vec::new(),
@@ -248,7 +254,7 @@ impl<'a> TlsEvent<'a> {
 /// The facts signatures test on a handshake: every ClientHello's server name
 /// and fingerprints (as the event logs them: the first, then the one after a
 /// HelloRetryRequest, which may name another server), and the server's chain.
-pub fn facts<'a>(t: &'a TlsSession, prints: &'a [Fingerprints]) -> Facts<'a> {
+pub fn facts<'a>(t: &'a TlsSession, prints: &[Fingerprints<'a>]) -> Facts<'a> {
     let mut f = Facts::of_chain(&t.chain);
     f.other_chain = &t.overlap_chain;
     let hellos = [
@@ -263,31 +269,30 @@ pub fn facts<'a>(t: &'a TlsSession, prints: &'a [Fingerprints]) -> Facts<'a> {
         }
     }
     for p in prints {
-        f.push_opt(Fact::Ja3, p.ja3.as_deref());
-        f.push_opt(Fact::Ja4, p.ja4.as_deref());
+        f.push_opt(Fact::Ja3, p.ja3);
+        f.push_opt(Fact::Ja4, p.ja4);
     }
     f
 }
 
-/// A ClientHello's fingerprints, owned by the caller while the facts borrow
-/// them.
-#[derive(Debug, Default)]
-pub struct Fingerprints {
-    pub ja3: Option<String>,
-    pub ja4: Option<String>,
+/// A ClientHello's fingerprints, borrowed from the session that keeps them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Fingerprints<'a> {
+    pub ja3: Option<&'a str>,
+    pub ja4: Option<&'a str>,
 }
 
-impl Fingerprints {
-    /// Of every ClientHello the event logs.
-    pub fn of(ev: &TlsEvent<'_>) -> Vec<Fingerprints> {
+impl<'a> Fingerprints<'a> {
+    /// Of every ClientHello the event logs: the first, the second, the
+    /// differing copy of the first.
+    pub fn of(t: &'a TlsSession) -> smallvec::SmallVec<[Fingerprints<'a>; 3]> {
         let first = Fingerprints {
-            ja3: ev.ja3.as_ref().map(|j| j.hash.clone()),
-            ja4: ev.ja4.clone(),
+            ja3: t.ja3().map(|j| j.hash.as_str()),
+            ja4: t.ja4(),
         };
-        let more = [&ev.second_client_hello, &ev.overlap_client_hello];
-        let more = more.into_iter().flatten().map(|h| Fingerprints {
-            ja3: Some(h.ja3.hash.clone()),
-            ja4: Some(h.ja4.clone()),
+        let more = t.more_prints().into_iter().flatten().map(|(j3, j4)| Fingerprints {
+            ja3: Some(j3.hash.as_str()),
+            ja4: Some(j4.as_str()),
         });
         std::iter::once(first).chain(more).collect()
     }

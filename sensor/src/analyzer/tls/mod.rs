@@ -17,6 +17,7 @@ pub use event::{
     facts, summary, version_name, ClientHandshake, Fingerprints, HelloSummary, TlsEvent,
 };
 
+use std::cell::OnceCell;
 use std::sync::Arc;
 
 use cert::{CertCache, CertInfo};
@@ -112,6 +113,16 @@ pub struct TlsCounters {
     pub malformed: u64,
 }
 
+/// A session's fingerprints, each filled when first asked.
+#[derive(Debug, Default)]
+struct Prints {
+    ja3: OnceCell<Option<ja3::Ja3>>,
+    ja3s: OnceCell<Option<ja3::Ja3>>,
+    ja4: OnceCell<Option<String>>,
+    second: OnceCell<Option<(ja3::Ja3, String)>>,
+    overlap: OnceCell<Option<(ja3::Ja3, String)>>,
+}
+
 /// Handshake facts of one flow.
 #[derive(Debug, Default)]
 pub struct TlsSession {
@@ -134,22 +145,50 @@ pub struct TlsSession {
     /// Certificates in the Certificate message (may exceed what `chain` keeps).
     pub chain_len: usize,
     pub malformed: bool,
-    /// The first ClientHello's JA4, once computed (the leg correlation needs
-    /// it before the event does).
-    pub ja4: Option<String>,
+    /// The fingerprints, each computed once when first asked (the leg
+    /// correlation wants the first hello's JA4 before the event; the event
+    /// and the signatures borrow them). The event is made once, when the
+    /// handshake is read or the flow ends: nothing asks before the hellos
+    /// they come from can no longer change.
+    prints: Prints,
     dirs: [TlsDir; 2],
 }
 
 impl TlsSession {
     /// The first ClientHello's JA4 (computed once).
-    pub fn ja4(&mut self) -> Option<&str> {
-        if self.ja4.is_none() {
-            self.ja4 = self
-                .client_hello
+    pub fn ja4(&self) -> Option<&str> {
+        let ch = self.client_hello.as_ref();
+        (self.prints.ja4)
+            .get_or_init(|| ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp)))
+            .as_deref()
+    }
+
+    /// The first ClientHello's JA3 (none for an SSLv2 hello).
+    pub fn ja3(&self) -> Option<&ja3::Ja3> {
+        let ch = self.client_hello.as_ref().filter(|c| !c.sslv2);
+        self.prints.ja3.get_or_init(|| ch.map(ja3::ja3)).as_ref()
+    }
+
+    /// The ServerHello's JA3S.
+    pub fn ja3s(&self) -> Option<&ja3::Ja3> {
+        let sh = self.server_hello.as_ref();
+        self.prints.ja3s.get_or_init(|| sh.map(ja3::ja3s)).as_ref()
+    }
+
+    /// The JA3 and JA4 of the second ClientHello, and of the differing copy
+    /// of the first.
+    pub fn more_prints(&self) -> [Option<&(ja3::Ja3, String)>; 2] {
+        fn of<'s>(
+            cell: &'s OnceCell<Option<(ja3::Ja3, String)>>,
+            ch: Option<&ClientHello>,
+        ) -> Option<&'s (ja3::Ja3, String)> {
+            cell.get_or_init(|| ch.map(|c| (ja3::ja3(c), ja4::ja4(c, ja4::Transport::Tcp))))
                 .as_ref()
-                .map(|c| ja4::ja4(c, ja4::Transport::Tcp));
         }
-        self.ja4.as_deref()
+        [
+            of(&self.prints.second, self.second_client_hello.as_deref()),
+            of(&self.prints.overlap, self.overlap_client_hello.as_deref()),
+        ]
     }
 
     /// Reads a direction's first bytes as another copy had them: the

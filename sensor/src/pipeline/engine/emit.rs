@@ -292,7 +292,7 @@ impl Emit<'_, '_> {
             return;
         };
         let mut ev = TlsEvent::of(&t);
-        let prints = tls::Fingerprints::of(&ev);
+        let prints = tls::Fingerprints::of(&t);
         let mut facts = tls::facts(&t, &prints);
         let p = pending(self.rules, flow, &mut facts);
         let ends = ends(flow);
@@ -314,7 +314,9 @@ impl Emit<'_, '_> {
         if !t.chain.is_empty() {
             self.counters.tls_certificate_msgs += 1;
         }
-        drop(facts); // it borrows the session, which goes back to the flow
+        // they borrow the session, which goes back to the flow
+        drop(facts);
+        drop(prints);
         if let Some(a) = flow.data.analyzers_mut() {
             a.tls = Some(t);
         }
