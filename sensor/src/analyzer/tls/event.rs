@@ -290,10 +290,14 @@ impl<'a> Fingerprints<'a> {
             ja3: t.ja3().map(|j| j.hash.as_str()),
             ja4: t.ja4(),
         };
-        let more = t.more_prints().into_iter().flatten().map(|(j3, j4)| Fingerprints {
-            ja3: Some(j3.hash.as_str()),
-            ja4: Some(j4.as_str()),
-        });
+        let more = t
+            .more_prints()
+            .into_iter()
+            .flatten()
+            .map(|(j3, j4)| Fingerprints {
+                ja3: Some(j3.hash.as_str()),
+                ja4: Some(j4.as_str()),
+            });
         std::iter::once(first).chain(more).collect()
     }
 }
