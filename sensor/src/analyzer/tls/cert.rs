@@ -162,6 +162,16 @@ impl CertCache {
         self.len
     }
 
+    /// Forgets every certificate (the counters stay): after a rule reload,
+    /// so that the certificates seen next remember the new rule set's
+    /// certificate-text matches (one parse each again) instead of being
+    /// checked afresh on every handshake for as long as they stay cached.
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.order.clear();
+        self.len = 0;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -444,6 +454,13 @@ mod tests {
         // the oldest ("a") went; "c" is still there
         c.get(b"c");
         assert_eq!(c.stats.hits, 2);
+        // cleared (a rule reload): parsed again, the counters kept
+        let before = c.get(b"c");
+        c.clear();
+        assert!(c.is_empty());
+        let after = c.get(b"c");
+        assert!(!Arc::ptr_eq(&before, &after), "a new certificate object");
+        assert_eq!((c.stats.hits, c.stats.parsed), (3, 4));
     }
 
     #[test]

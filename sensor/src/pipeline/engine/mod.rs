@@ -160,6 +160,10 @@ impl Engine {
 
     /// Replaces the signatures.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        if !Arc::ptr_eq(&self.cfg.rules, &rules) {
+            // cached certificates remember the old rule set's matches
+            self.certs.clear();
+        }
         self.cfg.rules = rules;
     }
 
