@@ -211,6 +211,7 @@ pub(super) fn serve(
     recycle: &Sender<Filling>,
 ) {
     let id = w.id;
+    w.engine.on_this_thread();
     for mut b in rx.iter() {
         let origin = Origin {
             pcap_file: b.origin.as_ref(),

@@ -127,7 +127,8 @@ pub struct Engine {
     retransmitted: u64,
     /// Differing copies of bytes in flows that have ended.
     conflicts: u64,
-    /// This thread's fingerprint-memo resets when the engine was made.
+    /// The running thread's fingerprint-memo resets when the engine started
+    /// on it (the memo is per thread: see [`Engine::on_this_thread`]).
     memo_resets_at_start: u64,
 }
 
@@ -159,6 +160,12 @@ impl Engine {
     }
 
     /// Replaces the signatures.
+    /// The engine now runs on the calling thread (a worker's, after being
+    /// made on another): its per-thread counters start from here.
+    pub fn on_this_thread(&mut self) {
+        self.memo_resets_at_start = crate::analyzer::tls::memo::resets();
+    }
+
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
         if !Arc::ptr_eq(&self.cfg.rules, &rules) {
             // cached certificates remember the old rule set's matches
