@@ -115,12 +115,15 @@ pub struct TlsCounters {
 
 /// A session's fingerprints, each filled when first asked.
 #[derive(Debug, Default)]
+///
+/// A fingerprint is filled only once the hello it comes from is there, and
+/// a hello that is replaced (a later differing copy) forgets its own.
 struct Prints {
-    ja3: OnceCell<Option<ja3::Ja3>>,
-    ja3s: OnceCell<Option<ja3::Ja3>>,
-    ja4: OnceCell<Option<String>>,
-    second: OnceCell<Option<(ja3::Ja3, String)>>,
-    overlap: OnceCell<Option<(ja3::Ja3, String)>>,
+    ja3: OnceCell<ja3::Ja3>,
+    ja3s: OnceCell<ja3::Ja3>,
+    ja4: OnceCell<String>,
+    second: OnceCell<(ja3::Ja3, String)>,
+    overlap: OnceCell<(ja3::Ja3, String)>,
 }
 
 /// Handshake facts of one flow.
@@ -157,33 +160,35 @@ pub struct TlsSession {
 impl TlsSession {
     /// The first ClientHello's JA4 (computed once).
     pub fn ja4(&self) -> Option<&str> {
-        let ch = self.client_hello.as_ref();
-        (self.prints.ja4)
-            .get_or_init(|| ch.map(|c| ja4::ja4(c, ja4::Transport::Tcp)))
-            .as_deref()
+        let ch = self.client_hello.as_ref()?;
+        let j = self
+            .prints
+            .ja4
+            .get_or_init(|| ja4::ja4(ch, ja4::Transport::Tcp));
+        Some(j.as_str())
     }
 
     /// The first ClientHello's JA3 (none for an SSLv2 hello).
     pub fn ja3(&self) -> Option<&ja3::Ja3> {
-        let ch = self.client_hello.as_ref().filter(|c| !c.sslv2);
-        self.prints.ja3.get_or_init(|| ch.map(ja3::ja3)).as_ref()
+        let ch = self.client_hello.as_ref().filter(|c| !c.sslv2)?;
+        Some(self.prints.ja3.get_or_init(|| ja3::ja3(ch)))
     }
 
     /// The ServerHello's JA3S.
     pub fn ja3s(&self) -> Option<&ja3::Ja3> {
-        let sh = self.server_hello.as_ref();
-        self.prints.ja3s.get_or_init(|| sh.map(ja3::ja3s)).as_ref()
+        let sh = self.server_hello.as_ref()?;
+        Some(self.prints.ja3s.get_or_init(|| ja3::ja3s(sh)))
     }
 
     /// The JA3 and JA4 of the second ClientHello, and of the differing copy
     /// of the first.
     pub fn more_prints(&self) -> [Option<&(ja3::Ja3, String)>; 2] {
         fn of<'s>(
-            cell: &'s OnceCell<Option<(ja3::Ja3, String)>>,
+            cell: &'s OnceCell<(ja3::Ja3, String)>,
             ch: Option<&ClientHello>,
         ) -> Option<&'s (ja3::Ja3, String)> {
-            cell.get_or_init(|| ch.map(|c| (ja3::ja3(c), ja4::ja4(c, ja4::Transport::Tcp))))
-                .as_ref()
+            let c = ch?;
+            Some(cell.get_or_init(|| (ja3::ja3(c), ja4::ja4(c, ja4::Transport::Tcp))))
         }
         [
             of(&self.prints.second, self.second_client_hello.as_deref()),
@@ -198,7 +203,10 @@ impl TlsSession {
         let mut other = TlsSession::default();
         other.feed(dir, bytes, certs);
         match dir {
-            Dir::ToServer => self.overlap_client_hello = other.client_hello.map(Box::new),
+            Dir::ToServer => {
+                self.overlap_client_hello = other.client_hello.map(Box::new);
+                self.prints.overlap = OnceCell::new();
+            }
             Dir::ToClient => self.overlap_chain = other.chain,
         }
     }
@@ -360,7 +368,10 @@ impl TlsSession {
                 // hello (after a HelloRetryRequest) or a client certificate may follow.
                 match (hello::parse_client_hello(body), self.client_hellos) {
                     (Ok(ch), 1) => self.client_hello = Some(ch),
-                    (Ok(ch), 2) => self.second_client_hello = Some(Box::new(ch)),
+                    (Ok(ch), 2) => {
+                        self.second_client_hello = Some(Box::new(ch));
+                        self.prints.second = OnceCell::new();
+                    }
                     (Ok(_), _) => {}
                     (Err(_), _) => self.malformed = true,
                 }
@@ -448,6 +459,8 @@ mod tests {
     fn real_client_hello_facts_and_fingerprints() {
         let mut s = TlsSession::default();
         let mut c = CertCache::default();
+        // asked before there is a hello: nothing, and nothing remembered
+        assert!(s.ja4().is_none() && s.ja3().is_none() && s.ja3s().is_none());
         assert_eq!(
             s.feed(Dir::ToServer, CLIENT_HELLO, &mut c),
             CLIENT_HELLO.len()
@@ -459,6 +472,11 @@ mod tests {
         assert!(ch.extensions.contains(&hello::ext::SERVER_NAME));
         // tshark 4.0.17 on the same capture: tls.handshake.ja3
         assert_eq!(ja3::ja3(ch).hash, "bd9a3206c94db805166cef19e4d05102");
+        assert_eq!(
+            s.ja3().map(|j| j.hash.as_str()),
+            Some("bd9a3206c94db805166cef19e4d05102")
+        );
+        assert_eq!(s.ja4(), Some(ja4::ja4(ch, ja4::Transport::Tcp).as_str()));
         let (j4, raw) = (
             ja4::ja4(ch, ja4::Transport::Tcp),
             ja4::ja4_raw(ch, ja4::Transport::Tcp),
