@@ -128,30 +128,21 @@ mod tests {
         })
     }
 
-    const SIGS: &str = r#"
-format = 1
-family = "t"
-
-[[signature]]
-id = 1
-name = "a"
-tool = "t"
-category = "interception-cert"
-confidence = "high"
-cert_issuer_o = { contains = ["mitmproxy"] }
-
-[[signature]]
-id = 2
-name = "b"
-tool = "t"
-category = "interception-cert"
-confidence = "high"
-cert_issuer_o = { exact = ["Other"] }
-"#;
+    /// Two signatures, each with one condition on the issuer's organisation.
+    fn sigs() -> String {
+        let sig = |id: u32, cond: &str| {
+            format!("[[signature]]\nid = {id}\nname = \"s{id}\"\ntool = \"t\"\ncategory = \"interception-cert\"\nconfidence = \"high\"\ncert_issuer_o = {cond}\n")
+        };
+        format!(
+            "format = 1\nfamily = \"t\"\n{}{}",
+            sig(1, "{ contains = [\"mitmproxy\"] }"),
+            sig(2, "{ exact = [\"Other\"] }")
+        )
+    }
 
     #[test]
     fn remembered_hits_equal_fresh_ones_for_this_and_another_rule_set() {
-        let (one, two) = (rules(SIGS), rules(SIGS));
+        let (one, two) = (rules(&sigs()), rules(&sigs()));
         for org in ["mitmproxy", "Other", "neither", "MITMPROXY Ltd"] {
             let c = cert(org);
             let fresh = one.compute_text_hits(&c);

@@ -96,42 +96,34 @@ impl<'o> Obj<'o> {
     }
 
     /// A member that is an array of strings.
-    fn strs<S: AsRef<str>>(&mut self, k: &str, v: impl Iterator<Item = S>) {
+    /// A member that is an array, each element written by `each`.
+    fn array<T>(&mut self, k: &str, v: impl Iterator<Item = T>, each: impl Fn(&mut Vec<u8>, T)) {
         self.key(k);
         self.out.push(b'[');
-        for (i, s) in v.enumerate() {
+        for (i, x) in v.enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            string(self.out, s.as_ref());
+            each(self.out, x);
         }
         self.out.push(b']');
+    }
+
+    /// A member that is an array of strings.
+    fn strs<S: AsRef<str>>(&mut self, k: &str, v: impl Iterator<Item = S>) {
+        self.array(k, v, |out, s| string(out, s.as_ref()));
     }
 
     /// A chain as its certificates' JSON, then as their hashes (each member
     /// only when not empty).
     fn certs(&mut self, k: [&str; 2], certs: &[&CertInfo], hashes: &[&str]) {
         if !certs.is_empty() {
-            self.key(k[0]);
-            self.out.push(b'[');
-            for (i, c) in certs.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(b',');
-                }
-                self.out.extend_from_slice(c.json().get().as_bytes());
-            }
-            self.out.push(b']');
+            self.array(k[0], certs.iter(), |out, c| {
+                out.extend_from_slice(c.json().get().as_bytes())
+            });
         }
         if !hashes.is_empty() {
-            self.key(k[1]);
-            self.out.push(b'[');
-            for (i, h) in hashes.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(b',');
-                }
-                string(self.out, h);
-            }
-            self.out.push(b']');
+            self.strs(k[1], hashes.iter());
         }
     }
 
