@@ -7,7 +7,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::spanwatch;
 use serde_json::Value;
@@ -27,11 +27,8 @@ fn captures() -> Vec<String> {
     v
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("swevents-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
+fn tmp(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("events-{name}"))
 }
 
 /// `spanwatch read` of `files` with the lab's site policy plus `events`
@@ -138,7 +135,6 @@ fn certificates_are_logged_once_and_named_by_hash() {
         );
         assert!(a["tls"]["chain_sha256"].is_null());
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -158,7 +154,6 @@ fn the_inline_format_is_the_compact_one_resolved() {
     for (r, i) in resolved.iter().zip(&inline) {
         assert_eq!(r, i);
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A copy of a classic pcap file with every packet `secs` later.
@@ -210,7 +205,6 @@ fn a_certificate_seen_again_after_the_relog_interval_is_logged_again() {
         "again 3 h later"
     );
     assert_eq!(count("certificate_relog = \"10s\""), (3, 9), "every time");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -234,7 +228,6 @@ fn client_handshake_only_when_asked() {
             .iter()
             .all(|e| e[t]["client_handshake"]["ciphers"].is_array()));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// What a filter keeps is exactly those lines of the unfiltered run.
@@ -256,5 +249,4 @@ fn type_filters_write_exactly_the_lines_of_those_types() {
         assert!(!filtered.is_empty(), "{types}");
         assert_eq!(filtered.iter().collect::<Vec<_>>(), picked, "{types}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

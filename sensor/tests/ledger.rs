@@ -27,11 +27,8 @@ fn site(dir: &Path, name: &str, ledger: &str) -> PathBuf {
     p
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("swledger-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("tmp");
-    d
+fn tmp(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("ledger-{name}"))
 }
 
 fn lab(capture: &str) -> String {
@@ -120,7 +117,6 @@ fn two_read_runs_continue_one_ledger_as_one_run_over_both() {
     let h = rows(&both, &["--history", "10.1.0.20"]);
     assert_eq!(h.len(), 2, "{h:#?}");
     assert!(h[0]["last_seen"].as_str() < h[1]["first_seen"].as_str());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -135,7 +131,6 @@ fn retention_prunes_periods_that_ended_long_ago() {
     assert!(h[0]["first_seen"]
         .as_str()
         .is_some_and(|t| t.starts_with("2026-12-03")));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -187,7 +182,6 @@ fn a_damaged_file_a_foreign_database_and_a_newer_schema_are_refused() {
 
     let (code, _, err) = spanwatch(&["ledger", "--database", "/nonexistent/l.db"]);
     assert!(code == 2 && err.contains("no such file"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The audit of every lab recording, as people and scripts see it.
@@ -269,7 +263,6 @@ fn the_audit_of_the_lab_recordings() {
     assert!(!recent.is_empty() && recent.len() < r.len(), "{recent:?}");
     let (code, _, err) = spanwatch(&["ledger", "--database", &db, "--host", "nope"]);
     assert!(code == 2 && err.contains("--host nope"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Waits (bounded) until the audit of `db` lists `host` with `tool`.
@@ -293,9 +286,7 @@ fn offline_rows(capture: &str) -> Vec<Value> {
     let dir = tmp(&format!("offline-{capture}"));
     let db = dir.join("l.db").display().to_string();
     read_into(&db, &site(&dir, "lab-span", ""), &[capture]);
-    let r = rows(&db, &[]);
-    let _ = std::fs::remove_dir_all(&dir);
-    r
+    rows(&db, &[])
 }
 
 #[test]
@@ -435,7 +426,6 @@ fn postgres_two_sensors_at_once_merge_as_one_sensor_would() {
     );
     let mitm = row(&m, "10.1.0.20", "mitmproxy");
     assert_eq!(mitm["sensors"], serde_json::json!(["sensor-a"]), "{mitm}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -507,7 +497,6 @@ fn an_unreachable_server_neither_stops_the_sensor_nor_hides_the_loss() {
     );
     // the events were all written
     assert!(!common::event_lines(Path::new(&out), &["alert"]).is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Two live sensors on one PostgreSQL ledger: the second sees a tool the

@@ -15,10 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("sw-report-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d.join(name)
+fn tmp(name: &str) -> common::Scratch {
+    common::Scratch::new(&format!("report-{name}"))
 }
 
 /// The events of each capture of `dir` read on its own (as an analyst would
@@ -90,7 +88,8 @@ fn table_json_and_markdown_of_the_lab_and_of_pcaps() {
         insta::assert_snapshot!(name, out);
     }
     // gzip-compressed events give the same
-    let gz = tmp("lab.json.gz");
+    let dir = tmp("gz");
+    let gz = dir.join("lab.json.gz");
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     enc.write_all(&lab).expect("gzip");
     std::fs::write(&gz, enc.finish().expect("gzip")).expect("write");
@@ -149,7 +148,7 @@ fn browse(chromium: &Path, page: &Path, shot: &Path) -> (String, String, Vec<Str
     let proxy = TcpListener::bind("127.0.0.1:0").expect("proxy port");
     proxy.set_nonblocking(true).expect("nonblocking");
     let port = proxy.local_addr().expect("addr").port();
-    let profile = tmp("profile");
+    let profile = tmp("chromium-profile");
     let url = format!("file://{}", page.display());
     let base = |extra: &[String]| {
         let mut c = Command::new(chromium);
@@ -225,8 +224,9 @@ fn the_html_page_in_a_real_browser() {
         "the capture's names reach the events"
     );
     events.extend_from_slice(out.as_bytes());
-    let page = tmp("report.html");
-    let input = tmp("events.json");
+    let dir = tmp("html");
+    let page = dir.join("report.html");
+    let input = dir.join("events.json");
     std::fs::write(&input, &events).expect("events");
     let (code, json, err) = spanwatch(&[
         "report",
