@@ -339,14 +339,15 @@ impl<T> FlowTable<T> {
         } else {
             Dir::ToClient
         };
-        flow.pkts[dir as usize] += 1;
-        flow.bytes[dir as usize] += wire_len as u64;
-        if now > flow.last {
-            flow.last = now;
-        }
-        if let Some(h) = tcp {
-            flow.tcp.note(h, dir);
-        }
+        account(
+            flow,
+            dir,
+            wire_len,
+            now,
+            tcp,
+            &self.timeouts,
+            &mut self.deadlines,
+        );
         (flow, dir)
     }
 
@@ -411,6 +412,35 @@ impl<T> FlowTable<T> {
                 .iter()
                 .map(|(k, f)| Reverse((f.deadline, *k)))
                 .collect();
+        }
+    }
+}
+
+/// Counts a packet to its flow, notes its TCP flags and, when they have
+/// just closed the connection, queues the flow to end `tcp_closed` after
+/// this packet rather than at the (later) deadline it began with.
+fn account<T>(
+    flow: &mut Flow<T>,
+    dir: Dir,
+    wire_len: u32,
+    now: Timestamp,
+    tcp: Option<TcpHeader>,
+    timeouts: &Timeouts,
+    deadlines: &mut BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
+) {
+    flow.pkts[dir as usize] += 1;
+    flow.bytes[dir as usize] += wire_len as u64;
+    if now > flow.last {
+        flow.last = now;
+    }
+    let Some(h) = tcp else { return };
+    let was_closed = flow.is_closed();
+    flow.tcp.note(h, dir);
+    if !was_closed && flow.is_closed() {
+        let due = flow.last.saturating_add(timeouts.tcp_closed);
+        if due < flow.deadline {
+            flow.deadline = due;
+            deadlines.push(Reverse((due, flow.key)));
         }
     }
 }
@@ -520,6 +550,52 @@ mod tests {
         assert_eq!(ended.len(), 1);
         assert_eq!(ended[0].1, EndReason::Timeout);
         assert_eq!(t.stats.timed_out, 1);
+    }
+
+    #[test]
+    fn a_closed_connection_ends_its_closed_timeout_after_its_last_packet() {
+        let to = Timeouts::default();
+        let mut t: FlowTable<()> = FlowTable::new(10, to);
+        let mut ended = Vec::new();
+        let at = |s: i64| Timestamp(0).saturating_add(Duration(s * 1_000_000_000));
+        let mut send = |t: &mut FlowTable<()>, sport: u16, from_client: bool, flags: u8, s: i64| {
+            let p = if from_client {
+                pkt("10.0.0.1", sport, "10.0.0.2", 443, flags)
+            } else {
+                pkt("10.0.0.2", 443, "10.0.0.1", sport, flags)
+            };
+            t.track(&p, 60, at(s), 1, &mut ended, || ());
+        };
+        for sport in [5000, 5001] {
+            send(&mut t, sport, true, 0x02, 0); // SYN
+            send(&mut t, sport, false, 0x12, 0); // SYN-ACK
+            send(&mut t, sport, true, 0x10, 1); // ACK
+        }
+        // 5000 closes at 2 s (FIN both ways, last ACK at 3 s); 5001 stays open
+        send(&mut t, 5000, true, 0x11, 2);
+        send(&mut t, 5000, false, 0x11, 2);
+        send(&mut t, 5000, true, 0x10, 3);
+        let closed = to.tcp_closed.0 / 1_000_000_000;
+        assert!(
+            closed + 3 < to.tcp_new.0 / 1_000_000_000,
+            "the test needs closed < new"
+        );
+        let mut ended = Vec::new();
+        t.expire(at(3 + closed - 1), &mut ended);
+        assert!(ended.is_empty(), "not before its closed timeout");
+        t.expire(at(3 + closed), &mut ended);
+        assert_eq!(
+            ended.len(),
+            1,
+            "long before the tcp_new deadline it began with"
+        );
+        assert_eq!(ended[0].0.client().1, 5000);
+        assert_eq!(ended[0].1, EndReason::Timeout);
+        assert_eq!(t.len(), 1);
+        // the open one is still due at its first deadline, then by its own timeout
+        t.expire(at(to.tcp_new.0 / 1_000_000_000), &mut ended);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(t.len(), 1);
     }
 
     #[test]
