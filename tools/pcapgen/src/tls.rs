@@ -114,17 +114,32 @@ pub struct Handshake<'a> {
 
 /// Runs a handshake and returns the flights in order.
 pub fn handshake(h: &Handshake<'_>) -> Result<Vec<Flight>> {
-    handshake_with(h, false)
+    handshake_with(h, false, &Ending::default())
+}
+
+/// How a connection goes on after the client's request.
+#[derive(Default)]
+pub struct Ending<'a> {
+    /// Application data the server answers the request with.
+    pub response: &'a [u8],
+    /// The client then sends a close_notify alert.
+    pub close_notify: bool,
+}
+
+/// A whole short connection's TLS: the handshake, the request, the
+/// server's `response` and the client's close_notify, each as rustls makes it.
+pub fn exchange(h: &Handshake<'_>, end: &Ending<'_>) -> Result<Vec<Flight>> {
+    handshake_with(h, false, end)
 }
 
 /// A TLS 1.3 handshake in which the server asks for another key share (a
 /// HelloRetryRequest): it accepts only P-256, while the client's first
 /// ClientHello carries an X25519 share, so the client sends a second one.
 pub fn handshake_hrr(h: &Handshake<'_>) -> Result<Vec<Flight>> {
-    handshake_with(h, true)
+    handshake_with(h, true, &Ending::default())
 }
 
-fn handshake_with(h: &Handshake<'_>, hrr: bool) -> Result<Vec<Flight>> {
+fn handshake_with(h: &Handshake<'_>, hrr: bool, end: &Ending<'_>) -> Result<Vec<Flight>> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let server_provider = if hrr {
         Arc::new(CryptoProvider {
@@ -149,8 +164,17 @@ fn handshake_with(h: &Handshake<'_>, hrr: bool) -> Result<Vec<Flight>> {
     let mut server = ServerConnection::new(Arc::new(sc))?;
     let mut flights = Vec::new();
     let mut sent_request = false;
+    // (the response once the server has the request; the alert after it)
+    let (mut responded, mut closed) = (end.response.is_empty(), !end.close_notify);
     for _ in 0..32 {
         let mut progressed = false;
+        if sent_request && !responded {
+            std::io::Write::write_all(&mut server.writer(), end.response)?;
+            responded = true;
+        } else if sent_request && responded && !closed {
+            client.send_close_notify();
+            closed = true;
+        }
         if !client.is_handshaking() && !sent_request {
             std::io::Write::write_all(&mut client.writer(), h.request)?;
             sent_request = true;
@@ -175,7 +199,7 @@ fn handshake_with(h: &Handshake<'_>, hrr: bool) -> Result<Vec<Flight>> {
             flights.push(Flight::to_client(buf));
             progressed = true;
         }
-        if !progressed && sent_request {
+        if !progressed && sent_request && responded && closed {
             return Ok(flights);
         }
     }
