@@ -2,13 +2,16 @@
 //!
 //! A [`FlowTable<T>`] maps a normalised 5-tuple + VLAN key to a [`Flow<T>`],
 //! where `T` is whatever per-flow state the analyzers keep. The table owns
-//! expiry (a min-heap of deadlines checked lazily) and eviction (the flow
-//! closest to its deadline goes first when the table is full).
+//! expiry (a timer queue of deadlines checked lazily, see [`deadlines`]) and
+//! eviction (the flow closest to its deadline goes first when the table is
+//! full).
 
 pub mod community_id;
+pub mod deadlines;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
+
+use deadlines::{Deadlines, Kind};
 use std::net::IpAddr;
 
 use sha1::{Digest, Sha1};
@@ -238,7 +241,7 @@ pub struct FlowTable<T> {
     /// Boxed: under churn at `max_flows` the map's buckets double once
     /// (tombstones), and a bucket then costs its key and a pointer, not a flow.
     flows: HashMap<FlowKey, Box<Flow<T>>, ahash::RandomState>,
-    deadlines: BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
+    deadlines: Deadlines,
     max_flows: usize,
     timeouts: Timeouts,
     pub stats: FlowStats,
@@ -251,7 +254,7 @@ impl<T> FlowTable<T> {
                 max_flows.min(4096),
                 ahash::RandomState::new(),
             ),
-            deadlines: BinaryHeap::new(),
+            deadlines: Deadlines::default(),
             max_flows: max_flows.max(1),
             timeouts,
             stats: FlowStats::default(),
@@ -316,7 +319,7 @@ impl<T> FlowTable<T> {
                 };
                 let community_id = community_id::community_id(0, c.0, c.1, s.0, s.1, key.proto);
                 let deadline = now.saturating_add(self.timeouts.tcp_new.min(self.timeouts.udp));
-                self.deadlines.push(Reverse((deadline, key)));
+                self.deadlines.push(Kind::Start, deadline, key);
                 self.stats.created += 1;
                 &mut **v.insert(Box::new(Flow {
                     key,
@@ -353,11 +356,7 @@ impl<T> FlowTable<T> {
 
     /// Ends every flow whose idle timeout has passed at `now`.
     pub fn expire(&mut self, now: Timestamp, ended: &mut Vec<(Box<Flow<T>>, EndReason)>) {
-        while let Some(Reverse((deadline, key))) = self.deadlines.peek().copied() {
-            if deadline > now {
-                break;
-            }
-            self.deadlines.pop();
+        while let Some((deadline, key)) = self.deadlines.pop_due(Some(now)) {
             let Some(flow) = self.flows.get_mut(&key) else {
                 continue;
             };
@@ -372,7 +371,7 @@ impl<T> FlowTable<T> {
                 }
             } else {
                 flow.deadline = due;
-                self.deadlines.push(Reverse((due, key)));
+                self.deadlines.push(Kind::Other, due, key);
             }
         }
         self.compact();
@@ -386,11 +385,11 @@ impl<T> FlowTable<T> {
         ended.extend(self.flows.drain().map(|(_, f)| (f, EndReason::Shutdown)));
         ended[from..].sort_by_key(|(f, _)| (f.start, f.first_frame, f.key));
         self.flows.shrink_to(0);
-        self.deadlines = BinaryHeap::new();
+        self.deadlines = Deadlines::default();
     }
 
     fn evict_one(&mut self, ended: &mut Vec<(Box<Flow<T>>, EndReason)>) {
-        while let Some(Reverse((deadline, key))) = self.deadlines.pop() {
+        while let Some((deadline, key)) = self.deadlines.pop_due(None) {
             let valid = self.flows.get(&key).is_some_and(|f| f.deadline == deadline);
             if valid {
                 if let Some(f) = self.flows.remove(&key) {
@@ -404,14 +403,12 @@ impl<T> FlowTable<T> {
         // unless the table is empty.
     }
 
-    /// Rebuilds the deadline heap when stale entries outnumber live flows.
+    /// Drops the stale deadlines when they outnumber live flows.
     fn compact(&mut self) {
         if self.deadlines.len() > 2 * self.flows.len() + 1024 {
-            self.deadlines = self
-                .flows
-                .iter()
-                .map(|(k, f)| Reverse((f.deadline, *k)))
-                .collect();
+            let flows = &self.flows;
+            self.deadlines
+                .retain(|(at, k)| flows.get(k).is_some_and(|f| f.deadline == *at));
         }
     }
 }
@@ -426,7 +423,7 @@ fn account<T>(
     now: Timestamp,
     tcp: Option<TcpHeader>,
     timeouts: &Timeouts,
-    deadlines: &mut BinaryHeap<Reverse<(Timestamp, FlowKey)>>,
+    deadlines: &mut Deadlines,
 ) {
     flow.pkts[dir as usize] += 1;
     flow.bytes[dir as usize] += wire_len as u64;
@@ -440,7 +437,7 @@ fn account<T>(
         let due = flow.last.saturating_add(timeouts.tcp_closed);
         if due < flow.deadline {
             flow.deadline = due;
-            deadlines.push(Reverse((due, flow.key)));
+            deadlines.push(Kind::Closing, due, flow.key);
         }
     }
 }
