@@ -6,9 +6,11 @@
 //! time runs forward each kind arrives in deadline order, so it goes to the
 //! back of a first-in-first-out queue: no heap, no hashing. Every other
 //! deadline (a flow seen again and re-queued by its idle timeout, or a time
-//! that went backwards) goes to a min-heap. [`Deadlines::pop_due`] hands out
-//! the least (deadline, key) of all three, so the order is exactly the one
-//! heap's would be; a short connection's deadlines never touch the heap.
+//! that went backwards, or a deadline not after the back of its queue) goes
+//! to a min-heap. [`Deadlines::pop_due`] hands out the least (deadline, key)
+//! of all three, so the order is exactly the one heap's would be; most short
+//! connections' deadlines never touch the heap (one whose last ACK comes
+//! after a tick has passed its closing deadline is re-queued through it).
 //!
 //! Entries are checked lazily: one that no longer matches its flow's
 //! deadline (or whose flow has gone) is stale and skipped by the caller.
@@ -125,6 +127,12 @@ mod tests {
             let k = key((x >> 24) as u16 % 50);
             d.push(kind, at, k);
             heap.push(Reverse((at, k)));
+            if i % 1000 == 999 {
+                // stale entries dropped now and then, from both
+                let live = |e: &Entry| !(u64::from(e.1.lo.1) + e.0 .0 as u64).is_multiple_of(5);
+                d.retain(live);
+                heap.retain(|r| live(&r.0));
+            }
             if i % 7 == 0 {
                 let due = Timestamp(now);
                 while let Some(e) = d.pop_due(Some(due)) {
@@ -139,7 +147,7 @@ mod tests {
             out.0.push(e);
         }
         out.1.extend(std::iter::from_fn(|| heap.pop().map(|r| r.0)));
-        assert_eq!(out.0.len(), 20_000);
+        assert!(out.0.len() > 15_000, "{}", out.0.len());
         assert_eq!(out.0, out.1);
         assert!(d.queues.iter().all(VecDeque::is_empty) && d.heap.is_empty());
     }

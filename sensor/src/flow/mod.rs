@@ -307,6 +307,9 @@ impl<T> FlowTable<T> {
         // (the length first: a table not full costs one hash per packet)
         if self.flows.len() >= self.max_flows && !self.flows.contains_key(&key) {
             self.evict_one(ended);
+            // (with no tick to expire flows, the closed ones' first entries
+            // would pile up behind the open ones')
+            self.compact();
         }
         let flow = match self.flows.entry(key) {
             std::collections::hash_map::Entry::Occupied(o) => &mut **o.into_mut(),
@@ -593,6 +596,31 @@ mod tests {
         t.expire(at(to.tcp_new.0 / 1_000_000_000), &mut ended);
         assert_eq!(ended.len(), 1);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn deadlines_stay_bounded_by_the_table_when_no_tick_comes() {
+        // a full table, connections that open and close, capture time that
+        // never moves (no tick, so nothing expires): eviction alone
+        let mut t: FlowTable<()> = FlowTable::new(16, Timeouts::default());
+        let mut ended = Vec::new();
+        for p in 0..20_000u16 {
+            for (from_client, flags) in [(true, 0x02), (false, 0x12), (true, 0x11), (false, 0x11)] {
+                let d = if from_client {
+                    pkt("10.0.0.1", p, "10.0.0.2", 443, flags)
+                } else {
+                    pkt("10.0.0.2", 443, "10.0.0.1", p, flags)
+                };
+                t.track(&d, 60, Timestamp(5), 1, &mut ended, || ());
+            }
+        }
+        assert_eq!(t.len(), 16);
+        assert_eq!(t.stats.evicted, 20_000 - 16);
+        assert!(
+            t.deadlines.len() <= 2 * 16 + 1024 + 1,
+            "{}",
+            t.deadlines.len()
+        );
     }
 
     #[test]
