@@ -135,6 +135,9 @@ pub struct Analyzers {
     /// The target of the flow's HTTP CONNECT (the name TLS inside it is for).
     pub connect: Option<String>,
     pub app_proto: Option<&'static str>,
+    /// A datagram of the flow was a DNS message: the flow carries
+    /// request/response exchanges (see `Flow::exchanges`).
+    pub exchanges: bool,
 }
 
 impl Analyzers {
@@ -183,6 +186,7 @@ impl Analyzers {
                 match dns::parse(c.bytes) {
                     Ok(m) => {
                         self.app_proto = Some(e.name);
+                        self.exchanges = true;
                         ctx.dns_out.push(m);
                     }
                     Err(_) => ctx.counters.dns_malformed += 1,

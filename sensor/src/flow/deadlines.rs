@@ -2,7 +2,8 @@
 //!
 //! Two kinds of deadline are set as capture time runs forward, a fixed time
 //! after the packet at hand: a new flow's first (`now` + the shortest new
-//! timeout) and a connection's when it closes (`now` + `tcp_closed`). While
+//! timeout) and a flow's whose timeout has just become shorter (`now` +
+//! `tcp_closed` for a connection that closed, + `udp_exchange` for DNS). While
 //! time runs forward each kind arrives in deadline order, so it goes to the
 //! back of a first-in-first-out queue: no heap, no hashing. Every other
 //! deadline (a flow seen again and re-queued by its idle timeout, or a time
@@ -28,8 +29,9 @@ type Entry = (Timestamp, FlowKey);
 pub enum Kind {
     /// A new flow's first deadline.
     Start = 0,
-    /// A connection that has just closed.
-    Closing = 1,
+    /// A flow whose timeout has just become shorter (a connection that
+    /// closed, DNS exchanges).
+    Shortened = 1,
     /// Anything else.
     Other = 2,
 }
@@ -122,7 +124,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             now += (x % 5) as i64 - if x.is_multiple_of(97) { 40 } else { 0 };
-            let kind = [Kind::Start, Kind::Closing, Kind::Other][(x >> 8) as usize % 3];
+            let kind = [Kind::Start, Kind::Shortened, Kind::Other][(x >> 8) as usize % 3];
             let at = Timestamp(now + [60, 10, (x >> 16) as i64 % 600][kind as usize]);
             let k = key((x >> 24) as u16 % 50);
             d.push(kind, at, k);
@@ -157,12 +159,12 @@ mod tests {
         let mut d = Deadlines::default();
         for i in 0..100 {
             d.push(Kind::Start, Timestamp(i + 60), key(i as u16));
-            d.push(Kind::Closing, Timestamp(i + 10), key(i as u16));
+            d.push(Kind::Shortened, Timestamp(i + 10), key(i as u16));
         }
         assert!(d.heap.is_empty());
         assert_eq!(d.len(), 200);
         // the same time and key again is not after the last: the heap
-        d.push(Kind::Closing, Timestamp(109), key(99));
+        d.push(Kind::Shortened, Timestamp(109), key(99));
         assert_eq!(d.heap.len(), 1);
         // stale entries dropped, the rest in order, from every queue
         d.retain(|(at, k)| *k == key(7) || (*at, *k) == (Timestamp(109), key(99)));

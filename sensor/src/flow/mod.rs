@@ -146,6 +146,8 @@ pub struct Timeouts {
     pub tcp_established: Duration,
     pub tcp_closed: Duration,
     pub udp: Duration,
+    /// A UDP flow of request/response exchanges ([`Flow::exchanges`]: DNS).
+    pub udp_exchange: Duration,
     pub other: Duration,
 }
 
@@ -156,6 +158,8 @@ impl Default for Timeouts {
             tcp_established: Duration::from_secs(600),
             tcp_closed: Duration::from_secs(10),
             udp: Duration::from_secs(120),
+            // Zeek's dns_session_timeout: a lookup is answered within it
+            udp_exchange: Duration::from_secs(10),
             other: Duration::from_secs(60),
         }
     }
@@ -180,6 +184,10 @@ pub struct Flow<T> {
     pub community_id: String,
     /// First frame of the flow (offline: for `pcap_frame`).
     pub first_frame: u64,
+    /// An analyzer found the flow to carry self-contained request/response
+    /// exchanges (DNS over UDP): idle for [`Timeouts::udp_exchange`], it is
+    /// over, however long a UDP flow may otherwise stay quiet.
+    pub exchanges: bool,
     deadline: Timestamp,
     pub data: T,
 }
@@ -223,6 +231,7 @@ impl<T> Flow<T> {
             6 if self.is_closed() => t.tcp_closed,
             6 if self.pkts[1] > 0 => t.tcp_established,
             6 => t.tcp_new,
+            17 if self.exchanges => t.udp_exchange,
             17 => t.udp,
             _ => t.other,
         }
@@ -335,6 +344,7 @@ impl<T> FlowTable<T> {
                     tcp: TcpProgress::default(),
                     community_id,
                     first_frame: frame,
+                    exchanges: false,
                     deadline,
                     data: new_data(),
                 }))
@@ -416,9 +426,10 @@ impl<T> FlowTable<T> {
     }
 }
 
-/// Counts a packet to its flow, notes its TCP flags and, when they have
-/// just closed the connection, queues the flow to end `tcp_closed` after
-/// this packet rather than at the (later) deadline it began with.
+/// Counts a packet to its flow and notes its TCP flags; a flow whose idle
+/// timeout has become shorter (a connection that closed, DNS exchanges) is
+/// queued again to end that timeout after this packet, not at the later
+/// deadline it began with.
 fn account<T>(
     flow: &mut Flow<T>,
     dir: Dir,
@@ -433,15 +444,13 @@ fn account<T>(
     if now > flow.last {
         flow.last = now;
     }
-    let Some(h) = tcp else { return };
-    let was_closed = flow.is_closed();
-    flow.tcp.note(h, dir);
-    if !was_closed && flow.is_closed() {
-        let due = flow.last.saturating_add(timeouts.tcp_closed);
-        if due < flow.deadline {
-            flow.deadline = due;
-            deadlines.push(Kind::Closing, due, flow.key);
-        }
+    if let Some(h) = tcp {
+        flow.tcp.note(h, dir);
+    }
+    let due = flow.last.saturating_add(flow.timeout(timeouts));
+    if due < flow.deadline {
+        flow.deadline = due;
+        deadlines.push(Kind::Shortened, due, flow.key);
     }
 }
 
@@ -596,6 +605,131 @@ mod tests {
         t.expire(at(to.tcp_new.0 / 1_000_000_000), &mut ended);
         assert_eq!(ended.len(), 1);
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_dns_flow_ends_its_exchange_timeout_after_its_last_datagram() {
+        let to = Timeouts::default();
+        let mut t: FlowTable<()> = FlowTable::new(10, to);
+        let mut ended = Vec::new();
+        let at = |s: i64| Timestamp(0).saturating_add(Duration(s * 1_000_000_000));
+        let udp = |src: &str, sport: u16, dst: &str, dport: u16| Decoded {
+            proto: 17,
+            transport: Transport::Udp,
+            ..pkt(src, sport, dst, dport, 0)
+        };
+        // two lookups from two ports; an analyzer finds the first is DNS
+        let (f, _) = t.track(
+            &udp("10.0.0.1", 5353, "10.0.0.53", 53),
+            80,
+            at(0),
+            1,
+            &mut ended,
+            || (),
+        );
+        f.exchanges = true;
+        t.track(
+            &udp("10.0.0.1", 5354, "10.0.0.53", 53),
+            80,
+            at(0),
+            2,
+            &mut ended,
+            || (),
+        );
+        // the answers, a second later
+        t.track(
+            &udp("10.0.0.53", 53, "10.0.0.1", 5353),
+            120,
+            at(1),
+            3,
+            &mut ended,
+            || (),
+        );
+        t.track(
+            &udp("10.0.0.53", 53, "10.0.0.1", 5354),
+            120,
+            at(1),
+            4,
+            &mut ended,
+            || (),
+        );
+        let secs = |d: Duration| d.0 / 1_000_000_000;
+        assert!(1 + secs(to.udp_exchange) < secs(to.tcp_new.min(to.udp)));
+        t.expire(at(secs(to.udp_exchange)), &mut ended);
+        assert!(ended.is_empty(), "not before its exchange timeout");
+        t.expire(at(1 + secs(to.udp_exchange)), &mut ended);
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].0.client().1, 5353);
+        assert_eq!(ended[0].1, EndReason::Timeout);
+        // the other, not known to be DNS, keeps the UDP timeout
+        t.expire(at(secs(to.udp)), &mut ended);
+        assert_eq!(ended.len(), 1);
+        t.expire(at(1 + secs(to.udp)), &mut ended);
+        assert_eq!(ended.len(), 2);
+    }
+
+    #[test]
+    fn a_busy_resolver_does_not_push_out_a_long_lived_connection() {
+        // a tunnel's connection (a keepalive every 5 s) beside 20 answered
+        // lookups a second, in a table of 512: with lookups kept for the UDP
+        // timeout the table fills within half a minute and the connection,
+        // nearest its first deadline, is the one pushed out
+        let mut t: FlowTable<()> = FlowTable::new(512, Timeouts::default());
+        let mut ended = Vec::new();
+        let ms = |m: i64| Timestamp(0).saturating_add(Duration(m * 1_000_000));
+        let udp = |src: &str, sport: u16, dst: &str, dport: u16| Decoded {
+            proto: 17,
+            transport: Transport::Udp,
+            ..pkt(src, sport, dst, dport, 0)
+        };
+        for (from_client, flags) in [(true, 0x02), (false, 0x12), (true, 0x10)] {
+            let d = if from_client {
+                pkt("10.0.0.1", 40000, "203.0.113.9", 443, flags)
+            } else {
+                pkt("203.0.113.9", 443, "10.0.0.1", 40000, flags)
+            };
+            t.track(&d, 60, ms(0), 1, &mut ended, || ());
+        }
+        for second in 0..300i64 {
+            for i in 0..20i64 {
+                let port = 1024 + ((second * 20 + i) % 60_000) as u16;
+                let at = ms(second * 1000 + i * 50);
+                let (f, _) = t.track(
+                    &udp("10.0.0.1", port, "10.0.0.53", 53),
+                    80,
+                    at,
+                    1,
+                    &mut ended,
+                    || (),
+                );
+                f.exchanges = true;
+                t.track(
+                    &udp("10.0.0.53", 53, "10.0.0.1", port),
+                    120,
+                    ms(second * 1000 + i * 50 + 2),
+                    1,
+                    &mut ended,
+                    || (),
+                );
+            }
+            if second % 5 == 0 {
+                t.track(
+                    &pkt("10.0.0.1", 40000, "203.0.113.9", 443, 0x10),
+                    60,
+                    ms(second * 1000),
+                    1,
+                    &mut ended,
+                    || (),
+                );
+            }
+            t.expire(ms((second + 1) * 1000), &mut ended);
+        }
+        assert_eq!(t.stats.evicted, 0);
+        assert!(
+            ended.iter().all(|(f, _)| f.key.proto == 17),
+            "the connection is still in the table"
+        );
+        assert!(t.len() < 300, "{} flows held", t.len());
     }
 
     #[test]

@@ -292,7 +292,9 @@ impl Engine {
         };
         match d.transport {
             Transport::Udp if !d.payload.is_empty() => {
-                flow.data.active().analyzers.datagram(&chunk, &mut ctx)
+                let a = &mut flow.data.active().analyzers;
+                a.datagram(&chunk, &mut ctx);
+                flow.exchanges |= a.exchanges;
             }
             Transport::Udp => return,
             Transport::Tcp(h) => {
