@@ -401,19 +401,34 @@ impl<T> FlowTable<T> {
         self.deadlines = Deadlines::default();
     }
 
+    /// Ends the flow nearest its true deadline: its last packet plus its
+    /// timeout now. A flow is queued with a first deadline from its start
+    /// (the new-flow timeout) and only queued again, lazily, when that comes;
+    /// a young established connection (a tunnel's) must not go before a
+    /// flood of half-open ones, so a flow found to be due later than queued
+    /// is queued again at its true deadline and the search goes on.
     fn evict_one(&mut self, ended: &mut Vec<(Box<Flow<T>>, EndReason)>) {
         while let Some((deadline, key)) = self.deadlines.pop_due(None) {
-            let valid = self.flows.get(&key).is_some_and(|f| f.deadline == deadline);
-            if valid {
-                if let Some(f) = self.flows.remove(&key) {
-                    self.stats.evicted += 1;
-                    ended.push((f, EndReason::Evicted));
-                    return;
-                }
+            let Some(f) = self.flows.get_mut(&key) else {
+                continue;
+            };
+            if f.deadline != deadline {
+                continue; // stale
+            }
+            let due = f.last.saturating_add(f.timeout(&self.timeouts));
+            if due > deadline {
+                f.deadline = due;
+                self.deadlines.push(Kind::Other, due, key);
+                continue;
+            }
+            if let Some(f) = self.flows.remove(&key) {
+                self.stats.evicted += 1;
+                ended.push((f, EndReason::Evicted));
+                return;
             }
         }
-        // The heap always holds one valid entry per flow; this is unreachable
-        // unless the table is empty.
+        // Every flow has a valid entry; this is unreachable unless the table
+        // is empty.
     }
 
     /// Drops the stale deadlines when they outnumber live flows.
@@ -730,6 +745,34 @@ mod tests {
             "the connection is still in the table"
         );
         assert!(t.len() < 300, "{} flows held", t.len());
+    }
+
+    #[test]
+    fn a_flood_of_half_open_flows_does_not_push_out_a_young_connection() {
+        let mut t: FlowTable<()> = FlowTable::new(16, Timeouts::default());
+        let mut ended = Vec::new();
+        let ms = |m: i64| Timestamp(0).saturating_add(Duration(m * 1_000_000));
+        for (from_client, flags) in [(true, 0x02), (false, 0x12), (true, 0x10)] {
+            let d = if from_client {
+                pkt("10.0.0.1", 40000, "203.0.113.9", 443, flags)
+            } else {
+                pkt("203.0.113.9", 443, "10.0.0.1", 40000, flags)
+            };
+            t.track(&d, 60, ms(0), 1, &mut ended, || ());
+        }
+        // SYNs from everywhere, within the connection's first minute
+        for p in 0..5_000u16 {
+            let d = pkt("198.51.100.7", 1024 + p, "10.0.0.1", 22, 0x02);
+            t.track(&d, 60, ms(1 + i64::from(p) * 5), 1, &mut ended, || ());
+        }
+        assert_eq!(t.stats.evicted, 5_000 - 15);
+        assert!(ended
+            .iter()
+            .all(|(f, _)| f.key.lo.1 != 40000 && f.key.hi.1 != 40000));
+        assert!(
+            t.iter().any(|f| f.client().1 == 40000),
+            "the connection stays"
+        );
     }
 
     #[test]
