@@ -3,9 +3,11 @@
 //! Two kinds of deadline are set as capture time runs forward, a fixed time
 //! after the packet at hand: a new flow's first (`now` + the shortest new
 //! timeout) and a flow's whose timeout has just become shorter (`now` +
-//! `tcp_closed` for a connection that closed, + `udp_exchange` for DNS). While
-//! time runs forward each kind arrives in deadline order, so it goes to the
-//! back of a first-in-first-out queue: no heap, no hashing. Every other
+//! `tcp_closed` for a connection that closed, + `udp_exchange` for DNS: the
+//! same 10 s by default). While time runs forward each kind arrives in
+//! deadline order, so it goes to the back of a first-in-first-out queue: no
+//! heap, no hashing (were the two shorter timeouts set apart, the entries out
+//! of order would go to the heap: still exact, slower). Every other
 //! deadline (a flow seen again and re-queued by its idle timeout, or a time
 //! that went backwards, or a deadline not after the back of its queue) goes
 //! to a min-heap. [`Deadlines::pop_due`] hands out the least (deadline, key)

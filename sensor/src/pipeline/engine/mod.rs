@@ -266,6 +266,7 @@ impl Engine {
         out: &mut Output,
     ) {
         let site = &*self.cfg.site;
+        let mut shortened = None;
         let (flow, dir) = self.flows.track(
             d,
             pkt.orig_len.max(pkt.data.len() as u32),
@@ -291,11 +292,7 @@ impl Engine {
             dns_out: &mut self.dns_out,
         };
         match d.transport {
-            Transport::Udp if !d.payload.is_empty() => {
-                let a = &mut flow.data.active().analyzers;
-                a.datagram(&chunk, &mut ctx);
-                flow.exchanges |= a.exchanges;
-            }
+            Transport::Udp if !d.payload.is_empty() => shortened = datagram(flow, &chunk, &mut ctx),
             Transport::Udp => return,
             Transport::Tcp(h) => {
                 if flow.data.bypass {
@@ -336,6 +333,9 @@ impl Engine {
             em.stream_events(flow, pkt);
             settle(&mut flow.data, dir);
         }
+        if let Some(key) = shortened {
+            self.flows.requeue(&key);
+        }
     }
 
     fn end_flows(&mut self, origin: Origin<'_>, out: &mut Output) {
@@ -357,6 +357,22 @@ impl Engine {
             em.flow_end(&mut flow, reason);
         }
     }
+}
+
+/// Reads a datagram of `flow`; the flow's key if that made its timeout
+/// shorter (it was read as DNS), for the table to queue it again.
+fn datagram(
+    flow: &mut Flow<Session>,
+    chunk: &Chunk<'_>,
+    ctx: &mut Ctx<'_>,
+) -> Option<crate::flow::FlowKey> {
+    let a = &mut flow.data.active().analyzers;
+    a.datagram(chunk, ctx);
+    if a.exchanges && !flow.exchanges {
+        flow.exchanges = true;
+        return Some(flow.key);
+    }
+    None
 }
 
 /// The handshake's round trip as the sensor sees it: the client's last SYN
