@@ -123,14 +123,7 @@ fn crafted_ipv6_extension_chains_do_not_kill_read() {
     for i in 1..=5 {
         let input = std::fs::read(seeds.join(format!("ipv6-oob-{i}"))).expect("seed");
         let frame = &input[1..]; // first byte: the link type (Ethernet)
-        let mut pcap = Vec::new();
-        for v in [0xa1b2c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
-            pcap.extend_from_slice(&v.to_le_bytes());
-        }
-        for v in [1u32, 0, frame.len() as u32, frame.len() as u32] {
-            pcap.extend_from_slice(&v.to_le_bytes());
-        }
-        pcap.extend_from_slice(frame);
+        let pcap = common::classic_pcap(&[(1_000_000, frame)]);
         let path = d.join(format!("oob-{i}.pcap"));
         std::fs::write(&path, &pcap).expect("write capture");
         let (code, out, err) = spanwatch(&["read", path.to_str().expect("utf-8")]);

@@ -5,26 +5,6 @@ mod common;
 use etherparse::PacketBuilder;
 use serde_json::Value;
 
-/// A classic pcap file (microseconds, Ethernet) of `(seconds, frame)`.
-fn pcap(frames: &[(f64, Vec<u8>)]) -> Vec<u8> {
-    let mut f = Vec::new();
-    for v in [0xa1b2_c3d4u32.to_le_bytes().to_vec(), vec![2, 0, 4, 0]] {
-        f.extend_from_slice(&v);
-    }
-    f.extend_from_slice(&[0; 8]); // zone, sigfigs
-    f.extend_from_slice(&65535u32.to_le_bytes());
-    f.extend_from_slice(&1u32.to_le_bytes()); // Ethernet
-    for (t, data) in frames {
-        let us = (t * 1e6) as u64 + 1_700_000_000_000_000;
-        f.extend_from_slice(&((us / 1_000_000) as u32).to_le_bytes());
-        f.extend_from_slice(&((us % 1_000_000) as u32).to_le_bytes());
-        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        f.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        f.extend_from_slice(data);
-    }
-    f
-}
-
 fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
     PacketBuilder::ethernet2([1; 6], [2; 6])
@@ -64,7 +44,7 @@ fn flow_reasons(events: &str) -> Vec<(u64, String)> {
 fn a_lookup_ends_ten_seconds_after_it_answered_or_not_other_udp_stays() {
     let c = [10, 0, 0, 1];
     let (resolver, other) = ([10, 0, 0, 53], [203, 0, 113, 9]);
-    let frames = vec![
+    let frames = [
         // a lookup nobody answers
         (0.0, udp(c, 40001, resolver, 53, &dns_query())),
         // a datagram that is not DNS, to a port nothing follows
@@ -74,7 +54,9 @@ fn a_lookup_ends_ten_seconds_after_it_answered_or_not_other_udp_stays() {
     ];
     let dir = common::Scratch::new("flow-timeouts");
     let path = dir.join("lookup.pcap");
-    std::fs::write(&path, pcap(&frames)).expect("write");
+    let at = |t: f64| 1_700_000_000_000_000 + (t * 1e6) as u64;
+    let frames: Vec<(u64, &[u8])> = frames.iter().map(|(t, f)| (at(*t), &f[..])).collect();
+    std::fs::write(&path, common::classic_pcap(&frames)).expect("write");
     let (code, out, err) = common::spanwatch(&["read", "-q", path.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{err}");
     let reasons = flow_reasons(&out);

@@ -54,6 +54,23 @@ impl Drop for Scratch {
     }
 }
 
+/// A classic pcap file (microseconds, Ethernet) of `(microseconds since
+/// the epoch, frame)`.
+pub fn classic_pcap(frames: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut f = Vec::new();
+    for v in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 65535, 1] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    for (us, data) in frames {
+        let len = data.len() as u32;
+        for v in [(us / 1_000_000) as u32, (us % 1_000_000) as u32, len, len] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(data);
+    }
+    f
+}
+
 pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
