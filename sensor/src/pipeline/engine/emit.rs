@@ -44,7 +44,7 @@ fn header<'a>(
         sensor: site.sensor_name(),
         pcap_file: origin.pcap_file.map(|p| &**p),
         frame,
-        app_proto: flow.data.analyzers().and_then(|a| a.app_proto),
+        app_proto: flow.data.app_proto(),
         anomaly: flow
             .data
             .overlap
@@ -66,7 +66,7 @@ fn flow_head(flow: &Flow<Session>, ts: Timestamp, frame: u64, origin: Origin<'_>
         dst: flow.server(),
         proto: flow.key.proto,
         vlans: flow.key.vlans,
-        app_proto: flow.data.analyzers().and_then(|a| a.app_proto),
+        app_proto: flow.data.app_proto(),
         anomaly: flow
             .data
             .overlap

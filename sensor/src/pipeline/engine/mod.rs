@@ -78,6 +78,8 @@ pub struct Session {
     /// The client's (last) SYN, and the round trip to the server's SYN-ACK.
     syn_at: Option<Timestamp>,
     rtt: Option<crate::time::Duration>,
+    /// The flow's application protocol once its analyzers are gone.
+    app_proto: Option<&'static str>,
 }
 
 /// What a flow with payload holds.
@@ -100,6 +102,11 @@ impl Session {
             }
             a
         })
+    }
+
+    /// What the flow was found to carry (`tls`, `http`, …).
+    fn app_proto(&self) -> Option<&'static str> {
+        self.analyzers().map_or(self.app_proto, |a| a.app_proto)
     }
 
     fn analyzers(&self) -> Option<&Analyzers> {
@@ -275,11 +282,7 @@ impl Engine {
             &mut self.ended,
             Session::default,
         );
-        if !flow.data.segs_known {
-            flow.data.src_seg = site.segment_of(flow.client().0, &flow.key.vlans);
-            flow.data.dest_seg = site.segment_of(flow.server().0, &flow.key.vlans);
-            flow.data.segs_known = true;
-        }
+        locate(flow, site);
         let chunk = Chunk {
             dir,
             bytes: d.payload,
@@ -331,7 +334,11 @@ impl Engine {
         }
         if matches!(d.transport, Transport::Tcp(_)) {
             em.stream_events(flow, pkt);
-            settle(&mut flow.data, dir);
+            let [retransmitted, conflicts] = settle(&mut flow.data, dir);
+            (self.retransmitted, self.conflicts) = (
+                self.retransmitted + retransmitted,
+                self.conflicts + conflicts,
+            );
         }
         if let Some(key) = shortened {
             self.flows.requeue(&key);
@@ -388,6 +395,15 @@ fn timing(s: &mut Session, h: TcpHeader, dir: Dir, ts: Timestamp) {
     }
 }
 
+/// The site segments of the flow's ends, found once.
+fn locate(flow: &mut Flow<Session>, site: &SiteConfig) {
+    if !flow.data.segs_known {
+        flow.data.src_seg = site.segment_of(flow.client().0, &flow.key.vlans);
+        flow.data.dest_seg = site.segment_of(flow.server().0, &flow.key.vlans);
+        flow.data.segs_known = true;
+    }
+}
+
 /// A TCP segment into its direction's stream, and what the stream delivers
 /// into the analyzers. False when there was no data to deliver.
 fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> bool {
@@ -428,17 +444,106 @@ fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> b
 
 /// After a segment: stop reading what will say nothing more, and bypass the
 /// flow once both directions are done.
-fn settle(s: &mut Session, dir: Dir) {
+///
+/// A bypassed flow's state goes at once, while it is still in the cache, not
+/// when the flow ends ten seconds or ten minutes later: a busy link has
+/// thousands of finished connections waiting out their timeout, and holding
+/// their sessions made the live flows' memory miss the cache. The stream
+/// buffers go; a logged handshake's TLS session (hellos, chain, fingerprints)
+/// goes; and with nothing left that the flow's end reads (a TLS handshake not
+/// logged yet, HTTP or QUIC state), the streams and analyzers go whole, the
+/// flow keeping its application protocol. Returns the counters of the streams
+/// let go (retransmitted segments, differing copies) for the engine's totals.
+fn settle(s: &mut Session, dir: Dir) -> [u64; 2] {
     let other = 1 - dir as usize;
     let Some(a) = s.active.as_deref_mut() else {
-        return;
+        return [0; 2];
     };
     let delivered = a.streams[other].delivered();
     a.analyzers.give_up_if_silent(dir, delivered);
-    if a.analyzers.off() {
-        s.bypass = true;
-        for st in a.streams.iter_mut() {
-            st.release();
+    if !a.analyzers.off() {
+        return [0; 2];
+    }
+    s.bypass = true;
+    for st in a.streams.iter_mut() {
+        st.release();
+    }
+    let an = &mut a.analyzers;
+    if an.tls_logged {
+        an.tls = None;
+    }
+    if an.tls.is_some() || an.http.is_some() || an.quic.is_some() {
+        return [0; 2];
+    }
+    s.app_proto = an.app_proto;
+    let Some(a) = s.active.take() else {
+        return [0; 2];
+    };
+    let sum = |f: fn(&Stream) -> u64| a.streams.iter().map(f).sum::<u64>();
+    [sum(|st| st.retransmitted), sum(|st| st.conflicts)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine_over(name: &str) -> (Engine, Output) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pcaps")
+            .join(name);
+        let mut r = crate::capture::FileReader::open(&path).expect("opens");
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut out = Output::default();
+        while let Some(p) = r.next() {
+            let p = p.expect("reads");
+            engine.process(&p.view(), p.ts, Origin::default(), &mut out);
         }
+        (engine, out)
+    }
+
+    /// A TLS flow whose handshake was logged and which is bypassed keeps
+    /// neither streams nor analyzers while it waits for its end, only what
+    /// its `flow` event says (its events are pinned by the pcaps snapshots).
+    #[test]
+    fn a_bypassed_flow_with_its_handshake_logged_lets_its_state_go() {
+        let (engine, _) = engine_over("tls12-chain.pcap");
+        let tls: Vec<_> = (engine.flows.iter())
+            .filter(|f| f.data.app_proto() == Some("tls"))
+            .collect();
+        assert!(!tls.is_empty(), "the capture has a TLS flow");
+        for f in tls {
+            assert!(f.data.bypass, "bypassed once the handshake is read");
+            assert!(f.data.active.is_none(), "streams and analyzers gone");
+        }
+    }
+
+    /// The streams let go at the bypass still count: the totals of
+    /// retransmitted segments and differing copies are the same while the
+    /// flows wait and once they have ended.
+    #[test]
+    fn counters_of_streams_let_go_are_kept() {
+        let (mut all_retrans, mut all_conflicts) = (0, 0);
+        for name in ["tls12-reordered.pcap", "evasion-decoy-overlap.pcap"] {
+            let (mut engine, mut out) = engine_over(name);
+            engine.sync_counters();
+            let waiting = (
+                engine.counters.stream_retransmissions,
+                engine.counters.stream_overlap_conflicts,
+            );
+            engine.finish(Origin::default(), &mut out);
+            engine.sync_counters();
+            assert_eq!(engine.counters.flows_active, 0, "{name}");
+            let ended = (
+                engine.counters.stream_retransmissions,
+                engine.counters.stream_overlap_conflicts,
+            );
+            assert_eq!(waiting, ended, "{name}");
+            all_retrans += ended.0;
+            all_conflicts += ended.1;
+        }
+        assert!(
+            all_retrans > 0 && all_conflicts > 0,
+            "{all_retrans} {all_conflicts}"
+        );
     }
 }
