@@ -192,29 +192,41 @@ fn name_key(addr: IpAddr, name: &str) -> Key {
 }
 
 /// Recent ClientHellos by (server address, name).
+///
+/// The hellos stay where they arrived, in a queue numbered from `first`;
+/// the indexes hold their numbers. (Keyed tables holding the hellos
+/// themselves moved a few hundred bytes per insert and removal, and spread
+/// them over a table sized for the peak.)
 #[derive(Debug)]
 pub struct LegTracker<T = ()> {
-    /// (Inline lists: most keys hold one hello, most hosts a few; a queue
-    /// per key was an allocation and a free per hello. Both are bounded by
-    /// [`MAX_PER_KEY`], so taking the front is a bounded shift.)
-    by_server: HashMap<Key, SmallVec<[Hello<T>; 1]>, ahash::RandomState>,
-    /// Where each held hello is, by flow.
-    by_flow: HashMap<u64, Key, ahash::RandomState>,
+    /// The hellos in arrival order, each with its key: `held[i]` is hello
+    /// number `first + i`. One a key's bound let go leaves a hole until the
+    /// front reaches it; holes count against [`MAX_HELLOS`] too.
+    held: VecDeque<Option<(Key, Hello<T>)>>,
+    first: u64,
+    /// Hellos held (holes not counted).
+    live: usize,
+    /// The numbers of the hellos held for each key, oldest first (inline:
+    /// most keys hold one or two; bounded by [`MAX_PER_KEY`], so taking the
+    /// front is a bounded shift).
+    by_server: HashMap<Key, SmallVec<[u64; 2]>, ahash::RandomState>,
+    /// Each held hello's number, by flow.
+    by_flow: HashMap<u64, u64, ahash::RandomState>,
     /// The flows of the hellos each host sent, newest last (entries of
     /// hellos gone are skipped, and dropped with the bound).
     sent_by: HashMap<IpAddr, SmallVec<[u64; 4]>, ahash::RandomState>,
-    /// Every held hello's key, oldest first (for expiry and the bound).
-    order: VecDeque<(Timestamp, Key)>,
     pub stats: LegStats,
 }
 
 impl<T> Default for LegTracker<T> {
     fn default() -> Self {
         LegTracker {
+            held: VecDeque::new(),
+            first: 0,
+            live: 0,
             by_server: HashMap::default(),
             by_flow: HashMap::default(),
             sent_by: HashMap::default(),
-            order: VecDeque::new(),
             stats: LegStats::default(),
         }
     }
@@ -244,23 +256,30 @@ impl<T: Clone> LegTracker<T> {
         found
     }
 
+    /// Hello number `n`, if it is still held.
+    fn get(&self, n: u64) -> Option<&Hello<T>> {
+        let i = usize::try_from(n.checked_sub(self.first)?).ok()?;
+        self.held.get(i)?.as_ref().map(|(_, h)| h)
+    }
+
+    /// The hellos held for `key`, oldest first.
+    fn of_key(&self, key: &Key) -> impl DoubleEndedIterator<Item = &Hello<T>> {
+        (self.by_server.get(key).into_iter().flatten()).filter_map(|n| self.get(*n))
+    }
+
     fn held(&self, flow: u64) -> Option<&Hello<T>> {
-        let key = self.by_flow.get(&flow)?;
-        self.by_server.get(key)?.iter().find(|h| h.flow == flow)
+        self.get(*self.by_flow.get(&flow)?)
     }
 
     /// A ServerHello on a held hello's flow: if its server, before this
     /// answer, sent a hello of its own (for another name) and had that one
     /// answered, the answer waited for the proxy's upstream handshake.
     fn server_hello(&mut self, flow: u64, at: Timestamp) -> Option<Legs<T>> {
-        let key = *self.by_flow.get(&flow)?;
-        let held = self
-            .by_server
-            .get_mut(&key)?
-            .iter_mut()
-            .find(|h| h.flow == flow)?;
+        let n = *self.by_flow.get(&flow)?;
+        let i = usize::try_from(n.checked_sub(self.first)?).ok()?;
+        let (_, held) = self.held.get_mut(i)?.as_mut()?;
         held.sh_at.get_or_insert(at);
-        let first = self.held(flow)?;
+        let first = self.get(n)?;
         let waited = |h: &&Hello<T>| {
             h.at > first.at
                 && h.at.since(first.at) <= WINDOW
@@ -286,11 +305,7 @@ impl<T: Clone> LegTracker<T> {
             _ => false,
         };
         let transparent = || {
-            let k = name_key(first.server, &first.name);
-            self.by_server
-                .get(&k)
-                .into_iter()
-                .flatten()
+            self.of_key(&name_key(first.server, &first.name))
                 .rev()
                 .find(|h| waited(h) && h.name == first.name && h.client_seg.is_some() && near(h))
         };
@@ -302,34 +317,30 @@ impl<T: Clone> LegTracker<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.live
     }
 
     /// The counters, with the hellos held now.
     pub fn stats(&self) -> LegStats {
         LegStats {
-            held: self.order.len() as u64,
+            held: self.live as u64,
             ..self.stats
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.live == 0
     }
 
     fn find(&self, h: &Hello<T>) -> Option<Legs<T>> {
         let recent = |k: &Key| {
-            self.by_server
-                .get(k)
-                .into_iter()
-                .flatten()
-                .rev()
-                .filter(|r| {
-                    r.client != h.client
-                        && r.flow != h.flow
-                        && h.at.since(r.at).0 >= 0
-                        && h.at.since(r.at) <= WINDOW
-                })
+            self.of_key(k).rev().filter(|r| {
+                r.name == h.name
+                    && r.client != h.client
+                    && r.flow != h.flow
+                    && h.at.since(r.at).0 >= 0
+                    && h.at.since(r.at) <= WINDOW
+            })
         };
         let legs = |first: &Hello<T>, mode| Legs::pair(first, h, mode);
         // explicit or reverse: the sender received a hello for the name
@@ -347,31 +358,42 @@ impl<T: Clone> LegTracker<T> {
 
     fn insert(&mut self, h: Hello<T>) {
         let key = name_key(h.server, &h.name);
-        let at = h.at;
+        let n = self.first + self.held.len() as u64;
         let q = self.by_server.entry(key).or_default();
-        if q.len() >= MAX_PER_KEY {
-            if let Some(old) = pop_front(q) {
-                self.by_flow.remove(&old.flow);
-            }
+        let over = if q.len() >= MAX_PER_KEY {
+            pop_front(q)
+        } else {
+            None
+        };
+        q.push(n);
+        if let Some(old) = over {
             self.stats.evicted += 1;
+            let i = old.checked_sub(self.first).map(|i| i as usize);
+            let gone = i.and_then(|i| self.held.get_mut(i)).and_then(Option::take);
+            if let Some((_, gone)) = gone {
+                self.live -= 1;
+                self.forget(&gone, old);
+            }
         }
         let (flow, client) = (h.flow, h.client);
-        q.push(h);
-        self.by_flow.insert(flow, key);
+        self.by_flow.insert(flow, n);
         let sent = self.sent_by.entry(client).or_default();
         if sent.len() >= MAX_PER_KEY {
             pop_front(sent);
         }
         sent.push(flow);
-        self.order.push_back((at, key));
-        while self.order.len() > MAX_HELLOS {
+        self.held.push_back(Some((key, h)));
+        self.live += 1;
+        while self.held.len() > MAX_HELLOS {
             self.pop_oldest(true);
         }
     }
 
-    /// A hello dropped: its flow and its sender's entry go too.
-    fn forget(&mut self, h: &Hello<T>) {
-        self.by_flow.remove(&h.flow);
+    /// Hello number `n` dropped: its flow and its sender's entry go too.
+    fn forget(&mut self, h: &Hello<T>, n: u64) {
+        if self.by_flow.get(&h.flow) == Some(&n) {
+            self.by_flow.remove(&h.flow);
+        }
         if let Some(sent) = self.sent_by.get_mut(&h.client) {
             sent.retain(|f| *f != h.flow);
             if sent.is_empty() {
@@ -380,36 +402,38 @@ impl<T: Clone> LegTracker<T> {
         }
     }
 
-    /// Drops what is older than the window.
+    /// Drops what is older than the window (and the holes before it).
     fn expire(&mut self, now: Timestamp) {
-        while self
-            .order
-            .front()
-            .is_some_and(|(t, _)| now.since(*t) > WINDOW)
-        {
-            self.pop_oldest(false);
+        while let Some(front) = self.held.front() {
+            match front {
+                Some((_, h)) if now.since(h.at) <= WINDOW => break,
+                _ => self.pop_oldest(false),
+            }
         }
     }
 
+    /// The oldest slot goes: a hole, or the oldest hello held.
     fn pop_oldest(&mut self, evicted: bool) {
-        let Some((t, key)) = self.order.pop_front() else {
+        let Some(slot) = self.held.pop_front() else {
             return;
         };
-        let Some(q) = self.by_server.get_mut(&key) else {
+        let n = self.first;
+        self.first += 1;
+        let Some((key, h)) = slot else {
             return;
         };
-        let gone = if q.first().is_some_and(|h| h.at <= t) {
-            pop_front(q)
-        } else {
-            None
-        };
-        if q.is_empty() {
-            self.by_server.remove(&key);
+        self.live -= 1;
+        if let Some(q) = self.by_server.get_mut(&key) {
+            // the oldest of its key: older ones left the queue before it
+            if q.first() == Some(&n) {
+                q.remove(0);
+            }
+            if q.is_empty() {
+                self.by_server.remove(&key);
+            }
         }
-        if let Some(h) = gone {
-            self.forget(&h);
-            self.stats.evicted += u64::from(evicted);
-        }
+        self.forget(&h, n);
+        self.stats.evicted += u64::from(evicted);
     }
 }
 
@@ -643,5 +667,40 @@ mod tests {
         // time passes: everything goes
         t.hello(hello(60_000, "10.0.0.3", "198.51.100.3", "late.example", 1));
         assert_eq!(t.len(), 1);
+        // a flood of one key at one instant behind another key's hello: the
+        // key's bound lets hellos go, and the holes they leave behind the
+        // other one are bounded with the rest
+        t.hello(hello(
+            70_000,
+            "10.0.0.5",
+            "198.51.100.5",
+            "other.example",
+            1,
+        ));
+        for i in 0..(2 * MAX_HELLOS as u64) {
+            let mut h = hello(70_000, "10.0.0.4", "198.51.100.4", "flood.example", 1);
+            h.flow = 1_000_000 + i;
+            t.hello(h);
+            assert!(t.held.len() <= MAX_HELLOS);
+        }
+        assert_eq!(t.len(), MAX_PER_KEY, "the other key's hello made way");
+        assert_eq!(t.by_flow.len(), MAX_PER_KEY);
+        assert_eq!(t.held.iter().flatten().count(), MAX_PER_KEY);
+    }
+
+    /// Names are compared, not only their hashes: a hello for another name
+    /// filed under the same key (as a hash collision would file it) is no leg.
+    #[test]
+    fn another_name_under_the_same_key_is_no_leg() {
+        let mut t = LegTracker::default();
+        let first = hello(0, "10.0.0.1", "10.0.0.9", "x.example", 1);
+        // filed as if "x.example" and "y.example" hashed alike
+        let collided = name_key(ip("10.0.0.9"), "y.example");
+        t.by_server.entry(collided).or_default().push(t.first);
+        t.by_flow.insert(first.flow, t.first);
+        t.held.push_back(Some((collided, first)));
+        t.live += 1;
+        let proxy_hello = hello(10, "10.0.0.9", "198.51.100.7", "y.example", 2);
+        assert!(t.find(&proxy_hello).is_none());
     }
 }
