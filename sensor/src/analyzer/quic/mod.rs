@@ -140,9 +140,16 @@ impl QuicSession {
         self.unlogged() && (self.done() || self.hellos.len() > 1)
     }
 
-    /// The hellos read have been logged.
+    /// The hellos read have been logged. With both sides done, the cached
+    /// keys and the packet buffer go too: the flow waits out its idle
+    /// timeout (120 s) holding a third of what it held, and an Initial to a
+    /// new connection ID, the only one still opened, derives its keys anew.
     pub fn logged(&mut self) {
         self.hellos.clear();
+        if self.done() {
+            self.keys = SmallVec::new();
+            self.scratch = Vec::new();
+        }
     }
 
     /// Reads one UDP datagram (one or more coalesced packets).

@@ -388,3 +388,27 @@ fn the_probe_takes_quic_and_leaves_other_datagrams() {
     assert_eq!(probe(&c(&BIG)), Probe::Yes);
     assert_eq!(probe(&c(&BIG[..600])), Probe::No);
 }
+
+/// Both hellos read and logged: the keys and the packet buffer are let go,
+/// and a later connection on the same 5-tuple is still opened and read.
+#[test]
+fn a_logged_handshake_lets_its_keys_go_and_a_new_connection_still_opens() {
+    let mut s = QuicSession::default();
+    feed(&mut s, Dir::ToServer, RFC_CLIENT);
+    feed(&mut s, Dir::ToClient, RFC_SERVER);
+    assert!(s.done() && !s.keys.is_empty() && s.scratch.capacity() > 0);
+    s.logged();
+    assert!(s.keys.is_empty() && s.scratch.capacity() == 0);
+    // the same connection's Initials are not opened again
+    let c = feed(&mut s, Dir::ToServer, RFC_CLIENT);
+    assert_eq!((c.initials_opened, c.decrypt_failed), (0, 0));
+    // a new connection ID: new keys, its hello read
+    let new = [7u8; 8];
+    let c = feed(
+        &mut s,
+        Dir::ToServer,
+        &initial(V1, &new, &new, true, 0, &crypto_frame(0, rustls_hello())),
+    );
+    assert_eq!((c.initials_opened, c.client_hellos), (1, 1));
+    assert_eq!(s.hellos[0].sni.as_deref(), Some("www.example.com"));
+}
