@@ -122,6 +122,10 @@ struct CommonArgs {
     /// Flows tracked at most (all workers together).
     #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
     max_flows: usize,
+    /// Heap memory all TCP streams may hold for reassembly, in MiB (all
+    /// workers together); over it, the flows holding the most stop being read.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 256)]
+    stream_memcap: u64,
     /// Keep the host activity ledger in this database (a SQLite file, or
     /// postgres://...) and go on from what it holds. `live` defaults to
     /// `[ledger] database`; `read` keeps it in memory unless given this.
@@ -237,6 +241,7 @@ fn settings(c: &CommonArgs, live: bool) -> Result<(Settings, Outputs), String> {
         engine: EngineConfig {
             rules: Arc::new(rules),
             max_flows: c.max_flows,
+            stream_memcap: c.stream_memcap.saturating_mul(1 << 20) as usize,
             ..EngineConfig::for_site(site)
         },
         types: Arc::new(EventTypes::new(&types)),
@@ -667,9 +672,9 @@ fn summary(c: &Counters, sources: &str, events: u64, elapsed: std::time::Duratio
         c.packets, c.bytes, c.flows_created, c.flows_evicted, c.tls_client_hellos, c.tls_certificate_msgs, c.certs_parsed, c.cert_cache_hits, c.dns_packets, c.http_transactions, c.http_unlogged, c.quic.client_hellos, c.quic.initials_opened
     );
     eprintln!(
-        "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS, {} QUIC, {} QUIC CRYPTO out of bounds), {} unknown link type, {} not IP; {} stream gaps, {} retransmitted segments, {} differing copies of stream bytes, {} TCP segments with a bad checksum; QUIC: {} Initial packets that did not open, {} flows at the Initial bound, {} of an unknown version",
+        "spanwatch: skipped: {} malformed ({} truncated, {} bad headers, {} TLS, {} certificates, {} DNS, {} QUIC, {} QUIC CRYPTO out of bounds), {} unknown link type, {} not IP; {} stream gaps, {} flows let go at the reassembly memory cap, {} retransmitted segments, {} differing copies of stream bytes, {} TCP segments with a bad checksum; QUIC: {} Initial packets that did not open, {} flows at the Initial bound, {} of an unknown version",
         c.malformed(), c.decode_truncated, c.decode_malformed, c.tls_malformed, c.certs_malformed, c.dns_malformed, c.quic.malformed, c.quic.crypto_out_of_bounds,
-        c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps, c.stream_retransmissions, c.stream_overlap_conflicts, c.tcp_checksum_bad,
+        c.decode_unknown_linktype, c.decode_not_ip, c.stream_gaps, c.stream_memcap_shed, c.stream_retransmissions, c.stream_overlap_conflicts, c.tcp_checksum_bad,
         c.quic.decrypt_failed, c.quic.initial_limit, c.quic.unknown_version
     );
     eprintln!(

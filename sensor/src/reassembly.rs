@@ -13,6 +13,8 @@ pub const MAX_BUFFERED: usize = 128 * 1024;
 pub const MAX_OOO_SEGMENTS: usize = 64;
 /// Out-of-order bytes held per direction.
 pub const MAX_OOO_BYTES: usize = 128 * 1024;
+/// An emptied buffer keeps its room up to this much (beyond, it is freed).
+const SPARE_BUFFER: usize = 16 * 1024;
 /// A segment further ahead than this is not a reordering but a gap.
 pub const MAX_AHEAD: u32 = 1 << 20;
 
@@ -77,6 +79,17 @@ impl Stream {
     /// Bytes held (in-order waiting plus out-of-order).
     pub fn held(&self) -> usize {
         self.buf.len() + self.ooo_bytes
+    }
+
+    /// Heap bytes the stream holds: its buffers' capacities, the
+    /// out-of-order segments and the kept first bytes (what the engine's
+    /// reassembly memory cap counts).
+    pub fn memory(&self) -> usize {
+        self.buf.capacity()
+            + self.ooo_bytes
+            + self.ooo.capacity() * std::mem::size_of::<(u32, Vec<u8>)>()
+            + self.window.capacity()
+            + self.alt.capacity()
     }
 
     /// Frees every buffer (the flow no longer needs its stream).
@@ -178,6 +191,11 @@ impl Stream {
             self.buf.extend_from_slice(data);
             let used = analyze(&self.buf).min(self.buf.len());
             self.buf.drain(..used);
+            if self.buf.is_empty() && self.buf.capacity() > SPARE_BUFFER {
+                // a big message read: its room goes rather than wait with
+                // the flow (a stream never holds more than it needs now)
+                self.buf = Vec::new();
+            }
         }
         Ok(())
     }

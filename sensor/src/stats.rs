@@ -28,6 +28,12 @@ pub struct Counters {
     pub stream_retransmissions: u64,
     /// Bytes reassembly holds now (gauge).
     pub reassembly_bytes_held: u64,
+    /// Heap bytes all streams hold now, buffers' room included (gauge; the
+    /// reassembly memory cap bounds it).
+    pub stream_memory: u64,
+    /// Flows whose streams were let go at the reassembly memory cap (their
+    /// analyzers stopped, largest first).
+    pub stream_memcap_shed: u64,
     pub tls_client_hellos: u64,
     pub tls_certificate_msgs: u64,
     pub tls_malformed: u64,
@@ -182,6 +188,8 @@ impl Counters {
             stream_overflows,
             stream_retransmissions,
             reassembly_bytes_held,
+            stream_memory,
+            stream_memcap_shed,
             tls_client_hellos,
             tls_certificate_msgs,
             tls_malformed,

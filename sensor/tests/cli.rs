@@ -377,3 +377,74 @@ fn live_without_an_interface_says_where_to_name_one() {
         "{err}"
     );
 }
+
+/// Connections that each leave a gap and pile up out-of-order data: with
+/// `--stream-memcap` the biggest are let go and counted in the summary, with
+/// every worker count; the default cap holds this capture whole.
+#[test]
+fn the_stream_memory_cap_lets_the_biggest_flows_go() {
+    let d = tmp("memcap");
+    let chunk = [0x17u8; 1400];
+    let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut us = 1_700_000_000_000_000u64;
+    for c in 0..200u16 {
+        let client = [10, 9, (c >> 8) as u8, c as u8];
+        let server = [192, 0, 2, 1];
+        let seg = |to_server: bool, seq: u32, syn: bool, data: &[u8]| {
+            let (s, t, sp, dp) = if to_server {
+                (client, server, 40000, 443)
+            } else {
+                (server, client, 443, 40000)
+            };
+            let mut b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+                .ipv4(s, t, 64)
+                .tcp(sp, dp, seq, 65535);
+            b = if syn { b.syn() } else { b.ack(1) };
+            let mut v = Vec::new();
+            b.write(&mut v, data).expect("frame");
+            v
+        };
+        us += 100;
+        frames.push((us, seg(true, 0, true, &[])));
+        frames.push((us, seg(false, 0, true, &[])));
+        for i in 0..60u32 {
+            us += 10;
+            frames.push((us, seg(true, 1001 + i * chunk.len() as u32, false, &chunk)));
+        }
+    }
+    let refs: Vec<(u64, &[u8])> = frames.iter().map(|(t, f)| (*t, &f[..])).collect();
+    let path = d.join("gaps.pcap");
+    std::fs::write(&path, common::classic_pcap(&refs)).expect("write capture");
+    let path = path.to_str().expect("utf-8");
+    let let_go = |err: &str| -> u64 {
+        let at = err
+            .find(" flows let go at the reassembly memory cap")
+            .expect("counted");
+        let n = err[..at].rsplit(' ').next().expect("a number");
+        n.parse().expect("a number")
+    };
+    let (code, _, err) = spanwatch(&["read", "-q", "--workers", "1", path]);
+    assert_eq!((code, let_go(&err)), (0, 0), "{err}");
+    for workers in ["1", "2"] {
+        let args = [
+            "read",
+            "-q",
+            "--workers",
+            workers,
+            "--stream-memcap",
+            "1",
+            path,
+        ];
+        let (code, _, err) = spanwatch(&args);
+        assert_eq!(code, 0, "{err}");
+        // 200 flows of 84 KB each into 1 MiB: all but a few let go
+        assert!(let_go(&err) > 150, "{workers} workers: {err}");
+    }
+    let (code, _, err) = spanwatch(&["read", "--stream-memcap", "0", path]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--stream-memcap"), "{err}");
+    // the flag's default is the engine's
+    let (_, help, _) = spanwatch(&["read", "--help"]);
+    let default = spanwatch::pipeline::engine::DEFAULT_STREAM_MEMCAP >> 20;
+    assert!(help.contains(&format!("[default: {default}]")), "{help}");
+}

@@ -283,6 +283,12 @@ impl<T> FlowTable<T> {
         self.flows.is_empty()
     }
 
+    /// The flow of `key`, to change what it carries (not its key, times or
+    /// place in the table).
+    pub fn get_mut(&mut self, key: &FlowKey) -> Option<&mut Flow<T>> {
+        self.flows.get_mut(key).map(|f| &mut **f)
+    }
+
     /// Finds or creates the flow of a packet and accounts the packet to it.
     ///
     /// A flow pushed out to make room is appended to `ended`.

@@ -360,11 +360,7 @@ impl Worker {
 }
 
 fn engine_for(s: &Settings) -> Engine {
-    let n = s.workers.max(1);
-    Engine::new(EngineConfig {
-        max_flows: (s.engine.max_flows / n).max(1),
-        ..s.engine.clone()
-    })
+    Engine::new(s.engine.share(s.workers))
 }
 
 /// The threaded pipeline: the caller's thread dispatches, `workers` threads

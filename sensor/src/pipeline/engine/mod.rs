@@ -7,6 +7,9 @@
 //! what needs state shared across flows is the writer's (see `writer`).
 
 mod emit;
+mod memcap;
+
+pub use memcap::DEFAULT_STREAM_MEMCAP;
 
 use std::sync::Arc;
 
@@ -36,9 +39,22 @@ pub struct EngineConfig {
     pub rules: Arc<RuleSet>,
     pub max_flows: usize,
     pub timeouts: Timeouts,
+    /// Heap bytes all streams together may hold (see [`memcap`]).
+    pub stream_memcap: usize,
 }
 
 impl EngineConfig {
+    /// One of `n` workers' settings: its share of the flows and of the
+    /// stream memory.
+    pub fn share(&self, n: usize) -> EngineConfig {
+        let n = n.max(1);
+        EngineConfig {
+            max_flows: (self.max_flows / n).max(1),
+            stream_memcap: (self.stream_memcap / n).max(1),
+            ..self.clone()
+        }
+    }
+
     /// Settings for a site, with the bundled signatures.
     pub fn for_site(site: SiteConfig) -> Self {
         EngineConfig {
@@ -55,6 +71,7 @@ impl Default for EngineConfig {
             rules: crate::load::bundled_rules(),
             max_flows: DEFAULT_MAX_FLOWS,
             timeouts: Timeouts::default(),
+            stream_memcap: memcap::DEFAULT_STREAM_MEMCAP,
         }
     }
 }
@@ -120,6 +137,11 @@ impl Session {
     fn streams(&self) -> &[Stream] {
         self.active.as_deref().map_or(&[], |a| &a.streams[..])
     }
+
+    /// Heap bytes the flow's streams hold.
+    fn stream_memory(&self) -> usize {
+        self.streams().iter().map(Stream::memory).sum()
+    }
 }
 
 pub struct Engine {
@@ -134,6 +156,8 @@ pub struct Engine {
     retransmitted: u64,
     /// Differing copies of bytes in flows that have ended.
     conflicts: u64,
+    /// Heap bytes the streams of all flows hold now.
+    stream_memory: usize,
     /// The running thread's fingerprint-memo resets when the engine started
     /// on it (the memo is per thread: see [`Engine::on_this_thread`]).
     memo_resets_at_start: u64,
@@ -157,6 +181,7 @@ impl Engine {
             dns_out: Vec::new(),
             retransmitted: 0,
             conflicts: 0,
+            stream_memory: 0,
             memo_resets_at_start: crate::analyzer::tls::memo::resets(),
         }
     }
@@ -208,6 +233,9 @@ impl Engine {
             }
             Err(e) => self.counters.decode_error(e),
         }
+        if self.stream_memory > self.cfg.stream_memcap {
+            self.shed_streams();
+        }
         self.end_flows(origin, out);
     }
 
@@ -253,6 +281,7 @@ impl Engine {
             }
         }
         c.reassembly_bytes_held = held;
+        c.stream_memory = self.stream_memory as u64;
         c.stream_retransmissions = retrans;
         c.stream_overlap_conflicts = conflicts;
         c.fingerprint_memo_resets =
@@ -302,16 +331,13 @@ impl Engine {
                     ctx.counters.bypassed_packets += 1;
                     return;
                 }
-                // a checksum only where the capture has the whole segment
-                // (not counting segments the sender's NIC was to sum)
-                if !d.payload.is_empty()
-                    && pkt.orig_len as usize == pkt.data.len()
-                    && !decode::tcp_checksum_ok(d.src, d.dst, d.segment)
-                {
-                    ctx.counters.tcp_checksum_bad += 1;
-                }
+                count_bad_checksum(pkt, d, ctx.counters);
                 timing(&mut flow.data, h, dir, pkt.ts);
-                if !segment(&mut flow.data, h, &chunk, &mut ctx) {
+                let held = flow.data.stream_memory();
+                let data = segment(&mut flow.data, h, &chunk, &mut ctx);
+                self.stream_memory =
+                    (self.stream_memory + flow.data.stream_memory()).saturating_sub(held);
+                if !data {
                     return;
                 }
             }
@@ -334,7 +360,10 @@ impl Engine {
         }
         if matches!(d.transport, Transport::Tcp(_)) {
             em.stream_events(flow, pkt);
+            let held = flow.data.stream_memory();
             let [retransmitted, conflicts] = settle(&mut flow.data, dir);
+            self.stream_memory =
+                (self.stream_memory + flow.data.stream_memory()).saturating_sub(held);
             (self.retransmitted, self.conflicts) = (
                 self.retransmitted + retransmitted,
                 self.conflicts + conflicts,
@@ -357,6 +386,8 @@ impl Engine {
             counters: &mut self.counters,
         };
         for (mut flow, reason) in self.ended.drain(..) {
+            let held = flow.data.stream_memory();
+            self.stream_memory = self.stream_memory.saturating_sub(held);
             for st in flow.data.streams() {
                 self.retransmitted += st.retransmitted;
                 self.conflicts += st.conflicts;
@@ -392,6 +423,17 @@ fn timing(s: &mut Session, h: TcpHeader, dir: Dir, ts: Timestamp) {
         (Dir::ToServer, false) => s.syn_at = Some(ts),
         (Dir::ToClient, true) => s.rtt = s.syn_at.map(|t| ts.since(t)),
         _ => {}
+    }
+}
+
+/// Counts a TCP segment whose checksum is wrong, where the capture has the
+/// whole segment (not counting segments the sender's NIC was to sum).
+fn count_bad_checksum(pkt: &Packet<&[u8]>, d: &Decoded<'_>, counters: &mut Counters) {
+    if !d.payload.is_empty()
+        && pkt.orig_len as usize == pkt.data.len()
+        && !decode::tcp_checksum_ok(d.src, d.dst, d.segment)
+    {
+        counters.tcp_checksum_bad += 1;
     }
 }
 
@@ -464,7 +506,16 @@ fn settle(s: &mut Session, dir: Dir) -> [u64; 2] {
     if !a.analyzers.off() {
         return [0; 2];
     }
+    let_go(s)
+}
+
+/// Bypasses a flow whose analyzers are off and lets its state go (see
+/// [`settle`]); returns the counters of the streams let go.
+fn let_go(s: &mut Session) -> [u64; 2] {
     s.bypass = true;
+    let Some(a) = s.active.as_deref_mut() else {
+        return [0; 2];
+    };
     for st in a.streams.iter_mut() {
         st.release();
     }
@@ -545,5 +596,139 @@ mod tests {
             all_retrans > 0 && all_conflicts > 0,
             "{all_retrans} {all_conflicts}"
         );
+    }
+
+    /// A frame of a TCP connection from 10.9.x.y:40000 to 192.0.2.1:443.
+    fn tcp_frame(client: u16, to_server: bool, seq: u32, flags: &str, data: &[u8]) -> Vec<u8> {
+        let c = [10, 9, (client >> 8) as u8, client as u8];
+        let (src, dst, sp, dp) = if to_server {
+            (c, [192, 0, 2, 1], 40000, 443)
+        } else {
+            ([192, 0, 2, 1], c, 443, 40000)
+        };
+        let mut b = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 65535);
+        if flags.contains('S') {
+            b = b.syn();
+        }
+        if flags.contains('A') {
+            b = b.ack(1);
+        }
+        let mut v = Vec::new();
+        b.write(&mut v, data).expect("frame");
+        v
+    }
+
+    fn feed(engine: &mut Engine, out: &mut Output, frame: &[u8], ms: i64) {
+        let ts = Timestamp(1_700_000_000_000_000_000 + ms * 1_000_000);
+        let p = Packet {
+            ts,
+            linktype: crate::capture::LinkType::ETHERNET,
+            orig_len: frame.len() as u32,
+            data: frame,
+            frame: 0,
+        };
+        engine.process(&p, ts, Origin::default(), out);
+    }
+
+    /// The engine's running count of stream memory is the streams' own sum,
+    /// while flows are open and once they have all ended.
+    #[test]
+    fn the_stream_memory_count_is_the_streams_sum() {
+        for name in [
+            "tls12-chain.pcap",
+            "tls12-reordered.pcap",
+            "tls12-tiny-mss.pcap",
+            "http-connect.pcap",
+            "evasion-decoy-overlap.pcap",
+        ] {
+            let (mut engine, mut out) = engine_over(name);
+            let sum: usize = engine.flows.iter().map(|f| f.data.stream_memory()).sum();
+            assert_eq!(engine.stream_memory, sum, "{name}");
+            engine.finish(Origin::default(), &mut out);
+            assert_eq!(engine.stream_memory, 0, "{name}");
+        }
+    }
+
+    /// Connections that each leave a gap and pile up out-of-order data are
+    /// held to the cap, the biggest let go first; a handshake read beside
+    /// them (a few hundred bytes waiting for its second segment) is read.
+    #[test]
+    fn gapped_streams_are_held_to_the_memory_cap() {
+        let cap = 1 << 20;
+        let mut engine = Engine::new(EngineConfig {
+            stream_memcap: cap,
+            ..EngineConfig::default()
+        });
+        let mut out = Output::default();
+        let hello: &[u8] =
+            include_bytes!("../../analyzer/tls/fixtures/rustls-tls12-client-hello.bin");
+        let (first, second) = hello.split_at(100);
+        let chunk = [0x17u8; 1400];
+        let mut ms = 0;
+        // the handshake's first part waits for the rest
+        for (to_server, seq, flags, data) in [
+            (true, 0, "S", &[][..]),
+            (false, 0, "SA", &[]),
+            (true, 1, "A", first),
+        ] {
+            feed(
+                &mut engine,
+                &mut out,
+                &tcp_frame(1, to_server, seq, flags, data),
+                ms,
+            );
+        }
+        for client in 2..200u16 {
+            ms += 1;
+            feed(
+                &mut engine,
+                &mut out,
+                &tcp_frame(client, true, 0, "S", &[]),
+                ms,
+            );
+            feed(
+                &mut engine,
+                &mut out,
+                &tcp_frame(client, false, 0, "SA", &[]),
+                ms,
+            );
+            // a gap of 1,000 bytes, then 60 segments held out of order
+            for i in 0..60u32 {
+                let seq = 1 + 1000 + i * chunk.len() as u32;
+                feed(
+                    &mut engine,
+                    &mut out,
+                    &tcp_frame(client, true, seq, "A", &chunk),
+                    ms,
+                );
+                let slack = 64 * 1024;
+                assert!(
+                    engine.stream_memory <= cap + slack,
+                    "{}",
+                    engine.stream_memory
+                );
+            }
+        }
+        assert!(
+            engine.counters.stream_memcap_shed > 100,
+            "{:?}",
+            engine.counters
+        );
+        feed(
+            &mut engine,
+            &mut out,
+            &tcp_frame(1, true, 101, "A", second),
+            ms + 1,
+        );
+        assert_eq!(
+            engine.counters.tls_client_hellos, 1,
+            "the small one was kept"
+        );
+        let sum: usize = engine.flows.iter().map(|f| f.data.stream_memory()).sum();
+        assert_eq!(engine.stream_memory, sum);
+        engine.sync_counters();
+        assert_eq!(engine.counters.stream_memory, sum as u64);
     }
 }
