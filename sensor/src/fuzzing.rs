@@ -18,12 +18,16 @@ use crate::time::Timestamp;
 /// spent ~45 % of their time in the kernel faulting them in); a one-packet or
 /// one-file input needs a few, and a small table exercises eviction as well.
 const FUZZ_MAX_FLOWS: usize = 64;
+/// Stream memory a fuzzing engine may hold: small, so that letting flows go
+/// at the cap is exercised too.
+const FUZZ_STREAM_MEMCAP: usize = 16 * 1024;
 
 /// The whole pipeline in this thread, writing to nowhere (events are still
 /// serialised: serialisation of odd values must not panic either).
 fn sensor() -> Inline<std::io::Sink> {
     let cfg = EngineConfig {
         max_flows: FUZZ_MAX_FLOWS,
+        stream_memcap: FUZZ_STREAM_MEMCAP,
         ..EngineConfig::default()
     };
     Inline::new(cfg, Default::default(), std::io::sink())

@@ -677,6 +677,7 @@ mod tests {
             "other.example",
             1,
         ));
+        let evicted = t.stats.evicted;
         for i in 0..(2 * MAX_HELLOS as u64) {
             let mut h = hello(70_000, "10.0.0.4", "198.51.100.4", "flood.example", 1);
             h.flow = 1_000_000 + i;
@@ -686,6 +687,19 @@ mod tests {
         assert_eq!(t.len(), MAX_PER_KEY, "the other key's hello made way");
         assert_eq!(t.by_flow.len(), MAX_PER_KEY);
         assert_eq!(t.held.iter().flatten().count(), MAX_PER_KEY);
+        // at one instant, the key keeps its last hellos (the earlier tracker
+        // could drop a live one there) and every one let go is counted
+        let last = 1_000_000 + 2 * MAX_HELLOS as u64;
+        let mut kept: Vec<u64> = t.by_flow.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            ((last - MAX_PER_KEY as u64)..last).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            t.stats.evicted - evicted,
+            (2 * MAX_HELLOS - MAX_PER_KEY) as u64 + 1
+        );
     }
 
     /// Names are compared, not only their hashes: a hello for another name

@@ -29,8 +29,8 @@ impl Engine {
             .map(|f| (f.data.stream_memory(), f.id, f.key))
             .filter(|(held, _, _)| *held > 0)
             .collect();
-        // the same choice in every run: by size, then by flow id
-        big.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // the same choice in every run: by size, then by flow id and key
+        big.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         for (_, _, key) in big {
             if self.stream_memory <= target {
                 break;
