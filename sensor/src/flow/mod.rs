@@ -628,6 +628,17 @@ mod tests {
         }
     }
 
+    /// A table of `max_flows` holding one connection (port 40000),
+    /// established at 0.
+    fn connected(max_flows: usize) -> (FlowTable<()>, Ended) {
+        let mut t = FlowTable::new(max_flows, Timeouts::default());
+        let mut ended = Vec::new();
+        for (c, flags) in HANDSHAKE {
+            feed(&mut t, &mut ended, &seg(40000, c, flags), ms(0));
+        }
+        (t, ended)
+    }
+
     fn feed<'t>(
         t: &'t mut FlowTable<()>,
         ended: &mut Ended,
@@ -750,11 +761,7 @@ mod tests {
         // lookups a second, in a table of 512: with lookups kept for the UDP
         // timeout the table fills within half a minute and the connection,
         // nearest its first deadline, is the one pushed out
-        let mut t: FlowTable<()> = FlowTable::new(512, Timeouts::default());
-        let mut ended = Vec::new();
-        for (c, flags) in HANDSHAKE {
-            feed(&mut t, &mut ended, &seg(40000, c, flags), ms(0));
-        }
+        let (mut t, mut ended) = connected(512);
         for second in 0..300i64 {
             for i in 0..20i64 {
                 let port = 1024 + ((second * 20 + i) % 60_000) as u16;
@@ -789,11 +796,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_half_open_flows_does_not_push_out_a_young_connection() {
-        let mut t: FlowTable<()> = FlowTable::new(16, Timeouts::default());
-        let mut ended = Vec::new();
-        for (c, flags) in HANDSHAKE {
-            feed(&mut t, &mut ended, &seg(40000, c, flags), ms(0));
-        }
+        let (mut t, mut ended) = connected(16);
         // SYNs from everywhere, within the connection's first minute
         for p in 0..5_000u16 {
             let syn = pkt("198.51.100.7", 1024 + p, "10.0.0.1", 22, 0x02);

@@ -14,7 +14,7 @@
 //! connection reading its handshake holds a few KiB, the flows that fill
 //! the memory hundreds.
 
-use super::{let_go, Engine};
+use super::{let_go, recount, Engine};
 use crate::flow::{Dir, FlowKey};
 
 /// All workers' streams together, by default.
@@ -43,10 +43,8 @@ impl Engine {
                 a.stop(Dir::ToServer);
                 a.stop(Dir::ToClient);
             }
-            let [retransmitted, conflicts] = let_go(&mut f.data);
-            self.retransmitted += retransmitted;
-            self.conflicts += conflicts;
-            self.stream_memory = (self.stream_memory + f.data.stream_memory()).saturating_sub(held);
+            let_go(&mut f.data);
+            recount(&mut self.stream_memory, held, &f.data);
             self.counters.stream_memcap_shed += 1;
         }
     }

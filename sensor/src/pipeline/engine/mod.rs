@@ -152,10 +152,6 @@ pub struct Engine {
     pub counters: Counters,
     ended: Vec<(Box<Flow<Session>>, EndReason)>,
     dns_out: Vec<DnsMessage>,
-    /// Retransmitted segments of flows that have ended.
-    retransmitted: u64,
-    /// Differing copies of bytes in flows that have ended.
-    conflicts: u64,
     /// Heap bytes the streams of all flows hold now.
     stream_memory: usize,
     /// The running thread's fingerprint-memo resets when the engine started
@@ -179,8 +175,6 @@ impl Engine {
             counters: Counters::default(),
             ended: Vec::new(),
             dns_out: Vec::new(),
-            retransmitted: 0,
-            conflicts: 0,
             stream_memory: 0,
             memo_resets_at_start: crate::analyzer::tls::memo::resets(),
         }
@@ -274,18 +268,9 @@ impl Engine {
         c.flows_timed_out = f.timed_out;
         c.flows_evicted = f.evicted;
         c.flows_active = self.flows.len() as u64;
-        let (mut held, mut retrans, mut conflicts) = (0u64, self.retransmitted, self.conflicts);
-        for f in self.flows.iter() {
-            for st in f.data.streams() {
-                held += st.held() as u64;
-                retrans += st.retransmitted;
-                conflicts += st.conflicts;
-            }
-        }
-        c.reassembly_bytes_held = held;
+        let streams = self.flows.iter().flat_map(|f| f.data.streams());
+        c.reassembly_bytes_held = streams.map(|st| st.held() as u64).sum();
         c.stream_memory = self.stream_memory as u64;
-        c.stream_retransmissions = retrans;
-        c.stream_overlap_conflicts = conflicts;
         c.fingerprint_memo_resets =
             crate::analyzer::tls::memo::resets().saturating_sub(self.memo_resets_at_start);
         c.certs_parsed = self.certs.stats.parsed;
@@ -337,8 +322,7 @@ impl Engine {
                 timing(&mut flow.data, h, dir, pkt.ts);
                 let held = flow.data.stream_memory();
                 let data = segment(&mut flow.data, h, &chunk, &mut ctx);
-                self.stream_memory =
-                    (self.stream_memory + flow.data.stream_memory()).saturating_sub(held);
+                recount(&mut self.stream_memory, held, &flow.data);
                 if !data {
                     return;
                 }
@@ -363,13 +347,8 @@ impl Engine {
         if matches!(d.transport, Transport::Tcp(_)) {
             em.stream_events(flow, pkt);
             let held = flow.data.stream_memory();
-            let [retransmitted, conflicts] = settle(&mut flow.data, dir);
-            self.stream_memory =
-                (self.stream_memory + flow.data.stream_memory()).saturating_sub(held);
-            (self.retransmitted, self.conflicts) = (
-                self.retransmitted + retransmitted,
-                self.conflicts + conflicts,
-            );
+            settle(&mut flow.data, dir);
+            recount(&mut self.stream_memory, held, &flow.data);
         }
         if let Some(key) = shortened {
             self.flows.requeue(&key);
@@ -390,10 +369,6 @@ impl Engine {
         for (mut flow, reason) in self.ended.drain(..) {
             let held = flow.data.stream_memory();
             self.stream_memory = self.stream_memory.saturating_sub(held);
-            for st in flow.data.streams() {
-                self.retransmitted += st.retransmitted;
-                self.conflicts += st.conflicts;
-            }
             em.flow_end(&mut flow, reason);
         }
     }
@@ -465,9 +440,13 @@ fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> b
         return false;
     }
     let Active { streams, analyzers } = s.active();
+    let (retransmitted, conflicts) = (streams[d].retransmitted, streams[d].conflicts);
     let r = streams[d].push(seq, c.bytes, &mut |bytes: &[u8]| {
         analyzers.feed(&Chunk { bytes, ..*c }, ctx)
     });
+    // counted as they happen: a flow's streams may go before the flow ends
+    ctx.counters.stream_retransmissions += streams[d].retransmitted - retransmitted;
+    ctx.counters.stream_overlap_conflicts += streams[d].conflicts - conflicts;
     if let Err(e) = r {
         match e {
             StreamError::Gap => ctx.counters.stream_gaps += 1,
@@ -496,27 +475,25 @@ fn segment(s: &mut Session, h: TcpHeader, c: &Chunk<'_>, ctx: &mut Ctx<'_>) -> b
 /// buffers go; a logged handshake's TLS session (hellos, chain, fingerprints)
 /// goes; and with nothing left that the flow's end reads (a TLS handshake not
 /// logged yet, HTTP or QUIC state), the streams and analyzers go whole, the
-/// flow keeping its application protocol. Returns the counters of the streams
-/// let go (retransmitted segments, differing copies) for the engine's totals.
-fn settle(s: &mut Session, dir: Dir) -> [u64; 2] {
+/// flow keeping its application protocol.
+fn settle(s: &mut Session, dir: Dir) {
     let other = 1 - dir as usize;
     let Some(a) = s.active.as_deref_mut() else {
-        return [0; 2];
+        return;
     };
     let delivered = a.streams[other].delivered();
     a.analyzers.give_up_if_silent(dir, delivered);
-    if !a.analyzers.off() {
-        return [0; 2];
+    if a.analyzers.off() {
+        let_go(s);
     }
-    let_go(s)
 }
 
 /// Bypasses a flow whose analyzers are off and lets its state go (see
-/// [`settle`]); returns the counters of the streams let go.
-fn let_go(s: &mut Session) -> [u64; 2] {
+/// [`settle`]).
+fn let_go(s: &mut Session) {
     s.bypass = true;
     let Some(a) = s.active.as_deref_mut() else {
-        return [0; 2];
+        return;
     };
     for st in a.streams.iter_mut() {
         st.release();
@@ -525,15 +502,16 @@ fn let_go(s: &mut Session) -> [u64; 2] {
     if an.tls_logged {
         an.tls = None;
     }
-    if an.tls.is_some() || an.http.is_some() || an.quic.is_some() {
-        return [0; 2];
+    if an.tls.is_none() && an.http.is_none() && an.quic.is_none() {
+        s.app_proto = an.app_proto;
+        s.active = None;
     }
-    s.app_proto = an.app_proto;
-    let Some(a) = s.active.take() else {
-        return [0; 2];
-    };
-    let sum = |f: fn(&Stream) -> u64| a.streams.iter().map(f).sum::<u64>();
-    [sum(|st| st.retransmitted), sum(|st| st.conflicts)]
+}
+
+/// Moves the engine's count of stream memory by what a flow's streams hold
+/// now against what they held (`held`) before a change.
+fn recount(total: &mut usize, held: usize, s: &Session) {
+    *total = (*total + s.stream_memory()).saturating_sub(held);
 }
 
 #[cfg(test)]
