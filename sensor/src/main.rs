@@ -122,8 +122,9 @@ struct CommonArgs {
     /// Flows tracked at most (all workers together).
     #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
     max_flows: usize,
-    /// Heap memory all TCP streams may hold for reassembly, in MiB (all
-    /// workers together); over it, the flows holding the most stop being read.
+    /// Heap memory all TCP streams may hold for reassembly, with the HTTP
+    /// requests waiting for a response, in MiB (all workers together); over
+    /// it, the flows holding the most stop being read.
     #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 256)]
     stream_memcap: u64,
     /// Keep the host activity ledger in this database (a SQLite file, or

@@ -28,11 +28,13 @@ pub struct Counters {
     pub stream_retransmissions: u64,
     /// Bytes reassembly holds now (gauge).
     pub reassembly_bytes_held: u64,
-    /// Heap bytes all streams hold now, buffers' room included (gauge; the
-    /// reassembly memory cap bounds it).
+    /// Heap bytes all streams hold now, buffers' room included, with the
+    /// HTTP requests waiting for their response (gauge; the reassembly
+    /// memory cap bounds it).
     pub stream_memory: u64,
     /// Flows whose streams were let go at the reassembly memory cap (their
-    /// analyzers stopped, largest first).
+    /// analyzers stopped, largest first; their waiting HTTP requests
+    /// logged then).
     pub stream_memcap_shed: u64,
     pub tls_client_hellos: u64,
     pub tls_certificate_msgs: u64,

@@ -68,6 +68,18 @@ pub struct Request {
     pub http_user_agent: Option<String>,
 }
 
+impl Request {
+    /// Heap bytes the request's fields hold.
+    fn heap(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        self.http_method.capacity()
+            + self.url.capacity()
+            + self.protocol.capacity()
+            + opt(&self.hostname)
+            + opt(&self.http_user_agent)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Response {
     pub status: u16,
@@ -393,6 +405,8 @@ impl Reader {
 #[derive(Debug, Default)]
 pub struct HttpSession {
     pending: VecDeque<Request>,
+    /// Heap bytes of the fields of `pending`'s requests.
+    pending_heap: usize,
     /// Finished transactions, for the engine to log.
     pub done: Vec<(Option<Request>, Option<Response>)>,
     /// Transactions logged so far (past [`MAX_TRANSACTIONS`] only those that
@@ -407,13 +421,17 @@ impl HttpSession {
     /// Feeds client bytes; returns how many were consumed. Every request
     /// head is read, however many come on one connection or in one segment.
     pub fn feed_request(&mut self, d: &[u8]) -> usize {
-        let (pending, done) = (&mut self.pending, &mut self.done);
+        let (pending, heap, done) = (&mut self.pending, &mut self.pending_heap, &mut self.done);
         let r = self
             .requests
             .feed(d, looks_like_request, parse_request_framed, |r| {
                 if pending.len() >= MAX_PENDING {
-                    done.extend(pending.pop_front().map(|r| (Some(r), None)));
+                    if let Some(old) = pending.pop_front() {
+                        *heap -= old.heap();
+                        done.push((Some(old), None));
+                    }
                 }
+                *heap += r.heap();
                 pending.push_back(r);
                 true
             });
@@ -422,11 +440,12 @@ impl HttpSession {
 
     /// Feeds server bytes; returns how many were consumed.
     pub fn feed_response(&mut self, d: &[u8]) -> usize {
-        let (pending, done) = (&mut self.pending, &mut self.done);
+        let (pending, heap, done) = (&mut self.pending, &mut self.pending_heap, &mut self.done);
         let r = self
             .responses
             .feed(d, looks_like_response, parse_response_framed, |r| {
                 let req = pending.pop_front();
+                *heap -= req.as_ref().map_or(0, Request::heap);
                 // the response to HEAD has no body, whatever its head says
                 let body = req
                     .as_ref()
@@ -444,11 +463,20 @@ impl HttpSession {
         })
     }
 
-    /// Requests that never got a response (at flow end).
+    /// Requests that never got a response (at flow end, or when the flow
+    /// is let go at the memory cap), to be logged without one.
     pub fn flush(&mut self) {
-        while let Some(r) = self.pending.pop_front() {
-            self.done.push((Some(r), None));
-        }
+        let pending = std::mem::take(&mut self.pending);
+        self.done
+            .extend(pending.into_iter().map(|r| (Some(r), None)));
+        self.pending_heap = 0;
+    }
+
+    /// Heap bytes the requests waiting for their response hold (counted
+    /// with the streams against the engine's memory cap: a flow may hold
+    /// [`MAX_PENDING`] of them).
+    pub fn memory(&self) -> usize {
+        self.pending.capacity() * std::mem::size_of::<Request>() + self.pending_heap
     }
 }
 
@@ -576,5 +604,29 @@ mod tests {
             pairs,
             [(Some("a".into()), Some(200)), (Some("b".into()), Some(404))]
         );
+    }
+
+    /// The memory of the requests waiting for a response is what their
+    /// fields and the queue hold, falls as responses take them, and is
+    /// freed when they are flushed to be logged.
+    #[test]
+    fn pending_requests_memory_follows_the_queue() {
+        let mut h = HttpSession::default();
+        assert_eq!(h.memory(), 0);
+        let req = b"GET /abcdefgh HTTP/1.1\r\nHost: h.test\r\nUser-Agent: ua/1\r\n\r\n";
+        for _ in 0..3 {
+            assert_eq!(h.feed_request(req), req.len());
+        }
+        let fields = |h: &HttpSession| h.pending.iter().map(Request::heap).sum::<usize>();
+        let queue = h.pending.capacity() * std::mem::size_of::<Request>();
+        assert!(fields(&h) >= 3 * "GET/abcdefghHTTP/1.1h.testua/1".len());
+        assert_eq!(h.memory(), queue + fields(&h));
+        let resp = b"HTTP/1.1 204 No Content\r\n\r\n";
+        assert_eq!(h.feed_response(resp), resp.len());
+        assert_eq!(h.pending.len(), 2);
+        assert_eq!(h.memory(), queue + fields(&h));
+        h.flush();
+        assert_eq!(h.memory(), 0);
+        assert_eq!(h.done.len(), 3);
     }
 }

@@ -125,7 +125,7 @@ fn connect_host(target: &str) -> String {
 
 impl Packet<&[u8]> {
     /// A packet-less stand-in carrying only a time (for events at flow end).
-    fn at(ts: Timestamp) -> Self {
+    pub(super) fn at(ts: Timestamp) -> Self {
         Packet {
             ts,
             linktype: crate::capture::LinkType::ETHERNET,

@@ -138,9 +138,12 @@ impl Session {
         self.active.as_deref().map_or(&[], |a| &a.streams[..])
     }
 
-    /// Heap bytes the flow's streams hold.
+    /// Heap bytes the flow holds for reading what it carries: its streams,
+    /// and the HTTP requests waiting for their response (what the engine's
+    /// memory cap counts).
     fn stream_memory(&self) -> usize {
-        self.streams().iter().map(Stream::memory).sum()
+        let http = self.analyzers().and_then(|a| a.http.as_ref());
+        self.streams().iter().map(Stream::memory).sum::<usize>() + http.map_or(0, |h| h.memory())
     }
 }
 
@@ -231,7 +234,7 @@ impl Engine {
         // first: their memory is not the live flows' to make up for
         self.end_flows(origin, out);
         if self.stream_memory > self.cfg.stream_memcap {
-            self.shed_streams();
+            self.shed_streams(origin, out);
         }
     }
 
@@ -726,6 +729,80 @@ mod tests {
         assert_eq!(engine.stream_memory, sum);
         engine.sync_counters();
         assert_eq!(engine.counters.stream_memory, sum as u64);
+    }
+
+    /// HTTP requests waiting for their response count against the cap:
+    /// clients that pipeline requests no response comes back to (or a
+    /// capture of one direction) are held to it, and the requests of the
+    /// flows let go are logged then, not lost.
+    #[test]
+    fn pending_http_requests_are_held_to_the_memory_cap() {
+        let cap = 2 << 20;
+        let mut engine = Engine::new(EngineConfig {
+            stream_memcap: cap,
+            ..EngineConfig::default()
+        });
+        let mut out = Output::default();
+        // each request about 3 KiB once parsed (its fields are kept up to 1 KiB)
+        let long = "a".repeat(1000);
+        let (flows, requests) = (60u16, 60u32);
+        // what the flows hold, counted here from the streams and the requests
+        let held = |engine: &Engine| -> usize {
+            (engine.flows.iter())
+                .filter_map(|f| f.data.active.as_deref())
+                .map(|a| {
+                    let http = a.analyzers.http.as_ref().map_or(0, |h| h.memory());
+                    a.streams.iter().map(Stream::memory).sum::<usize>() + http
+                })
+                .sum()
+        };
+        let mut logged_early = 0;
+        for client in 1..=flows {
+            let ms = i64::from(client);
+            feed(
+                &mut engine,
+                &mut out,
+                &tcp_frame(client, true, 0, "S", &[]),
+                ms,
+            );
+            feed(
+                &mut engine,
+                &mut out,
+                &tcp_frame(client, false, 0, "SA", &[]),
+                ms,
+            );
+            let mut seq = 1;
+            for i in 0..requests {
+                let req = format!(
+                    "GET /{long}{i} HTTP/1.1\r\nHost: {long}.test\r\nUser-Agent: {long}\r\n\r\n"
+                );
+                let frame = tcp_frame(client, true, seq, "A", req.as_bytes());
+                feed(&mut engine, &mut out, &frame, ms);
+                seq += req.len() as u32;
+                let now = held(&engine);
+                assert_eq!(engine.stream_memory, now);
+                assert!(now <= cap + 256 * 1024, "{now}");
+            }
+            logged_early = engine.counters.http_transactions;
+        }
+        let shed = engine.counters.stream_memcap_shed;
+        assert!(
+            shed > 30 && shed < u64::from(flows),
+            "{:?}",
+            engine.counters
+        );
+        assert_eq!(
+            logged_early,
+            shed * u64::from(requests),
+            "the requests of the flows let go were logged when they went"
+        );
+        engine.finish(Origin::default(), &mut out);
+        assert_eq!(
+            engine.counters.http_transactions,
+            u64::from(flows) * u64::from(requests),
+            "every request read, once"
+        );
+        assert_eq!(engine.stream_memory, 0);
     }
 
     /// A flow pushed out of a full table by the packet that takes the
