@@ -288,7 +288,9 @@ pub fn parse_duration(s: &str) -> Option<crate::time::Duration> {
         "d" => 86_400,
         _ => return None,
     };
-    Some(crate::time::Duration::from_secs(n.checked_mul(secs)?))
+    // in nanoseconds, as capture time counts: a number too big is no duration
+    let nanos = n.checked_mul(secs)?.checked_mul(1_000_000_000)?;
+    Some(crate::time::Duration(nanos))
 }
 
 /// The whole site configuration file.
@@ -313,6 +315,79 @@ pub struct SiteConfig {
     pub metrics: MetricsConfig,
     #[serde(default)]
     pub events: EventsConfig,
+    #[serde(default)]
+    pub flow: FlowConfig,
+}
+
+/// `[flow]`: the flow table's size, its idle timeouts and the reassembly
+/// memory cap (the command line's `--max-flows` and `--stream-memcap` win).
+/// The timeouts are applied again on a reload; the sizes at start only.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FlowConfig {
+    /// Flows tracked at most, all workers together. Default 65536.
+    pub max_flows: Option<usize>,
+    /// Heap the streams (and HTTP requests waiting for a response) may
+    /// hold, all workers together, in MiB. Default 256.
+    pub stream_memcap_mib: Option<u64>,
+    #[serde(default)]
+    pub timeouts: TimeoutsConfig,
+}
+
+/// `[flow.timeouts]`: how long a flow may be idle (capture time) before it
+/// ends and its `flow` event is logged.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// TCP before the server answered. Default 60s.
+    pub tcp_new: Option<HumanDuration>,
+    /// TCP once both sides have sent. Default 10m.
+    pub tcp_established: Option<HumanDuration>,
+    /// TCP after both FINs or a RST (late packets stay in the flow). Default 10s.
+    pub tcp_closed: Option<HumanDuration>,
+    /// UDP. Default 2m.
+    pub udp: Option<HumanDuration>,
+    /// UDP flows read as DNS (a lookup is answered within it). Default 10s.
+    pub dns: Option<HumanDuration>,
+    /// Other IP protocols. Default 60s.
+    pub other: Option<HumanDuration>,
+}
+
+impl FlowConfig {
+    /// The timeouts, defaults where unset.
+    pub fn timeouts(&self) -> crate::flow::Timeouts {
+        let d = crate::flow::Timeouts::default();
+        let t = &self.timeouts;
+        let or = |v: &Option<HumanDuration>, default| v.as_ref().map_or(default, |h| h.0);
+        crate::flow::Timeouts {
+            tcp_new: or(&t.tcp_new, d.tcp_new),
+            tcp_established: or(&t.tcp_established, d.tcp_established),
+            tcp_closed: or(&t.tcp_closed, d.tcp_closed),
+            udp: or(&t.udp, d.udp),
+            udp_exchange: or(&t.dns, d.udp_exchange),
+            other: or(&t.other, d.other),
+        }
+    }
+
+    /// What is wrong with the values, if anything.
+    fn problem(&self) -> Option<String> {
+        if self.max_flows == Some(0) || self.stream_memcap_mib == Some(0) {
+            return Some("flow: `max_flows` and `stream_memcap_mib` are at least 1".into());
+        }
+        let t = &self.timeouts;
+        let zero = [
+            ("tcp_new", &t.tcp_new),
+            ("tcp_established", &t.tcp_established),
+            ("udp", &t.udp),
+            ("dns", &t.dns),
+            ("other", &t.other),
+        ]
+        .into_iter()
+        .find(|(_, v)| v.as_ref().is_some_and(|h| h.0 .0 <= 0));
+        zero.map(|(k, _)| {
+            format!("flow.timeouts.{k}: must be at least 1s (only tcp_closed may be 0s)")
+        })
+    }
 }
 
 /// How certificates are logged (`[events] certificates`).
@@ -443,17 +518,11 @@ impl SiteConfig {
             None => false,
         };
         if workers_bad || self.capture.buffer_mib == Some(0) {
-            let line = text
-                .lines()
-                .position(|l| l.trim_start().starts_with("[capture]"))
-                .map_or(0, |i| i + 1);
-            let col = usize::from(line > 0);
-            return Err(ConfigError {
-                file: file.to_string(),
-                line,
-                col,
-                msg: "capture: `workers` is a number from 1 to 256 or \"auto\"; `buffer_mib` is at least 1".into(),
-            });
+            let msg = "capture: `workers` is a number from 1 to 256 or \"auto\"; `buffer_mib` is at least 1";
+            return Err(at_section(file, text, "[capture]", msg.into()));
+        }
+        if let Some(msg) = self.flow.problem() {
+            return Err(at_section(file, text, "[flow", msg));
         }
         for (i, o) in self.outputs.iter().enumerate() {
             let problem = output_problem(o);
@@ -539,6 +608,21 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// An error found after parsing, at the line of the first header that
+/// starts with `header` (line 0 when there is none).
+fn at_section(file: &str, text: &str, header: &str, msg: String) -> ConfigError {
+    let line = text
+        .lines()
+        .position(|l| l.trim_start().starts_with(header))
+        .map_or(0, |i| i + 1);
+    ConfigError {
+        file: file.to_string(),
+        line,
+        col: usize::from(line > 0),
+        msg,
+    }
+}
+
 /// Line of the `n`th `[[name]]` header (for errors found after parsing).
 fn nth_table_line(text: &str, name: &str, n: usize) -> (usize, usize) {
     let header = format!("[[{name}]]");
@@ -573,6 +657,55 @@ mod tests {
             let e = SiteConfig::parse("t", bad).expect_err(bad).to_string();
             assert!(e.starts_with("t:1:1: capture:"), "{e}");
         }
+    }
+
+    #[test]
+    fn flow_settings_and_timeouts_with_defaults_where_unset() {
+        let c = SiteConfig::parse(
+            "t",
+            "[flow]\nmax_flows = 1000\nstream_memcap_mib = 64\n[flow.timeouts]\ntcp_established = \"1h\"\ntcp_closed = \"0s\"\ndns = \"3s\"\n",
+        )
+        .expect("flow");
+        assert_eq!(c.flow.max_flows, Some(1000));
+        assert_eq!(c.flow.stream_memcap_mib, Some(64));
+        let t = c.flow.timeouts();
+        let d = crate::flow::Timeouts::default();
+        use crate::time::Duration;
+        assert_eq!(t.tcp_established, Duration::from_secs(3600));
+        assert_eq!(t.tcp_closed, Duration::from_secs(0));
+        assert_eq!(t.udp_exchange, Duration::from_secs(3));
+        assert_eq!((t.tcp_new, t.udp, t.other), (d.tcp_new, d.udp, d.other));
+        let t = SiteConfig::default().flow.timeouts();
+        assert_eq!(
+            (t.tcp_established, t.udp_exchange),
+            (d.tcp_established, d.udp_exchange)
+        );
+        for (bad, want) in [
+            ("[flow]\nmax_flows = 0\n", "t:1:1: flow: `max_flows`"),
+            (
+                "[flow]\nstream_memcap_mib = 0\n",
+                "t:1:1: flow: `max_flows`",
+            ),
+            (
+                "\n[flow.timeouts]\nudp = \"0s\"\n",
+                "t:2:1: flow.timeouts.udp: must be at least 1s",
+            ),
+            (
+                "[flow.timeouts]\nudp = \"soon\"\n",
+                "`soon` is not a duration",
+            ),
+            (
+                "[flow.timeouts]\nudp = \"9999999999999d\"\n",
+                "is not a duration",
+            ),
+            ("[flow.timeouts]\ntcp = \"1s\"\n", "unknown field `tcp`"),
+            ("[flow]\nmaxflows = 1\n", "unknown field `maxflows`"),
+        ] {
+            let e = SiteConfig::parse("t", bad).expect_err(bad).to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+        assert!(parse_duration("106751d").is_some(), "the longest that fits");
+        assert!(parse_duration("106752d").is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod report;
 #[path = "settings_cli.rs"]
 mod settings;
 use live_host::LiveHost;
-use settings::{auto_workers, capture_settings, parse_workers};
+use settings::{auto_workers, capture_settings, engine_for_site, parse_workers};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -119,14 +119,13 @@ struct CommonArgs {
     /// `auto`, one per core. The output is the same for every number.
     #[arg(long, value_parser = parse_workers)]
     workers: Option<u16>,
-    /// Flows tracked at most (all workers together).
-    #[arg(long, default_value_t = spanwatch::flow::DEFAULT_MAX_FLOWS)]
-    max_flows: usize,
-    /// Heap memory all TCP streams may hold for reassembly, with the HTTP
-    /// requests waiting for a response, in MiB (all workers together); over
-    /// it, the flows holding the most stop being read.
-    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..), default_value_t = 256)]
-    stream_memcap: u64,
+    /// Flows tracked at most, all workers together [default: `[flow] max_flows`, else 65536].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    max_flows: Option<u64>,
+    /// MiB all TCP streams (and HTTP requests awaiting a response) may hold, all workers
+    /// together; over it, the biggest flows stop being read [default: `[flow] stream_memcap_mib`, else 256].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..))]
+    stream_memcap: Option<u64>,
     /// Keep the host activity ledger in this database (a SQLite file, or
     /// postgres://...) and go on from what it holds. `live` defaults to
     /// `[ledger] database`; `read` keeps it in memory unless given this.
@@ -241,9 +240,7 @@ fn settings(c: &CommonArgs, live: bool) -> Result<(Settings, Outputs), String> {
         workers: c.workers.unwrap_or_else(auto_workers) as usize,
         engine: EngineConfig {
             rules: Arc::new(rules),
-            max_flows: c.max_flows,
-            stream_memcap: c.stream_memcap.saturating_mul(1 << 20) as usize,
-            ..EngineConfig::for_site(site)
+            ..engine_for_site(c.max_flows, c.stream_memcap, site)
         },
         types: Arc::new(EventTypes::new(&types)),
         live,

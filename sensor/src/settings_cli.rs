@@ -9,6 +9,29 @@ pub fn auto_workers() -> u16 {
     cores.clamp(1, 256) as u16
 }
 
+/// The engine's settings for a site: the flow table's size and the memory
+/// cap from the flags, else the site configuration's `[flow]`, else the
+/// defaults; the timeouts from `[flow.timeouts]`.
+pub fn engine_for_site(
+    max_flows: Option<u64>,
+    memcap_mib: Option<u64>,
+    site: spanwatch::config::SiteConfig,
+) -> spanwatch::pipeline::engine::EngineConfig {
+    let flows = (max_flows.map(|n| n as usize))
+        .or(site.flow.max_flows)
+        .unwrap_or(spanwatch::flow::DEFAULT_MAX_FLOWS);
+    let memcap = (memcap_mib.or(site.flow.stream_memcap_mib))
+        .map_or(spanwatch::pipeline::engine::DEFAULT_STREAM_MEMCAP, |m| {
+            m.saturating_mul(1 << 20) as usize
+        });
+    spanwatch::pipeline::engine::EngineConfig {
+        max_flows: flows,
+        stream_memcap: memcap,
+        timeouts: site.flow.timeouts(),
+        ..spanwatch::pipeline::engine::EngineConfig::for_site(site)
+    }
+}
+
 /// `--workers`: `auto` is one per core the process may use.
 pub fn parse_workers(s: &str) -> Result<u16, String> {
     if s == "auto" {

@@ -70,3 +70,75 @@ fn a_lookup_ends_ten_seconds_after_it_answered_or_not_other_udp_stays() {
     );
     assert_eq!(reasons.len(), 3, "{out}");
 }
+
+/// `[flow]` in the site configuration sets the timeouts and the table's
+/// size; `--max-flows` wins over it.
+#[test]
+fn the_site_configuration_sets_timeouts_and_the_table_size() {
+    let c = [10, 0, 0, 1];
+    let (resolver, other) = ([10, 0, 0, 53], [203, 0, 113, 9]);
+    let frames = [
+        (0.0, udp(c, 40001, resolver, 53, &dns_query())),
+        (0.5, udp(c, 40002, other, 9999, &[0x42; 64])),
+        (30.0, udp(c, 40003, other, 9999, &[0x42; 64])),
+    ];
+    let dir = common::Scratch::new("flow-config");
+    let path = dir.join("lookup.pcap");
+    let at = |t: f64| 1_700_000_000_000_000 + (t * 1e6) as u64;
+    let frames: Vec<(u64, &[u8])> = frames.iter().map(|(t, f)| (at(*t), &f[..])).collect();
+    std::fs::write(&path, common::classic_pcap(&frames)).expect("write");
+    let site = dir.join("site.toml");
+    std::fs::write(&site, "[flow.timeouts]\nudp = \"5s\"\ndns = \"1m\"\n").expect("write");
+    let (pcap, site_s) = (path.to_str().expect("utf-8"), site.to_str().expect("utf-8"));
+    let (code, out, err) = common::spanwatch(&["read", "-q", "--config", site_s, pcap]);
+    assert_eq!(code, 0, "{err}");
+    let reasons = flow_reasons(&out);
+    assert!(
+        reasons.contains(&(40001, "shutdown".into())),
+        "the lookup keeps 1 m: {reasons:?}"
+    );
+    assert!(
+        reasons.contains(&(40002, "timeout".into())),
+        "other UDP ends after 5 s: {reasons:?}"
+    );
+
+    // a table of one flow: each new flow pushes the last one out
+    std::fs::write(&site, "[flow]\nmax_flows = 1\n").expect("write");
+    let (code, out, err) =
+        common::spanwatch(&["read", "-q", "--workers", "1", "--config", site_s, pcap]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        flow_reasons(&out)
+            .iter()
+            .filter(|(_, r)| r == "evicted")
+            .count(),
+        2,
+        "{out}"
+    );
+    let args = [
+        "read",
+        "-q",
+        "--workers",
+        "1",
+        "--max-flows",
+        "10",
+        "--config",
+        site_s,
+        pcap,
+    ];
+    let (code, out, err) = common::spanwatch(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        flow_reasons(&out).iter().all(|(_, r)| r != "evicted"),
+        "the flag wins: {out}"
+    );
+
+    // a bad value names the file, its line and the key
+    std::fs::write(&site, "[flow.timeouts]\nudp = \"0s\"\n").expect("write");
+    let (code, _, err) = common::spanwatch(&["read", "-q", "--config", site_s, pcap]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("site.toml:1:1: flow.timeouts.udp: must be at least 1s"),
+        "{err}"
+    );
+}

@@ -446,6 +446,16 @@ impl<T> FlowTable<T> {
         }
     }
 
+    /// New timeouts (a reload): a flow whose timeout is now shorter is
+    /// queued again to end by it, not at the later deadline it had; a
+    /// longer one is found when its old deadline comes.
+    pub fn set_timeouts(&mut self, t: Timeouts) {
+        self.timeouts = t;
+        for f in self.flows.values_mut() {
+            shorten(f, &self.timeouts, &mut self.deadlines);
+        }
+    }
+
     /// Drops the stale deadlines when they outnumber live flows.
     fn compact(&mut self) {
         if self.deadlines.len() > 2 * self.flows.len() + 1024 {
@@ -646,6 +656,35 @@ mod tests {
         at: Timestamp,
     ) -> &'t mut Flow<()> {
         t.track(d, 60, at, 1, ended, || ()).0
+    }
+
+    /// New timeouts (a reload) apply to the flows already in the table: a
+    /// shorter one ends an established connection by it, not at the 600 s
+    /// it was queued with; a longer one keeps it past its old deadline.
+    #[test]
+    fn new_timeouts_apply_to_flows_already_tracked() {
+        let (mut t, mut ended) = connected(10);
+        let short = Timeouts {
+            tcp_established: Duration::from_secs(5),
+            ..Timeouts::default()
+        };
+        t.set_timeouts(short);
+        t.expire(ms(4_000), &mut ended);
+        assert!(ended.is_empty());
+        t.expire(ms(5_000), &mut ended);
+        assert_eq!(ended.len(), 1, "ended 5 s after its last packet");
+
+        let (mut t, mut ended) = connected(10);
+        let long = Timeouts {
+            tcp_new: Duration::from_secs(1000),
+            tcp_established: Duration::from_secs(1000),
+            ..Timeouts::default()
+        };
+        t.set_timeouts(long);
+        t.expire(ms(999_000), &mut ended);
+        assert!(ended.is_empty(), "kept past its 600 s");
+        t.expire(ms(1_000_000), &mut ended);
+        assert_eq!(ended.len(), 1);
     }
 
     #[test]

@@ -183,8 +183,12 @@ impl Engine {
         }
     }
 
-    /// Replaces the site configuration (segments of flows already seen stay).
+    /// Replaces the site configuration (segments of flows already seen
+    /// stay) and applies its flow timeouts; the table's size and the memory
+    /// cap stay as they were made.
     pub fn set_site(&mut self, site: Arc<SiteConfig>) {
+        self.flows.set_timeouts(site.flow.timeouts());
+        self.cfg.timeouts = site.flow.timeouts();
         self.cfg.site = site;
     }
 
@@ -803,6 +807,34 @@ mod tests {
             "every request read, once"
         );
         assert_eq!(engine.stream_memory, 0);
+    }
+
+    /// A reloaded site configuration's flow timeouts apply to the flows
+    /// already open.
+    #[test]
+    fn a_reload_applies_the_new_timeouts() {
+        let mut engine = Engine::new(EngineConfig::default());
+        let mut out = Output::default();
+        for (to_server, flags) in [(true, "S"), (false, "SA"), (true, "A")] {
+            feed(
+                &mut engine,
+                &mut out,
+                &tcp_frame(1, to_server, 0, flags, &[]),
+                0,
+            );
+        }
+        let site: SiteConfig =
+            SiteConfig::parse("t", "[flow.timeouts]\ntcp_established = \"5s\"\n").expect("parses");
+        engine.set_site(Arc::new(site));
+        let at = |s: i64| Timestamp(1_700_000_000_000_000_000 + s * 1_000_000_000);
+        engine.tick(at(4), Origin::default(), &mut out);
+        assert_eq!(engine.flows.len(), 1);
+        engine.tick(at(5), Origin::default(), &mut out);
+        assert_eq!(
+            engine.flows.len(),
+            0,
+            "ended 5 s after its last packet, not 600 s"
+        );
     }
 
     /// A flow pushed out of a full table by the packet that takes the
