@@ -369,10 +369,15 @@ impl FlowConfig {
         }
     }
 
-    /// What is wrong with the values, if anything.
-    fn problem(&self) -> Option<String> {
-        if self.max_flows == Some(0) || self.stream_memcap_mib == Some(0) {
-            return Some("flow: `max_flows` and `stream_memcap_mib` are at least 1".into());
+    /// What is wrong with the values, if anything: the key and the problem.
+    fn problem(&self) -> Option<(&'static str, String)> {
+        for (key, v) in [
+            ("max_flows", self.max_flows.map(|n| n as u64)),
+            ("stream_memcap_mib", self.stream_memcap_mib),
+        ] {
+            if v == Some(0) {
+                return Some((key, format!("flow.{key}: must be at least 1")));
+            }
         }
         let t = &self.timeouts;
         let zero = [
@@ -385,7 +390,8 @@ impl FlowConfig {
         .into_iter()
         .find(|(_, v)| v.as_ref().is_some_and(|h| h.0 .0 <= 0));
         zero.map(|(k, _)| {
-            format!("flow.timeouts.{k}: must be at least 1s (only tcp_closed may be 0s)")
+            let msg = format!("flow.timeouts.{k}: must be at least 1s (only tcp_closed may be 0s)");
+            (k, msg)
         })
     }
 }
@@ -521,8 +527,8 @@ impl SiteConfig {
             let msg = "capture: `workers` is a number from 1 to 256 or \"auto\"; `buffer_mib` is at least 1";
             return Err(at_section(file, text, "[capture]", msg.into()));
         }
-        if let Some(msg) = self.flow.problem() {
-            return Err(at_section(file, text, "[flow", msg));
+        if let Some((key, msg)) = self.flow.problem() {
+            return Err(at_key(file, text, key, "[flow", msg));
         }
         for (i, o) in self.outputs.iter().enumerate() {
             let problem = output_problem(o);
@@ -623,6 +629,35 @@ fn at_section(file: &str, text: &str, header: &str, msg: String) -> ConfigError 
     }
 }
 
+/// An error found after parsing, at the first assignment to `key`, else at
+/// the first header that starts with `header`.
+fn at_key(file: &str, text: &str, key: &str, header: &str, msg: String) -> ConfigError {
+    match key_at(text, key) {
+        Some((line, col)) => ConfigError {
+            file: file.to_string(),
+            line,
+            col,
+            msg,
+        },
+        None => at_section(file, text, header, msg),
+    }
+}
+
+/// Line and column of the first assignment to `key` (plain, dotted as
+/// `a.key`, or inside an inline table), for an error found after parsing.
+fn key_at(text: &str, key: &str) -> Option<(usize, usize)> {
+    text.lines().enumerate().find_map(|(i, l)| {
+        let names = l
+            .split(['{', ','])
+            .filter_map(|part| part.split_once('='))
+            .map(|(k, _)| k);
+        let found = names
+            .map(str::trim)
+            .any(|k| k == key || k.ends_with(&format!(".{key}")));
+        found.then(|| (i + 1, l.find(key).map_or(1, |c| c + 1)))
+    })
+}
+
 /// Line of the `n`th `[[name]]` header (for errors found after parsing).
 fn nth_table_line(text: &str, name: &str, n: usize) -> (usize, usize) {
     let header = format!("[[{name}]]");
@@ -681,14 +716,25 @@ mod tests {
             (d.tcp_established, d.udp_exchange)
         );
         for (bad, want) in [
-            ("[flow]\nmax_flows = 0\n", "t:1:1: flow: `max_flows`"),
             (
-                "[flow]\nstream_memcap_mib = 0\n",
-                "t:1:1: flow: `max_flows`",
+                "[flow]\nmax_flows = 0\n",
+                "t:2:1: flow.max_flows: must be at least 1",
             ),
             (
-                "\n[flow.timeouts]\nudp = \"0s\"\n",
-                "t:2:1: flow.timeouts.udp: must be at least 1s",
+                "[flow]\n  stream_memcap_mib = 0\n",
+                "t:2:3: flow.stream_memcap_mib: must",
+            ),
+            (
+                "\n[flow.timeouts]\ntcp_new = \"9s\"\nudp = \"0s\"\n",
+                "t:4:1: flow.timeouts.udp: must be at least 1s",
+            ),
+            (
+                "\n\nflow.timeouts.other = \"0s\"\n",
+                "t:3:15: flow.timeouts.other:",
+            ),
+            (
+                "[flow]\ntimeouts = { udp = \"5s\", dns = \"0s\" }\n",
+                "t:2:26: flow.timeouts.dns:",
             ),
             (
                 "[flow.timeouts]\nudp = \"soon\"\n",

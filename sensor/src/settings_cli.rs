@@ -9,9 +9,9 @@ pub fn auto_workers() -> u16 {
     cores.clamp(1, 256) as u16
 }
 
-/// The engine's settings for a site: the flow table's size and the memory
-/// cap from the flags, else the site configuration's `[flow]`, else the
-/// defaults; the timeouts from `[flow.timeouts]`.
+/// The engine's settings for a site (its timeouts from `[flow.timeouts]`):
+/// the flow table's size and the memory cap from the flags, else the site
+/// configuration's `[flow]`, else the defaults.
 pub fn engine_for_site(
     max_flows: Option<u64>,
     memcap_mib: Option<u64>,
@@ -27,7 +27,6 @@ pub fn engine_for_site(
     spanwatch::pipeline::engine::EngineConfig {
         max_flows: flows,
         stream_memcap: memcap,
-        timeouts: site.flow.timeouts(),
         ..spanwatch::pipeline::engine::EngineConfig::for_site(site)
     }
 }

@@ -440,6 +440,26 @@ fn the_stream_memory_cap_lets_the_biggest_flows_go() {
         // 200 flows of 84 KB each into 1 MiB: all but a few let go
         assert!(let_go(&err) > 150, "{workers} workers: {err}");
     }
+    // the same cap from the site configuration, and the flag winning over it
+    let site = d.join("site.toml");
+    std::fs::write(&site, "[flow]\nstream_memcap_mib = 1\n").expect("write");
+    let site = site.to_str().expect("utf-8");
+    let (code, _, err) = spanwatch(&["read", "-q", "--workers", "1", "--config", site, path]);
+    assert_eq!(code, 0, "{err}");
+    assert!(let_go(&err) > 150, "[flow] stream_memcap_mib: {err}");
+    let args = [
+        "read",
+        "-q",
+        "--workers",
+        "1",
+        "--stream-memcap",
+        "256",
+        "--config",
+        site,
+        path,
+    ];
+    let (code, _, err) = spanwatch(&args);
+    assert_eq!((code, let_go(&err)), (0, 0), "the flag wins: {err}");
     let (code, _, err) = spanwatch(&["read", "--stream-memcap", "0", path]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--stream-memcap"), "{err}");

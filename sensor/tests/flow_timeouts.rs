@@ -138,7 +138,7 @@ fn the_site_configuration_sets_timeouts_and_the_table_size() {
     let (code, _, err) = common::spanwatch(&["read", "-q", "--config", site_s, pcap]);
     assert_eq!(code, 2, "{err}");
     assert!(
-        err.contains("site.toml:1:1: flow.timeouts.udp: must be at least 1s"),
+        err.contains("site.toml:2:1: flow.timeouts.udp: must be at least 1s"),
         "{err}"
     );
 }

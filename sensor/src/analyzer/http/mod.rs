@@ -446,6 +446,10 @@ impl HttpSession {
             .feed(d, looks_like_response, parse_response_framed, |r| {
                 let req = pending.pop_front();
                 *heap -= req.as_ref().map_or(0, Request::heap);
+                if pending.is_empty() && pending.capacity() > 4 {
+                    // a pipelined burst answered: its room goes
+                    *pending = VecDeque::new();
+                }
                 // the response to HEAD has no body, whatever its head says
                 let body = req
                     .as_ref()
@@ -628,5 +632,23 @@ mod tests {
         h.flush();
         assert_eq!(h.memory(), 0);
         assert_eq!(h.done.len(), 3);
+
+        // a response with no request waiting takes nothing away
+        let mut h = HttpSession::default();
+        assert_eq!(h.feed_response(resp), resp.len());
+        assert_eq!(h.memory(), 0);
+        // past MAX_PENDING the oldest is logged alone: the count follows
+        for _ in 0..MAX_PENDING + 10 {
+            h.feed_request(req);
+        }
+        assert_eq!(h.pending.len(), MAX_PENDING);
+        assert_eq!(h.done.len(), 1 + 10);
+        let queue = h.pending.capacity() * std::mem::size_of::<Request>();
+        assert_eq!(h.memory(), queue + fields(&h));
+        // every one answered: the queue's room goes too
+        for _ in 0..MAX_PENDING {
+            h.feed_response(resp);
+        }
+        assert_eq!(h.memory(), 0);
     }
 }

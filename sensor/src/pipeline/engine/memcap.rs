@@ -73,6 +73,12 @@ impl Engine {
                 let last = f.last;
                 em.http(f, &Packet::at(last));
             }
+            // nothing reads the flow's HTTP state again (it is bypassed):
+            // it goes, and with it the analyzers when nothing else is left
+            if let Some(a) = f.data.analyzers_mut() {
+                a.http = None;
+            }
+            let_go(&mut f.data);
         }
     }
 }

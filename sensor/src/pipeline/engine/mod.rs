@@ -55,9 +55,11 @@ impl EngineConfig {
         }
     }
 
-    /// Settings for a site, with the bundled signatures.
+    /// Settings for a site (its `[flow.timeouts]`), with the bundled
+    /// signatures and the default table size and memory cap.
     pub fn for_site(site: SiteConfig) -> Self {
         EngineConfig {
+            timeouts: site.flow.timeouts(),
             site: Arc::new(site),
             ..Default::default()
         }
@@ -795,6 +797,10 @@ mod tests {
             "{:?}",
             engine.counters
         );
+        let gone = (engine.flows.iter())
+            .filter(|f| f.data.bypass && f.data.active.is_none())
+            .count();
+        assert_eq!(gone as u64, shed, "a flow let go keeps no HTTP state");
         assert_eq!(
             logged_early,
             shed * u64::from(requests),
