@@ -17,6 +17,31 @@ pub struct LiveHost<'a> {
     pub term: Arc<std::sync::atomic::AtomicBool>,
     pub hup: Arc<std::sync::atomic::AtomicBool>,
     pub ifstats: Vec<Arc<spanwatch::capture::live::IfaceStats>>,
+    /// The site configuration the sensor started with (what a reload cannot
+    /// change is compared with it).
+    pub at_start: SiteConfig,
+}
+
+/// The settings a reload does not apply that differ between `old` and
+/// `new`: they are read at start.
+pub fn start_only_changes(old: &SiteConfig, new: &SiteConfig) -> Vec<&'static str> {
+    let sizes = |s: &SiteConfig| (s.flow.max_flows, s.flow.stream_memcap_mib);
+    [
+        ("[capture]", old.capture != new.capture),
+        ("[[output]]", old.outputs != new.outputs),
+        (
+            "[flow] max_flows / stream_memcap_mib",
+            sizes(old) != sizes(new),
+        ),
+        (
+            "[ledger] database",
+            old.ledger.database != new.ledger.database,
+        ),
+        ("[metrics]", old.metrics != new.metrics),
+    ]
+    .into_iter()
+    .filter_map(|(what, changed)| changed.then_some(what))
+    .collect()
 }
 
 impl spanwatch::pipeline::live::Host for LiveHost<'_> {
@@ -33,7 +58,15 @@ impl spanwatch::pipeline::live::Host for LiveHost<'_> {
         self.hup.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
     fn load(&mut self) -> Result<(SiteConfig, RuleSet), String> {
-        load(&self.args.common)
+        let (site, rules) = load(&self.args.common)?;
+        let changed = start_only_changes(&self.at_start, &site);
+        if !changed.is_empty() {
+            eprintln!(
+                "spanwatch: SIGHUP: {} changed: read at start, applied at the next restart",
+                changed.join(", ")
+            );
+        }
+        Ok((site, rules))
     }
     fn interfaces(&mut self) -> Vec<spanwatch::stats::InterfaceStats> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -59,5 +92,28 @@ impl spanwatch::pipeline::live::Host for LiveHost<'_> {
                 "spanwatch: SIGHUP: {e}; keeping the previous configuration and signatures"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a reload cannot apply is named when it changed, and only then.
+    #[test]
+    fn a_reload_names_the_settings_read_at_start_that_changed() {
+        let parse = |t: &str| SiteConfig::parse("t", t).expect("parses");
+        let old = parse("[flow]\nmax_flows = 10\n[flow.timeouts]\nudp = \"5s\"\n");
+        let same_sizes = parse("[flow]\nmax_flows = 10\n[flow.timeouts]\nudp = \"9s\"\n[allow]\nnames = [\"a.example\"]\n");
+        assert!(start_only_changes(&old, &same_sizes).is_empty());
+        let new = parse("[flow]\nmax_flows = 20\n[capture]\nbpf = \"tcp\"\n[ledger]\ndatabase = \"/tmp/l.db\"\n");
+        assert_eq!(
+            start_only_changes(&old, &new),
+            [
+                "[capture]",
+                "[flow] max_flows / stream_memcap_mib",
+                "[ledger] database"
+            ]
+        );
     }
 }

@@ -329,6 +329,7 @@ fn live(mut args: LiveArgs) -> ExitCode {
         term,
         hup,
         ifstats,
+        at_start: load(&args.common).map(|(s, _)| s).unwrap_or_default(),
     };
     spanwatch::pipeline::live::run(&mut p, &rx, &mut host, stats_every);
     // Stop capture, drain every queue, end every flow, flush and fsync.
