@@ -95,12 +95,13 @@ pub struct QuicSession {
     /// The version of the first Initial opened.
     pub version: Option<u32>,
     /// The ClientHellos read and not logged yet, in order (see
-    /// [`MAX_HELLOS`]).
-    pub hellos: SmallVec<[ClientHello; 1]>,
+    /// [`MAX_HELLOS`]). On the heap, and freed once logged: a flow waits
+    /// out its idle timeout after its handshake, and a hello is 504 bytes.
+    pub hellos: Vec<ClientHello>,
     /// The server asked for a Retry after the last ClientHello: the next
     /// one repeats it and is not logged again if it is the same.
     retry_pending: bool,
-    last_hello: Option<ClientHello>,
+    last_hello: Option<Box<ClientHello>>,
     pub server_hello: Option<ServerHello>,
     /// The client's first Destination Connection ID (the Initial keys' source).
     pub client_dcid: SmallVec<[u8; MAX_CID_LEN]>,
@@ -145,7 +146,7 @@ impl QuicSession {
     /// timeout (120 s) holding a third of what it held, and an Initial to a
     /// new connection ID, the only one still opened, derives its keys anew.
     pub fn logged(&mut self) {
-        self.hellos.clear();
+        self.hellos = Vec::new();
         if self.done() {
             self.keys = SmallVec::new();
             self.scratch = Vec::new();
@@ -392,12 +393,12 @@ impl QuicSession {
     fn hello(&mut self, ch: ClientHello) {
         self.opened = 0;
         let repeat = std::mem::take(&mut self.retry_pending)
-            && (self.last_hello.as_ref() == Some(&ch) || self.hellos.contains(&ch));
+            && (self.last_hello.as_deref() == Some(&ch) || self.hellos.contains(&ch));
         if !repeat && self.hellos.len() < MAX_HELLOS {
-            self.last_hello = Some(ch.clone());
+            self.last_hello = Some(Box::new(ch.clone()));
             self.hellos.push(ch);
         } else if !repeat {
-            self.last_hello = Some(ch);
+            self.last_hello = Some(Box::new(ch));
         }
     }
 
