@@ -78,12 +78,15 @@ impl Default for EngineConfig {
     }
 }
 
-/// Per-flow state: the two streams and the analyzers (made when the flow
-/// first carries payload: a flow of bare SYNs, what a flood is made of, holds
-/// none), where the flow's ends are.
+/// Per-flow state: for TCP the two streams and the analyzers, for UDP the
+/// analyzers alone (made when the flow first carries payload: a flow of bare
+/// SYNs, what a flood is made of, holds none), where the flow's ends are.
 #[derive(Debug, Default)]
 pub struct Session {
     active: Option<Box<Active>>,
+    /// A UDP flow's analyzers (DNS, QUIC): no streams, which are 288 bytes
+    /// a flow would keep for its idle timeout.
+    datagrams: Option<Box<Analyzers>>,
     /// Initial sequence numbers seen before there was payload.
     isn: [Option<u32>; 2],
     bypass: bool,
@@ -129,11 +132,14 @@ impl Session {
     }
 
     fn analyzers(&self) -> Option<&Analyzers> {
-        self.active.as_deref().map(|a| &a.analyzers)
+        (self.active.as_deref().map(|a| &a.analyzers)).or(self.datagrams.as_deref())
     }
 
     fn analyzers_mut(&mut self) -> Option<&mut Analyzers> {
-        self.active.as_deref_mut().map(|a| &mut a.analyzers)
+        match self.active.as_deref_mut() {
+            Some(a) => Some(&mut a.analyzers),
+            None => self.datagrams.as_deref_mut(),
+        }
     }
 
     fn streams(&self) -> &[Stream] {
@@ -390,7 +396,7 @@ fn datagram(
     chunk: &Chunk<'_>,
     ctx: &mut Ctx<'_>,
 ) -> Option<crate::flow::FlowKey> {
-    let a = &mut flow.data.active().analyzers;
+    let a = flow.data.datagrams.get_or_insert_with(Default::default);
     a.datagram(chunk, ctx);
     if a.exchanges && !flow.exchanges {
         flow.exchanges = true;
@@ -539,6 +545,25 @@ mod tests {
             engine.process(&p.view(), p.ts, Origin::default(), &mut out);
         }
         (engine, out)
+    }
+
+    /// A UDP flow read as DNS or QUIC holds its analyzers without the two
+    /// TCP streams (288 bytes it would keep for its idle timeout).
+    #[test]
+    fn datagram_flows_hold_no_streams() {
+        for name in ["evasion-dns-odd-ports.pcap", "evasion-quic-shapes.pcap"] {
+            let (engine, _) = engine_over(name);
+            let udp: Vec<_> = (engine.flows.iter())
+                .filter(|f| f.key.proto == 17 && f.data.analyzers().is_some())
+                .collect();
+            assert!(!udp.is_empty(), "{name}: a UDP flow read");
+            for f in udp {
+                assert!(
+                    f.data.active.is_none() && f.data.datagrams.is_some(),
+                    "{name}"
+                );
+            }
+        }
     }
 
     /// A TLS flow whose handshake was logged and which is bypassed keeps
