@@ -187,6 +187,35 @@ fn sighup_with_a_broken_config_keeps_the_old_one() {
     assert_eq!(alert["alert"]["segment"], "prod-core");
 }
 
+/// A reload applies what it can and names what it cannot: the table's size
+/// is read at start, the timeouts are applied.
+#[test]
+fn sighup_names_the_settings_read_at_start_it_changed() {
+    let Some(mut lab) = Lab::new("hupflow") else {
+        return;
+    };
+    let cfg = lab.dir.join("site.toml");
+    std::fs::copy(lab_config(), &cfg).expect("copy config");
+    lab.start(&cfg, 2);
+    let mut text = std::fs::read_to_string(&cfg).expect("read config");
+    text.push_str("\n[flow]\nmax_flows = 1000\n[flow.timeouts]\ntcp_closed = \"1s\"\n");
+    std::fs::write(&cfg, text).expect("change it");
+    lab.signal("-HUP");
+    lab.wait_for("configuration and signatures reloaded");
+    let err = lab.stderr();
+    assert!(
+        err.contains("[flow] max_flows / stream_memcap_mib changed: read at start, applied at the next restart"),
+        "{err}"
+    );
+    assert!(!err.contains("[capture]"), "nothing else changed: {err}");
+    lab.replay("pcaps/lab/lab-mitmweb-ui.pcap");
+    let live = lab.stop();
+    assert!(
+        live.iter().any(|e| e["event_type"] == "alert"),
+        "still running"
+    );
+}
+
 /// TLS events as (client, server, SNI, JA4): what each file must hold.
 fn tls_of(events: &[Value]) -> BTreeSet<String> {
     summary(events).1
