@@ -19,7 +19,7 @@ pub struct LiveHost<'a> {
     pub ifstats: Vec<Arc<spanwatch::capture::live::IfaceStats>>,
     /// The site configuration the sensor started with (what a reload cannot
     /// change is compared with it).
-    pub at_start: SiteConfig,
+    pub at_start: Arc<SiteConfig>,
 }
 
 /// The settings a reload does not apply that differ between `old` and

@@ -305,6 +305,7 @@ fn live(mut args: LiveArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let at_start = Arc::clone(&settings.engine.site);
     let mut p = match start(settings, out) {
         Ok(p) => p,
         Err(code) => return code,
@@ -329,7 +330,7 @@ fn live(mut args: LiveArgs) -> ExitCode {
         term,
         hup,
         ifstats,
-        at_start: load(&args.common).map(|(s, _)| s).unwrap_or_default(),
+        at_start,
     };
     spanwatch::pipeline::live::run(&mut p, &rx, &mut host, stats_every);
     // Stop capture, drain every queue, end every flow, flush and fsync.

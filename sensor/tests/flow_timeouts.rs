@@ -40,23 +40,28 @@ fn flow_reasons(events: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-#[test]
-fn a_lookup_ends_ten_seconds_after_it_answered_or_not_other_udp_stays() {
+/// A capture in `dir`: a lookup nobody answers (port 40001), then a
+/// datagram that is not DNS to a port nothing follows (40002), then capture
+/// time goes on to 30 s (40003; ticks every second).
+fn lookup_capture(dir: &common::Scratch) -> std::path::PathBuf {
     let c = [10, 0, 0, 1];
     let (resolver, other) = ([10, 0, 0, 53], [203, 0, 113, 9]);
     let frames = [
-        // a lookup nobody answers
         (0.0, udp(c, 40001, resolver, 53, &dns_query())),
-        // a datagram that is not DNS, to a port nothing follows
         (0.5, udp(c, 40002, other, 9999, &[0x42; 64])),
-        // capture time goes on: ticks every second up to 30 s
         (30.0, udp(c, 40003, other, 9999, &[0x42; 64])),
     ];
-    let dir = common::Scratch::new("flow-timeouts");
     let path = dir.join("lookup.pcap");
     let at = |t: f64| 1_700_000_000_000_000 + (t * 1e6) as u64;
     let frames: Vec<(u64, &[u8])> = frames.iter().map(|(t, f)| (at(*t), &f[..])).collect();
     std::fs::write(&path, common::classic_pcap(&frames)).expect("write");
+    path
+}
+
+#[test]
+fn a_lookup_ends_ten_seconds_after_it_answered_or_not_other_udp_stays() {
+    let dir = common::Scratch::new("flow-timeouts");
+    let path = lookup_capture(&dir);
     let (code, out, err) = common::spanwatch(&["read", "-q", path.to_str().expect("utf-8")]);
     assert_eq!(code, 0, "{err}");
     let reasons = flow_reasons(&out);
@@ -75,18 +80,8 @@ fn a_lookup_ends_ten_seconds_after_it_answered_or_not_other_udp_stays() {
 /// size; `--max-flows` wins over it.
 #[test]
 fn the_site_configuration_sets_timeouts_and_the_table_size() {
-    let c = [10, 0, 0, 1];
-    let (resolver, other) = ([10, 0, 0, 53], [203, 0, 113, 9]);
-    let frames = [
-        (0.0, udp(c, 40001, resolver, 53, &dns_query())),
-        (0.5, udp(c, 40002, other, 9999, &[0x42; 64])),
-        (30.0, udp(c, 40003, other, 9999, &[0x42; 64])),
-    ];
     let dir = common::Scratch::new("flow-config");
-    let path = dir.join("lookup.pcap");
-    let at = |t: f64| 1_700_000_000_000_000 + (t * 1e6) as u64;
-    let frames: Vec<(u64, &[u8])> = frames.iter().map(|(t, f)| (at(*t), &f[..])).collect();
-    std::fs::write(&path, common::classic_pcap(&frames)).expect("write");
+    let path = lookup_capture(&dir);
     let site = dir.join("site.toml");
     std::fs::write(&site, "[flow.timeouts]\nudp = \"5s\"\ndns = \"1m\"\n").expect("write");
     let (pcap, site_s) = (path.to_str().expect("utf-8"), site.to_str().expect("utf-8"));

@@ -160,13 +160,20 @@ fn sigterm_mid_capture_ends_every_flow() {
     assert!(reasons.iter().any(|r| **r == "periodic"), "{reasons:?}");
 }
 
+/// A copy of the lab's site configuration in the lab's directory, for a
+/// test to change under the running sensor.
+fn own_config(lab: &Lab) -> std::path::PathBuf {
+    let cfg = lab.dir.join("site.toml");
+    std::fs::copy(lab_config(), &cfg).expect("copy config");
+    cfg
+}
+
 #[test]
 fn sighup_with_a_broken_config_keeps_the_old_one() {
     let Some(mut lab) = Lab::new("hup") else {
         return;
     };
-    let cfg = lab.dir.join("site.toml");
-    std::fs::copy(lab_config(), &cfg).expect("copy config");
+    let cfg = own_config(&lab);
     lab.start(&cfg, 2);
     std::fs::write(&cfg, "[sensor]\nname = \"x\"\n[[segment]]\nname = \"p\"\nkind = \"prod\"\ncidrs = [\"10.0.0.0/8\"]\n").expect("break it");
     lab.signal("-HUP");
@@ -194,8 +201,7 @@ fn sighup_names_the_settings_read_at_start_it_changed() {
     let Some(mut lab) = Lab::new("hupflow") else {
         return;
     };
-    let cfg = lab.dir.join("site.toml");
-    std::fs::copy(lab_config(), &cfg).expect("copy config");
+    let cfg = own_config(&lab);
     lab.start(&cfg, 2);
     let mut text = std::fs::read_to_string(&cfg).expect("read config");
     text.push_str("\n[flow]\nmax_flows = 1000\n[flow.timeouts]\ntcp_closed = \"1s\"\n");

@@ -125,7 +125,7 @@ fn connect_host(target: &str) -> String {
 
 impl Packet<&[u8]> {
     /// A packet-less stand-in carrying only a time (for events at flow end).
-    pub(super) fn at(ts: Timestamp) -> Self {
+    fn at(ts: Timestamp) -> Self {
         Packet {
             ts,
             linktype: crate::capture::LinkType::ETHERNET,
@@ -349,13 +349,20 @@ impl Emit<'_, '_> {
         }
     }
 
-    /// A flow ends: what its analyzers still hold, then its `flow` event.
-    pub fn flow_end(&mut self, flow: &mut Flow<Session>, reason: EndReason) {
+    /// The HTTP requests still waiting for a response, logged without one
+    /// at the flow's last packet (it ends, or is let go at the memory cap).
+    pub fn unanswered(&mut self, flow: &mut Flow<Session>) {
         if let Some(h) = flow.data.analyzers_mut().and_then(|a| a.http.as_mut()) {
             h.flush();
         }
         let last = flow.last;
         self.http(flow, &Packet::at(last));
+    }
+
+    /// A flow ends: what its analyzers still hold, then its `flow` event.
+    pub fn flow_end(&mut self, flow: &mut Flow<Session>, reason: EndReason) {
+        self.unanswered(flow);
+        let last = flow.last;
         let unlogged_hello = flow.data.analyzers().is_some_and(|a| {
             !a.tls_logged
                 && a.tls

@@ -23,7 +23,6 @@
 
 use super::emit::Emit;
 use super::{let_go, recount, Engine, Origin};
-use crate::capture::Packet;
 use crate::flow::{Dir, FlowKey};
 use crate::pipeline::output::Output;
 
@@ -50,35 +49,26 @@ impl Engine {
                 continue;
             };
             let held = f.data.stream_memory();
-            let mut http = false;
             if let Some(a) = f.data.analyzers_mut() {
                 a.stop(Dir::ToServer);
                 a.stop(Dir::ToClient);
-                if let Some(h) = a.http.as_mut() {
-                    h.flush();
-                    http = !h.done.is_empty();
-                }
             }
-            let_go(&mut f.data);
-            recount(&mut self.stream_memory, held, &f.data);
-            self.counters.stream_memcap_shed += 1;
-            if http {
-                let mut em = Emit {
-                    rules: &self.cfg.rules,
-                    site: &self.cfg.site,
-                    origin,
-                    out: &mut *out,
-                    counters: &mut self.counters,
-                };
-                let last = f.last;
-                em.http(f, &Packet::at(last));
-            }
+            let mut em = Emit {
+                rules: &self.cfg.rules,
+                site: &self.cfg.site,
+                origin,
+                out: &mut *out,
+                counters: &mut self.counters,
+            };
+            em.unanswered(f);
             // nothing reads the flow's HTTP state again (it is bypassed):
             // it goes, and with it the analyzers when nothing else is left
             if let Some(a) = f.data.analyzers_mut() {
                 a.http = None;
             }
             let_go(&mut f.data);
+            recount(&mut self.stream_memory, held, &f.data);
+            self.counters.stream_memcap_shed += 1;
         }
     }
 }

@@ -163,7 +163,8 @@ pub struct Engine {
     pub counters: Counters,
     ended: Vec<(Box<Flow<Session>>, EndReason)>,
     dns_out: Vec<DnsMessage>,
-    /// Heap bytes the streams of all flows hold now.
+    /// Heap bytes all flows hold now for reading (their streams, and the
+    /// HTTP requests waiting for a response: [`Session::stream_memory`]).
     stream_memory: usize,
     /// The running thread's fingerprint-memo resets when the engine started
     /// on it (the memo is per thread: see [`Engine::on_this_thread`]).
@@ -195,8 +196,8 @@ impl Engine {
     /// stay) and applies its flow timeouts; the table's size and the memory
     /// cap stay as they were made.
     pub fn set_site(&mut self, site: Arc<SiteConfig>) {
-        self.flows.set_timeouts(site.flow.timeouts());
         self.cfg.timeouts = site.flow.timeouts();
+        self.flows.set_timeouts(self.cfg.timeouts);
         self.cfg.site = site;
     }
 
@@ -669,6 +670,12 @@ mod tests {
         v
     }
 
+    /// Connection `client`'s SYN and SYN-ACK at `ms`.
+    fn open(engine: &mut Engine, out: &mut Output, client: u16, ms: i64) {
+        feed(engine, out, &tcp_frame(client, true, 0, "S", &[]), ms);
+        feed(engine, out, &tcp_frame(client, false, 0, "SA", &[]), ms);
+    }
+
     fn feed(engine: &mut Engine, out: &mut Output, frame: &[u8], ms: i64) {
         let ts = Timestamp(1_700_000_000_000_000_000 + ms * 1_000_000);
         let p = Packet {
@@ -712,18 +719,7 @@ mod tests {
         }
         for client in 2..200u16 {
             ms += 1;
-            feed(
-                &mut engine,
-                &mut out,
-                &tcp_frame(client, true, 0, "S", &[]),
-                ms,
-            );
-            feed(
-                &mut engine,
-                &mut out,
-                &tcp_frame(client, false, 0, "SA", &[]),
-                ms,
-            );
+            open(&mut engine, &mut out, client, ms);
             // a gap of 1,000 bytes, then 60 segments held out of order
             for i in 0..60u32 {
                 let seq = 1 + 1000 + i * chunk.len() as u32;
@@ -790,18 +786,7 @@ mod tests {
         let mut logged_early = 0;
         for client in 1..=flows {
             let ms = i64::from(client);
-            feed(
-                &mut engine,
-                &mut out,
-                &tcp_frame(client, true, 0, "S", &[]),
-                ms,
-            );
-            feed(
-                &mut engine,
-                &mut out,
-                &tcp_frame(client, false, 0, "SA", &[]),
-                ms,
-            );
+            open(&mut engine, &mut out, client, ms);
             let mut seq = 1;
             for i in 0..requests {
                 let req = format!(
@@ -875,8 +860,7 @@ mod tests {
     fn an_evicted_flow_is_not_made_up_for_by_the_live_ones() {
         let chunk = [0x17u8; 1400];
         let gapped = |engine: &mut Engine, out: &mut Output, client: u16| {
-            feed(engine, out, &tcp_frame(client, true, 0, "S", &[]), 0);
-            feed(engine, out, &tcp_frame(client, false, 0, "SA", &[]), 0);
+            open(engine, out, client, 0);
             for i in 0..60u32 {
                 let seq = 1001 + i * chunk.len() as u32;
                 feed(engine, out, &tcp_frame(client, true, seq, "A", &chunk), 0);
