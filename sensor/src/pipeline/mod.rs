@@ -37,6 +37,7 @@
 pub mod engine;
 pub mod live;
 pub mod output;
+mod room;
 pub mod walk;
 pub mod writer;
 
@@ -369,7 +370,7 @@ pub struct Pipeline<W: Sink + 'static> {
     seq: Sequencer,
     live: bool,
     origin: Option<Arc<str>>,
-    txs: Vec<Sender<Batch>>,
+    txs: Vec<room::Queue>,
     pending: Vec<Filling>,
     recycled: Receiver<Filling>,
     to_writer: Sender<ToWriter>,
@@ -399,13 +400,15 @@ impl<W: Sink + 'static> Pipeline<W> {
             let (give, spares) = crossbeam_channel::bounded(4);
             writer.recycle_to(id, give);
             let (tx, rx) = crossbeam_channel::bounded::<Batch>(QUEUE);
-            txs.push(tx);
+            let room = Arc::new(room::Room::default());
+            let taken = Arc::clone(&room);
+            txs.push(room::Queue { tx, room });
             let mut w = Worker::new(id, n, engine_for(&s), Arc::clone(&s.types), s.latency);
             let to_writer = to_writer.clone();
             let recycle = recycle.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("spanwatch-worker-{id}"))
-                .spawn(move || walk::serve(&mut w, &rx, &to_writer, &spares, &recycle));
+                .spawn(move || walk::serve(&mut w, (&rx, &taken), &to_writer, &spares, &recycle));
             workers.push(spawned?);
         }
         let writer = std::thread::Builder::new()
@@ -519,10 +522,10 @@ impl<W: Sink + 'static> Pipeline<W> {
                 walk: None,
             };
             if !self.live {
-                let _ = self.txs[w].send(b);
+                self.txs[w].send(b);
                 continue;
             }
-            match self.txs[w].try_send(b) {
+            match self.txs[w].tx.try_send(b) {
                 Ok(()) => {}
                 Err(TrySendError::Full(mut b)) => {
                     let before = b.work.items.len();
@@ -530,7 +533,7 @@ impl<W: Sink + 'static> Pipeline<W> {
                     b.work.bufs.clear();
                     self.dropped[w] += (before - b.work.items.len()) as u64;
                     // ticks and control messages always get through
-                    let _ = self.txs[w].send(b);
+                    let _ = self.txs[w].tx.send(b);
                 }
                 Err(TrySendError::Disconnected(_)) => {}
             }

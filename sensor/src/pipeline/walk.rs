@@ -4,9 +4,10 @@
 //! whole file, numbers every record and every tick exactly as the dispatcher
 //! would (the same [`Sequencer`] over the same records), and processes the
 //! records whose address pair it owns ([`worker_of`]) and every tick. Each
-//! tells the writer how far it has got every [`BATCH`] records, so the writer
-//! merges by the same numbers and writes the same lines, in the same order,
-//! as the dispatched pipeline does, for every number of workers.
+//! tells the others how far it has got every [`BATCH`] records, and the
+//! writer every [`HAND_OVER`] batches, so the writer merges by the same
+//! numbers and writes the same lines, in the same order, as the dispatched
+//! pipeline does, for every number of workers.
 //!
 //! Skipping a record costs its header and a hash of its address pair, so
 //! walking the file `n` times costs less than handing each packet from one
@@ -23,6 +24,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::room::Room;
 use super::{worker_of, Batch, Filling, Pipeline, Sequencer, ToWriter, Work, Worker, BATCH, QUEUE};
 use crate::capture::{prefetch, CaptureError, FileReader};
 use crate::pipeline::engine::Origin;
@@ -36,6 +38,10 @@ pub const LEAD: u64 = (QUEUE * BATCH) as u64;
 /// bytes (a few hundred nanoseconds of work each: enough for the line to
 /// arrive from the reader's core or memory).
 const AHEAD: usize = 4;
+
+/// At most how many batches a busy worker processes before it hands its
+/// output to the writer.
+const HAND_OVER: usize = 8;
 
 /// One file for one worker to walk.
 pub(super) struct Walk {
@@ -151,7 +157,7 @@ impl<W: Sink + 'static> Pipeline<W> {
                     reply: reply.clone(),
                 })),
             };
-            let _ = tx.send(b);
+            tx.send(b);
         }
         drop(reply);
         // every worker numbers the same records the same way and stops at
@@ -205,14 +211,16 @@ impl<W: Sink + 'static> Pipeline<W> {
 /// until the pipeline closes.
 pub(super) fn serve(
     w: &mut Worker,
-    rx: &Receiver<Batch>,
+    (rx, room): (&Receiver<Batch>, &Room),
     to_writer: &Sender<ToWriter>,
     spares: &Receiver<Spare>,
     recycle: &Sender<Filling>,
 ) {
     let id = w.id;
     w.engine.on_this_thread();
+    let mut held = 0;
     for mut b in rx.iter() {
+        room.taken(rx.len());
         let origin = Origin {
             pcap_file: b.origin.as_ref(),
         };
@@ -238,8 +246,16 @@ pub(super) fn serve(
             };
             to_writer.send(msg).is_ok()
         };
-        if !send(w, b.horizon) {
-            break;
+        // Each hand-over may wake the writer (a system call, and on a virtual
+        // machine an interrupt to another core): hand over every few batches
+        // while more wait, and at once when the queue has run dry (live
+        // capture's latency, the last batch) or a file is to be walked.
+        held += 1;
+        if held >= HAND_OVER || rx.is_empty() || b.walk.is_some() {
+            held = 0;
+            if !send(w, b.horizon) {
+                break;
+            }
         }
         if let Some(job) = b.walk.as_mut() {
             let error = walk(w, job, origin, &mut send);
@@ -281,10 +297,12 @@ pub(super) fn walk(
             w.packet(s, seq.now, &pkt.with_data(bytes), origin);
         }
         since += 1;
-        if since >= BATCH {
-            since = 0;
-            if !send(w, s) {
-                break None;
+        if since.is_multiple_of(BATCH) {
+            if since >= BATCH * HAND_OVER {
+                since = 0;
+                if !send(w, s) {
+                    break None;
+                }
             }
             if w.id == 0 {
                 let at = walk.reader.position();
