@@ -3,6 +3,7 @@
 use md5::{Digest, Md5};
 
 use super::hello::{is_grease, ClientHello, ServerHello};
+use super::memo::{push_list, remember, Key, Print};
 
 /// A fingerprint: the string and its MD5 in lower-case hex.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -43,8 +44,19 @@ fn join_u16(out: &mut String, list: &[u16]) {
     );
 }
 
-/// `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`.
+/// `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`
+/// (from this thread's memo when a hello with the same fields was seen).
 pub fn ja3(ch: &ClientHello) -> Ja3 {
+    let mut key = Key::new();
+    key.push(ch.legacy_version);
+    for list in [&ch.ciphers[..], &ch.extensions[..], &ch.groups[..]] {
+        push_list(&mut key, list.iter().copied().filter(|v| !is_grease(*v)));
+    }
+    push_list(&mut key, ch.point_formats.iter().map(|&p| u16::from(p)));
+    remember(Print::Ja3, &key, || compute_ja3(ch))
+}
+
+pub(super) fn compute_ja3(ch: &ClientHello) -> Ja3 {
     let mut s = String::with_capacity(256);
     push_decimal(&mut s, ch.legacy_version as u32);
     s.push(',');
@@ -56,8 +68,19 @@ pub fn ja3(ch: &ClientHello) -> Ja3 {
     hashed(s)
 }
 
-/// `SSLVersion,Cipher,SSLExtension`.
+/// `SSLVersion,Cipher,SSLExtension` (from this thread's memo when a hello
+/// with the same fields was seen).
 pub fn ja3s(sh: &ServerHello) -> Ja3 {
+    let mut key = Key::new();
+    key.extend([sh.legacy_version, sh.cipher]);
+    push_list(
+        &mut key,
+        sh.extensions.iter().copied().filter(|v| !is_grease(*v)),
+    );
+    remember(Print::Ja3s, &key, || compute_ja3s(sh))
+}
+
+pub(super) fn compute_ja3s(sh: &ServerHello) -> Ja3 {
     let mut s = String::with_capacity(64);
     push_decimal(&mut s, sh.legacy_version as u32);
     s.push(',');

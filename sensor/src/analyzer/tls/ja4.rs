@@ -12,6 +12,7 @@
 use sha2::{Digest, Sha256};
 
 use super::hello::{ext, is_grease, ClientHello};
+use super::memo::{push_list, remember_ja4, Key};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Transport {
@@ -87,8 +88,31 @@ fn alpn_code(out: &mut String, ch: &ClientHello) {
     }
 }
 
-/// The JA4 fingerprint.
+/// The JA4 fingerprint (from this thread's memo when a hello with the same
+/// fields was seen).
+///
+/// The key holds the lists JA4 sorts sorted, so that hellos whose order
+/// alone differs (a browser that shuffles its extensions) share it.
 pub fn ja4(ch: &ClientHello, transport: Transport) -> String {
+    let mut key = Key::new();
+    key.extend([transport as u16, ch.legacy_version]);
+    push_list(&mut key, kept(&ch.supported_versions));
+    for list in [&ch.ciphers[..], &ch.extensions[..]] {
+        let at = key.len() + 1;
+        push_list(&mut key, kept(list));
+        key[at..].sort_unstable();
+    }
+    push_list(&mut key, kept(&ch.sig_algs));
+    push_list(&mut key, ch.first_alpn.iter().map(|&b| u16::from(b)));
+    remember_ja4(&key, || compute(ch, transport))
+}
+
+/// `list` without GREASE values.
+fn kept(list: &[u16]) -> impl Iterator<Item = u16> + '_ {
+    list.iter().copied().filter(|v| !is_grease(*v))
+}
+
+pub(super) fn compute(ch: &ClientHello, transport: Transport) -> String {
     let mut parts = Parts::of(ch, transport);
     let mut out = String::with_capacity(36);
     out.push_str(&parts.a);

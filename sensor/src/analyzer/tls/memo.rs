@@ -11,6 +11,8 @@
 use std::cell::RefCell;
 use std::thread::LocalKey;
 
+use super::ja3::Ja3;
+
 /// Strings remembered per thread and kind.
 pub const MEMO_MAX: usize = 4096;
 /// Longer inputs are digested every time: real fingerprints are a few
@@ -20,10 +22,82 @@ pub const MEMO_MAX_INPUT: usize = 1024;
 
 type Table = ahash::AHashMap<Box<str>, Box<str>>;
 
+/// Fingerprints by the hello fields they are computed from (see [`remember`]).
+type Prints<V> = ahash::AHashMap<Box<[u16]>, V>;
+
 thread_local! {
     static JA3: RefCell<Table> = RefCell::new(Table::default());
     static JA4: RefCell<Table> = RefCell::new(Table::default());
+    static JA3_HELLO: RefCell<Prints<Ja3>> = RefCell::new(Prints::default());
+    static JA3S_HELLO: RefCell<Prints<Ja3>> = RefCell::new(Prints::default());
+    static JA4_HELLO: RefCell<Prints<String>> = RefCell::new(Prints::default());
     static RESETS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// A hello's fields as a fingerprint reads them, written as a key: each list
+/// after its length. Inline up to a size real hellos stay under.
+pub type Key = smallvec::SmallVec<[u16; 192]>;
+
+/// Which fingerprint of a whole hello.
+#[derive(Clone, Copy)]
+pub enum Print {
+    Ja3,
+    Ja3s,
+}
+
+/// `compute()`, from this thread's memo of the JA3 or JA3S of hellos whose
+/// fields, as the fingerprint reads them, are `key`.
+///
+/// Computing a fingerprint builds a string of a few hundred characters and
+/// digests it; real traffic repeats a few hundred hellos, so the memo spares
+/// both. The key must hold every input of the fingerprint (each
+/// fingerprint's module writes its own, and tests compare every hello of the
+/// corpus both ways).
+pub fn remember(print: Print, key: &[u16], compute: impl FnOnce() -> Ja3) -> Ja3 {
+    let table = match print {
+        Print::Ja3 => &JA3_HELLO,
+        Print::Ja3s => &JA3S_HELLO,
+    };
+    remember_in(table, key, compute)
+}
+
+/// [`remember`] for JA4.
+pub fn remember_ja4(key: &[u16], compute: impl FnOnce() -> String) -> String {
+    remember_in(&JA4_HELLO, key, compute)
+}
+
+fn remember_in<V: Clone + 'static>(
+    table: &'static LocalKey<RefCell<Prints<V>>>,
+    key: &[u16],
+    compute: impl FnOnce() -> V,
+) -> V {
+    if key.len() * 2 > MEMO_MAX_INPUT {
+        return compute();
+    }
+    table.with(|t| {
+        let Ok(mut t) = t.try_borrow_mut() else {
+            return compute();
+        };
+        if let Some(v) = t.get(key) {
+            return v.clone();
+        }
+        let v = compute();
+        if t.len() >= MEMO_MAX {
+            t.clear();
+            RESETS.with(|r| r.set(r.get() + 1));
+        }
+        t.insert(key.into(), v.clone());
+        v
+    })
+}
+
+/// Appends `list`'s length, then `list`, to `key`. (A length past
+/// `u16::MAX` is cut, and its key too long to be remembered.)
+pub fn push_list(key: &mut Key, list: impl Iterator<Item = u16>) {
+    let at = key.len();
+    key.push(0);
+    key.extend(list);
+    key[at] = (key.len() - at - 1).min(u16::MAX as usize) as u16;
 }
 
 /// Times this thread's memos were full and started afresh.
@@ -75,6 +149,106 @@ pub fn digest(kind: Kind, input: &str, out: &mut String, digest: impl FnOnce(&st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analyzer::tls::hello::{ClientHello, ServerHello};
+    use crate::analyzer::tls::{ja3, ja4};
+    use smallvec::smallvec;
+
+    fn hello() -> ClientHello {
+        ClientHello {
+            legacy_version: 0x0303,
+            ciphers: smallvec![0x0a0a, 0x1301, 0x1302, 0xc02b],
+            extensions: smallvec![0x1a1a, 0, 16, 10, 11, 13, 43, 51],
+            sni: Some("a.example".into()),
+            alpns: smallvec!["h2".into()],
+            first_alpn: smallvec![b'h', b'2'],
+            supported_versions: smallvec![0x2a2a, 0x0304, 0x0303],
+            groups: smallvec![0x3a3a, 29, 23],
+            point_formats: smallvec![0],
+            sig_algs: smallvec![0x0403, 0x0804],
+            sslv2: false,
+            random: [7; 32],
+        }
+    }
+
+    /// Every field of a hello changed alone, after the original was
+    /// remembered: the fingerprints from the memo are the computed ones (a
+    /// field a key left out would give the original's).
+    #[test]
+    fn a_remembered_print_is_the_computed_one_whatever_field_changed() {
+        let changes: Vec<fn(&mut ClientHello)> = vec![
+            |c| c.legacy_version = 0x0301,
+            |c| c.ciphers.push(0x009c),
+            |c| c.ciphers.swap(1, 2),
+            |c| c.ciphers[0] = 0x1a1a, // another GREASE value: the same prints
+            |c| c.extensions.push(21),
+            |c| c.extensions.swap(2, 3), // JA4 the same, JA3 not
+            |c| c.extensions.retain(|e| *e != 0),
+            |c| c.sni = None,
+            |c| c.alpns.clear(),
+            |c| c.first_alpn = smallvec![b'h', b'3'],
+            |c| c.first_alpn.clear(),
+            |c| c.supported_versions = smallvec![0x0303],
+            |c| c.groups.push(24),
+            |c| c.groups.swap(1, 2),
+            |c| c.point_formats.push(1),
+            |c| c.sig_algs.swap(0, 1),
+            |c| c.sig_algs.push(0x0201),
+            |c| c.sslv2 = true,
+            |c| c.random = [9; 32],
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let base = hello();
+            for t in [ja4::Transport::Tcp, ja4::Transport::Quic] {
+                ja4::ja4(&base, t);
+            }
+            ja3::ja3(&base);
+            let mut c = hello();
+            change(&mut c);
+            assert_eq!(ja3::ja3(&c), ja3::compute_ja3(&c), "change {i}");
+            for t in [ja4::Transport::Tcp, ja4::Transport::Quic] {
+                assert_eq!(ja4::ja4(&c, t), ja4::compute(&c, t), "change {i}");
+            }
+        }
+        // the QUIC and TCP prints of one hello differ, and are not mixed up
+        let h = hello();
+        assert_ne!(
+            ja4::ja4(&h, ja4::Transport::Tcp),
+            ja4::ja4(&h, ja4::Transport::Quic)
+        );
+        let server = || ServerHello {
+            legacy_version: 0x0303,
+            selected_version: Some(0x0304),
+            cipher: 0x1301,
+            extensions: smallvec![43, 51],
+            alpn: None,
+            retry_request: false,
+        };
+        let changes: Vec<fn(&mut ServerHello)> = vec![
+            |s| s.legacy_version = 0x0301,
+            |s| s.selected_version = None,
+            |s| s.cipher = 0x1302,
+            |s| s.extensions.swap(0, 1),
+            |s| s.extensions.push(0x2a2a),
+            |s| s.alpn = Some("h2".into()),
+            |s| s.retry_request = true,
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            ja3::ja3s(&server());
+            let mut s = server();
+            change(&mut s);
+            assert_eq!(ja3::ja3s(&s), ja3::compute_ja3s(&s), "server change {i}");
+        }
+    }
+
+    /// A hello too large for the memo is computed, not remembered.
+    #[test]
+    fn a_huge_hello_is_not_remembered() {
+        let mut c = hello();
+        c.ciphers = (0..2000u16).collect();
+        let before = JA3_HELLO.with(|t| t.borrow().len());
+        assert_eq!(ja3::ja3(&c), ja3::compute_ja3(&c));
+        assert_eq!(JA3_HELLO.with(|t| t.borrow().len()), before);
+    }
 
     #[test]
     fn remembers_and_stays_bounded() {
