@@ -28,11 +28,10 @@ fn push_decimal(out: &mut String, v: u32) {
     out.push_str(itoa::Buffer::new().format(v));
 }
 
+/// (A JA3 string is one to one with its hello-memo key: a string memo
+/// would never hit where [`remember`] missed.)
 fn hashed(string: String) -> Ja3 {
-    let mut hash = String::with_capacity(32);
-    super::memo::digest(super::memo::Kind::Ja3, &string, &mut hash, |s| {
-        super::hex(&Md5::digest(s.as_bytes()))
-    });
+    let hash = super::hex(&Md5::digest(string.as_bytes()));
     Ja3 { hash, string }
 }
 

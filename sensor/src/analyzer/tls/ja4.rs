@@ -42,7 +42,7 @@ fn hash12(out: &mut String, list: &str) {
         out.push_str("000000000000");
         return;
     }
-    super::memo::digest(super::memo::Kind::Ja4, list, out, |l| {
+    super::memo::digest(list, out, |l| {
         super::hex(&Sha256::digest(l.as_bytes())[..6])
     });
 }

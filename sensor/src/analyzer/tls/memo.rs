@@ -1,12 +1,18 @@
-//! Digests of fingerprint strings already seen.
+//! Fingerprints, and digests of fingerprint strings, already seen.
 //!
 //! JA3 is an MD5 and JA4 two truncated SHA-256 of strings that the same
 //! client software sends again and again: a site has a few hundred distinct
-//! client fingerprints, not one per connection. Each worker thread keeps the
-//! digests it has computed, up to [`MEMO_MAX`] per kind, and starts afresh
-//! when that is full (a flood of distinct hellos costs what it cost before
-//! the memo; the memory stays bounded). The output is the same either way:
-//! the memo only spares recomputing a pure function.
+//! client fingerprints, not one per connection. Each worker thread keeps, up
+//! to [`MEMO_MAX`] per table, starting afresh when one is full (a flood of
+//! distinct hellos costs what it cost before the memo; the memory stays
+//! bounded, and each fresh start is counted):
+//! - whole fingerprints by the hello fields they read ([`remember`]), which
+//!   spares building the strings too;
+//! - JA4's digests by string ([`digest`]), for hellos that share one of
+//!   JA4's two hashed lists and not the other.
+//!
+//! The output is the same either way: the memo only spares recomputing a
+//! pure function.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -26,13 +32,18 @@ type Table = ahash::AHashMap<Box<str>, Box<str>>;
 type Prints<V> = ahash::AHashMap<Box<[u16]>, V>;
 
 thread_local! {
-    static JA3: RefCell<Table> = RefCell::new(Table::default());
     static JA4: RefCell<Table> = RefCell::new(Table::default());
     static JA3_HELLO: RefCell<Prints<Ja3>> = RefCell::new(Prints::default());
     static JA3S_HELLO: RefCell<Prints<Ja3>> = RefCell::new(Prints::default());
     static JA4_HELLO: RefCell<Prints<String>> = RefCell::new(Prints::default());
     static RESETS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
+
+/// Longer keys are computed every time: a real hello's key is under 150
+/// values. This bounds a table at `MEMO_MAX` × (512 bytes of key and a
+/// JA3 string of at most ≈ 1.5 KiB): ≈ 8 MiB for JA3, less for the others,
+/// per worker, whatever the hellos.
+pub const MEMO_MAX_KEY: usize = 256;
 
 /// A hello's fields as a fingerprint reads them, written as a key: each list
 /// after its length. Inline up to a size real hellos stay under.
@@ -71,7 +82,7 @@ fn remember_in<V: Clone + 'static>(
     key: &[u16],
     compute: impl FnOnce() -> V,
 ) -> V {
-    if key.len() * 2 > MEMO_MAX_INPUT {
+    if key.len() > MEMO_MAX_KEY {
         return compute();
     }
     table.with(|t| {
@@ -105,29 +116,14 @@ pub fn resets() -> u64 {
     RESETS.with(|r| r.get())
 }
 
-/// Which digest.
-#[derive(Clone, Copy)]
-pub enum Kind {
-    Ja3,
-    Ja4,
-}
-
-impl Kind {
-    fn table(self) -> &'static LocalKey<RefCell<Table>> {
-        match self {
-            Kind::Ja3 => &JA3,
-            Kind::Ja4 => &JA4,
-        }
-    }
-}
-
-/// `digest(input)`, from the memo when this thread has computed it before.
-pub fn digest(kind: Kind, input: &str, out: &mut String, digest: impl FnOnce(&str) -> String) {
+/// `digest(input)` for JA4's lists, from the memo when this thread has
+/// computed it before.
+pub fn digest(input: &str, out: &mut String, digest: impl FnOnce(&str) -> String) {
     if input.len() > MEMO_MAX_INPUT {
         out.push_str(&digest(input));
         return;
     }
-    kind.table().with(|t| {
+    JA4.with(|t| {
         let Ok(mut t) = t.try_borrow_mut() else {
             out.push_str(&digest(input));
             return;
@@ -240,7 +236,8 @@ mod tests {
         }
     }
 
-    /// A hello too large for the memo is computed, not remembered.
+    /// A hello too large for the memo is computed, not remembered; many
+    /// distinct hellos keep the memo bounded.
     #[test]
     fn a_huge_hello_is_not_remembered() {
         let mut c = hello();
@@ -248,6 +245,18 @@ mod tests {
         let before = JA3_HELLO.with(|t| t.borrow().len());
         assert_eq!(ja3::ja3(&c), ja3::compute_ja3(&c));
         assert_eq!(JA3_HELLO.with(|t| t.borrow().len()), before);
+        // a flood of distinct hellos: the table stays bounded, its fresh
+        // starts counted
+        let resets = super::resets();
+        for i in 0..MEMO_MAX as u16 + 100 {
+            let mut c = hello();
+            c.ciphers.push(i);
+            ja3::ja3(&c);
+            ja4::ja4(&c, ja4::Transport::Tcp);
+        }
+        assert!(JA3_HELLO.with(|t| t.borrow().len()) <= MEMO_MAX);
+        assert!(JA4_HELLO.with(|t| t.borrow().len()) <= MEMO_MAX);
+        assert!(super::resets() >= resets + 2);
     }
 
     #[test]
@@ -258,26 +267,22 @@ mod tests {
             s.to_uppercase()
         };
         let mut out = String::new();
-        digest(Kind::Ja3, "abc", &mut out, &mut f);
-        digest(Kind::Ja3, "abc", &mut out, &mut f);
+        digest("abc", &mut out, &mut f);
+        digest("abc", &mut out, &mut f);
         assert_eq!(out, "ABCABC");
         assert_eq!(calls, 1, "the second is remembered");
-        // another kind is another table
-        let mut out = String::new();
-        digest(Kind::Ja4, "abc", &mut out, |s| s.to_string());
-        assert_eq!(out, "abc");
         let resets = super::resets();
         for i in 0..MEMO_MAX * 2 {
-            digest(Kind::Ja3, &i.to_string(), &mut String::new(), |s| s.into());
+            digest(&i.to_string(), &mut String::new(), |s| s.into());
         }
-        assert!(JA3.with(|t| t.borrow().len()) <= MEMO_MAX);
+        assert!(JA4.with(|t| t.borrow().len()) <= MEMO_MAX);
         // filled twice over: started afresh at least once, and counted
         assert!(super::resets() > resets);
         // a long input is digested, not remembered
         let long = "9".repeat(MEMO_MAX_INPUT + 1);
         let before = JA4.with(|t| t.borrow().len());
         let mut out = String::new();
-        digest(Kind::Ja4, &long, &mut out, |s| s.len().to_string());
+        digest(&long, &mut out, |s| s.len().to_string());
         assert_eq!(out, (MEMO_MAX_INPUT + 1).to_string());
         assert_eq!(JA4.with(|t| t.borrow().len()), before);
     }
