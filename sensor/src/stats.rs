@@ -72,8 +72,9 @@ pub struct Counters {
     /// cache forgot (logged again when next seen).
     pub certificates_logged: u64,
     pub certificates_forgotten: u64,
-    /// Times a worker's JA3/JA4 digest memo was full and started afresh
-    /// (many distinct ClientHellos: each costs its digests again).
+    /// Times one of a worker's fingerprint memos (JA3, JA3S, JA4 by hello;
+    /// JA4's list digests) was full and started afresh (many distinct
+    /// hellos: each costs its fingerprints again).
     pub fingerprint_memo_resets: u64,
     /// Times a worker reading the file itself waited for a slower one (it
     /// was `walk::LEAD` records ahead): the work is unevenly shared.

@@ -402,7 +402,7 @@ impl<W: Sink + 'static> Pipeline<W> {
             let (tx, rx) = crossbeam_channel::bounded::<Batch>(QUEUE);
             let room = Arc::new(room::Room::default());
             let taken = Arc::clone(&room);
-            txs.push(room::Queue { tx, room });
+            txs.push(room::Queue::new(tx, room));
             let mut w = Worker::new(id, n, engine_for(&s), Arc::clone(&s.types), s.latency);
             let to_writer = to_writer.clone();
             let recycle = recycle.clone();

@@ -7,7 +7,7 @@
 //! dispatcher waits until the queue is down to half, and is woken once for
 //! those batches.
 
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,8 @@ pub(super) struct Room {
     waiting: AtomicBool,
     lock: Mutex<()>,
     woken: Condvar,
+    /// Times the dispatcher waited for room.
+    waits: AtomicU64,
 }
 
 impl Room {
@@ -48,6 +50,18 @@ impl Room {
 pub(super) struct Queue {
     pub tx: Sender<Batch>,
     pub room: Arc<Room>,
+    /// The longest wait to be told of room ([`MAX_WAIT`]).
+    pub max_wait: Duration,
+}
+
+impl Queue {
+    pub fn new(tx: Sender<Batch>, room: Arc<Room>) -> Self {
+        Queue {
+            tx,
+            room,
+            max_wait: MAX_WAIT,
+        }
+    }
 }
 
 impl Queue {
@@ -64,13 +78,14 @@ impl Queue {
         }
     }
 
-    /// Waits until the queue is down to half, or [`MAX_WAIT`].
+    /// Waits until the queue is down to half, or `max_wait`.
     fn wait_for_room(&self) {
         let room = &self.room;
+        room.waits.fetch_add(1, Ordering::Relaxed);
         let mut held = room.lock.lock().unwrap_or_else(|e| e.into_inner());
         room.waiting.store(true, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        let until = Instant::now() + MAX_WAIT;
+        let until = Instant::now() + self.max_wait;
         while self.tx.len() > LOW {
             let now = Instant::now();
             if now >= until {
@@ -100,50 +115,64 @@ mod tests {
     }
 
     /// A dispatcher that fills the queue waits until a worker has taken
-    /// half of it, and is woken once for those batches.
+    /// half of it, and is woken then: with the bounded wait made long, the
+    /// batches still flow at the worker's pace (a lost wake-up would cost
+    /// the whole wait), and the dispatcher waits about once per half queue,
+    /// not once per batch.
     #[test]
-    fn a_full_queue_waits_for_half_and_loses_nothing() {
+    fn a_full_queue_waits_for_half_and_is_woken() {
         let (tx, rx) = crossbeam_channel::bounded::<Batch>(QUEUE);
-        let q = Queue {
-            tx,
-            room: Arc::new(Room::default()),
-        };
+        let mut q = Queue::new(tx, Arc::new(Room::default()));
+        q.max_wait = Duration::from_secs(5);
         let room = Arc::clone(&q.room);
-        let total = QUEUE * 40;
+        let total = QUEUE * 20;
         let worker = std::thread::spawn(move || {
+            // the dispatcher fills the queue first
+            std::thread::sleep(Duration::from_millis(20));
             let mut got = 0;
-            let mut lengths = Vec::new();
             for _ in rx.iter() {
                 room.taken(rx.len());
                 got += 1;
-                lengths.push(rx.len());
-                // slower than the dispatcher: the queue fills
-                std::thread::sleep(Duration::from_micros(200));
+                // slower than the dispatcher: the queue stays full
+                std::thread::sleep(Duration::from_micros(100));
             }
-            (got, lengths)
+            got
         });
+        let started = Instant::now();
         for _ in 0..total {
             assert!(q.send(batch()));
         }
+        let took = started.elapsed();
+        let waits = q.room.waits.load(Ordering::Relaxed) as usize;
         drop(q);
-        let (got, lengths) = worker.join().expect("worker");
-        assert_eq!(got, total, "every batch arrives");
-        // while the dispatcher still sends, it refills only from half: the
-        // worker sees the queue down to half, not only full minus one
-        let sending = &lengths[..total - QUEUE];
-        assert!(sending.iter().any(|&l| l <= LOW), "{lengths:?}");
+        assert_eq!(worker.join().expect("worker"), total, "every batch arrives");
+        assert!(
+            took < Duration::from_secs(3),
+            "woken, not timed out: {took:?}"
+        );
+        // each wait lets half a queue in; woken at every batch taken, it
+        // would wait once per batch
+        let most = (total - QUEUE) / (QUEUE / 2) + 4;
+        assert!((1..=most).contains(&waits), "{waits} waits, at most {most}");
     }
 
-    /// A worker gone: the dispatcher is told, after at most the bounded wait.
+    /// A worker gone while the dispatcher waits: the send fails after the
+    /// bounded wait, never hangs.
     #[test]
-    fn a_gone_worker_is_noticed() {
+    fn a_worker_gone_during_the_wait_is_noticed() {
         let (tx, rx) = crossbeam_channel::bounded::<Batch>(1);
-        let q = Queue {
-            tx,
-            room: Arc::new(Room::default()),
-        };
+        let mut q = Queue::new(tx, Arc::new(Room::default()));
+        q.max_wait = Duration::from_millis(200);
         assert!(q.send(batch()));
-        drop(rx);
+        let worker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(rx);
+        });
+        let started = Instant::now();
+        assert!(!q.send(batch()), "the worker is gone");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        worker.join().expect("worker");
+        // and one gone before: at once
         assert!(!q.send(batch()));
     }
 }

@@ -16,7 +16,11 @@
 //!
 //! A worker may not run more than [`LEAD`] records ahead of the slowest: what
 //! it has done waits in the writer until the others catch up, and that must
-//! stay bounded (the dispatcher's queues set the same bound).
+//! stay bounded (the dispatcher's queues set a like bound). Since output is
+//! handed over every [`HAND_OVER`] batches, what waits in the writer is at
+//! most `LEAD + (HAND_OVER - 1) × BATCH` records' output (dispatched:
+//! `QUEUE + HAND_OVER - 1` batches), and a worker's output buffers settle at
+//! [`HAND_OVER`] batches' worth.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};

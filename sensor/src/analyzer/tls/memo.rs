@@ -3,7 +3,8 @@
 //! JA3 is an MD5 and JA4 two truncated SHA-256 of strings that the same
 //! client software sends again and again: a site has a few hundred distinct
 //! client fingerprints, not one per connection. Each worker thread keeps, up
-//! to [`MEMO_MAX`] per table, starting afresh when one is full (a flood of
+//! to [`HELLO_MEMO_MAX`] or [`MEMO_MAX`] per table, starting afresh when one
+//! is full (a flood of
 //! distinct hellos costs what it cost before the memo; the memory stays
 //! bounded, and each fresh start is counted):
 //! - whole fingerprints by the hello fields they read ([`remember`]), which
@@ -19,12 +20,15 @@ use std::thread::LocalKey;
 
 use super::ja3::Ja3;
 
-/// Strings remembered per thread and kind.
+/// JA4 list digests remembered per thread.
 pub const MEMO_MAX: usize = 4096;
 /// Longer inputs are digested every time: real fingerprints are a few
 /// hundred bytes, and a hostile hello of thousands of ciphers must not make
-/// the memo hold megabytes (this bounds it at `MEMO_MAX` × 1 KiB per kind).
+/// the memo hold megabytes (this bounds it at `MEMO_MAX` × 1 KiB ≈ 4 MiB).
 pub const MEMO_MAX_INPUT: usize = 1024;
+/// Hellos remembered per thread and fingerprint (a site sees a few hundred
+/// distinct clients).
+pub const HELLO_MEMO_MAX: usize = 1024;
 
 type Table = ahash::AHashMap<Box<str>, Box<str>>;
 
@@ -40,9 +44,10 @@ thread_local! {
 }
 
 /// Longer keys are computed every time: a real hello's key is under 150
-/// values. This bounds a table at `MEMO_MAX` × (512 bytes of key and a
-/// JA3 string of at most ≈ 1.5 KiB): ≈ 8 MiB for JA3, less for the others,
-/// per worker, whatever the hellos.
+/// values. This bounds a table at `HELLO_MEMO_MAX` × (512 bytes of key and
+/// a JA3 or JA3S string of at most ≈ 1.5 KiB): ≈ 2 MiB each for JA3 and
+/// JA3S, 0.6 MiB for JA4; with the digests' 4 MiB, ≈ 9 MiB per worker at
+/// worst, whatever the hellos.
 pub const MEMO_MAX_KEY: usize = 256;
 
 /// A hello's fields as a fingerprint reads them, written as a key: each list
@@ -61,9 +66,10 @@ pub enum Print {
 ///
 /// Computing a fingerprint builds a string of a few hundred characters and
 /// digests it; real traffic repeats a few hundred hellos, so the memo spares
-/// both. The key must hold every input of the fingerprint (each
-/// fingerprint's module writes its own, and tests compare every hello of the
-/// corpus both ways).
+/// both. The key must hold every input of the fingerprint: each
+/// fingerprint's module writes its own; a test changes every field alone
+/// and requires the computed value, and the corpus test compares the
+/// fingerprints of 328 captures with FoxIO's and tshark's.
 pub fn remember(print: Print, key: &[u16], compute: impl FnOnce() -> Ja3) -> Ja3 {
     let table = match print {
         Print::Ja3 => &JA3_HELLO,
@@ -93,7 +99,7 @@ fn remember_in<V: Clone + 'static>(
             return v.clone();
         }
         let v = compute();
-        if t.len() >= MEMO_MAX {
+        if t.len() >= HELLO_MEMO_MAX {
             t.clear();
             RESETS.with(|r| r.set(r.get() + 1));
         }
@@ -174,6 +180,15 @@ mod tests {
         let changes: Vec<fn(&mut ClientHello)> = vec![
             |c| c.legacy_version = 0x0301,
             |c| c.ciphers.push(0x009c),
+            // a value moved from one list to the next: the lengths tell
+            |c| {
+                let last = c.ciphers.pop().unwrap_or_default();
+                c.extensions.insert(0, last);
+            },
+            |c| {
+                let first = c.groups.remove(1);
+                c.extensions.push(first);
+            },
             |c| c.ciphers.swap(1, 2),
             |c| c.ciphers[0] = 0x1a1a, // another GREASE value: the same prints
             |c| c.extensions.push(21),
@@ -192,17 +207,29 @@ mod tests {
             |c| c.sslv2 = true,
             |c| c.random = [9; 32],
         ];
-        for (i, change) in changes.iter().enumerate() {
-            let base = hello();
-            for t in [ja4::Transport::Tcp, ja4::Transport::Quic] {
-                ja4::ja4(&base, t);
-            }
-            ja3::ja3(&base);
-            let mut c = hello();
-            change(&mut c);
-            assert_eq!(ja3::ja3(&c), ja3::compute_ja3(&c), "change {i}");
-            for t in [ja4::Transport::Tcp, ja4::Transport::Quic] {
-                assert_eq!(ja4::ja4(&c, t), ja4::compute(&c, t), "change {i}");
+        // the same changes to a TLS 1.2 hello without supported_versions
+        // (JA4 then reads legacy_version)
+        let bases: [fn() -> ClientHello; 2] = [hello, || ClientHello {
+            supported_versions: smallvec![],
+            ..hello()
+        }];
+        let transports = [
+            ja4::Transport::Tcp,
+            ja4::Transport::Quic,
+            ja4::Transport::Dtls,
+        ];
+        for (b, base) in bases.iter().enumerate() {
+            for (i, change) in changes.iter().enumerate() {
+                for t in transports {
+                    ja4::ja4(&base(), t);
+                }
+                ja3::ja3(&base());
+                let mut c = base();
+                change(&mut c);
+                assert_eq!(ja3::ja3(&c), ja3::compute_ja3(&c), "base {b} change {i}");
+                for t in transports {
+                    assert_eq!(ja4::ja4(&c, t), ja4::compute(&c, t), "base {b} change {i}");
+                }
             }
         }
         // the QUIC and TCP prints of one hello differ, and are not mixed up
@@ -248,14 +275,14 @@ mod tests {
         // a flood of distinct hellos: the table stays bounded, its fresh
         // starts counted
         let resets = super::resets();
-        for i in 0..MEMO_MAX as u16 + 100 {
+        for i in 0..HELLO_MEMO_MAX as u16 + 100 {
             let mut c = hello();
             c.ciphers.push(i);
             ja3::ja3(&c);
             ja4::ja4(&c, ja4::Transport::Tcp);
         }
-        assert!(JA3_HELLO.with(|t| t.borrow().len()) <= MEMO_MAX);
-        assert!(JA4_HELLO.with(|t| t.borrow().len()) <= MEMO_MAX);
+        assert!(JA3_HELLO.with(|t| t.borrow().len()) <= HELLO_MEMO_MAX);
+        assert!(JA4_HELLO.with(|t| t.borrow().len()) <= HELLO_MEMO_MAX);
         assert!(super::resets() >= resets + 2);
     }
 
