@@ -27,6 +27,11 @@ pub fn is_grease(v: u16) -> bool {
     v & 0x0f0f == 0x0a0a && (v >> 8) == (v & 0xff)
 }
 
+/// `list` without its GREASE values (what every fingerprint reads).
+pub fn without_grease(list: &[u16]) -> impl Iterator<Item = u16> + '_ {
+    list.iter().copied().filter(|v| !is_grease(*v))
+}
+
 /// What a ClientHello says, in wire order, GREASE included.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 ///

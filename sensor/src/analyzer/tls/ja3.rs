@@ -2,7 +2,7 @@
 
 use md5::{Digest, Md5};
 
-use super::hello::{is_grease, ClientHello, ServerHello};
+use super::hello::{without_grease, ClientHello, ServerHello};
 use super::memo::{push_list, remember, Key, Print};
 
 /// A fingerprint: the string and its MD5 in lower-case hex.
@@ -37,10 +37,7 @@ fn hashed(string: String) -> Ja3 {
 
 /// Joins the non-GREASE values of `list` with dashes.
 fn join_u16(out: &mut String, list: &[u16]) {
-    join(
-        out,
-        list.iter().filter(|v| !is_grease(**v)).map(|v| *v as u32),
-    );
+    join(out, without_grease(list).map(u32::from));
 }
 
 /// `SSLVersion,Ciphers,Extensions,EllipticCurves,EllipticCurvePointFormats`
@@ -49,7 +46,7 @@ pub fn ja3(ch: &ClientHello) -> Ja3 {
     let mut key = Key::new();
     key.push(ch.legacy_version);
     for list in [&ch.ciphers[..], &ch.extensions[..], &ch.groups[..]] {
-        push_list(&mut key, list.iter().copied().filter(|v| !is_grease(*v)));
+        push_list(&mut key, without_grease(list));
     }
     push_list(&mut key, ch.point_formats.iter().map(|&p| u16::from(p)));
     remember(Print::Ja3, &key, || compute_ja3(ch))
@@ -72,10 +69,7 @@ pub(super) fn compute_ja3(ch: &ClientHello) -> Ja3 {
 pub fn ja3s(sh: &ServerHello) -> Ja3 {
     let mut key = Key::new();
     key.extend([sh.legacy_version, sh.cipher]);
-    push_list(
-        &mut key,
-        sh.extensions.iter().copied().filter(|v| !is_grease(*v)),
-    );
+    push_list(&mut key, without_grease(&sh.extensions));
     remember(Print::Ja3s, &key, || compute_ja3s(sh))
 }
 

@@ -11,7 +11,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::hello::{ext, is_grease, ClientHello};
+use super::hello::{ext, without_grease, ClientHello};
 use super::memo::{push_list, remember_ja4, Key};
 
 #[derive(Debug, Clone, Copy)]
@@ -96,20 +96,15 @@ fn alpn_code(out: &mut String, ch: &ClientHello) {
 pub fn ja4(ch: &ClientHello, transport: Transport) -> String {
     let mut key = Key::new();
     key.extend([transport as u16, ch.legacy_version]);
-    push_list(&mut key, kept(&ch.supported_versions));
+    push_list(&mut key, without_grease(&ch.supported_versions));
     for list in [&ch.ciphers[..], &ch.extensions[..]] {
         let at = key.len() + 1;
-        push_list(&mut key, kept(list));
+        push_list(&mut key, without_grease(list));
         key[at..].sort_unstable();
     }
-    push_list(&mut key, kept(&ch.sig_algs));
+    push_list(&mut key, without_grease(&ch.sig_algs));
     push_list(&mut key, ch.first_alpn.iter().map(|&b| u16::from(b)));
     remember_ja4(&key, || compute(ch, transport))
-}
-
-/// `list` without GREASE values.
-fn kept(list: &[u16]) -> impl Iterator<Item = u16> + '_ {
-    list.iter().copied().filter(|v| !is_grease(*v))
 }
 
 pub(super) fn compute(ch: &ClientHello, transport: Transport) -> String {
@@ -167,25 +162,11 @@ impl Parts {
     }
 
     fn of(ch: &ClientHello, transport: Transport) -> Parts {
-        let version = ch
-            .supported_versions
-            .iter()
-            .copied()
-            .filter(|v| !is_grease(*v))
+        let version = without_grease(&ch.supported_versions)
             .max()
             .unwrap_or(ch.legacy_version);
-        let ciphers: Codes = ch
-            .ciphers
-            .iter()
-            .copied()
-            .filter(|c| !is_grease(*c))
-            .collect();
-        let exts: Codes = ch
-            .extensions
-            .iter()
-            .copied()
-            .filter(|e| !is_grease(*e))
-            .collect();
+        let ciphers: Codes = without_grease(&ch.ciphers).collect();
+        let exts: Codes = without_grease(&ch.extensions).collect();
         let proto = match transport {
             Transport::Tcp => 't',
             Transport::Quic => 'q',
@@ -212,12 +193,7 @@ impl Parts {
             .filter(|e| *e != ext::SERVER_NAME && *e != ext::ALPN)
             .collect();
         sorted_exts.sort_unstable();
-        let sigs: Codes = ch
-            .sig_algs
-            .iter()
-            .copied()
-            .filter(|s| !is_grease(*s))
-            .collect();
+        let sigs: Codes = without_grease(&ch.sig_algs).collect();
         Parts {
             a,
             ciphers: sorted_ciphers,
