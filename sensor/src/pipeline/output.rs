@@ -94,7 +94,27 @@ impl FlowHead {
     pub fn head(&self, event_type: &'static str, sensor: Option<&str>) -> Vec<u8> {
         let (s, d) = (self.src, self.dst);
         let cid = crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.proto);
-        let e = Event {
+        let mut h = Vec::with_capacity(384);
+        if self
+            .event(event_type, sensor, &cid)
+            .write_json(&mut h)
+            .is_err()
+        {
+            h = b"{}".to_vec();
+        }
+        h.pop(); // the closing brace
+        h
+    }
+
+    /// The event of this type, without its protocol object.
+    pub fn event<'a>(
+        &'a self,
+        event_type: &'static str,
+        sensor: Option<&'a str>,
+        community_id: &'a str,
+    ) -> Event<'a> {
+        let (s, d) = (self.src, self.dst);
+        Event {
             timestamp: self.ts,
             flow_id: Some(self.flow_id),
             sensor,
@@ -110,19 +130,36 @@ impl FlowHead {
             dest_port: Some(d.1),
             proto: Some(crate::event::Proto(self.proto)),
             vlan: self.vlans.as_slice(),
-            community_id: Some(&cid),
+            community_id: Some(community_id),
             app_proto: self.app_proto,
             anomaly: self.anomaly,
             src_segment: self.src_seg.as_ref().map(Segment::as_ref),
             dest_segment: self.dest_seg.as_ref().map(Segment::as_ref),
             ..Default::default()
-        };
-        let mut h = Vec::with_capacity(384);
-        if e.write_json(&mut h).is_err() {
-            h = b"{}".to_vec();
         }
-        h.pop(); // the closing brace
-        h
+    }
+}
+
+/// A `flow` event for the writer to serialise. The worker's time is what
+/// bounds a run with one worker, and a flow's event needs nothing of the
+/// worker's state once the flow has ended: the writer, whose core has time
+/// to spare, writes it, in the same place among the lines.
+#[derive(Debug)]
+pub struct FlowLine {
+    pub head: FlowHead,
+    /// The ended flow's (moved, not copied).
+    pub community_id: String,
+    pub flow: FlowEvent,
+}
+
+impl FlowLine {
+    /// Its JSON line, newline included; false if it could not be written.
+    pub fn write(&self, sensor: Option<&str>, line: &mut Vec<u8>) -> bool {
+        let mut e = self.head.event("flow", sensor, &self.community_id);
+        e.flow = Some(self.flow.clone());
+        let ok = e.write_json(line).is_ok();
+        line.push(b'\n');
+        ok
     }
 }
 
@@ -177,6 +214,11 @@ pub enum Item {
         key: Key,
         r: Box<Report>,
     },
+    /// A `flow` event for the writer to serialise.
+    Flow {
+        key: Key,
+        line: Box<FlowLine>,
+    },
     /// The certificates a `tls` event names by hash: the writer logs each
     /// once (and again after the re-log interval) as a `certificate` event.
     Certs {
@@ -196,6 +238,7 @@ impl Item {
             | Item::Hello { key, .. }
             | Item::ServerHello { key, .. }
             | Item::Report { key, .. }
+            | Item::Flow { key, .. }
             | Item::Certs { key, .. } => *key,
         }
     }
@@ -330,6 +373,18 @@ impl Output {
                 alert_head: s.alert_head,
                 flow: ev,
             }),
+        });
+    }
+
+    /// A finished `flow` event (if wanted), for the writer to serialise.
+    pub fn flow_line(&mut self, flow: u64, line: impl FnOnce() -> FlowLine) {
+        if !self.types.wants("flow") {
+            return;
+        }
+        let key = self.key(flow);
+        self.items.push(Item::Flow {
+            key,
+            line: Box::new(line()),
         });
     }
 

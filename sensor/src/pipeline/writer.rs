@@ -499,6 +499,13 @@ impl<W: Sink> Writer<W> {
             Item::Certs { at, certs, .. } => self.certificates(flow, at, &certs),
             Item::Decide { p, .. } => self.decide(flow, &p),
             Item::FlowEnd { p, .. } => self.flow_end(flow, *p),
+            Item::Flow { line, .. } => {
+                let sensor = self.site.sensor_name();
+                let made = self
+                    .outbox
+                    .own_line("flow", None, |l| line.write(sensor, l));
+                self.made(made);
+            }
             Item::Hello { p, .. } => self.legs(LegEvent::Client(*p), 0),
             Item::ServerHello { at, frame, .. } => self.legs(LegEvent::Server { flow, at }, frame),
             Item::Report { r, .. } => {

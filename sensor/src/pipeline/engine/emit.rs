@@ -17,7 +17,7 @@ use crate::config::{CertificateLog, Segment, SiteConfig};
 use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
 use crate::event::{Context, Event, FlowEvent};
 use crate::flow::{Dir, EndReason, Flow};
-use crate::pipeline::output::{FlowHead, Output};
+use crate::pipeline::output::{FlowHead, FlowLine, Output};
 use crate::stats::Counters;
 use crate::time::Timestamp;
 use crate::verdict::legs;
@@ -374,20 +374,20 @@ impl Emit<'_, '_> {
         }
         self.quic(flow, last, None);
         let ev = FlowEvent::of(flow, reason);
-        let mut e = header(
-            flow,
-            "flow",
-            last,
-            self.site,
-            self.origin,
-            Some(flow.first_frame),
-        );
-        e.flow = Some(ev);
         if flow.data.decided {
+            let frame = Some(flow.first_frame);
+            let mut e = header(flow, "flow", last, self.site, self.origin, frame);
+            e.flow = Some(ev);
             // `alerted`, and the ledger's view of how long the flow went on
             self.out.flow_end(flow.id, e);
         } else {
-            self.out.line(flow.id, &e);
+            let origin = self.origin;
+            self.out.flow_line(flow.id, || FlowLine {
+                head: flow_head(flow, last, flow.first_frame, origin),
+                // the flow is gone after this
+                community_id: std::mem::take(&mut flow.community_id),
+                flow: ev,
+            });
         }
         self.counters.events_flow += 1;
     }
