@@ -245,6 +245,7 @@ fn settings(c: &CommonArgs, live: bool) -> Result<(Settings, Outputs), String> {
         types: Arc::new(EventTypes::new(&types)),
         live,
         latency: live,
+        defer: None,
     };
     Ok((settings, outputs))
 }

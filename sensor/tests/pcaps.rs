@@ -88,18 +88,21 @@ fn every_worker_count_gives_identical_output() {
         let cfg = EngineConfig::for_site(site.clone());
         let inline = common::run_inline(&files, cfg.clone());
         assert!(!inline.lines.is_empty(), "{what}");
-        for (workers, walk) in [
-            (1, false),
-            (2, false),
-            (4, false),
-            (1, true),
-            (2, true),
-            (3, true),
+        for (workers, walk, defer) in [
+            (1, false, true),
+            (2, false, false),
+            (4, false, true),
+            (1, true, false),
+            (1, true, true),
+            (2, true, true),
+            (3, true, false),
         ] {
-            let (threaded, shares) = common::run_workers(&files, cfg.clone(), workers, walk);
+            let how = (workers, walk, defer);
+            let (threaded, shares) = common::run_workers(&files, cfg.clone(), how);
             assert_eq!(
                 threaded.lines, inline.lines,
-                "{what}: {workers} workers (walk: {walk}) differ from the in-thread pipeline"
+                "{what}: {workers} workers (walk: {walk}, the writer serialising flow events: \
+                 {defer}) differ from the in-thread pipeline"
             );
             assert_eq!(threaded.error, inline.error, "{what}");
             assert_eq!(threaded.counters, inline.counters, "{what}");
@@ -662,7 +665,8 @@ fn workers_walking_a_file_cut_short_stop_at_the_cut() {
     assert!(inline.lines.iter().any(|l| l.contains("tls12-chain.pcap")));
     for workers in [2, 3] {
         std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3 + 7]).expect("writes");
-        let (walked, _) = common::run_workers(&files, EngineConfig::default(), workers, true);
+        let (walked, _) =
+            common::run_workers(&files, EngineConfig::default(), (workers, true, true));
         std::fs::remove_file(&cut).ok();
         assert_eq!(walked.error, inline.error, "{workers} workers");
         assert_eq!(walked.lines, inline.lines, "{workers} workers");

@@ -75,6 +75,7 @@ fn reload_that_reorders_segments_does_not_relabel_open_flows() {
             types: Default::default(),
             live: false,
             latency: false,
+            defer: None,
         };
         let mut p = Pipeline::start(settings, Vec::new()).expect("threads start");
         feed(&mut p, &first);

@@ -205,6 +205,7 @@ mod tests {
             types: Default::default(),
             live: true,
             latency: true,
+            defer: None,
         };
         Pipeline::start(s, Vec::new()).expect("threads start")
     }

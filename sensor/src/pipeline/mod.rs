@@ -75,6 +75,10 @@ pub struct Settings {
     pub live: bool,
     /// Record per-packet processing time (for `stats`).
     pub latency: bool,
+    /// Whether the writer serialises what needs nothing of a worker's state
+    /// (see [`Output::defer`]); None: when there are fewer workers than
+    /// cores.
+    pub defer: Option<bool>,
 }
 
 /// The worker that owns the address pair of this frame.
@@ -283,18 +287,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(
-        id: usize,
-        workers: usize,
-        engine: Engine,
-        types: Arc<EventTypes>,
-        latency: bool,
-    ) -> Self {
+    fn new(id: usize, workers: usize, engine: Engine, out: Output, latency: bool) -> Self {
         Worker {
             id,
             workers,
             engine,
-            out: Output::new(types),
+            out,
             hist: latency.then(|| {
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000_000, 3)
                     .expect("histogram bounds are valid")
@@ -385,6 +383,8 @@ impl<W: Sink + 'static> Pipeline<W> {
     /// refuses a thread).
     pub fn start(s: Settings, out: W) -> std::io::Result<Self> {
         let n = s.workers.max(1);
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let defer = s.defer.unwrap_or(n < cores);
         let (to_writer, from_workers) = crossbeam_channel::bounded::<ToWriter>(n * QUEUE);
         let (recycle, recycled) = crossbeam_channel::bounded::<Filling>(n * (QUEUE + 2));
         let mut txs = Vec::with_capacity(n);
@@ -403,7 +403,8 @@ impl<W: Sink + 'static> Pipeline<W> {
             let room = Arc::new(room::Room::default());
             let taken = Arc::clone(&room);
             txs.push(room::Queue::new(tx, room));
-            let mut w = Worker::new(id, n, engine_for(&s), Arc::clone(&s.types), s.latency);
+            let out = Output::new(Arc::clone(&s.types), defer);
+            let mut w = Worker::new(id, n, engine_for(&s), out, s.latency);
             let to_writer = to_writer.clone();
             let recycle = recycle.clone();
             let spawned = std::thread::Builder::new()
@@ -635,7 +636,8 @@ impl<W: Sink> Inline<W> {
         Inline {
             seq: Sequencer::default(),
             origin: None,
-            worker: Worker::new(0, 1, Engine::new(cfg), types, false),
+            // one thread: nothing to gain from the writer serialising
+            worker: Worker::new(0, 1, Engine::new(cfg), Output::new(types, false), false),
             writer,
             buf: Default::default(),
         }
@@ -775,6 +777,7 @@ mod tests {
                 types: Default::default(),
                 live: false,
                 latency: false,
+                defer: None,
             };
             let mut p = Pipeline::start(s, Vec::new()).expect("threads start");
             for (which, pkt) in &placed {

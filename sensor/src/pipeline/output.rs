@@ -255,12 +255,19 @@ pub struct Output {
     pub buf: Vec<u8>,
     pub items: Vec<Item>,
     pub types: Arc<EventTypes>,
+    /// Leave to the writer the serialising of what needs nothing of the
+    /// worker's state (`flow` events): when there are fewer workers than
+    /// cores, the writer's core has time to spare and a worker's time is
+    /// what bounds the run; with a worker on every core, each serialises its
+    /// own, so the single writer does not become the bound.
+    pub defer: bool,
 }
 
 impl Output {
-    pub fn new(types: Arc<EventTypes>) -> Self {
+    pub fn new(types: Arc<EventTypes>, defer: bool) -> Self {
         Output {
             types,
+            defer,
             ..Default::default()
         }
     }
@@ -289,6 +296,7 @@ impl Output {
             buf,
             items,
             types: Arc::clone(&self.types),
+            defer: self.defer,
         };
         std::mem::replace(self, fresh)
     }
@@ -376,15 +384,27 @@ impl Output {
         });
     }
 
-    /// A finished `flow` event (if wanted), for the writer to serialise.
-    pub fn flow_line(&mut self, flow: u64, line: impl FnOnce() -> FlowLine) {
+    /// A finished `flow` event (if wanted): serialised here, or by the
+    /// writer when it has a core to spare ([`Output::defer`]).
+    pub fn flow_line(&mut self, flow: u64, sensor: Option<&str>, line: impl FnOnce() -> FlowLine) {
         if !self.types.wants("flow") {
             return;
         }
         let key = self.key(flow);
-        self.items.push(Item::Flow {
+        if self.defer {
+            let line = Box::new(line());
+            return self.items.push(Item::Flow { key, line });
+        }
+        let start = self.buf.len();
+        if !line().write(sensor, &mut self.buf) {
+            self.buf.truncate(start);
+            return;
+        }
+        self.items.push(Item::Line {
             key,
-            line: Box::new(line()),
+            start,
+            end: self.buf.len(),
+            event_type: crate::config::event_type_index("flow"),
         });
     }
 

@@ -123,12 +123,12 @@ pub fn run_inline(files: &[(&Path, &str)], cfg: EngineConfig) -> Run {
 /// Reads captures, in order, through the threaded pipeline with `workers`
 /// workers; also returns each worker's packet count.
 /// `walk`: the workers read each file themselves ([`Pipeline::walk`])
-/// instead of being handed its packets.
+/// instead of being handed its packets; `defer`: the writer serialises the
+/// `flow` events (`Settings::defer`).
 pub fn run_workers(
     files: &[(&Path, &str)],
     cfg: EngineConfig,
-    workers: usize,
-    walk: bool,
+    (workers, walk, defer): (usize, bool, bool),
 ) -> (Run, Vec<u64>) {
     let settings = Settings {
         workers,
@@ -136,6 +136,7 @@ pub fn run_workers(
         types: Default::default(),
         live: false,
         latency: false,
+        defer: Some(defer),
     };
     let mut p = Pipeline::start(settings, Vec::new()).expect("threads start");
     let mut error = None;

@@ -382,7 +382,8 @@ impl Emit<'_, '_> {
             self.out.flow_end(flow.id, e);
         } else {
             let origin = self.origin;
-            self.out.flow_line(flow.id, || FlowLine {
+            let sensor = self.site.sensor_name();
+            self.out.flow_line(flow.id, sensor, || FlowLine {
                 head: flow_head(flow, last, flow.first_frame, origin),
                 // the flow is gone after this
                 community_id: std::mem::take(&mut flow.community_id),
