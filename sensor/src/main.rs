@@ -22,7 +22,7 @@ use spanwatch::detect::RuleSet;
 use spanwatch::pipeline::engine::EngineConfig;
 use spanwatch::pipeline::output::EventTypes;
 use spanwatch::pipeline::{Pipeline, Settings};
-use spanwatch::sink::{FileSink, Outputs};
+use spanwatch::sink::Outputs;
 use spanwatch::stats::Counters;
 
 /// mimalloc: events are built from many small allocations, and the pipeline
@@ -217,21 +217,7 @@ fn settings(c: &CommonArgs, live: bool) -> Result<(Settings, Outputs), String> {
     spanwatch::config::check_event_types(&c.event_types)
         .map_err(|e| format!("--event-types: {e}"))?;
     let (site, rules) = load(c)?;
-    let outputs = match (&c.output, site.outputs.is_empty()) {
-        (None, false) => Outputs::open(&site.outputs, live).map_err(|e| format!("output {e}"))?,
-        (path, _) => {
-            let sink: Box<dyn spanwatch::sink::Sink> = match path {
-                Some(p) => Box::new(
-                    FileSink::open(p, live)
-                        .map_err(|e| format!("{}: cannot create: {e}", p.display()))?,
-                ),
-                None => Box::new(std::io::stdout()),
-            };
-            let mut o = Outputs::default();
-            o.add("main".into(), Vec::new(), sink);
-            o
-        }
-    };
+    let outputs = settings::outputs(c.output.as_deref(), &site, live)?;
     let types = match c.event_types.is_empty() {
         true => outputs.wanted(),
         false => c.event_types.clone(),

@@ -2,6 +2,28 @@
 //! settings from the site configuration.
 
 use super::LiveArgs;
+use spanwatch::sink::{FileSink, Outputs};
+
+/// Where events go: `--output` (a file, or standard output when neither it
+/// nor the site configuration names one), else the site's `[[output]]`s.
+pub fn outputs(
+    output: Option<&std::path::Path>,
+    site: &spanwatch::config::SiteConfig,
+    live: bool,
+) -> Result<Outputs, String> {
+    if output.is_none() && !site.outputs.is_empty() {
+        return Outputs::open(&site.outputs, live).map_err(|e| format!("output {e}"));
+    }
+    let sink: Box<dyn spanwatch::sink::Sink> = match output {
+        Some(p) => Box::new(
+            FileSink::open(p, live).map_err(|e| format!("{}: cannot create: {e}", p.display()))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut o = Outputs::default();
+    o.add("main".into(), Vec::new(), sink);
+    Ok(o)
+}
 
 /// One worker per core the process may use.
 pub fn auto_workers() -> u16 {

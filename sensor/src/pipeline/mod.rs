@@ -75,9 +75,8 @@ pub struct Settings {
     pub live: bool,
     /// Record per-packet processing time (for `stats`).
     pub latency: bool,
-    /// Whether the writer serialises what needs nothing of a worker's state
-    /// (see [`Output::defer`]); None: when there are fewer workers than
-    /// cores.
+    /// The writer serialises what needs nothing of a worker's state
+    /// ([`Output::defer`]); None: when there are fewer workers than cores.
     pub defer: Option<bool>,
 }
 

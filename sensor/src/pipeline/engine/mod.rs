@@ -533,6 +533,7 @@ fn recount(total: &mut usize, held: usize, s: &Session) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::output::Item;
 
     fn engine_over(name: &str) -> (Engine, Output) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -546,6 +547,65 @@ mod tests {
             engine.process(&p.view(), p.ts, Origin::default(), &mut out);
         }
         (engine, out)
+    }
+
+    /// The lines of an output in order, the writer's making them from the
+    /// items it serialises; and how many it made.
+    fn lines_of(out: &Output, sensor: Option<&str>) -> (Vec<Vec<u8>>, usize) {
+        let (mut lines, mut made) = (Vec::new(), 0);
+        for it in &out.items {
+            let mut l = Vec::new();
+            match it {
+                Item::Line { start, end, .. } => l.extend_from_slice(&out.buf[*start..*end]),
+                Item::Flow { line, .. } => assert!(line.write(sensor, &mut l)),
+                Item::Tls { line, .. } => assert!(line.write(sensor, &mut l)),
+                _ => continue,
+            }
+            made += usize::from(!matches!(it, Item::Line { .. }));
+            lines.push(l);
+        }
+        (lines, made)
+    }
+
+    /// With `defer`, ended flows' `flow` events and the `tls` events of
+    /// handshakes whose session goes at once are left to the writer, and the
+    /// lines it makes are the worker's own, byte for byte, in their places
+    /// (with the lab's site: segments, a sensor name, signatures that hold
+    /// some events back for the verdict stage).
+    #[test]
+    fn the_writer_makes_the_lines_a_worker_would() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps");
+        let text = std::fs::read_to_string(dir.join("lab/site.toml")).expect("lab site");
+        let mut site = crate::config::SiteConfig::parse("site.toml", &text).expect("parses");
+        site.sensor.name = Some("lab-sensor".into());
+        let mut deferred = 0;
+        for name in [
+            "tls12-chain.pcap",
+            "tls13-vlan-ipv6.pcap",
+            "lab/lab-mitmproxy-explicit.pcap",
+            "lab/lab-negatives.pcap",
+        ] {
+            let run = |defer: bool| {
+                let cfg = EngineConfig::for_site(site.clone());
+                let mut r = crate::capture::FileReader::open(&dir.join(name)).expect("opens");
+                let mut engine = Engine::new(cfg);
+                let mut out = Output::new(Default::default(), defer);
+                while let Some(p) = r.next() {
+                    let p = p.expect("reads");
+                    engine.process(&p.view(), p.ts, Origin::default(), &mut out);
+                }
+                engine.finish(Origin::default(), &mut out);
+                lines_of(&out, site.sensor_name())
+            };
+            let ((own, none), (left, made)) = (run(false), run(true));
+            assert_eq!(none, 0, "{name}");
+            assert_eq!(left, own, "{name}");
+            deferred += made;
+            let tls = b"\"event_type\":\"tls\"";
+            let has_tls = own.iter().any(|l| l.windows(tls.len()).any(|w| w == tls));
+            assert!(has_tls, "{name}: has tls events");
+        }
+        assert!(deferred > 4, "the writer made lines: {deferred}");
     }
 
     /// A UDP flow read as DNS or QUIC holds its analyzers without the two
