@@ -224,7 +224,7 @@ impl<'a> Event<'a> {
             dest_port: Some(s.1),
             proto: Some(Proto(flow.key.proto)),
             vlan: flow.key.vlans.as_slice(),
-            community_id: Some(&flow.community_id),
+            community_id: Some(flow.community_id()),
             app_proto: cx.app_proto,
             anomaly: cx.anomaly,
             src_segment: cx.src_segment,

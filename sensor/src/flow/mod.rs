@@ -181,7 +181,9 @@ pub struct Flow<T> {
     pub pkts: [u64; 2],
     pub bytes: [u64; 2],
     pub tcp: TcpProgress,
-    pub community_id: String,
+    /// Its Community ID, made the first time an event asks for it (a flow
+    /// whose events a writer makes never needs it in its worker).
+    community_id: std::cell::OnceCell<String>,
     /// First frame of the flow (offline: for `pcap_frame`).
     pub first_frame: u64,
     /// An analyzer found the flow to carry self-contained request/response
@@ -193,6 +195,19 @@ pub struct Flow<T> {
 }
 
 impl<T> Flow<T> {
+    /// The flow's Community ID (v1, seed 0).
+    pub fn community_id(&self) -> &str {
+        self.community_id.get_or_init(|| {
+            let (c, s) = (self.client(), self.server());
+            community_id::community_id(0, c.0, c.1, s.0, s.1, self.key.proto)
+        })
+    }
+
+    /// The Community ID if it was made, leaving none.
+    pub fn take_community_id(&mut self) -> Option<String> {
+        self.community_id.take()
+    }
+
     pub fn client(&self) -> (IpAddr, u16) {
         if self.client_is_lo {
             self.key.lo
@@ -330,12 +345,6 @@ impl<T> FlowTable<T> {
             std::collections::hash_map::Entry::Occupied(o) => &mut **o.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => {
                 let client_is_lo = initiator_is_src(d, tcp) == forward;
-                let (c, s) = if client_is_lo {
-                    (key.lo, key.hi)
-                } else {
-                    (key.hi, key.lo)
-                };
-                let community_id = community_id::community_id(0, c.0, c.1, s.0, s.1, key.proto);
                 let deadline = now.saturating_add(self.timeouts.tcp_new.min(self.timeouts.udp));
                 self.deadlines.push(Kind::Start, deadline, key);
                 self.stats.created += 1;
@@ -348,7 +357,7 @@ impl<T> FlowTable<T> {
                     pkts: [0; 2],
                     bytes: [0; 2],
                     tcp: TcpProgress::default(),
-                    community_id,
+                    community_id: Default::default(),
                     first_frame: frame,
                     exchanges: false,
                     deadline,

@@ -93,8 +93,7 @@ impl FlowHead {
     /// The JSON of an event of this type up to (not including) its
     /// protocol object, without the closing brace.
     pub fn head(&self, event_type: &'static str, sensor: Option<&str>) -> Vec<u8> {
-        let (s, d) = (self.src, self.dst);
-        let cid = crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.proto);
+        let cid = self.community_id();
         let mut h = Vec::with_capacity(384);
         if self
             .event(event_type, sensor, &cid)
@@ -105,6 +104,12 @@ impl FlowHead {
         }
         h.pop(); // the closing brace
         h
+    }
+
+    /// The flow's Community ID (v1, seed 0).
+    pub fn community_id(&self) -> String {
+        let (s, d) = (self.src, self.dst);
+        crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.proto)
     }
 
     /// The event of this type, without its protocol object.
@@ -148,15 +153,23 @@ impl FlowHead {
 #[derive(Debug)]
 pub struct FlowLine {
     pub head: FlowHead,
-    /// The ended flow's (moved, not copied).
-    pub community_id: String,
+    /// The ended flow's, if its worker made it (moved, not copied).
+    pub community_id: Option<String>,
     pub flow: FlowEvent,
 }
 
 impl FlowLine {
     /// Its JSON line, newline included; false if it could not be written.
     pub fn write(&self, sensor: Option<&str>, line: &mut Vec<u8>) -> bool {
-        let mut e = self.head.event("flow", sensor, &self.community_id);
+        let made;
+        let cid = match &self.community_id {
+            Some(c) => c.as_str(),
+            None => {
+                made = self.head.community_id();
+                &made
+            }
+        };
+        let mut e = self.head.event("flow", sensor, cid);
         e.flow = Some(self.flow.clone());
         let ok = e.write_json(line).is_ok();
         line.push(b'\n');
@@ -181,8 +194,7 @@ pub struct TlsLine {
 impl TlsLine {
     /// Its JSON line, newline included; false if it could not be written.
     pub fn write(&self, sensor: Option<&str>, line: &mut Vec<u8>) -> bool {
-        let (s, d) = (self.head.src, self.head.dst);
-        let cid = crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.head.proto);
+        let cid = self.head.community_id();
         let mut ev = TlsEvent::of(&self.session);
         if !self.client_handshake {
             ev.client_handshake = None;

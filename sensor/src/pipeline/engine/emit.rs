@@ -407,7 +407,7 @@ impl Emit<'_, '_> {
             self.out.flow_line(flow.id, sensor, || FlowLine {
                 head: flow_head(flow, last, flow.first_frame, origin),
                 // the flow is gone after this
-                community_id: std::mem::take(&mut flow.community_id),
+                community_id: flow.take_community_id(),
                 flow: ev,
             });
         }
