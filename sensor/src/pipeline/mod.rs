@@ -76,7 +76,7 @@ pub struct Settings {
     /// Record per-packet processing time (for `stats`).
     pub latency: bool,
     /// The writer serialises what needs nothing of a worker's state
-    /// ([`Output::defer`]); None: when there are fewer workers than cores.
+    /// ([`Output::defer`]); None: with one worker and more than one core.
     pub defer: Option<bool>,
 }
 
@@ -383,7 +383,7 @@ impl<W: Sink + 'static> Pipeline<W> {
     pub fn start(s: Settings, out: W) -> std::io::Result<Self> {
         let n = s.workers.max(1);
         let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-        let defer = s.defer.unwrap_or(n < cores);
+        let defer = s.defer.unwrap_or(n == 1 && cores > 1);
         let (to_writer, from_workers) = crossbeam_channel::bounded::<ToWriter>(n * QUEUE);
         let (recycle, recycled) = crossbeam_channel::bounded::<Filling>(n * (QUEUE + 2));
         let mut txs = Vec::with_capacity(n);
