@@ -14,7 +14,6 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::analyzer::tls::cert::CertInfo;
-use crate::analyzer::tls::{TlsEvent, TlsSession};
 use crate::config::Segment;
 use crate::detect::{Ends, Facts, OwnedFacts};
 use crate::event::{Event, FlowEvent};
@@ -177,39 +176,6 @@ impl FlowLine {
     }
 }
 
-/// A `tls` event for the writer to serialise, from the session itself: a
-/// flow whose handshake is logged lets its session go at once (the engine's
-/// `settle`), so it goes to the writer instead of being dropped, and the
-/// event is built there as the worker would have built it.
-#[derive(Debug)]
-pub struct TlsLine {
-    pub head: FlowHead,
-    pub session: Box<TlsSession>,
-    /// Keep the `client_handshake` arrays (`[events] client_handshake`).
-    pub client_handshake: bool,
-    /// Name the certificates by hash (`[events] certificates = "once"`).
-    pub by_reference: bool,
-}
-
-impl TlsLine {
-    /// Its JSON line, newline included; false if it could not be written.
-    pub fn write(&self, sensor: Option<&str>, line: &mut Vec<u8>) -> bool {
-        let cid = self.head.community_id();
-        let mut ev = TlsEvent::of(&self.session);
-        if !self.client_handshake {
-            ev.client_handshake = None;
-        }
-        if self.by_reference {
-            ev.by_reference();
-        }
-        let mut e = self.head.event("tls", sensor, &cid);
-        e.tls = Some(ev);
-        let ok = e.write_json(line).is_ok();
-        line.push(b'\n');
-        ok
-    }
-}
-
 /// A ClientHello for the leg correlation, with the header fields of the
 /// `tls_legs` event (and alert) that reports it if it completes two legs.
 pub type PendingHello = crate::verdict::legs::Hello<FlowHead>;
@@ -266,11 +232,6 @@ pub enum Item {
         key: Key,
         line: Box<FlowLine>,
     },
-    /// A `tls` event for the writer to serialise.
-    Tls {
-        key: Key,
-        line: Box<TlsLine>,
-    },
     /// The certificates a `tls` event names by hash: the writer logs each
     /// once (and again after the re-log interval) as a `certificate` event.
     Certs {
@@ -291,7 +252,6 @@ impl Item {
             | Item::ServerHello { key, .. }
             | Item::Report { key, .. }
             | Item::Flow { key, .. }
-            | Item::Tls { key, .. }
             | Item::Certs { key, .. } => *key,
         }
     }
@@ -309,8 +269,7 @@ pub struct Output {
     pub items: Vec<Item>,
     pub types: Arc<EventTypes>,
     /// Leave to the writer the serialising of what needs nothing more of
-    /// the worker's state (`flow` events, and `tls` events whose session
-    /// goes at once). Worth it with one worker and a core beside it: the
+    /// the worker's state (`flow` events). Worth it with one worker and a core beside it: the
     /// worker's time bounds the run, and the writer's core has time to
     /// spare (on the handshake-heavy bench capture, per 300,000 packets,
     /// 950 M instructions in the worker and 132 M in the writer before, 636 M
@@ -463,16 +422,6 @@ impl Output {
             end: self.buf.len(),
             event_type: crate::config::event_type_index("flow"),
         });
-    }
-
-    /// A finished `tls` event (if wanted), for the writer to serialise.
-    pub fn tls_line(&mut self, flow: u64, line: impl FnOnce() -> TlsLine) {
-        if !self.types.wants("tls") {
-            return;
-        }
-        let key = self.key(flow);
-        let line = Box::new(line());
-        self.items.push(Item::Tls { key, line });
     }
 
     /// Hands a ClientHello to the leg correlation.

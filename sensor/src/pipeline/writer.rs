@@ -506,11 +506,6 @@ impl<W: Sink> Writer<W> {
                     .own_line("flow", None, |l| line.write(sensor, l));
                 self.made(made);
             }
-            Item::Tls { line, .. } => {
-                let sensor = self.site.sensor_name();
-                let made = self.outbox.own_line("tls", None, |l| line.write(sensor, l));
-                self.made(made);
-            }
             Item::Hello { p, .. } => self.legs(LegEvent::Client(*p), 0),
             Item::ServerHello { at, frame, .. } => self.legs(LegEvent::Server { flow, at }, frame),
             Item::Report { r, .. } => {

@@ -17,7 +17,7 @@ use crate::config::{CertificateLog, Segment, SiteConfig};
 use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
 use crate::event::{Context, Event, FlowEvent};
 use crate::flow::{Dir, EndReason, Flow};
-use crate::pipeline::output::{FlowHead, FlowLine, Output, TlsLine};
+use crate::pipeline::output::{FlowHead, FlowLine, Output};
 use crate::stats::Counters;
 use crate::time::Timestamp;
 use crate::verdict::legs;
@@ -288,53 +288,32 @@ impl Emit<'_, '_> {
             return;
         };
         a.tls_logged = true;
-        // both directions read: the session goes right after this (`settle`)
-        let last_use = a.off();
         let Some(t) = a.tls.take() else {
             return;
         };
+        let mut ev = TlsEvent::of(&t);
         let prints = tls::Fingerprints::of(&t);
         let mut facts = tls::facts(&t, &prints);
         let p = pending(self.rules, flow, &mut facts);
-        let once = self.site.events.certificates == CertificateLog::Once;
-        if once {
+        let ends = ends(flow);
+        if !self.site.events.client_handshake {
+            ev.client_handshake = None;
+        }
+        if self.site.events.certificates == CertificateLog::Once {
+            ev.by_reference();
             let certs: SmallVec<[&Arc<CertInfo>; 8]> = (t.chain.iter())
                 .chain(&t.client_chain)
                 .chain(&t.overlap_chain)
                 .collect();
             self.out.certificates(flow.id, ts, &certs);
         }
+        let mut e = header(flow, "tls", ts, self.site, self.origin, frame);
+        e.tls = Some(ev);
+        send(self.out, flow.id, p, &facts, &ends, e);
         self.counters.events_tls += 1;
         if !t.chain.is_empty() {
             self.counters.tls_certificate_msgs += 1;
         }
-        if !p && last_use && self.out.defer {
-            // the writer builds the event from the session, which goes with it
-            if let Some(leaf) = lone_leaf(facts.chain) {
-                self.out.observe(flow.id, Arc::clone(leaf));
-            }
-            drop(facts);
-            drop(prints);
-            let head = flow_head(flow, ts, frame.unwrap_or(0), self.origin);
-            let client_handshake = self.site.events.client_handshake;
-            return self.out.tls_line(flow.id, || TlsLine {
-                head,
-                session: t,
-                client_handshake,
-                by_reference: once,
-            });
-        }
-        let mut ev = TlsEvent::of(&t);
-        if !self.site.events.client_handshake {
-            ev.client_handshake = None;
-        }
-        if once {
-            ev.by_reference();
-        }
-        let ends = ends(flow);
-        let mut e = header(flow, "tls", ts, self.site, self.origin, frame);
-        e.tls = Some(ev);
-        send(self.out, flow.id, p, &facts, &ends, e);
         // they borrow the session, which goes back to the flow
         drop(facts);
         drop(prints);

@@ -558,7 +558,6 @@ mod tests {
             match it {
                 Item::Line { start, end, .. } => l.extend_from_slice(&out.buf[*start..*end]),
                 Item::Flow { line, .. } => assert!(line.write(sensor, &mut l)),
-                Item::Tls { line, .. } => assert!(line.write(sensor, &mut l)),
                 _ => continue,
             }
             made += usize::from(!matches!(it, Item::Line { .. }));
@@ -567,9 +566,8 @@ mod tests {
         (lines, made)
     }
 
-    /// With `defer`, ended flows' `flow` events and the `tls` events of
-    /// handshakes whose session goes at once are left to the writer, and the
-    /// lines it makes are the worker's own, byte for byte, in their places
+    /// With `defer`, ended flows' `flow` events are left to the writer, and
+    /// the lines it makes are the worker's own, byte for byte, in their places
     /// (with the lab's site: segments, a sensor name, signatures that hold
     /// some events back for the verdict stage).
     #[test]
