@@ -11,6 +11,9 @@
 //! afresh each time, never mistaken.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use super::{Compiled, Evidence, Facts, Hit, KeySpread, RuleSet, Test};
 use crate::analyzer::facts::{Fact, Source};
@@ -94,6 +97,22 @@ impl RuleSet {
         } else {
             Cow::Owned(self.compute_text_hits(cert))
         }
+    }
+
+    /// The signatures whose certificate-text conditions all hold on some
+    /// one certificate of `chain`, as a set of indices: one look at each
+    /// certificate's remembered hits for every signature at once, so a
+    /// signature none of them names is passed over without being checked.
+    pub(super) fn chain_text(&self, chain: &[Arc<CertInfo>]) -> SmallVec<[u64; 2]> {
+        let mut set: SmallVec<[u64; 2]> = smallvec::smallvec![0; self.sigs.len().div_ceil(64)];
+        for cert in chain {
+            for &i in self.text_hits(cert).iter() {
+                if let Some(w) = set.get_mut(i as usize / 64) {
+                    *w |= 1 << (i % 64);
+                }
+            }
+        }
+        set
     }
 
     fn compute_text_hits(&self, cert: &CertInfo) -> Vec<u32> {

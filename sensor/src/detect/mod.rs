@@ -232,6 +232,8 @@ impl RuleSet {
         named.dedup();
         let mut out = Vec::new();
         let have = f.present();
+        let text = self.chain_text(f.chain);
+        let on_a_cert = |i: usize| text.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
         let (mut a, mut b) = (named.iter().peekable(), self.unindexed.iter().peekable());
         loop {
             let i = match (a.peek(), b.peek()) {
@@ -247,6 +249,9 @@ impl RuleSet {
             let Some(&i) = i else { break };
             if self.sigs[i].needs & !have != 0 {
                 continue; // a fact it tests has no value here
+            }
+            if self.sigs[i].cert_text && !on_a_cert(i) {
+                continue; // no one certificate holds its text conditions
             }
             if let Some(ev) = self.check(i, f, &hits, spki) {
                 out.push((i, ev));
