@@ -411,38 +411,41 @@ fn ipv4(data: &[u8], vlans: Vlans) -> Result<Outcome<'_>, DecodeError> {
 /// [`ipv4_lax`] gives for it (a test compares them on every packet of the
 /// captures and on damaged copies); anything else is left to it.
 fn ipv4_tcp(data: &[u8], vlans: Vlans) -> Option<Decoded<'_>> {
-    let hl = usize::from(*data.first()? & 0x0f) * 4;
-    if data.len() < 20 || data[0] >> 4 != 4 || hl < 20 || hl > data.len() || data[9] != 6 {
+    // the fixed headers as arrays: their fields read without a bounds check each
+    let ip: &[u8; 20] = data.get(..20)?.try_into().ok()?;
+    let hl = usize::from(ip[0] & 0x0f) * 4;
+    if ip[0] >> 4 != 4 || hl < 20 || hl > data.len() || ip[9] != 6 {
         return None;
     }
     // more fragments, or an offset: a fragment
-    if be16(data, 6)? & 0x3fff != 0 {
+    if u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0 {
         return None;
     }
     // the total length where it fits, else the captured bytes (lax)
-    let total = usize::from(be16(data, 2)?);
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
     let seg = if total < hl || total > data.len() {
         &data[hl..]
     } else {
         &data[hl..total]
     };
-    let thl = usize::from(*seg.get(12)? >> 4) * 4;
-    if seg.len() < 20 || thl < 20 || thl > seg.len() {
+    let tcp: &[u8; 20] = seg.get(..20)?.try_into().ok()?;
+    let thl = usize::from(tcp[12] >> 4) * 4;
+    if thl < 20 || thl > seg.len() {
         return None;
     }
-    let word = |at: usize| u32::from_be_bytes([seg[at], seg[at + 1], seg[at + 2], seg[at + 3]]);
-    let addr = |at: usize| IpAddr::from([data[at], data[at + 1], data[at + 2], data[at + 3]]);
+    let word = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
+    let addr = |at: usize| IpAddr::from([ip[at], ip[at + 1], ip[at + 2], ip[at + 3]]);
     Some(Decoded {
         vlans,
         src: addr(12),
         dst: addr(16),
         proto: 6,
-        sport: be16(seg, 0)?,
-        dport: be16(seg, 2)?,
+        sport: u16::from_be_bytes([tcp[0], tcp[1]]),
+        dport: u16::from_be_bytes([tcp[2], tcp[3]]),
         transport: Transport::Tcp(TcpHeader {
             seq: word(4),
             ack: word(8),
-            flags: seg[13],
+            flags: tcp[13],
         }),
         payload: &seg[thl..],
         segment: seg,
