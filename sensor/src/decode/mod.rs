@@ -160,9 +160,14 @@ pub fn decode(linktype: LinkType, data: &[u8]) -> Result<Outcome<'_>, DecodeErro
 /// [`decode_general`] gives (a test compares them on every frame of the
 /// captures and on damaged copies); anything else is left to it.
 fn ethernet_ipv4_tcp(d: &[u8]) -> Option<Decoded<'_>> {
+    let eth: &[u8; 14] = d.get(..14)?.try_into().ok()?;
+    let mut et = u16::from_be_bytes([eth[12], eth[13]]);
+    if et == ET_IPV4 {
+        // untagged, the most common of all
+        return ipv4_tcp(&d[14..], Vlans::default());
+    }
     let mut vlans = Vlans::default();
     let mut at = 12;
-    let mut et = be16(d, at)?;
     let mut tags = 0;
     while ET_VLAN.contains(&et) {
         tags += 1;
