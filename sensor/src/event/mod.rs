@@ -113,7 +113,7 @@ pub struct Event<'a> {
 }
 
 /// EVE's `flow` object, logged when a flow ends.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct FlowEvent {
     pub pkts_toserver: u64,
     pub pkts_toclient: u64,

@@ -169,7 +169,7 @@ impl FlowLine {
             }
         };
         let mut e = self.head.event("flow", sensor, cid);
-        e.flow = Some(self.flow.clone());
+        e.flow = Some(self.flow);
         let ok = e.write_json(line).is_ok();
         line.push(b'\n');
         ok
@@ -269,13 +269,14 @@ pub struct Output {
     pub items: Vec<Item>,
     pub types: Arc<EventTypes>,
     /// Leave to the writer the serialising of what needs nothing more of
-    /// the worker's state (`flow` events). Worth it with one worker and a core beside it: the
-    /// worker's time bounds the run, and the writer's core has time to
-    /// spare (on the handshake-heavy bench capture, per 300,000 packets,
-    /// 950 M instructions in the worker and 132 M in the writer before, 636 M
-    /// and 415 M after). Each further worker would add as much to the single
-    /// writer, which would become the bound: with more, each serialises its
-    /// own.
+    /// the worker's state (the `flow` events of flows without pending
+    /// events). Worth it with one worker and a core beside it: the worker's
+    /// time bounds the run and the writer's core has time to spare (on the
+    /// handshake-heavy bench capture, per 300,000 packets, 952 M
+    /// instructions in the worker and 132 M in the writer without it; with
+    /// it, and the decoding of the same session, 725 M and 212 M). Each
+    /// further worker would add as much to the single writer, which would
+    /// become the bound: with more, each serialises its own.
     pub defer: bool,
 }
 
@@ -400,28 +401,15 @@ impl Output {
         });
     }
 
-    /// A finished `flow` event (if wanted): serialised here, or by the
-    /// writer ([`Output::defer`]).
-    pub fn flow_line(&mut self, flow: u64, sensor: Option<&str>, line: impl FnOnce() -> FlowLine) {
+    /// An ended flow's `flow` event (if wanted), for the writer to serialise
+    /// ([`Output::defer`]).
+    pub fn flow_line(&mut self, flow: u64, line: impl FnOnce() -> FlowLine) {
         if !self.types.wants("flow") {
             return;
         }
         let key = self.key(flow);
-        if self.defer {
-            let line = Box::new(line());
-            return self.items.push(Item::Flow { key, line });
-        }
-        let start = self.buf.len();
-        if !line().write(sensor, &mut self.buf) {
-            self.buf.truncate(start);
-            return;
-        }
-        self.items.push(Item::Line {
-            key,
-            start,
-            end: self.buf.len(),
-            event_type: crate::config::event_type_index("flow"),
-        });
+        let line = Box::new(line());
+        self.items.push(Item::Flow { key, line });
     }
 
     /// Hands a ClientHello to the leg correlation.

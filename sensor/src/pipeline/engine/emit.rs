@@ -374,22 +374,24 @@ impl Emit<'_, '_> {
         }
         self.quic(flow, last, None);
         let ev = FlowEvent::of(flow, reason);
-        if flow.data.decided {
-            let frame = Some(flow.first_frame);
-            let mut e = header(flow, "flow", last, self.site, self.origin, frame);
-            e.flow = Some(ev);
-            // `alerted`, and the ledger's view of how long the flow went on
-            self.out.flow_end(flow.id, e);
-        } else {
+        self.counters.events_flow += 1;
+        if self.out.defer && !flow.data.decided {
             let origin = self.origin;
-            let sensor = self.site.sensor_name();
-            self.out.flow_line(flow.id, sensor, || FlowLine {
+            return self.out.flow_line(flow.id, || FlowLine {
                 head: flow_head(flow, last, flow.first_frame, origin),
                 // the flow is gone after this
                 community_id: flow.take_community_id(),
                 flow: ev,
             });
         }
-        self.counters.events_flow += 1;
+        let frame = Some(flow.first_frame);
+        let mut e = header(flow, "flow", last, self.site, self.origin, frame);
+        e.flow = Some(ev);
+        if flow.data.decided {
+            // `alerted`, and the ledger's view of how long the flow went on
+            self.out.flow_end(flow.id, e);
+        } else {
+            self.out.line(flow.id, &e);
+        }
     }
 }

@@ -567,7 +567,8 @@ mod tests {
     }
 
     /// With `defer`, ended flows' `flow` events are left to the writer, and
-    /// the lines it makes are the worker's own, byte for byte, in their places
+    /// the lines it makes from them are the ones the worker's own path
+    /// (`header`, `Output::line`) makes, byte for byte, in their places
     /// (with the lab's site: segments, a sensor name, signatures that hold
     /// some events back for the verdict stage).
     #[test]
@@ -599,9 +600,6 @@ mod tests {
             assert_eq!(none, 0, "{name}");
             assert_eq!(left, own, "{name}");
             deferred += made;
-            let tls = b"\"event_type\":\"tls\"";
-            let has_tls = own.iter().any(|l| l.windows(tls.len()).any(|w| w == tls));
-            assert!(has_tls, "{name}: has tls events");
         }
         assert!(deferred > 4, "the writer made lines: {deferred}");
     }
