@@ -53,30 +53,57 @@ impl Timestamp {
     /// Writes `2024-01-02T03:04:05.678901+0000` into `buf` without the
     /// formatting machinery (events carry several timestamps each).
     pub fn rfc3339<'b>(&self, buf: &'b mut [u8; 31]) -> &'b str {
-        let secs = self.secs();
-        let days = secs.div_euclid(86_400);
-        let sod = secs.rem_euclid(86_400);
-        let (y, m, d) = civil_from_days(days);
-        let y = y.clamp(0, 9999) as u32;
-        let micros = self.subsec_nanos() / 1000;
-        let put = |buf: &mut [u8; 31], at: usize, v: u32, width: usize| {
-            let mut v = v;
-            for i in (0..width).rev() {
-                buf[at + i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        };
-        buf.copy_from_slice(b"0000-00-00T00:00:00.000000+0000");
-        put(buf, 0, y, 4);
-        put(buf, 5, m, 2);
-        put(buf, 8, d, 2);
-        put(buf, 11, (sod / 3600) as u32, 2);
-        put(buf, 14, ((sod / 60) % 60) as u32, 2);
-        put(buf, 17, (sod % 60) as u32, 2);
-        put(buf, 20, micros, 6);
+        *buf = self.rfc3339_bytes();
         // only ASCII digits and punctuation were written
         std::str::from_utf8(buf).unwrap_or("1970-01-01T00:00:00.000000+0000")
     }
+
+    /// [`Timestamp::rfc3339`] as bytes. Events of one day share the date:
+    /// each thread keeps the last day's text (finding a date from a day
+    /// number takes divisions a time of day does not need).
+    pub fn rfc3339_bytes(&self) -> [u8; 31] {
+        thread_local! {
+            static LAST: std::cell::Cell<(i64, [u8; 10])> =
+                const { std::cell::Cell::new((i64::MIN, [0; 10])) };
+        }
+        let secs = self.secs();
+        let days = secs.div_euclid(86_400);
+        let sod = secs.rem_euclid(86_400) as u32;
+        let mut buf = *b"0000-00-00T00:00:00.000000+0000";
+        let (last, text) = LAST.with(std::cell::Cell::get);
+        if last == days {
+            buf[..10].copy_from_slice(&text);
+        } else {
+            date(&mut buf, days);
+            let mut text = [0; 10];
+            text.copy_from_slice(&buf[..10]);
+            LAST.with(|c| c.set((days, text)));
+        }
+        two_digits(&mut buf, 11, sod / 3600);
+        two_digits(&mut buf, 14, sod / 60 % 60);
+        two_digits(&mut buf, 17, sod % 60);
+        let micros = self.subsec_nanos() / 1000;
+        two_digits(&mut buf, 20, micros / 10_000);
+        two_digits(&mut buf, 22, micros / 100 % 100);
+        two_digits(&mut buf, 24, micros % 100);
+        buf
+    }
+}
+
+/// `v` (below 100) as two digits at `buf[at..at + 2]`.
+fn two_digits(buf: &mut [u8; 31], at: usize, v: u32) {
+    buf[at] = b'0' + (v / 10 % 10) as u8;
+    buf[at + 1] = b'0' + (v % 10) as u8;
+}
+
+/// The date of day number `days` (since the epoch) into `buf[..10]`.
+fn date(buf: &mut [u8; 31], days: i64) {
+    let (y, m, d) = civil_from_days(days);
+    let y = y.clamp(0, 9999) as u32;
+    two_digits(buf, 0, y / 100);
+    two_digits(buf, 2, y % 100);
+    two_digits(buf, 5, m);
+    two_digits(buf, 8, d);
 }
 
 /// RFC 3339 with microseconds and an explicit UTC offset, as EVE writes it:
@@ -215,6 +242,44 @@ mod tests {
         // leap day and nanosecond input
         let t = Timestamp::from_parts(951_782_400, 123_456_789, 1_000_000_000);
         assert_eq!(t.to_string(), "2000-02-29T00:00:00.123456+0000");
+    }
+
+    /// The day kept per thread is only ever the one asked for: times
+    /// of the same second, of the next, back again, a day or a year apart
+    /// read the same as when made afresh, whatever came before.
+    #[test]
+    fn the_kept_day_never_leaks_into_another() {
+        let base = 1_700_000_000_000_000_000i64;
+        let steps = [
+            0i64,
+            999_999_999,
+            1,
+            1_000_000_000,
+            -1_000_000_000,
+            86_400_000_000_000,
+            -31_536_000_000_000_000,
+            999,
+            500_000_000,
+        ];
+        let mut ns = base;
+        for (i, step) in steps.iter().cycle().take(200).enumerate() {
+            ns = ns.wrapping_add(*step).wrapping_add(i as i64 * 7_919);
+            let t = Timestamp(ns);
+            // the same text made afresh, without the kept day
+            let secs = ns.div_euclid(1_000_000_000);
+            let mut fresh = *b"0000-00-00T00:00:00.000000+0000";
+            date(&mut fresh, secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            let micros = ns.rem_euclid(1_000_000_000) / 1_000;
+            let want = format!(
+                "{}T{:02}:{:02}:{:02}.{micros:06}+0000",
+                std::str::from_utf8(&fresh[..10]).expect("ascii"),
+                sod / 3600,
+                sod / 60 % 60,
+                sod % 60
+            );
+            assert_eq!(t.to_string(), want, "{ns}");
+        }
     }
 
     #[test]

@@ -58,8 +58,7 @@ impl<'o> Obj<'o> {
         self.key(k);
         // digits and punctuation: nothing to escape
         self.out.push(b'"');
-        self.out
-            .extend_from_slice(t.rfc3339(&mut [0; 31]).as_bytes());
+        self.out.extend_from_slice(&t.rfc3339_bytes());
         self.out.push(b'"');
     }
 

@@ -213,7 +213,9 @@ pub struct Writer<W: Sink> {
     done: Vec<u64>,
     controls: VecDeque<(u64, Control)>,
     reports: Vec<Option<Report>>,
-    group: Vec<(u64, usize, Ready)>,
+    group: Vec<Option<Ready>>,
+    /// `group`'s release order: (flow id, worker, index in `group`).
+    order: Vec<(u64, u32, u32)>,
     serial: u64,
     /// Written-out chunks, whose buffers go back to their workers.
     spent: Vec<(usize, Chunk)>,
@@ -254,6 +256,7 @@ impl<W: Sink> Writer<W> {
             controls: VecDeque::new(),
             reports: (0..workers).map(|_| None).collect(),
             group: Vec::new(),
+            order: Vec::new(),
             serial: 0,
             spent: Vec::new(),
             recycle: (0..workers).map(|_| None).collect(),
@@ -315,10 +318,19 @@ impl<W: Sink> Writer<W> {
             self.apply_controls(next.map(|s| s.saturating_sub(1)).unwrap_or(horizon));
             let Some(seq) = next else { break };
             self.gather(seq);
-            // Stable: one flow's items (all from one worker) keep their order.
-            self.group.sort_by_key(|(flow, w, _)| (*flow, *w));
+            // One flow's items (all from one worker) keep their order: the
+            // index breaks ties. Keys are sorted, not the items (a flow
+            // event's fields are a few hundred bytes); one worker's group is
+            // often in order already.
+            if !self.order.is_sorted() {
+                self.order.sort_unstable();
+            }
             let mut group = std::mem::take(&mut self.group);
-            for (flow, _, r) in group.drain(..) {
+            let mut order = std::mem::take(&mut self.order);
+            for (flow, _, i) in order.drain(..) {
+                let Some(r) = group.get_mut(i as usize).and_then(Option::take) else {
+                    continue;
+                };
                 match r {
                     Ready::Line {
                         w,
@@ -337,7 +349,9 @@ impl<W: Sink> Writer<W> {
                     self.write_out();
                 }
             }
+            group.clear();
             self.group = group;
+            self.order = order;
         }
         // before the chunks go back to their workers
         self.write_out();
@@ -432,7 +446,8 @@ impl<W: Sink> Writer<W> {
                     },
                     other => Ready::Item(other),
                 };
-                self.group.push((flow, w, r));
+                self.order.push((flow, w as u32, self.group.len() as u32));
+                self.group.push(Some(r));
                 if c.items.is_empty() {
                     if let Some(c) = q.pop_front() {
                         self.spent.push((w, c));
