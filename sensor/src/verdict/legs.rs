@@ -24,6 +24,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 use smallvec::SmallVec;
@@ -49,7 +50,7 @@ pub struct Hello<T = ()> {
     /// The server name (SNI, else the CONNECT target), lower case.
     pub name: String,
     pub random: [u8; 32],
-    pub ja4: String,
+    pub ja4: Arc<str>,
     /// The connection's SYN → SYN-ACK time, where both were seen.
     pub rtt: Option<Duration>,
     pub client_seg: Option<Segment>,
@@ -461,7 +462,7 @@ mod tests {
             server: ip(server),
             name: name.into(),
             random: [random; 32],
-            ja4: format!("ja4-{random}"),
+            ja4: format!("ja4-{random}").into(),
             rtt: None,
             client_seg: seg(),
             server_seg: None,

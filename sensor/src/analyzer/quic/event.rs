@@ -1,6 +1,8 @@
 //! The QUIC analyzer's event: EVE's `quic` object (Suricata's fields where it
 //! has them: `version`, `sni`, `ja3`, `ja3s`, `ja4`), and the facts it gives.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::packet::version_name;
@@ -24,7 +26,7 @@ pub struct QuicEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ja3: Option<Ja3>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ja4: Option<String>,
+    pub ja4: Option<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ja3s: Option<Ja3>,
     /// The TLS version the server's Initial chose.
@@ -78,7 +80,7 @@ impl<'a> QuicEvent<'a> {
     }
 
     /// The JA3 and JA4 of every ClientHello the event logs, in order.
-    pub fn prints(&self) -> Vec<(String, String)> {
+    pub fn prints(&self) -> Vec<(Arc<str>, Arc<str>)> {
         let first = self.ja3.as_ref().zip(self.ja4.as_ref());
         first
             .map(|(a, b)| (a.hash.clone(), b.clone()))
@@ -98,7 +100,7 @@ fn unlogged(s: &QuicSession) -> &[ClientHello] {
 
 /// The facts signatures test on a QUIC handshake: each logged ClientHello's
 /// server name, ALPN values and fingerprints.
-pub fn facts<'a>(s: &'a QuicSession, prints: &'a [(String, String)]) -> Facts<'a> {
+pub fn facts<'a>(s: &'a QuicSession, prints: &'a [(Arc<str>, Arc<str>)]) -> Facts<'a> {
     let mut f = Facts::default();
     for ch in unlogged(s) {
         f.push_opt(Fact::Sni, ch.sni.as_deref());

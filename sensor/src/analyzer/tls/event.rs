@@ -1,5 +1,7 @@
 //! The TLS analyzer's event: EVE's `tls` object, and the facts it gives.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use super::cert::CertInfo;
@@ -121,7 +123,7 @@ pub struct HelloSummary<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sni: Option<&'a str>,
     pub ja3: Ja3,
-    pub ja4: String,
+    pub ja4: Arc<str>,
 }
 
 /// The fingerprints of a ClientHello carried over `transport`.
@@ -151,7 +153,7 @@ impl<'a> ClientHandshake<'a> {
 /// A further ClientHello's summary, from the fingerprints the session keeps.
 fn summary_of<'a>(
     c: Option<&'a super::hello::ClientHello>,
-    prints: Option<&(Ja3, String)>,
+    prints: Option<&(Ja3, Arc<str>)>,
 ) -> Option<HelloSummary<'a>> {
     let (c, (ja3, ja4)) = c.zip(prints)?;
     Some(HelloSummary {
@@ -287,7 +289,7 @@ impl<'a> Fingerprints<'a> {
     /// differing copy of the first.
     pub fn of(t: &'a TlsSession) -> smallvec::SmallVec<[Fingerprints<'a>; 3]> {
         let first = Fingerprints {
-            ja3: t.ja3().map(|j| j.hash.as_str()),
+            ja3: t.ja3().map(|j| &*j.hash),
             ja4: t.ja4(),
         };
         let more = t
@@ -295,8 +297,8 @@ impl<'a> Fingerprints<'a> {
             .into_iter()
             .flatten()
             .map(|(j3, j4)| Fingerprints {
-                ja3: Some(j3.hash.as_str()),
-                ja4: Some(j4.as_str()),
+                ja3: Some(&*j3.hash),
+                ja4: Some(&**j4),
             });
         std::iter::once(first).chain(more).collect()
     }

@@ -1,15 +1,19 @@
 //! JA3 and JA3S (Salesforce): MD5 of the decimal hello fields, GREASE excluded.
 
+use std::sync::Arc;
+
 use md5::{Digest, Md5};
 
 use super::hello::{without_grease, ClientHello, ServerHello};
 use super::memo::{push_list, remember, Key, Print};
 
-/// A fingerprint: the string and its MD5 in lower-case hex.
+/// A fingerprint: the string and its MD5 in lower-case hex. Shared: the
+/// memo, the session and the events of a fingerprint seen again hold the
+/// same text (a clone is a count, not a copy).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Ja3 {
-    pub hash: String,
-    pub string: String,
+    pub hash: Arc<str>,
+    pub string: Arc<str>,
 }
 
 fn join(out: &mut String, vals: impl Iterator<Item = u32>) {
@@ -32,7 +36,10 @@ fn push_decimal(out: &mut String, v: u32) {
 /// would never hit where [`remember`] missed.)
 fn hashed(string: String) -> Ja3 {
     let hash = super::hex(&Md5::digest(string.as_bytes()));
-    Ja3 { hash, string }
+    Ja3 {
+        hash: hash.into(),
+        string: string.into(),
+    }
 }
 
 /// Joins the non-GREASE values of `list` with dashes.
@@ -97,7 +104,7 @@ mod tests {
             ..Default::default()
         };
         let j = ja3(&ch);
-        assert_eq!(j.string, "771,4865-4866,0,,");
-        assert_eq!(j.hash, "4778b86cd2e167d9eded2c8eba0b72d4");
+        assert_eq!(&*j.string, "771,4865-4866,0,,");
+        assert_eq!(&*j.hash, "4778b86cd2e167d9eded2c8eba0b72d4");
     }
 }

@@ -9,6 +9,8 @@
 //! - `c` = first 12 hex of SHA-256 over the sorted extension list without SNI and
 //!   ALPN, then `_` and the signature algorithms in wire order.
 
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use super::hello::{ext, without_grease, ClientHello};
@@ -93,7 +95,7 @@ fn alpn_code(out: &mut String, ch: &ClientHello) {
 ///
 /// The key holds the lists JA4 sorts sorted, so that hellos whose order
 /// alone differs (a browser that shuffles its extensions) share it.
-pub fn ja4(ch: &ClientHello, transport: Transport) -> String {
+pub fn ja4(ch: &ClientHello, transport: Transport) -> Arc<str> {
     let mut key = Key::new();
     key.extend([transport as u16, ch.legacy_version]);
     push_list(&mut key, without_grease(&ch.supported_versions));
@@ -104,7 +106,7 @@ pub fn ja4(ch: &ClientHello, transport: Transport) -> String {
     }
     push_list(&mut key, without_grease(&ch.sig_algs));
     push_list(&mut key, ch.first_alpn.iter().map(|&b| u16::from(b)));
-    remember_ja4(&key, || compute(ch, transport))
+    remember_ja4(&key, || compute(ch, transport).into())
 }
 
 pub(super) fn compute(ch: &ClientHello, transport: Transport) -> String {

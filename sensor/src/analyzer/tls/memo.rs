@@ -16,6 +16,7 @@
 //! pure function.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::thread::LocalKey;
 
 use super::ja3::Ja3;
@@ -39,7 +40,7 @@ thread_local! {
     static JA4: RefCell<Table> = RefCell::new(Table::default());
     static JA3_HELLO: RefCell<Prints<Ja3>> = RefCell::new(Prints::default());
     static JA3S_HELLO: RefCell<Prints<Ja3>> = RefCell::new(Prints::default());
-    static JA4_HELLO: RefCell<Prints<String>> = RefCell::new(Prints::default());
+    static JA4_HELLO: RefCell<Prints<Arc<str>>> = RefCell::new(Prints::default());
     static RESETS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
@@ -79,7 +80,7 @@ pub fn remember(print: Print, key: &[u16], compute: impl FnOnce() -> Ja3) -> Ja3
 }
 
 /// [`remember`] for JA4.
-pub fn remember_ja4(key: &[u16], compute: impl FnOnce() -> String) -> String {
+pub fn remember_ja4(key: &[u16], compute: impl FnOnce() -> Arc<str>) -> Arc<str> {
     remember_in(&JA4_HELLO, key, compute)
 }
 
@@ -228,7 +229,11 @@ mod tests {
                 change(&mut c);
                 assert_eq!(ja3::ja3(&c), ja3::compute_ja3(&c), "base {b} change {i}");
                 for t in transports {
-                    assert_eq!(ja4::ja4(&c, t), ja4::compute(&c, t), "base {b} change {i}");
+                    assert_eq!(
+                        &*ja4::ja4(&c, t),
+                        ja4::compute(&c, t),
+                        "base {b} change {i}"
+                    );
                 }
             }
         }

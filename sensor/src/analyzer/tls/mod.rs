@@ -121,9 +121,9 @@ pub struct TlsCounters {
 struct Prints {
     ja3: OnceCell<ja3::Ja3>,
     ja3s: OnceCell<ja3::Ja3>,
-    ja4: OnceCell<String>,
-    second: OnceCell<(ja3::Ja3, String)>,
-    overlap: OnceCell<(ja3::Ja3, String)>,
+    ja4: OnceCell<Arc<str>>,
+    second: OnceCell<(ja3::Ja3, Arc<str>)>,
+    overlap: OnceCell<(ja3::Ja3, Arc<str>)>,
 }
 
 /// Handshake facts of one flow.
@@ -165,7 +165,13 @@ impl TlsSession {
             .prints
             .ja4
             .get_or_init(|| ja4::ja4(ch, ja4::Transport::Tcp));
-        Some(j.as_str())
+        Some(&**j)
+    }
+
+    /// [`TlsSession::ja4`], shared (a count, not a copy).
+    pub fn ja4_shared(&self) -> Option<Arc<str>> {
+        self.ja4()?;
+        self.prints.ja4.get().cloned()
     }
 
     /// The first ClientHello's JA3 (none for an SSLv2 hello).
@@ -182,11 +188,11 @@ impl TlsSession {
 
     /// The JA3 and JA4 of the second ClientHello, and of the differing copy
     /// of the first.
-    pub fn more_prints(&self) -> [Option<&(ja3::Ja3, String)>; 2] {
+    pub fn more_prints(&self) -> [Option<&(ja3::Ja3, Arc<str>)>; 2] {
         fn of<'s>(
-            cell: &'s OnceCell<(ja3::Ja3, String)>,
+            cell: &'s OnceCell<(ja3::Ja3, Arc<str>)>,
             ch: Option<&ClientHello>,
-        ) -> Option<&'s (ja3::Ja3, String)> {
+        ) -> Option<&'s (ja3::Ja3, Arc<str>)> {
             let c = ch?;
             Some(cell.get_or_init(|| (ja3::ja3(c), ja4::ja4(c, ja4::Transport::Tcp))))
         }
@@ -471,12 +477,12 @@ mod tests {
         assert_eq!(ch.legacy_version, 0x0303);
         assert!(ch.extensions.contains(&hello::ext::SERVER_NAME));
         // tshark 4.0.17 on the same capture: tls.handshake.ja3
-        assert_eq!(ja3::ja3(ch).hash, "bd9a3206c94db805166cef19e4d05102");
+        assert_eq!(&*ja3::ja3(ch).hash, "bd9a3206c94db805166cef19e4d05102");
         assert_eq!(
-            s.ja3().map(|j| j.hash.as_str()),
+            s.ja3().map(|j| &*j.hash),
             Some("bd9a3206c94db805166cef19e4d05102")
         );
-        assert_eq!(s.ja4(), Some(ja4::ja4(ch, ja4::Transport::Tcp).as_str()));
+        assert_eq!(s.ja4(), Some(&*ja4::ja4(ch, ja4::Transport::Tcp)));
         let (j4, raw) = (
             ja4::ja4(ch, ja4::Transport::Tcp),
             ja4::ja4_raw(ch, ja4::Transport::Tcp),

@@ -250,7 +250,7 @@ impl Emit<'_, '_> {
         else {
             return;
         };
-        let ja4 = t.ja4().unwrap_or_default().to_string();
+        let ja4 = t.ja4_shared().unwrap_or_else(|| Arc::from(""));
         let Some(ch) = t.client_hello.as_ref() else {
             return;
         };
