@@ -183,7 +183,7 @@ pub struct Flow<T> {
     pub tcp: TcpProgress,
     /// Its Community ID, made the first time an event asks for it (a flow
     /// whose events a writer makes never needs it in its worker).
-    community_id: std::cell::OnceCell<String>,
+    community_id: std::cell::OnceCell<community_id::CommunityId>,
     /// First frame of the flow (offline: for `pcap_frame`).
     pub first_frame: u64,
     /// An analyzer found the flow to carry self-contained request/response
@@ -197,14 +197,16 @@ pub struct Flow<T> {
 impl<T> Flow<T> {
     /// The flow's Community ID (v1, seed 0).
     pub fn community_id(&self) -> &str {
-        self.community_id.get_or_init(|| {
-            let (c, s) = (self.client(), self.server());
-            community_id::community_id(0, c.0, c.1, s.0, s.1, self.key.proto)
-        })
+        self.community_id
+            .get_or_init(|| {
+                let (c, s) = (self.client(), self.server());
+                community_id::community_id(0, c.0, c.1, s.0, s.1, self.key.proto)
+            })
+            .as_str()
     }
 
     /// The Community ID if it was made, leaving none.
-    pub fn take_community_id(&mut self) -> Option<String> {
+    pub fn take_community_id(&mut self) -> Option<community_id::CommunityId> {
         self.community_id.take()
     }
 

@@ -17,6 +17,7 @@ use crate::analyzer::tls::cert::CertInfo;
 use crate::config::Segment;
 use crate::detect::{Ends, Facts, OwnedFacts};
 use crate::event::{Event, FlowEvent};
+use crate::flow::community_id::CommunityId;
 use crate::stats::Counters;
 use crate::time::Timestamp;
 
@@ -95,7 +96,7 @@ impl FlowHead {
         let cid = self.community_id();
         let mut h = Vec::with_capacity(384);
         if self
-            .event(event_type, sensor, &cid)
+            .event(event_type, sensor, cid.as_str())
             .write_json(&mut h)
             .is_err()
         {
@@ -106,7 +107,7 @@ impl FlowHead {
     }
 
     /// The flow's Community ID (v1, seed 0).
-    pub fn community_id(&self) -> String {
+    pub fn community_id(&self) -> CommunityId {
         let (s, d) = (self.src, self.dst);
         crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.proto)
     }
@@ -153,7 +154,7 @@ impl FlowHead {
 pub struct FlowLine {
     pub head: FlowHead,
     /// The ended flow's, if its worker made it (moved, not copied).
-    pub community_id: Option<String>,
+    pub community_id: Option<CommunityId>,
     pub flow: FlowEvent,
 }
 
@@ -165,7 +166,7 @@ impl FlowLine {
             Some(c) => c.as_str(),
             None => {
                 made = self.head.community_id();
-                &made
+                made.as_str()
             }
         };
         let mut e = self.head.event("flow", sensor, cid);
