@@ -177,17 +177,18 @@ fn plain(b: &[u8]) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH != 0;
     let has = |x: u64, c: u64| has_below(x ^ (ONES * c), 1);
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
+    let bad = |c: &[u8]| {
         let x = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-        if has_below(x, 0x20) || has(x, b'"' as u64) || has(x, b'\\' as u64) {
-            return false;
-        }
+        has_below(x, 0x20) || has(x, b'"' as u64) || has(x, b'\\' as u64)
+    };
+    if b.chunks_exact(8).any(bad) {
+        return false;
     }
-    chunks
-        .remainder()
-        .iter()
-        .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+    match b.len() {
+        // the last eight bytes again, overlapping the chunks read
+        n if n >= 8 => n % 8 == 0 || !bad(&b[n - 8..]),
+        _ => b.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\'),
+    }
 }
 
 /// Each `Some` string as a member named as its variable.
