@@ -245,11 +245,13 @@ mod tests {
     }
 
     /// The day kept per thread is only ever the one asked for: times
-    /// of the same second, of the next, back again, a day or a year apart
-    /// read the same as when made afresh, whatever came before.
+    /// around midnight (back and forth across it), a day or a year apart,
+    /// and across the epoch read the same as when made afresh, whatever
+    /// came before.
     #[test]
     fn the_kept_day_never_leaks_into_another() {
-        let base = 1_700_000_000_000_000_000i64;
+        // 2023-11-13T23:59:59.5
+        let midnight = 1_699_919_999_500_000_000i64;
         let steps = [
             0i64,
             999_999_999,
@@ -261,9 +263,32 @@ mod tests {
             999,
             500_000_000,
         ];
-        let mut ns = base;
-        for (i, step) in steps.iter().cycle().take(200).enumerate() {
-            ns = ns.wrapping_add(*step).wrapping_add(i as i64 * 7_919);
+        let mut times: Vec<i64> = Vec::new();
+        for start in [midnight, 0] {
+            let mut ns = start;
+            for (i, step) in steps.iter().cycle().take(120).enumerate() {
+                // drift back to the start now and then: the walk crosses
+                // midnight (and the epoch) both ways
+                ns = if i % 10 == 9 { start } else { ns };
+                ns = ns.wrapping_add(*step).wrapping_add(i as i64 * 7_919);
+                times.push(ns);
+            }
+        }
+        times.extend([
+            0,
+            -1,
+            0,
+            -86_400_000_000_001,
+            86_399_999_999_999,
+            86_400_000_000_000,
+        ]);
+        // the walk does cross midnight and the epoch
+        let day = |ns: i64| ns.div_euclid(86_400_000_000_000);
+        let days: std::collections::BTreeSet<i64> = times.iter().map(|n| day(*n)).collect();
+        for d in [day(midnight), day(midnight) + 1, -1, 0] {
+            assert!(days.contains(&d), "day {d} never visited");
+        }
+        for ns in times {
             let t = Timestamp(ns);
             // the same text made afresh, without the kept day
             let secs = ns.div_euclid(1_000_000_000);

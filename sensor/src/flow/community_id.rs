@@ -22,7 +22,7 @@ impl CommunityId {
 
 impl std::fmt::Debug for CommunityId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
@@ -39,7 +39,8 @@ pub fn community_id(
     let digest = digest(seed, src, sport, dst, dport, proto);
     let mut b = *b"1:0000000000000000000000000000";
     // 20 bytes are 28 base64 characters (with one `=`): the room is exact
-    let _ = base64::engine::general_purpose::STANDARD.encode_slice(digest, &mut b[2..]);
+    let written = base64::engine::general_purpose::STANDARD.encode_slice(digest, &mut b[2..]);
+    debug_assert!(matches!(written, Ok(28)), "{written:?}");
     CommunityId(b)
 }
 

@@ -215,7 +215,7 @@ pub struct Writer<W: Sink> {
     reports: Vec<Option<Report>>,
     group: Vec<Option<Ready>>,
     /// `group`'s release order: (flow id, worker, index in `group`).
-    order: Vec<(u64, u32, u32)>,
+    order: Vec<(u64, usize, usize)>,
     serial: u64,
     /// Written-out chunks, whose buffers go back to their workers.
     spent: Vec<(usize, Chunk)>,
@@ -328,7 +328,8 @@ impl<W: Sink> Writer<W> {
             let mut group = std::mem::take(&mut self.group);
             let mut order = std::mem::take(&mut self.order);
             for (flow, _, i) in order.drain(..) {
-                let Some(r) = group.get_mut(i as usize).and_then(Option::take) else {
+                let Some(r) = group.get_mut(i).and_then(Option::take) else {
+                    debug_assert!(false, "item {i} of the group released twice");
                     continue;
                 };
                 match r {
@@ -446,7 +447,7 @@ impl<W: Sink> Writer<W> {
                     },
                     other => Ready::Item(other),
                 };
-                self.order.push((flow, w as u32, self.group.len() as u32));
+                self.order.push((flow, w, self.group.len()));
                 self.group.push(Some(r));
                 if c.items.is_empty() {
                     if let Some(c) = q.pop_front() {
