@@ -160,18 +160,21 @@ pub struct TlsSession {
 impl TlsSession {
     /// The first ClientHello's JA4 (computed once).
     pub fn ja4(&self) -> Option<&str> {
-        let ch = self.client_hello.as_ref()?;
-        let j = self
-            .prints
-            .ja4
-            .get_or_init(|| ja4::ja4(ch, ja4::Transport::Tcp));
-        Some(&**j)
+        self.ja4_cell().map(|j| &**j)
     }
 
     /// [`TlsSession::ja4`], shared (a count, not a copy).
     pub fn ja4_shared(&self) -> Option<Arc<str>> {
-        self.ja4()?;
-        self.prints.ja4.get().cloned()
+        self.ja4_cell().cloned()
+    }
+
+    fn ja4_cell(&self) -> Option<&Arc<str>> {
+        let ch = self.client_hello.as_ref()?;
+        Some(
+            self.prints
+                .ja4
+                .get_or_init(|| ja4::ja4(ch, ja4::Transport::Tcp)),
+        )
     }
 
     /// The first ClientHello's JA3 (none for an SSLv2 hello).

@@ -250,10 +250,11 @@ impl Emit<'_, '_> {
         else {
             return;
         };
-        let ja4 = t.ja4_shared().unwrap_or_else(|| Arc::from(""));
         let Some(ch) = t.client_hello.as_ref() else {
             return;
         };
+        // (there is one: the hello is there)
+        let ja4 = t.ja4_shared().unwrap_or_else(|| Arc::from(""));
         let hello = legs::Hello {
             at: pkt.ts,
             flow: id,
