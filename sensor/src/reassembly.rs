@@ -1,11 +1,14 @@
 //! In-order delivery of one TCP direction, for handshakes only.
 //!
 //! A [`Stream`] hands contiguous bytes to an analyzer callback that returns how
-//! many it consumed; the rest waits for the next segment. Only what the analyzer
-//! has not consumed is copied: a handshake message inside one segment is parsed
-//! straight from the packet. Out-of-order segments are held, bounded in count and
-//! bytes; retransmissions and overlaps keep the first copy (the bytes a receiver
-//! would have acted on first, as Suricata's default policy does).
+//! many it consumed; the rest waits for the next segment. A handshake message
+//! inside one segment is parsed straight from the packet. The first
+//! [`WINDOW`] bytes are kept anyway (to compare later copies with), so what
+//! the analyzer leaves of them waits there, read in place; only what is left
+//! beyond the window is copied again. Out-of-order segments are held, bounded
+//! in count and bytes; retransmissions and overlaps keep the first copy (the
+//! bytes a receiver would have acted on first, as Suricata's default policy
+//! does).
 
 /// Bytes one direction may hold for the analyzer (a long certificate chain fits).
 pub const MAX_BUFFERED: usize = 128 * 1024;
@@ -31,7 +34,11 @@ pub enum StreamError {
 #[derive(Debug, Default)]
 pub struct Stream {
     next: Option<u32>,
+    /// Bytes the analyzer left, when they did not all fit in the window.
     buf: Vec<u8>,
+    /// Where in `window` the bytes the analyzer left start, while they all
+    /// lie there (then `buf` is empty).
+    pending: Option<usize>,
     ooo: Vec<(u32, Vec<u8>)>,
     ooo_bytes: usize,
     /// Segments that were wholly retransmitted data (counted, dropped).
@@ -57,6 +64,8 @@ const MAX_ALT_READS: u8 = 8;
 /// Delivered bytes kept per direction to compare later copies with (the
 /// handshake: a ClientHello, a server's first flight).
 pub const WINDOW: usize = 8 * 1024;
+/// The window's first room: twice the first segment, and at least this.
+const FIRST_ROOM: usize = 1024;
 
 impl Stream {
     /// Notes the initial sequence number from a SYN (or SYN-ACK).
@@ -78,7 +87,8 @@ impl Stream {
 
     /// Bytes held (in-order waiting plus out-of-order).
     pub fn held(&self) -> usize {
-        self.buf.len() + self.ooo_bytes
+        let waiting = self.pending.map_or(0, |at| self.window.len() - at);
+        self.buf.len() + waiting + self.ooo_bytes
     }
 
     /// Heap bytes the stream holds: its buffers' capacities, the
@@ -95,6 +105,7 @@ impl Stream {
     /// Frees every buffer (the flow no longer needs its stream).
     pub fn release(&mut self) {
         self.buf = Vec::new();
+        self.pending = None;
         self.ooo = Vec::new();
         self.ooo_bytes = 0;
         self.window = Vec::new();
@@ -173,29 +184,65 @@ impl Stream {
         let next = self.next.unwrap_or(0);
         self.next = Some(next.wrapping_add(data.len() as u32));
         self.delivered += data.len() as u64;
+        let mut kept = 0;
         if self.window.len() < WINDOW {
-            let take = data.len().min(WINDOW - self.window.len());
-            self.window.extend_from_slice(&data[..take]);
+            kept = data.len().min(WINDOW - self.window.len());
+            if self.window.capacity() == 0 {
+                self.window
+                    .reserve_exact((2 * kept).clamp(FIRST_ROOM, WINDOW));
+            }
+            self.window.extend_from_slice(&data[..kept]);
         }
-        if self.buf.is_empty() {
-            let used = analyze(data).min(data.len());
-            let rest = &data[used..];
-            if rest.len() > MAX_BUFFERED {
-                return Err(StreamError::Overflow);
+        let whole = kept == data.len();
+        match self.pending {
+            // what was left, and now this segment, lie at the window's end
+            Some(at) if whole => {
+                let left = &self.window[at..];
+                let used = analyze(left).min(left.len());
+                self.pending = (used < left.len()).then_some(at + used);
+                Ok(())
             }
-            self.buf.extend_from_slice(rest);
-        } else {
-            if self.buf.len() + data.len() > MAX_BUFFERED {
-                return Err(StreamError::Overflow);
+            // leaving the window: what is left moves to the buffer
+            Some(at) => {
+                self.pending = None;
+                self.buf.extend_from_slice(&self.window[at..]);
+                self.buffered(&data[kept..], analyze)
             }
-            self.buf.extend_from_slice(data);
-            let used = analyze(&self.buf).min(self.buf.len());
-            self.buf.drain(..used);
-            if self.buf.is_empty() && self.buf.capacity() > SPARE_BUFFER {
-                // a big message read: its room goes rather than wait with
-                // the flow (a stream never holds more than it needs now)
-                self.buf = Vec::new();
+            None if self.buf.is_empty() => {
+                let used = analyze(data).min(data.len());
+                let rest = &data[used..];
+                if whole {
+                    if !rest.is_empty() {
+                        self.pending = Some(self.window.len() - rest.len());
+                    }
+                } else {
+                    if rest.len() > MAX_BUFFERED {
+                        return Err(StreamError::Overflow);
+                    }
+                    self.buf.extend_from_slice(rest);
+                }
+                Ok(())
             }
+            None => self.buffered(data, analyze),
+        }
+    }
+
+    /// Adds `data` to what waits in the buffer and offers it all again.
+    fn buffered(
+        &mut self,
+        data: &[u8],
+        analyze: &mut dyn FnMut(&[u8]) -> usize,
+    ) -> Result<(), StreamError> {
+        if self.buf.len() + data.len() > MAX_BUFFERED {
+            return Err(StreamError::Overflow);
+        }
+        self.buf.extend_from_slice(data);
+        let used = analyze(&self.buf).min(self.buf.len());
+        self.buf.drain(..used);
+        if self.buf.is_empty() && self.buf.capacity() > SPARE_BUFFER {
+            // a big message read: its room goes rather than wait with
+            // the flow (a stream never holds more than it needs now)
+            self.buf = Vec::new();
         }
         Ok(())
     }
@@ -382,5 +429,60 @@ mod tests {
         assert_eq!(s.conflicts, 2);
         assert_eq!(s.take_alt().as_deref(), Some(&b"HELLO world!"[..]));
         assert!(s.take_alt().is_none(), "nothing new");
+    }
+
+    /// What the analyzer is offered does not depend on where the bytes it
+    /// left wait (in the window, in the buffer, or moving from one to the
+    /// other as the stream leaves the window): the same calls, with the same
+    /// bytes, as a stream that copies everything left into its buffer.
+    #[test]
+    fn bytes_left_are_offered_again_wherever_they_wait() {
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n as u64) as usize
+        };
+        for _ in 0..300 {
+            let total = 1 + next(3 * WINDOW);
+            let bytes: Vec<u8> = (0..total).map(|i| (i * 7 % 251) as u8).collect();
+            // messages of random lengths; the analyzer takes whole ones only
+            let mut ends = Vec::new();
+            let mut at = 0;
+            while at < total {
+                at = (at + 1 + next(4000)).min(total);
+                ends.push(at);
+            }
+            let (mut s, mut calls, mut taken) = (Stream::default(), Vec::new(), 0usize);
+            let (mut want, mut left, mut done) = (Vec::new(), Vec::<u8>::new(), 0usize);
+            s.syn(0);
+            let mut seq = 0;
+            while seq < total {
+                let len = (1 + next(1500)).min(total - seq);
+                let seg = &bytes[seq..seq + len];
+                // the analyzer: the whole messages at the start of what it sees
+                let take = |b: &[u8], from: usize| {
+                    let end = ends.iter().rev().find(|&&e| e <= from + b.len()).copied();
+                    end.map_or(0, |e| e.saturating_sub(from))
+                };
+                s.push(1 + seq as u32, seg, &mut |b: &[u8]| {
+                    calls.push(b.to_vec());
+                    let used = take(b, taken);
+                    taken += used;
+                    used
+                })
+                .expect("within the limits");
+                // the reference: everything left is copied and offered again
+                left.extend_from_slice(seg);
+                want.push(left.clone());
+                let used = take(&left, done);
+                done += used;
+                left.drain(..used);
+                assert_eq!(s.held(), left.len());
+                seq += len;
+            }
+            assert_eq!(calls, want);
+        }
     }
 }
