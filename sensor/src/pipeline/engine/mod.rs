@@ -272,7 +272,12 @@ impl Engine {
         // every flow's event at once: room for them up front, not by doubling
         // (a doubling holds the old buffer and the new one at once)
         out.reserve(self.ended.len(), FLOW_EVENT_BYTES);
+        // Made here, not by the writer: at the end the worker has nothing
+        // else to do, and what the writer would make after it is the run's
+        // tail (a few ms less on a busy capture; the same lines).
+        let defer = std::mem::replace(&mut out.defer, false);
         self.end_flows(origin, out);
+        out.defer = defer;
         self.sync_counters();
     }
 
