@@ -593,7 +593,7 @@ fn read(args: ReadArgs) -> ExitCode {
     // is memory (the writer's correlation state, caches, tens of MiB) that
     // the process would free piece by piece before exiting: some 10 ms of a
     // run of a few hundred. Exit without dropping it (standard output is
-    // flushed by `exit`).
+    // flushed by `exit`). Nothing after `read` in `main` runs.
     std::process::exit(i32::from(failed > 0))
 }
 

@@ -187,10 +187,7 @@ impl Stream {
         let mut kept = 0;
         if self.window.len() < WINDOW {
             kept = data.len().min(WINDOW - self.window.len());
-            if self.window.capacity() == 0 {
-                self.window
-                    .reserve_exact((2 * kept).clamp(FIRST_ROOM, WINDOW));
-            }
+            self.make_room(kept);
             self.window.extend_from_slice(&data[..kept]);
         }
         let whole = kept == data.len();
@@ -204,6 +201,9 @@ impl Stream {
             }
             // leaving the window: what is left moves to the buffer
             Some(at) => {
+                if self.window.len() - at + (data.len() - kept) > MAX_BUFFERED {
+                    return Err(StreamError::Overflow);
+                }
                 self.pending = None;
                 self.buf.extend_from_slice(&self.window[at..]);
                 self.buffered(&data[kept..], analyze)
@@ -225,6 +225,23 @@ impl Stream {
             }
             None => self.buffered(data, analyze),
         }
+    }
+
+    /// Room in the window for `more` bytes: at first twice the first
+    /// segment (at least [`FIRST_ROOM`]), then doubling; never beyond
+    /// [`WINDOW`] (a vector left to grow would double past it).
+    fn make_room(&mut self, more: usize) {
+        let need = self.window.len() + more;
+        let cap = self.window.capacity();
+        if need <= cap {
+            return;
+        }
+        let room = match cap {
+            0 => (2 * more).clamp(FIRST_ROOM, WINDOW),
+            _ => (2 * cap).min(WINDOW),
+        };
+        self.window
+            .reserve_exact(room.max(need) - self.window.len());
     }
 
     /// Adds `data` to what waits in the buffer and offers it all again.
@@ -483,6 +500,7 @@ mod tests {
                 seq += len;
             }
             assert_eq!(calls, want);
+            assert!(s.window.capacity() <= WINDOW, "{}", s.window.capacity());
         }
     }
 }

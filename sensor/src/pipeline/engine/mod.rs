@@ -575,7 +575,8 @@ mod tests {
     /// the lines it makes from them are the ones the worker's own path
     /// (`header`, `Output::line`) makes, byte for byte, in their places
     /// (with the lab's site: segments, a sensor name, signatures that hold
-    /// some events back for the verdict stage).
+    /// some events back for the verdict stage). The flows end mid-run (a
+    /// new timeline): at `finish` the worker makes the lines either way.
     #[test]
     fn the_writer_makes_the_lines_a_worker_would() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps");
@@ -598,6 +599,7 @@ mod tests {
                     let p = p.expect("reads");
                     engine.process(&p.view(), p.ts, Origin::default(), &mut out);
                 }
+                engine.new_timeline(Origin::default(), &mut out);
                 engine.finish(Origin::default(), &mut out);
                 lines_of(&out, site.sensor_name())
             };
