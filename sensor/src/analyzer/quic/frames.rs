@@ -143,7 +143,13 @@ pub fn read(payload: &[u8], stream: &mut CryptoStream) -> Result<FrameSummary, F
     while at < payload.len() {
         let ty = next(&mut at)?;
         match ty {
-            0x00 | 0x01 => {} // PADDING, PING
+            0x00 => {
+                // PADDING, and the PADDING frames after it: a run of zero
+                // bytes, a frame each (a client pads its Initial to 1,200
+                // bytes), skipped at once
+                at += payload.get(at..).map_or(0, zero_run);
+            }
+            0x01 => {} // PING
             0x02 | 0x03 => {
                 // ACK: largest, delay, range count, first range, ranges, ECN
                 next(&mut at)?;
@@ -191,9 +197,55 @@ pub fn read(payload: &[u8], stream: &mut CryptoStream) -> Result<FrameSummary, F
     Ok(sum)
 }
 
+/// How many zero bytes `b` starts with: sixteen at a time (an array
+/// compare, a vector compare in the machine code), then one by one.
+fn zero_run(b: &[u8]) -> usize {
+    let blocks = b
+        .chunks_exact(16)
+        .take_while(|c| <&[u8; 16]>::try_from(*c).is_ok_and(|c| *c == [0; 16]))
+        .count();
+    let n = blocks * 16;
+    n + b[n..].iter().take_while(|&&x| x == 0).count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs of PADDING of every length to 40 before, between and after
+    /// other frames read as the frames without them; a run cut by a foreign
+    /// byte is still malformed; a padding type written in two bytes (a
+    /// varint 0, `0x40 0x00`) starts a run too.
+    #[test]
+    fn padding_runs_of_any_length_are_skipped() {
+        let msg: Vec<u8> = (0..60u8).collect();
+        for n in 0..40 {
+            let pad = vec![0u8; n];
+            let mut p = pad.clone();
+            p.extend(crypto(0, &msg[..30]));
+            p.extend(&pad);
+            p.push(0x01);
+            p.extend(&pad);
+            p.extend(crypto(30, &msg[30..]));
+            p.extend(&pad);
+            let mut s = CryptoStream::default();
+            let sum = read(&p, &mut s).expect("frames");
+            assert_eq!(sum.crypto_frames, 2, "{n}");
+            assert_eq!(s.contiguous(), &msg[..], "{n}");
+            let mut bad = pad.clone();
+            bad.push(0x08);
+            bad.extend(&pad);
+            let mut s = CryptoStream::default();
+            assert_eq!(read(&bad, &mut s), Err(FrameError::Malformed), "{n}");
+            let mut long = vec![0x40, 0x00];
+            long.extend(&pad);
+            long.extend(crypto(0, &msg[..5]));
+            let mut s = CryptoStream::default();
+            assert_eq!(read(&long, &mut s).map(|f| f.crypto_frames), Ok(1), "{n}");
+            assert_eq!(zero_run(&pad), n);
+            assert_eq!(zero_run(&bad), n);
+        }
+    }
 
     fn crypto(offset: u16, data: &[u8]) -> Vec<u8> {
         let mut v = vec![0x06, 0x40 | (offset >> 8) as u8, offset as u8];
