@@ -256,12 +256,13 @@ impl Event<'_> {
             sanctioned,
             host_activity,
             stats,
-            tls,
-            certificate,
-            quic,
-            dns,
-            http,
-            flow,
+            // written by `write_objects`
+            tls: _,
+            certificate: _,
+            quic: _,
+            dns: _,
+            http: _,
+            flow: _,
         } = self;
         let mut o = Obj::open(out);
         o.time("timestamp", *timestamp);
@@ -297,6 +298,30 @@ impl Event<'_> {
             host_activity,
             stats
         );
+        self.write_objects(&mut o)?;
+        o.close();
+        Ok(())
+    }
+
+    /// Appends the event's members that follow its head, each with its
+    /// leading comma (`,"tls":{…}`): what [`Event::write_json`] writes after
+    /// the header fields. A line whose head the writer makes is this,
+    /// after its head (see `pipeline::output::Item::Tail`).
+    pub fn write_tail(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        self.write_objects(&mut Obj { out, first: false })
+    }
+
+    /// The protocol objects that end an event, in the struct's order.
+    fn write_objects(&self, o: &mut Obj<'_>) -> serde_json::Result<()> {
+        let Event {
+            tls,
+            certificate,
+            quic,
+            dns,
+            http,
+            flow,
+            ..
+        } = self;
         if let Some(v) = tls {
             o.key("tls");
             v.write_json(o.out)?;
@@ -306,7 +331,6 @@ impl Event<'_> {
             o.key("flow");
             v.write_json(o.out);
         }
-        o.close();
         Ok(())
     }
 }

@@ -87,27 +87,65 @@ pub struct FlowHead {
     pub anomaly: Option<&'static str>,
     pub src_seg: Option<Segment>,
     pub dest_seg: Option<Segment>,
+    /// The flow's Community ID, if its worker had made it (else the writer
+    /// makes it).
+    pub community_id: Option<CommunityId>,
 }
 
 impl FlowHead {
     /// The JSON of an event of this type up to (not including) its
     /// protocol object, without the closing brace.
     pub fn head(&self, event_type: &'static str, sensor: Option<&str>) -> Vec<u8> {
-        let cid = self.community_id();
         let mut h = Vec::with_capacity(384);
+        if !self.write_head(event_type, sensor, &mut h) {
+            h = b"{".to_vec();
+        }
+        h
+    }
+
+    /// Appends [`FlowHead::head`] to `out`; false if it could not be written
+    /// (`out` is then as it was).
+    pub fn write_head(
+        &self,
+        event_type: &'static str,
+        sensor: Option<&str>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let cid = self.community_id();
+        let start = out.len();
         if self
             .event(event_type, sensor, cid.as_str())
-            .write_json(&mut h)
+            .write_json(out)
             .is_err()
         {
-            h = b"{}".to_vec();
+            out.truncate(start);
+            return false;
         }
-        h.pop(); // the closing brace
-        h
+        out.pop(); // the closing brace
+        true
+    }
+
+    /// Appends the line of an event of this type whose members after the
+    /// head are `tail` ([`Item::Tail`]), newline included; false if it could
+    /// not be written.
+    pub fn write_line(
+        &self,
+        event_type: &'static str,
+        sensor: Option<&str>,
+        tail: &[u8],
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let ok = self.write_head(event_type, sensor, out);
+        out.extend_from_slice(tail);
+        out.extend_from_slice(b"}\n");
+        ok
     }
 
     /// The flow's Community ID (v1, seed 0).
     pub fn community_id(&self) -> CommunityId {
+        if let Some(c) = self.community_id {
+            return c;
+        }
         let (s, d) = (self.src, self.dst);
         crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.proto)
     }
@@ -153,23 +191,14 @@ impl FlowHead {
 #[derive(Debug)]
 pub struct FlowLine {
     pub head: FlowHead,
-    /// The ended flow's, if its worker made it (moved, not copied).
-    pub community_id: Option<CommunityId>,
     pub flow: FlowEvent,
 }
 
 impl FlowLine {
     /// Its JSON line, newline included; false if it could not be written.
     pub fn write(&self, sensor: Option<&str>, line: &mut Vec<u8>) -> bool {
-        let made;
-        let cid = match &self.community_id {
-            Some(c) => c.as_str(),
-            None => {
-                made = self.head.community_id();
-                made.as_str()
-            }
-        };
-        let mut e = self.head.event("flow", sensor, cid);
+        let cid = self.head.community_id();
+        let mut e = self.head.event("flow", sensor, cid.as_str());
         e.flow = Some(self.flow);
         let ok = e.write_json(line).is_ok();
         line.push(b'\n');
@@ -228,6 +257,19 @@ pub enum Item {
         key: Key,
         r: Box<Report>,
     },
+    /// A protocol event whose head the writer makes from `head`, before
+    /// `buf[start..end]`: the event's members after its head, each with its
+    /// comma (`,"tls":{…}`), as [`Event::write_tail`] wrote them. The head
+    /// (its time, addresses, Community ID) is half an event's serialising,
+    /// and needs nothing of the worker's state ([`Output::defer`]).
+    Tail {
+        key: Key,
+        head: Box<FlowHead>,
+        start: usize,
+        end: usize,
+        /// As [`Item::Line`]'s.
+        event_type: u8,
+    },
     /// A `flow` event for the writer to serialise.
     Flow {
         key: Key,
@@ -253,6 +295,7 @@ impl Item {
             | Item::ServerHello { key, .. }
             | Item::Report { key, .. }
             | Item::Flow { key, .. }
+            | Item::Tail { key, .. }
             | Item::Certs { key, .. } => *key,
         }
     }
@@ -270,8 +313,9 @@ pub struct Output {
     pub items: Vec<Item>,
     pub types: Arc<EventTypes>,
     /// Leave to the writer the serialising of what needs nothing more of
-    /// the worker's state (the `flow` events of flows without pending
-    /// events). Worth it with one worker and a core beside it: the worker's
+    /// the worker's state: the `flow` events of flows without pending
+    /// events, and the heads of finished protocol events ([`Item::Tail`]).
+    /// Worth it with one worker and a core beside it: the worker's
     /// time bounds the run and the writer's core has time to spare (on the
     /// handshake-heavy bench capture, per 300,000 packets, 952 M
     /// instructions in the worker and 132 M in the writer without it; with
@@ -341,6 +385,27 @@ impl Output {
         let key = self.key(flow);
         self.items.push(Item::Line {
             key,
+            start,
+            end: self.buf.len(),
+            event_type: crate::config::event_type_index(e.event_type),
+        });
+    }
+
+    /// A finished protocol event, `e` its protocol object only, whose head
+    /// the writer makes from `head` (see [`Item::Tail`]).
+    pub fn tail(&mut self, flow: u64, e: &Event<'_>, head: impl FnOnce() -> FlowHead) {
+        if !self.types.wants(e.event_type) {
+            return;
+        }
+        let start = self.buf.len();
+        if e.write_tail(&mut self.buf).is_err() {
+            self.buf.truncate(start);
+            return;
+        }
+        let key = self.key(flow);
+        self.items.push(Item::Tail {
+            key,
+            head: Box::new(head()),
             start,
             end: self.buf.len(),
             event_type: crate::config::event_type_index(e.event_type),

@@ -20,6 +20,7 @@
 
 mod certs;
 mod legs;
+mod outbox;
 mod stats;
 mod store;
 
@@ -39,6 +40,7 @@ use crate::stats::{Counters, InterfaceStats};
 use crate::time::Timestamp;
 use crate::verdict::legs::{LegEvent, LegTracker};
 use crate::verdict::{Decision, FlowState, Verdicts};
+use outbox::{chunk_bytes, Chunk, Outbox, Src, WRITE_AT};
 
 /// What the dispatcher asks of the writer at a point of the stream.
 pub enum Control {
@@ -77,14 +79,6 @@ struct FlowPolicy {
     ledger_keys: Vec<(IpAddr, String)>,
 }
 
-/// A worker's output being released.
-struct Chunk {
-    /// Numbers chunks, so a line can name the buffer it is in.
-    serial: u64,
-    buf: Vec<u8>,
-    items: VecDeque<Item>,
-}
-
 /// An item ready to handle.
 enum Ready {
     /// `buf[start..end]` of chunk `serial` from worker `w`.
@@ -95,102 +89,17 @@ enum Ready {
         end: usize,
         event_type: u8,
     },
+    /// An event whose head the writer makes (see [`Item::Tail`]), its
+    /// protocol object `buf[start..end]` of chunk `serial` from worker `w`.
+    Tail {
+        w: usize,
+        serial: u64,
+        start: usize,
+        end: usize,
+        event_type: u8,
+        head: Box<FlowHead>,
+    },
     Item(Item),
-}
-
-/// Queued output at least this large is written out at once.
-const WRITE_AT: usize = 256 * 1024;
-
-/// Where a segment's bytes are.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Src {
-    /// A worker's chunk, still held (in its queue or `spent`).
-    Chunk { w: usize, serial: u64 },
-    /// `Outbox::own`: a line the writer made itself.
-    Own,
-}
-
-/// Whole lines next to each other in one buffer.
-#[derive(Clone, Copy)]
-struct Seg {
-    src: Src,
-    start: usize,
-    end: usize,
-    lines: u64,
-}
-
-/// One line of the outbox, for sinks that choose lines by type.
-#[derive(Clone, Copy)]
-struct LineRec {
-    src: Src,
-    start: usize,
-    end: usize,
-    event_type: &'static str,
-    severity: Option<u8>,
-}
-
-/// Output in order, not yet written: runs of lines left where the workers
-/// wrote them, and the lines the writer composed. Handed to the sink as runs,
-/// so a worker's line is copied once, by the kernel.
-#[derive(Default)]
-struct Outbox {
-    segs: Vec<Seg>,
-    /// Every line with its type, kept only when a sink chooses by type.
-    lines: Vec<LineRec>,
-    typed: bool,
-    own: Vec<u8>,
-    bytes: usize,
-}
-
-impl Outbox {
-    fn push(&mut self, src: Src, start: usize, end: usize, t: &'static str, sev: Option<u8>) {
-        if self.typed {
-            self.lines.push(LineRec {
-                src,
-                start,
-                end,
-                event_type: t,
-                severity: sev,
-            });
-        }
-        self.bytes += end - start;
-        match self.segs.last_mut() {
-            Some(s) if s.src == src && s.end == start => {
-                s.end = end;
-                s.lines += 1;
-            }
-            _ => self.segs.push(Seg {
-                src,
-                start,
-                end,
-                lines: 1,
-            }),
-        }
-    }
-
-    /// Queues the line `f` appends to `own`; `f` returning false drops it.
-    fn own_line(
-        &mut self,
-        t: &'static str,
-        sev: Option<u8>,
-        f: impl FnOnce(&mut Vec<u8>) -> bool,
-    ) -> bool {
-        let start = self.own.len();
-        if !f(&mut self.own) {
-            self.own.truncate(start);
-            return false;
-        }
-        let end = self.own.len();
-        self.push(Src::Own, start, end, t, sev);
-        true
-    }
-
-    fn clear(&mut self) {
-        self.segs.clear();
-        self.lines.clear();
-        self.own.clear();
-        self.bytes = 0;
-    }
 }
 
 pub struct Writer<W: Sink> {
@@ -344,6 +253,23 @@ impl<W: Sink> Writer<W> {
                         let t = EVENT_TYPES[usize::from(event_type).min(EVENT_TYPES.len() - 1)];
                         self.outbox.push(src, start, end, t, None)
                     }
+                    Ready::Tail {
+                        w,
+                        serial,
+                        start,
+                        end,
+                        event_type,
+                        head,
+                    } => {
+                        let t = EVENT_TYPES[usize::from(event_type).min(EVENT_TYPES.len() - 1)];
+                        let sensor = self.site.sensor_name();
+                        let body =
+                            chunk_bytes(&self.queues, &self.spent, (w, serial), (start, end));
+                        let made = !body.is_empty()
+                            && (self.outbox)
+                                .own_line(t, None, |l| head.write_line(t, sensor, body, l));
+                        self.made(made);
+                    }
                     Ready::Item(it) => self.handle(flow, it),
                 }
                 if self.outbox.bytes >= WRITE_AT {
@@ -377,15 +303,10 @@ impl<W: Sink> Writer<W> {
             ..
         } = self;
         let bytes = |src: Src, start: usize, end: usize| -> &[u8] {
-            let buf = match src {
-                Src::Own => Some(&outbox.own),
-                Src::Chunk { w, serial } => queues[w]
-                    .front()
-                    .filter(|c| c.serial == serial)
-                    .or_else(|| spent.iter().map(|(_, c)| c).find(|c| c.serial == serial))
-                    .map(|c| &c.buf),
-            };
-            buf.and_then(|b| b.get(start..end)).unwrap_or_default()
+            match src {
+                Src::Own => outbox.own.get(start..end).unwrap_or_default(),
+                Src::Chunk { w, serial } => chunk_bytes(queues, spent, (w, serial), (start, end)),
+            }
         };
         let runs: Vec<Run<'_>> = outbox
             .segs
@@ -444,6 +365,20 @@ impl<W: Sink> Writer<W> {
                         start,
                         end,
                         event_type,
+                    },
+                    Item::Tail {
+                        start,
+                        end,
+                        event_type,
+                        head,
+                        ..
+                    } => Ready::Tail {
+                        w,
+                        serial: c.serial,
+                        start,
+                        end,
+                        event_type,
+                        head,
                     },
                     other => Ready::Item(other),
                 };
@@ -510,7 +445,7 @@ impl<W: Sink> Writer<W> {
 
     fn handle(&mut self, flow: u64, it: Item) {
         match it {
-            Item::Line { .. } => {} // cut out in `gather`
+            Item::Line { .. } | Item::Tail { .. } => {} // cut out in `gather`
             Item::Observe { leaf, .. } => self.verdicts.spki.observe(&[leaf]),
             Item::Certs { at, certs, .. } => self.certificates(flow, at, &certs),
             Item::Decide { p, .. } => self.decide(flow, &p),

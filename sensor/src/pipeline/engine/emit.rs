@@ -73,6 +73,7 @@ fn flow_head(flow: &Flow<Session>, ts: Timestamp, frame: u64, origin: Origin<'_>
             .then_some("stream.reassembly_overlap_different_data"),
         src_seg: flow.data.src_seg.clone(),
         dest_seg: flow.data.dest_seg.clone(),
+        community_id: None,
     }
 }
 
@@ -137,6 +138,65 @@ impl Packet<&[u8]> {
 }
 
 impl Emit<'_, '_> {
+    /// Logs protocol event `body` (its type and protocol object; the head is
+    /// the flow's) at `(time, frame)`: pending (`p`), for the verdict stage,
+    /// or finished. A finished event's head is left to the writer when the
+    /// output defers ([`Output::defer`]). `reply`: it goes from the server
+    /// to the client (a DNS response).
+    fn log(
+        &mut self,
+        flow: &Flow<Session>,
+        p: bool,
+        facts: &Facts<'_>,
+        (ts, frame): (Timestamp, Option<u64>),
+        reply: bool,
+        body: Event<'_>,
+    ) {
+        if !p && self.out.defer {
+            if let Some(leaf) = lone_leaf(facts.chain) {
+                self.out.observe(flow.id, Arc::clone(leaf));
+            }
+            let origin = self.origin;
+            return self.out.tail(flow.id, &body, || {
+                // made here, once: the flow's `flow` event has it too
+                let mut h = FlowHead {
+                    community_id: Some(flow.community_id_value()),
+                    ..flow_head(flow, ts, frame.unwrap_or(0), origin)
+                };
+                if reply {
+                    std::mem::swap(&mut h.src, &mut h.dst);
+                    std::mem::swap(&mut h.src_seg, &mut h.dest_seg);
+                }
+                h
+            });
+        }
+        let Event {
+            event_type,
+            tls,
+            certificate,
+            quic,
+            dns,
+            http,
+            flow: flow_event,
+            ..
+        } = body;
+        let mut e = Event {
+            tls,
+            certificate,
+            quic,
+            dns,
+            http,
+            flow: flow_event,
+            ..header(flow, event_type, ts, self.site, self.origin, frame)
+        };
+        if reply {
+            std::mem::swap(&mut e.src_ip, &mut e.dest_ip);
+            std::mem::swap(&mut e.src_port, &mut e.dest_port);
+            std::mem::swap(&mut e.src_segment, &mut e.dest_segment);
+        }
+        send(self.out, flow.id, p, facts, &ends(flow), e);
+    }
+
     /// The DNS messages read, each as the packet's own direction carries it
     /// (a response comes from the server).
     pub fn dns(
@@ -149,15 +209,13 @@ impl Emit<'_, '_> {
         for m in msgs.drain(..) {
             let mut facts = dns::facts(&m);
             let p = pending(self.rules, flow, &mut facts);
-            let ends = ends(flow);
-            let mut e = header(flow, "dns", pkt.ts, self.site, self.origin, Some(pkt.frame));
-            if dir == Dir::ToClient {
-                std::mem::swap(&mut e.src_ip, &mut e.dest_ip);
-                std::mem::swap(&mut e.src_port, &mut e.dest_port);
-                std::mem::swap(&mut e.src_segment, &mut e.dest_segment);
-            }
-            e.dns = Some(&m);
-            send(self.out, flow.id, p, &facts, &ends, e);
+            let body = Event {
+                event_type: "dns",
+                dns: Some(&m),
+                ..Default::default()
+            };
+            let at = (pkt.ts, Some(pkt.frame));
+            self.log(flow, p, &facts, at, dir == Dir::ToClient, body);
         }
     }
 
@@ -180,17 +238,12 @@ impl Emit<'_, '_> {
                 self.counters.http_unlogged += 1;
                 continue;
             }
-            let ends = ends(flow);
-            let mut e = header(
-                flow,
-                "http",
-                pkt.ts,
-                self.site,
-                self.origin,
-                Some(pkt.frame),
-            );
-            e.http = Some(ev);
-            send(self.out, flow.id, p, &facts, &ends, e);
+            let body = Event {
+                event_type: "http",
+                http: Some(ev),
+                ..Default::default()
+            };
+            self.log(flow, p, &facts, (pkt.ts, Some(pkt.frame)), false, body);
             h.logged += 1;
         }
         if let Some(a) = flow.data.analyzers_mut() {
@@ -296,7 +349,6 @@ impl Emit<'_, '_> {
         let prints = tls::Fingerprints::of(&t);
         let mut facts = tls::facts(&t, &prints);
         let p = pending(self.rules, flow, &mut facts);
-        let ends = ends(flow);
         if !self.site.events.client_handshake {
             ev.client_handshake = None;
         }
@@ -308,9 +360,12 @@ impl Emit<'_, '_> {
                 .collect();
             self.out.certificates(flow.id, ts, &certs);
         }
-        let mut e = header(flow, "tls", ts, self.site, self.origin, frame);
-        e.tls = Some(ev);
-        send(self.out, flow.id, p, &facts, &ends, e);
+        let body = Event {
+            event_type: "tls",
+            tls: Some(ev),
+            ..Default::default()
+        };
+        self.log(flow, p, &facts, (ts, frame), false, body);
         self.counters.events_tls += 1;
         if !t.chain.is_empty() {
             self.counters.tls_certificate_msgs += 1;
@@ -337,10 +392,12 @@ impl Emit<'_, '_> {
             let prints = ev.prints();
             let mut facts = quic::facts(&q, &prints);
             let p = pending(self.rules, flow, &mut facts);
-            let ends = ends(flow);
-            let mut e = header(flow, "quic", ts, self.site, self.origin, frame);
-            e.quic = Some(ev);
-            send(self.out, flow.id, p, &facts, &ends, e);
+            let body = Event {
+                event_type: "quic",
+                quic: Some(ev),
+                ..Default::default()
+            };
+            self.log(flow, p, &facts, (ts, frame), false, body);
             self.counters.events_quic += 1;
         }
         let mut q = q;
@@ -379,9 +436,11 @@ impl Emit<'_, '_> {
         if self.out.defer && !flow.data.decided {
             let origin = self.origin;
             return self.out.flow_line(flow.id, || FlowLine {
-                head: flow_head(flow, last, flow.first_frame, origin),
-                // the flow is gone after this
-                community_id: flow.take_community_id(),
+                head: FlowHead {
+                    // the flow is gone after this
+                    community_id: flow.take_community_id(),
+                    ..flow_head(flow, last, flow.first_frame, origin)
+                },
                 flow: ev,
             });
         }

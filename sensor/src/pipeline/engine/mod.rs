@@ -555,20 +555,34 @@ mod tests {
     }
 
     /// The lines of an output in order, the writer's making them from the
-    /// items it serialises; and how many it made.
-    fn lines_of(out: &Output, sensor: Option<&str>) -> (Vec<Vec<u8>>, usize) {
-        let (mut lines, mut made) = (Vec::new(), 0);
+    /// items it serialises; how many it made, and of which types.
+    fn lines_of(out: &Output, sensor: Option<&str>) -> (Vec<Vec<u8>>, (usize, Vec<&'static str>)) {
+        let (mut lines, mut made, mut types) = (Vec::new(), 0, Vec::new());
         for it in &out.items {
             let mut l = Vec::new();
             match it {
                 Item::Line { start, end, .. } => l.extend_from_slice(&out.buf[*start..*end]),
-                Item::Flow { line, .. } => assert!(line.write(sensor, &mut l)),
+                Item::Flow { line, .. } => {
+                    types.push("flow");
+                    assert!(line.write(sensor, &mut l));
+                }
+                Item::Tail {
+                    head,
+                    start,
+                    end,
+                    event_type,
+                    ..
+                } => {
+                    let t = crate::config::EVENT_TYPES[usize::from(*event_type)];
+                    types.push(t);
+                    assert!(head.write_line(t, sensor, &out.buf[*start..*end], &mut l));
+                }
                 _ => continue,
             }
             made += usize::from(!matches!(it, Item::Line { .. }));
             lines.push(l);
         }
-        (lines, made)
+        (lines, (made, types))
     }
 
     /// With `defer`, ended flows' `flow` events are left to the writer, and
@@ -584,12 +598,20 @@ mod tests {
         let mut site = crate::config::SiteConfig::parse("site.toml", &text).expect("parses");
         site.sensor.name = Some("lab-sensor".into());
         let mut deferred = 0;
+        let mut types = std::collections::BTreeSet::new();
         for name in [
             "tls12-chain.pcap",
             "tls13-vlan-ipv6.pcap",
             "lab/lab-mitmproxy-explicit.pcap",
             "lab/lab-negatives.pcap",
+            "lab/lab-http3-benign.pcap",
+            "evasion-dns-odd-ports.pcap",
+            "evasion-http-heads.pcap",
         ] {
+            let file: Arc<str> = Arc::from(name);
+            let origin = Origin {
+                pcap_file: Some(&file),
+            };
             let run = |defer: bool| {
                 let cfg = EngineConfig::for_site(site.clone());
                 let mut r = crate::capture::FileReader::open(&dir.join(name)).expect("opens");
@@ -597,18 +619,31 @@ mod tests {
                 let mut out = Output::new(Default::default(), defer);
                 while let Some(p) = r.next() {
                     let p = p.expect("reads");
-                    engine.process(&p.view(), p.ts, Origin::default(), &mut out);
+                    engine.process(&p.view(), p.ts, origin, &mut out);
                 }
-                engine.new_timeline(Origin::default(), &mut out);
-                engine.finish(Origin::default(), &mut out);
+                engine.new_timeline(origin, &mut out);
+                engine.finish(origin, &mut out);
                 lines_of(&out, site.sensor_name())
             };
-            let ((own, none), (left, made)) = (run(false), run(true));
+            let ((own, (none, _)), (left, made)) = (run(false), run(true));
             assert_eq!(none, 0, "{name}");
-            assert_eq!(left, own, "{name}");
-            deferred += made;
+            assert_eq!(left.len(), own.len(), "{name}");
+            for (a, b) in left.iter().zip(&own) {
+                assert_eq!(
+                    String::from_utf8_lossy(a),
+                    String::from_utf8_lossy(b),
+                    "{name}"
+                );
+            }
+            for t in made.1 {
+                types.insert(t);
+            }
+            deferred += made.0;
         }
         assert!(deferred > 4, "the writer made lines: {deferred}");
+        // every kind of protocol event had its head made by the writer
+        let want = ["dns", "flow", "http", "quic", "tls"];
+        assert!(want.iter().all(|t| types.contains(t)), "{types:?}");
     }
 
     /// A UDP flow read as DNS or QUIC holds its analyzers without the two
