@@ -457,7 +457,7 @@ impl<W: Sink> Writer<W> {
                     .own_line("flow", None, |l| line.write(sensor, l));
                 self.made(made);
             }
-            Item::Hello { p, .. } => self.legs(LegEvent::Client(*p), 0),
+            Item::Hello { p, .. } => self.legs(LegEvent::Client(p), 0),
             Item::ServerHello { at, frame, .. } => self.legs(LegEvent::Server { flow, at }, frame),
             Item::Report { r, .. } => {
                 let w = r.worker;

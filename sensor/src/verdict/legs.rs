@@ -63,8 +63,14 @@ pub struct Hello<T = ()> {
 /// What the correlation hears of a flow: its ClientHello, or its ServerHello.
 #[derive(Debug, Clone)]
 pub enum LegEvent<T = ()> {
-    Client(Hello<T>),
-    Server { flow: u64, at: Timestamp },
+    /// Boxed: a hello is a few hundred bytes, held until it expires, and
+    /// comes boxed from the worker (moved in and out of the queue, it was
+    /// copied twice).
+    Client(Box<Hello<T>>),
+    Server {
+        flow: u64,
+        at: Timestamp,
+    },
 }
 
 /// What two legs are.
@@ -203,7 +209,7 @@ pub struct LegTracker<T = ()> {
     /// The hellos in arrival order, each with its key: `held[i]` is hello
     /// number `first + i`. One a key's bound let go leaves a hole until the
     /// front reaches it; holes count against [`MAX_HELLOS`] too.
-    held: VecDeque<Option<(Key, Hello<T>)>>,
+    held: VecDeque<Option<(Key, Box<Hello<T>>)>>,
     first: u64,
     /// Hellos held (holes not counted).
     live: usize,
@@ -233,6 +239,12 @@ impl<T> Default for LegTracker<T> {
     }
 }
 
+impl<T> LegEvent<T> {
+    pub fn client(h: Hello<T>) -> Self {
+        LegEvent::Client(Box::new(h))
+    }
+}
+
 impl<T: Clone> LegTracker<T> {
     /// What a flow said: the legs it completes, if any.
     pub fn event(&mut self, e: LegEvent<T>) -> Option<Legs<T>> {
@@ -249,7 +261,8 @@ impl<T: Clone> LegTracker<T> {
     }
 
     /// A ClientHello: the legs it completes, if any; then it is held.
-    fn hello(&mut self, h: Hello<T>) -> Option<Legs<T>> {
+    fn hello(&mut self, h: impl Into<Box<Hello<T>>>) -> Option<Legs<T>> {
+        let h = h.into();
         self.stats.hellos += 1;
         self.expire(h.at);
         let found = self.find(&h);
@@ -260,7 +273,7 @@ impl<T: Clone> LegTracker<T> {
     /// Hello number `n`, if it is still held.
     fn get(&self, n: u64) -> Option<&Hello<T>> {
         let i = usize::try_from(n.checked_sub(self.first)?).ok()?;
-        self.held.get(i)?.as_ref().map(|(_, h)| h)
+        self.held.get(i)?.as_ref().map(|(_, h)| &**h)
     }
 
     /// The hellos held for `key`, oldest first.
@@ -357,7 +370,7 @@ impl<T: Clone> LegTracker<T> {
         Some(legs(r, "transparent"))
     }
 
-    fn insert(&mut self, h: Hello<T>) {
+    fn insert(&mut self, h: Box<Hello<T>>) {
         let key = name_key(h.server, &h.name);
         let n = self.first + self.held.len() as u64;
         let q = self.by_server.entry(key).or_default();
@@ -476,7 +489,7 @@ mod tests {
         let mut t = LegTracker::default();
         // reverse or explicit: C -> P for X, then P -> S for X with its own random
         assert!(t
-            .event(LegEvent::Client(hello(
+            .event(LegEvent::client(hello(
                 0,
                 "10.0.0.1",
                 "10.0.0.9",
@@ -485,7 +498,7 @@ mod tests {
             )))
             .is_none());
         let l = t
-            .event(LegEvent::Client(hello(
+            .event(LegEvent::client(hello(
                 12,
                 "10.0.0.9",
                 "198.51.100.1",
@@ -499,7 +512,7 @@ mod tests {
         );
         assert_eq!(LegsEvent::of(&l).delay_ms, 12.0);
         // a CONNECT tunnel that passes the same hello on
-        t.event(LegEvent::Client(hello(
+        t.event(LegEvent::client(hello(
             100,
             "10.0.0.2",
             "10.0.0.8",
@@ -507,7 +520,7 @@ mod tests {
             7,
         )));
         let l = t
-            .event(LegEvent::Client(hello(
+            .event(LegEvent::client(hello(
                 103,
                 "10.0.0.8",
                 "198.51.100.2",
@@ -547,12 +560,12 @@ mod tests {
             let mut c = hello(0, "10.0.0.1", "198.51.100.1", "x.example", 1);
             c.rtt = client_rtt;
             let cf = c.flow;
-            t.event(LegEvent::Client(c));
+            t.event(LegEvent::client(c));
             let mut p = hello(3, "10.0.0.9", "198.51.100.1", "x.example", 2);
             p.rtt = far;
             let pf = p.flow;
             assert!(
-                t.event(LegEvent::Client(p)).is_none(),
+                t.event(LegEvent::client(p)).is_none(),
                 "decided at the answer"
             );
             t.event(LegEvent::Server {
@@ -573,7 +586,7 @@ mod tests {
         assert!(run(near, 20).is_none());
         // the same hello from two hosts: a NAT seen on both sides
         let mut t = LegTracker::default();
-        t.event(LegEvent::Client(hello(
+        t.event(LegEvent::client(hello(
             0,
             "10.0.0.1",
             "198.51.100.1",
@@ -581,7 +594,7 @@ mod tests {
             1,
         )));
         let l = t
-            .event(LegEvent::Client(hello(
+            .event(LegEvent::client(hello(
                 1,
                 "10.0.0.9",
                 "198.51.100.1",
@@ -597,10 +610,10 @@ mod tests {
         let mut t = LegTracker::default();
         let c = hello(0, "10.0.0.1", "10.0.0.9", "app.example", 1);
         let cf = c.flow;
-        t.event(LegEvent::Client(c));
+        t.event(LegEvent::client(c));
         let p = hello(120, "10.0.0.9", "198.51.100.1", "backend.example", 2);
         let pf = p.flow;
-        assert!(t.event(LegEvent::Client(p)).is_none(), "names differ");
+        assert!(t.event(LegEvent::client(p)).is_none(), "names differ");
         let at = |ms: i64| Timestamp(ms * 1_000_000);
         assert!(t
             .event(LegEvent::Server {
@@ -623,10 +636,10 @@ mod tests {
         let mut t = LegTracker::default();
         let c = hello(0, "10.0.0.1", "10.0.0.9", "app.example", 1);
         let cf = c.flow;
-        t.event(LegEvent::Client(c));
+        t.event(LegEvent::client(c));
         let p = hello(120, "10.0.0.9", "198.51.100.1", "backend.example", 2);
         let pf = p.flow;
-        t.event(LegEvent::Client(p));
+        t.event(LegEvent::client(p));
         assert!(t
             .event(LegEvent::Server {
                 flow: cf,
@@ -713,7 +726,7 @@ mod tests {
         let collided = name_key(ip("10.0.0.9"), "y.example");
         t.by_server.entry(collided).or_default().push(t.first);
         t.by_flow.insert(first.flow, t.first);
-        t.held.push_back(Some((collided, first)));
+        t.held.push_back(Some((collided, Box::new(first))));
         t.live += 1;
         let proxy_hello = hello(10, "10.0.0.9", "198.51.100.7", "y.example", 2);
         assert!(t.find(&proxy_hello).is_none());
