@@ -127,7 +127,7 @@ impl FlowHead {
 
     /// Appends the line of an event of this type whose members after the
     /// head are `tail` ([`Item::Tail`]), newline included; false if it could
-    /// not be written.
+    /// not be written (`out` is then as it was).
     pub fn write_line(
         &self,
         event_type: &'static str,
@@ -135,10 +135,12 @@ impl FlowHead {
         tail: &[u8],
         out: &mut Vec<u8>,
     ) -> bool {
-        let ok = self.write_head(event_type, sensor, out);
+        if !self.write_head(event_type, sensor, out) {
+            return false;
+        }
         out.extend_from_slice(tail);
         out.extend_from_slice(b"}\n");
-        ok
+        true
     }
 
     /// The flow's Community ID (v1, seed 0).

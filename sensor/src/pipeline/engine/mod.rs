@@ -538,7 +538,7 @@ fn recount(total: &mut usize, held: usize, s: &Session) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::output::Item;
+    use crate::pipeline::output::{EventTypes, Item};
 
     fn engine_over(name: &str) -> (Engine, Output) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -585,60 +585,106 @@ mod tests {
         (lines, (made, types))
     }
 
-    /// With `defer`, ended flows' `flow` events are left to the writer, and
-    /// the lines it makes from them are the ones the worker's own path
-    /// (`header`, `Output::line`) makes, byte for byte, in their places
-    /// (with the lab's site: segments, a sensor name, signatures that hold
-    /// some events back for the verdict stage). The flows end mid-run (a
-    /// new timeline): at `finish` the worker makes the lines either way.
+    /// Each item's key and kind, a line (whoever makes it) as "line".
+    fn kinds(out: &Output) -> Vec<(crate::pipeline::output::Key, &'static str)> {
+        let kind = |it: &Item| match it {
+            Item::Line { .. } | Item::Tail { .. } | Item::Flow { .. } => "line",
+            Item::Observe { .. } => "observe",
+            Item::Certs { .. } => "certs",
+            Item::Decide { .. } => "decide",
+            Item::FlowEnd { .. } => "flow end",
+            Item::Hello { .. } => "hello",
+            Item::ServerHello { .. } => "server hello",
+            Item::Report { .. } => "report",
+        };
+        out.items.iter().map(|it| (it.key(), kind(it))).collect()
+    }
+
+    /// Reads capture `name` as the worker does (`defer` off) and as it does
+    /// leaving heads to the writer, and compares the lines and the other
+    /// items, in order; the number of lines the writer made, and their types.
+    fn both_ways(
+        name: &str,
+        cfg: &EngineConfig,
+        types: &Arc<EventTypes>,
+    ) -> (usize, Vec<&'static str>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps");
+        let file: Arc<str> = Arc::from(name);
+        let origin = Origin {
+            pcap_file: Some(&file),
+        };
+        let run = |defer: bool| {
+            let mut r = crate::capture::FileReader::open(&dir.join(name)).expect("opens");
+            let mut engine = Engine::new(cfg.share(1));
+            let mut out = Output::new(Arc::clone(types), defer);
+            while let Some(p) = r.next() {
+                let p = p.expect("reads");
+                engine.process(&p.view(), p.ts, origin, &mut out);
+            }
+            engine.new_timeline(origin, &mut out);
+            engine.finish(origin, &mut out);
+            let kinds = kinds(&out);
+            (lines_of(&out, cfg.site.sensor_name()), kinds)
+        };
+        let (((own, (none, _)), own_kinds), ((left, made), left_kinds)) = (run(false), run(true));
+        assert_eq!(none, 0, "{name}");
+        assert_eq!(left.len(), own.len(), "{name}");
+        for (a, b) in left.iter().zip(&own) {
+            assert_eq!(
+                String::from_utf8_lossy(a),
+                String::from_utf8_lossy(b),
+                "{name}"
+            );
+        }
+        assert_eq!(left_kinds, own_kinds, "{name}");
+        made
+    }
+
+    /// With `defer`, the heads of finished protocol events and ended flows'
+    /// `flow` events are left to the writer, and the lines it makes are the
+    /// ones the worker's own path (`header`, `Output::line`) makes, byte for
+    /// byte, in their places, the other items unmoved. With the lab's site
+    /// (segments, a sensor name) and a file name; once with the signatures
+    /// (which hold some events back for the verdict stage), once without
+    /// (the overlap captures' events, with their anomaly, made by the
+    /// writer) and with chains inline, ClientHellos logged and only some
+    /// event types. The flows end mid-run (a new timeline): at `finish` the
+    /// worker makes the lines either way.
     #[test]
     fn the_writer_makes_the_lines_a_worker_would() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps");
         let text = std::fs::read_to_string(dir.join("lab/site.toml")).expect("lab site");
         let mut site = crate::config::SiteConfig::parse("site.toml", &text).expect("parses");
         site.sensor.name = Some("lab-sensor".into());
-        let mut deferred = 0;
-        let mut types = std::collections::BTreeSet::new();
-        for name in [
-            "tls12-chain.pcap",
-            "tls13-vlan-ipv6.pcap",
-            "lab/lab-mitmproxy-explicit.pcap",
-            "lab/lab-negatives.pcap",
-            "lab/lab-http3-benign.pcap",
-            "evasion-dns-odd-ports.pcap",
-            "evasion-http-heads.pcap",
-        ] {
-            let file: Arc<str> = Arc::from(name);
-            let origin = Origin {
-                pcap_file: Some(&file),
-            };
-            let run = |defer: bool| {
-                let cfg = EngineConfig::for_site(site.clone());
-                let mut r = crate::capture::FileReader::open(&dir.join(name)).expect("opens");
-                let mut engine = Engine::new(cfg);
-                let mut out = Output::new(Default::default(), defer);
-                while let Some(p) = r.next() {
-                    let p = p.expect("reads");
-                    engine.process(&p.view(), p.ts, origin, &mut out);
-                }
-                engine.new_timeline(origin, &mut out);
-                engine.finish(origin, &mut out);
-                lines_of(&out, site.sensor_name())
-            };
-            let ((own, (none, _)), (left, made)) = (run(false), run(true));
-            assert_eq!(none, 0, "{name}");
-            assert_eq!(left.len(), own.len(), "{name}");
-            for (a, b) in left.iter().zip(&own) {
-                assert_eq!(
-                    String::from_utf8_lossy(a),
-                    String::from_utf8_lossy(b),
-                    "{name}"
-                );
+        let ruled = EngineConfig::for_site(site.clone());
+        site.events.certificates = crate::config::CertificateLog::Inline;
+        site.events.client_handshake = true;
+        let bare = EngineConfig {
+            rules: Arc::new(crate::detect::RuleSet::compile(Vec::new())),
+            ..EngineConfig::for_site(site)
+        };
+        // `http` left out: its events are read, not logged
+        let some: Vec<String> = ["dns", "flow", "quic", "tls"].map(String::from).into();
+        let configs = [
+            (ruled, Arc::new(EventTypes::default())),
+            (bare, Arc::new(EventTypes::new(&some))),
+        ];
+        let (mut deferred, mut types) = (0, std::collections::BTreeSet::new());
+        for (cfg, wanted) in &configs {
+            for name in [
+                "tls12-chain.pcap",
+                "tls13-vlan-ipv6.pcap",
+                "lab/lab-mitmproxy-explicit.pcap",
+                "lab/lab-negatives.pcap",
+                "lab/lab-http3-benign.pcap",
+                "evasion-dns-odd-ports.pcap",
+                "evasion-http-heads.pcap",
+                "evasion-decoy-overlap.pcap",
+            ] {
+                let (made, made_types) = both_ways(name, cfg, wanted);
+                deferred += made;
+                types.extend(made_types);
             }
-            for t in made.1 {
-                types.insert(t);
-            }
-            deferred += made.0;
         }
         assert!(deferred > 4, "the writer made lines: {deferred}");
         // every kind of protocol event had its head made by the writer
