@@ -231,6 +231,20 @@ macro_rules! objects {
     };
 }
 
+impl<'a> Event<'a> {
+    /// Takes the members [`Event::write_tail`] writes (those
+    /// `write_objects` lists) from `other`, an event made of its protocol
+    /// object alone, keeping this one's head.
+    pub fn set_objects(&mut self, other: Event<'a>) {
+        self.tls = other.tls;
+        self.certificate = other.certificate;
+        self.quic = other.quic;
+        self.dns = other.dns;
+        self.http = other.http;
+        self.flow = other.flow;
+    }
+}
+
 impl Event<'_> {
     /// Appends the event as one JSON object (no newline).
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {

@@ -372,46 +372,58 @@ impl Output {
         }
     }
 
-    /// Writes a finished event (if its type is wanted).
-    pub fn line(&mut self, flow: u64, e: &Event<'_>) {
+    /// Writes `e` into the buffer with `write`, if its type is wanted: its
+    /// key, where it lies and its type's index. (Only a failing Serialize
+    /// impl fails; none of ours does.)
+    fn put(
+        &mut self,
+        flow: u64,
+        e: &Event<'_>,
+        write: impl FnOnce(&Event<'_>, &mut Vec<u8>) -> serde_json::Result<()>,
+    ) -> Option<(Key, usize, usize, u8)> {
         if !self.types.wants(e.event_type) {
-            return;
+            return None;
         }
         let start = self.buf.len();
-        if e.write_json(&mut self.buf).is_err() {
-            // Only a failing Serialize impl gets here; none of ours fails.
+        if write(e, &mut self.buf).is_err() {
             self.buf.truncate(start);
-            return;
+            return None;
         }
-        self.buf.push(b'\n');
-        let key = self.key(flow);
-        self.items.push(Item::Line {
-            key,
-            start,
-            end: self.buf.len(),
-            event_type: crate::config::event_type_index(e.event_type),
-        });
+        let t = crate::config::event_type_index(e.event_type);
+        Some((self.key(flow), start, self.buf.len(), t))
+    }
+
+    /// Writes a finished event (if its type is wanted).
+    pub fn line(&mut self, flow: u64, e: &Event<'_>) {
+        let whole = |e: &Event<'_>, buf: &mut Vec<u8>| {
+            e.write_json(buf)?;
+            buf.push(b'\n');
+            Ok(())
+        };
+        if let Some((key, start, end, event_type)) = self.put(flow, e, whole) {
+            let line = Item::Line {
+                key,
+                start,
+                end,
+                event_type,
+            };
+            self.items.push(line);
+        }
     }
 
     /// A finished protocol event, `e` its protocol object only, whose head
     /// the writer makes from `head` (see [`Item::Tail`]).
     pub fn tail(&mut self, flow: u64, e: &Event<'_>, head: impl FnOnce() -> FlowHead) {
-        if !self.types.wants(e.event_type) {
-            return;
+        if let Some((key, start, end, event_type)) = self.put(flow, e, |e, buf| e.write_tail(buf)) {
+            let head = Box::new(head());
+            self.items.push(Item::Tail {
+                key,
+                head,
+                start,
+                end,
+                event_type,
+            });
         }
-        let start = self.buf.len();
-        if e.write_tail(&mut self.buf).is_err() {
-            self.buf.truncate(start);
-            return;
-        }
-        let key = self.key(flow);
-        self.items.push(Item::Tail {
-            key,
-            head: Box::new(head()),
-            start,
-            end: self.buf.len(),
-            event_type: crate::config::event_type_index(e.event_type),
-        });
     }
 
     /// Certificates for the writer's `certificate` events (if wanted). Every

@@ -170,25 +170,8 @@ impl Emit<'_, '_> {
                 h
             });
         }
-        let Event {
-            event_type,
-            tls,
-            certificate,
-            quic,
-            dns,
-            http,
-            flow: flow_event,
-            ..
-        } = body;
-        let mut e = Event {
-            tls,
-            certificate,
-            quic,
-            dns,
-            http,
-            flow: flow_event,
-            ..header(flow, event_type, ts, self.site, self.origin, frame)
-        };
+        let mut e = header(flow, body.event_type, ts, self.site, self.origin, frame);
+        e.set_objects(body);
         if reply {
             std::mem::swap(&mut e.src_ip, &mut e.dest_ip);
             std::mem::swap(&mut e.src_port, &mut e.dest_port);
