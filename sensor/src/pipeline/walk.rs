@@ -43,6 +43,13 @@ pub const LEAD: u64 = (QUEUE * BATCH) as u64;
 /// arrive from the reader's core or memory).
 const AHEAD: usize = 4;
 
+/// How far behind the reading a mapped file's pages are given back
+/// ([`FileReader::release_before`]; by the dispatcher, or while workers walk
+/// by the thread that waits for them): well beyond what the queues hold in
+/// flight, or the workers' lead on one another ([`LEAD`] records), some 24 MB
+/// of full-size frames. A page given back too soon is only mapped again.
+const RELEASE_LAG: usize = 64 << 20;
+
 /// At most how many batches a busy worker processes before it hands its
 /// output to the writer.
 const HAND_OVER: usize = 8;
@@ -141,7 +148,7 @@ impl<W: Sink + 'static> Pipeline<W> {
     /// file short, if any (what came before it is processed).
     pub fn walk(
         &mut self,
-        reader: FileReader,
+        mut reader: FileReader,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<(), CaptureError> {
         self.flush();
@@ -174,7 +181,11 @@ impl<W: Sink + 'static> Pipeline<W> {
                     walked += 1;
                     done.get_or_insert(w);
                 }
-                Err(RecvTimeoutError::Timeout) => progress(shared.position(), reader.len()),
+                Err(RecvTimeoutError::Timeout) => {
+                    let at = shared.position();
+                    progress(at, reader.len());
+                    reader.release_before(at.saturating_sub(RELEASE_LAG));
+                }
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
@@ -205,6 +216,7 @@ impl<W: Sink + 'static> Pipeline<W> {
             n = n.wrapping_add(1);
             if n.is_multiple_of(8192) {
                 progress(reader.position(), reader.len());
+                reader.release_before(reader.position().saturating_sub(RELEASE_LAG));
             }
         }
         Ok(())
