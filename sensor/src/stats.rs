@@ -76,6 +76,11 @@ pub struct Counters {
     /// JA4's list digests) was full and started afresh (many distinct
     /// hellos: each costs its fingerprints again).
     pub fingerprint_memo_resets: u64,
+    /// Handshakes whose rule pre-check (could a signature match?) a
+    /// worker's memo answered, and times that memo was full and started
+    /// afresh (see `detect::precheck`).
+    pub precheck_memo_hits: u64,
+    pub precheck_memo_resets: u64,
     /// Times a worker reading the file itself waited for a slower one (it
     /// was `walk::LEAD` records ahead): the work is unevenly shared.
     pub walk_waits: u64,
@@ -209,6 +214,8 @@ impl Counters {
             events_quic,
             events_flow,
             fingerprint_memo_resets,
+            precheck_memo_hits,
+            precheck_memo_resets,
             walk_waits
         );
         self.quic.add(&o.quic);

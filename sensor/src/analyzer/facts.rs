@@ -282,6 +282,34 @@ impl<'a> Facts<'a> {
         self.nums.iter().find(|(f, _)| *f == fact).map(|(_, n)| *n)
     }
 
+    /// Every value, in order, as bytes that differ whenever the facts do
+    /// (each part counted, each value's length given, each certificate by
+    /// its SHA-256, which every other certificate fact is read from): a key
+    /// under which to remember what a pure function of the facts gave.
+    pub fn write_key(&self, out: &mut Vec<u8>) {
+        let count = |out: &mut Vec<u8>, n: usize| out.extend_from_slice(&(n as u32).to_le_bytes());
+        let bytes = |out: &mut Vec<u8>, b: &[u8]| {
+            count(out, b.len());
+            out.extend_from_slice(b);
+        };
+        count(out, self.strs.len());
+        for (f, v) in &self.strs {
+            out.extend_from_slice(&(*f as u16).to_le_bytes());
+            bytes(out, v.as_bytes());
+        }
+        count(out, self.nums.len());
+        for (f, n) in &self.nums {
+            out.extend_from_slice(&(*f as u16).to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for chain in [self.chain, self.other_chain] {
+            count(out, chain.len());
+            for c in chain {
+                bytes(out, c.sha256.as_bytes());
+            }
+        }
+    }
+
     /// Every name this event carries that the allow-list is checked against.
     pub fn names(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.strs

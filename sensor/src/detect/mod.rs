@@ -11,6 +11,7 @@ mod certtext;
 mod findings;
 mod matcher;
 pub mod names;
+pub mod precheck;
 pub mod rules;
 
 use std::net::IpAddr;

@@ -14,6 +14,7 @@ use crate::analyzer::tls::cert::CertInfo;
 use crate::analyzer::tls::{self, TlsEvent};
 use crate::capture::Packet;
 use crate::config::{CertificateLog, Segment, SiteConfig};
+use crate::detect::precheck::Precheck;
 use crate::detect::{lone_leaf, Ends, Fact, Facts, RuleSet};
 use crate::event::{Context, Event, FlowEvent};
 use crate::flow::{Dir, EndReason, Flow};
@@ -29,6 +30,8 @@ pub(super) struct Emit<'a, 'o> {
     pub origin: Origin<'a>,
     pub out: &'o mut Output,
     pub counters: &'o mut Counters,
+    /// The pre-check's memo, for handshakes (TLS, QUIC).
+    pub precheck: &'o mut Precheck,
 }
 
 /// The EVE header of one of the flow's events.
@@ -86,10 +89,20 @@ fn ends(flow: &Flow<Session>) -> Ends<'_> {
     }
 }
 
-/// Should this event go to the verdict stage? Marks the flow if so.
-fn pending(rules: &RuleSet, flow: &mut Flow<Session>, facts: &mut Facts<'_>) -> bool {
+/// Should this event go to the verdict stage? Marks the flow if so. A
+/// handshake's answer is remembered (`memo`): its facts repeat; a DNS
+/// message's or an HTTP request's seldom do.
+fn pending(
+    rules: &RuleSet,
+    memo: Option<&mut Precheck>,
+    flow: &mut Flow<Session>,
+    facts: &mut Facts<'_>,
+) -> bool {
     facts.set(Fact::DestPort, flow.server().1.into());
-    let p = rules.may_match(facts);
+    let p = match memo {
+        Some(m) => m.may_match(rules, facts),
+        None => rules.may_match(facts),
+    };
     flow.data.decided |= p;
     p
 }
@@ -191,7 +204,7 @@ impl Emit<'_, '_> {
     ) {
         for m in msgs.drain(..) {
             let mut facts = dns::facts(&m);
-            let p = pending(self.rules, flow, &mut facts);
+            let p = pending(self.rules, None, flow, &mut facts);
             let body = Event {
                 event_type: "dns",
                 dns: Some(&m),
@@ -214,7 +227,7 @@ impl Emit<'_, '_> {
             }
             let ev = HttpEvent::of(req.as_ref(), resp.as_ref());
             let mut facts = ev.facts();
-            let p = pending(self.rules, flow, &mut facts);
+            let p = pending(self.rules, None, flow, &mut facts);
             self.counters.http_transactions += 1;
             if !p && h.logged >= crate::analyzer::http::MAX_TRANSACTIONS {
                 // read and matched, not logged: the log of one flow is bounded
@@ -331,7 +344,7 @@ impl Emit<'_, '_> {
         let mut ev = TlsEvent::of(&t);
         let prints = tls::Fingerprints::of(&t);
         let mut facts = tls::facts(&t, &prints);
-        let p = pending(self.rules, flow, &mut facts);
+        let p = pending(self.rules, Some(self.precheck), flow, &mut facts);
         if !self.site.events.client_handshake {
             ev.client_handshake = None;
         }
@@ -374,7 +387,7 @@ impl Emit<'_, '_> {
             }
             let prints = ev.prints();
             let mut facts = quic::facts(&q, &prints);
-            let p = pending(self.rules, flow, &mut facts);
+            let p = pending(self.rules, Some(self.precheck), flow, &mut facts);
             let body = Event {
                 event_type: "quic",
                 quic: Some(ev),

@@ -59,6 +59,7 @@ impl Engine {
                 origin,
                 out: &mut *out,
                 counters: &mut self.counters,
+                precheck: &mut self.precheck,
             };
             em.unanswered(f);
             // nothing reads the flow's HTTP state again (it is bypassed):

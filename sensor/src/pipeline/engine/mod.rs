@@ -169,6 +169,8 @@ pub struct Engine {
     /// The running thread's fingerprint-memo resets when the engine started
     /// on it (the memo is per thread: see [`Engine::on_this_thread`]).
     memo_resets_at_start: u64,
+    /// The rule pre-check's memo for handshakes.
+    precheck: crate::detect::precheck::Precheck,
 }
 
 /// Where the current packet came from (offline runs name the file).
@@ -187,6 +189,7 @@ impl Engine {
             counters: Counters::default(),
             ended: Vec::new(),
             dns_out: Vec::new(),
+            precheck: Default::default(),
             stream_memory: 0,
             memo_resets_at_start: crate::analyzer::tls::memo::resets(),
         }
@@ -294,6 +297,8 @@ impl Engine {
         c.stream_memory = self.stream_memory as u64;
         c.fingerprint_memo_resets =
             crate::analyzer::tls::memo::resets().saturating_sub(self.memo_resets_at_start);
+        c.precheck_memo_hits = self.precheck.stats.hits;
+        c.precheck_memo_resets = self.precheck.stats.resets;
         c.certs_parsed = self.certs.stats.parsed;
         c.cert_cache_hits = self.certs.stats.hits;
         c.certs_malformed = self.certs.stats.errors;
@@ -356,6 +361,7 @@ impl Engine {
             origin,
             out,
             counters: &mut self.counters,
+            precheck: &mut self.precheck,
         };
         em.dns(&mut self.dns_out, flow, dir, pkt);
         let quic_ready = flow
@@ -386,6 +392,7 @@ impl Engine {
             origin,
             out,
             counters: &mut self.counters,
+            precheck: &mut self.precheck,
         };
         for (mut flow, reason) in self.ended.drain(..) {
             let held = flow.data.stream_memory();
