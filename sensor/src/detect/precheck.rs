@@ -46,9 +46,16 @@ impl Precheck {
             self.seen.clear();
             self.rules = rules.id;
         }
+        // (a certificate without its digest, which only tests make, would
+        // stand for every other: such facts are checked every time)
+        let unnamed = f
+            .chain
+            .iter()
+            .chain(f.other_chain)
+            .any(|c| c.sha256.is_empty());
         self.key.clear();
         f.write_key(&mut self.key);
-        if self.key.len() > MAX_KEY {
+        if unnamed || self.key.len() > MAX_KEY {
             return rules.may_match(f);
         }
         if let Some(&p) = self.seen.get(self.key.as_slice()) {
@@ -185,6 +192,11 @@ mod tests {
         let mut m = Precheck::default();
         let long = "a".repeat(MAX_KEY);
         let f = tls(&long, &[]);
+        assert_eq!(m.may_match(&rules, &f), rules.may_match(&f));
+        assert!(m.seen.is_empty());
+        // nor one with a certificate that has no digest
+        let anonymous = [Arc::new(CertInfo::default())];
+        let f = tls("x.example", &anonymous);
         assert_eq!(m.may_match(&rules, &f), rules.may_match(&f));
         assert!(m.seen.is_empty());
         let names: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("h{i}.example")).collect();
