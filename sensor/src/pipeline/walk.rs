@@ -32,7 +32,7 @@ use super::room::Room;
 use super::{worker_of, Batch, Filling, Pipeline, Sequencer, ToWriter, Work, Worker, BATCH, QUEUE};
 use crate::capture::{prefetch, CaptureError, FileReader};
 use crate::pipeline::engine::Origin;
-use crate::pipeline::output::Spare;
+use crate::pipeline::output::{Output, Spare};
 use crate::sink::Sink;
 
 /// How many records one worker may be ahead of the slowest.
@@ -245,6 +245,21 @@ pub(super) fn serve(
         let depth = rx.len();
         let items = &b.work.items;
         for (i, item) in items.iter().enumerate() {
+            if let Work::Finish { seq } = item {
+                // in parts, each handed over as made (the last with the batch)
+                w.out.seq = *seq;
+                let done = seq.saturating_sub(1);
+                let hand = |out: &mut Output| {
+                    let out = out.take(spares.try_recv().ok());
+                    let _ = to_writer.send(ToWriter::Out {
+                        worker: id,
+                        done,
+                        out,
+                    });
+                };
+                w.engine.finish_in_parts(origin, &mut w.out, hand);
+                continue;
+            }
             // the reader touched the packets a few ahead on its own core:
             // bring their first bytes (the headers decode reads) to this one
             if let Some(Work::Packet { pkt, .. }) = items.get(i + AHEAD) {

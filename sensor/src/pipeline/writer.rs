@@ -191,8 +191,9 @@ impl<W: Sink> Writer<W> {
     }
 
     /// A worker's output, complete up to sequence number `done`.
-    pub fn push(&mut self, worker: usize, done: u64, out: Output) {
+    pub fn push(&mut self, worker: usize, done: u64, mut out: Output) {
         if !out.items.is_empty() {
+            self.render_flows(&mut out);
             self.serial += 1;
             self.queues[worker].push_back(Chunk {
                 serial: self.serial,
@@ -201,6 +202,42 @@ impl<W: Sink> Writer<W> {
             });
         }
         self.done[worker] = self.done[worker].max(done);
+    }
+
+    /// Serialises the `flow` events a worker left to the writer
+    /// ([`Item::Flow`]) as soon as they come, into the chunk's own buffer,
+    /// each becoming a finished line in its place: they need nothing but
+    /// the sensor's name, so the writer does this while the worker works on,
+    /// not only once every worker is past them (at the end of input, when
+    /// the worker ends every flow still open and hands them over in parts,
+    /// this is what lets the two run side by side). Not while a reload is
+    /// waiting to be applied: the name may change with it, so those lines
+    /// are made in order, as before (a chunk that comes after that reload's
+    /// control holds only items after it: the dispatcher sends the control
+    /// before the work that follows it).
+    fn render_flows(&mut self, out: &mut Output) {
+        if (self.controls.iter()).any(|(_, c)| matches!(c, Control::Reload { .. })) {
+            return;
+        }
+        let sensor = self.site.sensor_name();
+        let flow = crate::config::event_type_index("flow");
+        for it in out.items.iter_mut() {
+            let Item::Flow { key, line } = it else {
+                continue;
+            };
+            let start = out.buf.len();
+            if !line.write(sensor, &mut out.buf) {
+                // left as it is: made (and its failure counted) in order
+                out.buf.truncate(start);
+                continue;
+            }
+            *it = Item::Line {
+                key: *key,
+                start,
+                end: out.buf.len(),
+                event_type: flow,
+            };
+        }
     }
 
     /// A worker has nothing more up to sequence number `done`.
@@ -618,7 +655,7 @@ impl<W: Sink> Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::output::Key;
+    use crate::pipeline::output::{FlowLine, Key};
 
     /// An output holding one line per (seq, flow, text).
     fn out(lines: &[(u64, u64, &str)]) -> Output {
@@ -737,6 +774,121 @@ mod tests {
         w.release();
         assert_eq!(text(&w), "c\na\nd\nb\n");
         assert_eq!(w.written, 4);
+    }
+
+    /// A `flow` event left to the writer, for flow `id` ended at `seq`.
+    fn flow_item(seq: u64, id: u64) -> Item {
+        let at = Timestamp(1_700_000_000_000_000_000);
+        let head = FlowHead {
+            flow_id: id,
+            ts: at,
+            frame: 0,
+            pcap_file: None,
+            src: ("10.0.0.1".parse().expect("address"), 40000),
+            dst: ("10.0.0.2".parse().expect("address"), 443),
+            proto: 6,
+            vlans: Default::default(),
+            app_proto: Some("tls"),
+            anomaly: None,
+            src_seg: None,
+            dest_seg: None,
+            community_id: None,
+        };
+        let flow = crate::event::FlowEvent {
+            pkts_toserver: 3,
+            pkts_toclient: 2,
+            bytes_toserver: 300,
+            bytes_toclient: 200,
+            start: at,
+            end: at,
+            age: 0,
+            state: "closed",
+            reason: "shutdown",
+            alerted: false,
+        };
+        Item::Flow {
+            key: Key { seq, flow: id },
+            line: Box::new(FlowLine { head, flow }),
+        }
+    }
+
+    /// The line [`flow_item`] makes, with this sensor name.
+    fn flow_text(seq: u64, id: u64, sensor: Option<&str>) -> String {
+        let Item::Flow { line, .. } = flow_item(seq, id) else {
+            unreachable!()
+        };
+        let mut l = Vec::new();
+        assert!(line.write(sensor, &mut l));
+        String::from_utf8(l).expect("utf-8")
+    }
+
+    /// Is every `flow` item of worker `w`'s queued chunks already a line?
+    fn made_on_receipt(w: &Writer<Vec<u8>>, worker: usize) -> Vec<bool> {
+        (w.queues[worker].iter().flat_map(|c| c.items.iter()))
+            .filter(|it| it.key().flow >= 100)
+            .map(|it| matches!(it, Item::Line { .. }))
+            .collect()
+    }
+
+    /// The `flow` events a worker leaves to the writer are made as they
+    /// come, before the items around them can be written (at the end of
+    /// input the worker hands them over in parts), and are written in their
+    /// places. While a reload waits its turn they are made in order
+    /// instead, each with the sensor name in force at its place.
+    #[test]
+    fn flow_lines_are_made_as_they_come_and_written_in_their_places() {
+        let mut w = writer(1);
+        let mut first = out(&[(2, 50, "c")]);
+        first.items.push(flow_item(2, 109));
+        first.items.push(flow_item(2, 101));
+        w.push(0, 1, first);
+        w.release();
+        assert_eq!(text(&w), "", "seq 2 is not complete");
+        assert_eq!(made_on_receipt(&w, 0), [true, true]);
+        w.push(0, 2, out(&[(2, 1, "a")]));
+        w.release();
+        let want = format!(
+            "a\nc\n{}{}",
+            flow_text(2, 101, None),
+            flow_text(2, 109, None)
+        );
+        assert_eq!(text(&w), want);
+        assert_eq!((w.written, w.errors), (4, 0));
+
+        // a reload at 4 that names the sensor: lines after it carry the name
+        let mut site = crate::config::SiteConfig::default();
+        site.sensor.name = Some("renamed".into());
+        let rules = crate::pipeline::engine::EngineConfig::default().rules;
+        w.control(
+            4,
+            Control::Reload {
+                site: Arc::new(site),
+                rules,
+            },
+        );
+        let mut later = Output::default();
+        later.items.push(flow_item(3, 103));
+        later.items.push(flow_item(5, 105));
+        w.push(0, 5, later);
+        assert_eq!(made_on_receipt(&w, 0), [false, false], "made in order");
+        w.release();
+        let want = format!(
+            "{want}{}{}",
+            flow_text(3, 103, None),
+            flow_text(5, 105, Some("renamed"))
+        );
+        assert_eq!(text(&w), want);
+        assert!(want.contains(r#""sensor":"renamed""#));
+        // with the reload applied, lines are made as they come again
+        w.push(0, 6, {
+            let mut o = Output::default();
+            o.items.push(flow_item(7, 107));
+            o
+        });
+        assert_eq!(made_on_receipt(&w, 0), [true]);
+        w.advance(0, 7);
+        w.release();
+        assert!(text(&w).ends_with(&flow_text(7, 107, Some("renamed"))));
     }
 
     /// A sink that starts a new "file" on every reopen.
