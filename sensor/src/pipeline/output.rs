@@ -50,11 +50,7 @@ pub struct Pending {
     pub event_type: &'static str,
     pub facts: OwnedFacts,
     pub ends: OwnedEnds,
-    /// The event's JSON up to (not including) its protocol object, without
-    /// the closing brace; and the same with `event_type` "alert". Each only
-    /// when its type is wanted (else empty: nothing is serialised for it).
-    pub head: Vec<u8>,
-    pub alert_head: Vec<u8>,
+    pub heads: Heads,
     /// `,"tls":{…}` (or dns, http): the protocol object, key included.
     pub body: Vec<u8>,
     /// The protocol object as an alert carries it, when it differs (a TLS
@@ -66,9 +62,33 @@ pub struct Pending {
 /// and the ledger's bookkeeping are the writer's.
 #[derive(Debug)]
 pub struct PendingFlow {
-    pub head: Vec<u8>,
-    pub alert_head: Vec<u8>,
+    pub heads: Heads,
     pub flow: FlowEvent,
+}
+
+/// A pending event's head: its JSON up to (not including) its protocol
+/// object, without the closing brace, as itself and as an alert's.
+#[derive(Debug)]
+pub enum Heads {
+    /// Made by the worker, each only when its type is wanted (else empty).
+    Made { own: Vec<u8>, alert: Vec<u8> },
+    /// Left to the writer ([`Output::defer`]), which makes the alert's only
+    /// for an event that raises one (most pending events raise none).
+    Left(FlowHead),
+}
+
+impl Heads {
+    /// The head as an event of type `t` (the pending event's own, or
+    /// "alert").
+    pub fn of(&self, t: &'static str, sensor: Option<&str>) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Heads::Made { own, alert } => match t {
+                "alert" => alert.into(),
+                _ => own.into(),
+            },
+            Heads::Left(h) => h.head(t, sensor).into(),
+        }
+    }
 }
 
 /// A flow's EVE header fields, owned (cheap to make: the writer serialises
@@ -316,7 +336,8 @@ pub struct Output {
     pub types: Arc<EventTypes>,
     /// Leave to the writer the serialising of what needs nothing more of
     /// the worker's state: the `flow` events of flows without pending
-    /// events, and the heads of finished protocol events ([`Item::Tail`]).
+    /// events, the heads of finished protocol events ([`Item::Tail`]), and
+    /// those of pending events and of their flows' ends ([`Heads::Left`]).
     /// Worth it with one worker and a core beside it: the worker's
     /// time bounds the run and the writer's core has time to spare (on the
     /// handshake-heavy bench capture, per 300,000 packets, 952 M
@@ -446,10 +467,33 @@ impl Output {
 
     /// Hands a protocol event to the writer for its verdict.
     pub fn decide(&mut self, flow: u64, facts: &Facts<'_>, ends: &Ends<'_>, e: Event<'_>) {
+        self.decide_with(flow, facts, ends, e, None);
+    }
+
+    /// [`Output::decide`] for protocol event `e` (its type and protocol
+    /// object) whose head the writer makes from `head`.
+    pub fn decide_left(
+        &mut self,
+        flow: u64,
+        facts: &Facts<'_>,
+        ends: &Ends<'_>,
+        (head, e): (FlowHead, Event<'_>),
+    ) {
+        self.decide_with(flow, facts, ends, e, Some(head));
+    }
+
+    fn decide_with(
+        &mut self,
+        flow: u64,
+        facts: &Facts<'_>,
+        ends: &Ends<'_>,
+        e: Event<'_>,
+        left: Option<FlowHead>,
+    ) {
         let event_type = e.event_type;
-        let at = e.timestamp;
+        let at = left.as_ref().map_or(e.timestamp, |h| h.ts);
         let want = (self.types.wants(event_type), self.types.wants("alert"));
-        let s = split(e, want);
+        let s = split(e, want, left);
         let key = self.key(flow);
         self.items.push(Item::Decide {
             key,
@@ -458,24 +502,25 @@ impl Output {
                 event_type,
                 facts: OwnedFacts::of(facts),
                 ends: OwnedEnds::of(ends),
-                head: s.head,
-                alert_head: s.alert_head,
+                heads: s.heads,
                 body: s.body,
                 alert_body: s.alert_body,
             }),
         });
     }
 
-    /// Hands the end of a flow with pending events to the writer.
-    pub fn flow_end(&mut self, flow: u64, mut e: Event<'_>) {
+    /// Hands the end of a flow with pending events to the writer: its
+    /// `flow` event `e`, with its head, or the head's fields (`left`) for
+    /// the writer to make it.
+    pub fn flow_end(&mut self, flow: u64, mut e: Event<'_>, left: Option<FlowHead>) {
         let Some(ev) = e.flow.take() else { return };
-        let s = split(e, (self.types.wants("flow"), self.types.wants("alert")));
+        let want = (self.types.wants("flow"), self.types.wants("alert"));
+        let s = split(e, want, left);
         let key = self.key(flow);
         self.items.push(Item::FlowEnd {
             key,
             p: Box::new(PendingFlow {
-                head: s.head,
-                alert_head: s.alert_head,
+                heads: s.heads,
                 flow: ev,
             }),
         });
@@ -518,16 +563,16 @@ impl Output {
 
 /// An event serialised in its parts.
 struct Split {
-    head: Vec<u8>,
-    alert_head: Vec<u8>,
+    heads: Heads,
     body: Vec<u8>,
     alert_body: Option<Vec<u8>>,
 }
 
-/// An event's head (as itself, and as an alert) and protocol object (as
-/// itself, and as an alert carries it): only the parts of the types wanted
-/// (`want`: the event's own type, alerts) are serialised.
-fn split(mut e: Event<'_>, (own, alert): (bool, bool)) -> Split {
+/// An event's head (as itself, and as an alert; or, `left`, its fields for
+/// the writer) and protocol object (as itself, and as an alert carries it):
+/// only the parts of the types wanted (`want`: the event's own type,
+/// alerts) are serialised.
+fn split(mut e: Event<'_>, (own, alert): (bool, bool), left: Option<FlowHead>) -> Split {
     fn keyed<T: Serialize>(name: &str, v: &T) -> Vec<u8> {
         let mut b = Vec::with_capacity(512);
         b.extend_from_slice(b",\"");
@@ -565,6 +610,13 @@ fn split(mut e: Event<'_>, (own, alert): (bool, bool)) -> Split {
         body = keyed("quic", &q);
     }
     e.flow = None;
+    if let Some(h) = left {
+        return Split {
+            heads: Heads::Left(h),
+            body,
+            alert_body,
+        };
+    }
     let head = |e: &Event<'_>| {
         let mut h = Vec::with_capacity(512);
         if e.write_json(&mut h).is_err() {
@@ -577,8 +629,10 @@ fn split(mut e: Event<'_>, (own, alert): (bool, bool)) -> Split {
     e.event_type = "alert";
     let alert_head = if alert { head(&e) } else { Vec::new() };
     Split {
-        head: proto,
-        alert_head,
+        heads: Heads::Made {
+            own: proto,
+            alert: alert_head,
+        },
         body,
         alert_body,
     }

@@ -33,7 +33,7 @@ use crate::detect::RuleSet;
 use crate::event::{AlertBody, Event, Sanctioned};
 use crate::findings::{Alerts, Finding};
 use crate::pipeline::output::{
-    EventTypes, FlowHead, Item, Output, Pending, PendingFlow, Report, Spare,
+    EventTypes, FlowHead, Heads, Item, Output, Pending, PendingFlow, Report, Spare,
 };
 use crate::sink::{Batch, Line, Run, Sink};
 use crate::stats::{Counters, InterfaceStats};
@@ -519,6 +519,8 @@ impl<W: Sink> Writer<W> {
         if st.alerted.is_empty() && st.ledger_keys.is_empty() {
             self.flows.remove(&flow);
         }
+        let site = Arc::clone(&self.site);
+        let sensor = site.sensor_name();
         if let Some((by, ids, tools)) = &d.sanctioned {
             self.counters.sanctioned += 1;
             if self.types.wants(p.event_type) {
@@ -528,26 +530,47 @@ impl<W: Sink> Writer<W> {
                     tools: tools.iter().map(String::as_str).collect(),
                 };
                 let t = (p.event_type, None);
-                self.compose(t, &p.head, Some(("sanctioned", &s)), &p.body);
+                let head = p.heads.of(p.event_type, sensor);
+                self.compose(t, &head, Some(("sanctioned", &s)), &p.body);
             }
         } else if self.types.wants(p.event_type) {
-            self.compose::<()>((p.event_type, None), &p.head, None, &p.body);
+            let head = p.heads.of(p.event_type, sensor);
+            self.compose::<()>((p.event_type, None), &head, None, &p.body);
         }
         let body = p.alert_body.as_deref().unwrap_or(&p.body);
-        self.alerts(&d, &p.alert_head, body, p.at);
+        let alert_head = self.alert_head(&d, &p.heads, sensor);
+        self.alerts(&d, &alert_head, body, p.at);
+    }
+
+    /// The alert head of a pending event, made only if it raises alerts
+    /// that are written.
+    fn alert_head<'h>(
+        &self,
+        d: &Decision,
+        heads: &'h Heads,
+        sensor: Option<&str>,
+    ) -> std::borrow::Cow<'h, [u8]> {
+        if d.alerts.is_empty() || !self.types.wants("alert") {
+            return (&[][..]).into();
+        }
+        heads.of("alert", sensor)
     }
 
     fn flow_end(&mut self, flow: u64, mut p: PendingFlow) {
         let st = self.flows.remove(&flow).unwrap_or_default();
         p.flow.alerted = !st.alerted.is_empty();
+        let site = Arc::clone(&self.site);
+        let sensor = site.sensor_name();
         if self.types.wants("flow") {
-            self.compose(("flow", None), &p.head, Some(("flow", &p.flow)), b"");
+            let head = p.heads.of("flow", sensor);
+            self.compose(("flow", None), &head, Some(("flow", &p.flow)), b"");
         }
         // The ledger hears how long and how much the flows it counts went on.
         let last = p.flow.end;
         let total = p.flow.bytes_toserver + p.flow.bytes_toclient;
         let late = self.verdicts.flow_end(&st.ledger_keys, last, total);
-        self.alerts(&late, &p.alert_head, b"", last);
+        let alert_head = self.alert_head(&late, &p.heads, sensor);
+        self.alerts(&late, &alert_head, b"", last);
     }
 
     /// A decision's alerts (each with the event's protocol object), then the

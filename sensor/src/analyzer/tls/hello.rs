@@ -283,7 +283,12 @@ fn u16s<A: smallvec::Array<Item = u16>>(d: &[u8]) -> SmallVec<A> {
 
 fn lossy_capped(b: &[u8]) -> String {
     let b = &b[..b.len().min(MAX_NAME_LEN)];
-    String::from_utf8_lossy(b).into_owned()
+    // the checker's ASCII fast path first: names and ALPNs are ASCII, and
+    // `from_utf8_lossy` walks them chunk by chunk (the same result)
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
 }
 
 #[cfg(test)]

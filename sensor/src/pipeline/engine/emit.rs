@@ -165,12 +165,9 @@ impl Emit<'_, '_> {
         reply: bool,
         body: Event<'_>,
     ) {
-        if !p && self.out.defer {
-            if let Some(leaf) = lone_leaf(facts.chain) {
-                self.out.observe(flow.id, Arc::clone(leaf));
-            }
+        if self.out.defer {
             let origin = self.origin;
-            return self.out.tail(flow.id, &body, || {
+            let head = || {
                 // made here, once: the flow's `flow` event has it too
                 let mut h = FlowHead {
                     community_id: Some(flow.community_id_value()),
@@ -181,7 +178,15 @@ impl Emit<'_, '_> {
                     std::mem::swap(&mut h.src_seg, &mut h.dest_seg);
                 }
                 h
-            });
+            };
+            if p {
+                let ends = ends(flow);
+                return self.out.decide_left(flow.id, facts, &ends, (head(), body));
+            }
+            if let Some(leaf) = lone_leaf(facts.chain) {
+                self.out.observe(flow.id, Arc::clone(leaf));
+            }
+            return self.out.tail(flow.id, &body, head);
         }
         let mut e = header(flow, body.event_type, ts, self.site, self.origin, frame);
         e.set_objects(body);
@@ -440,12 +445,26 @@ impl Emit<'_, '_> {
                 flow: ev,
             });
         }
+        if self.out.defer {
+            // `alerted`, and the ledger's view of how long the flow went on:
+            // the writer's, as is the head
+            let head = FlowHead {
+                community_id: flow.take_community_id(),
+                ..flow_head(flow, last, flow.first_frame, self.origin)
+            };
+            let body = Event {
+                event_type: "flow",
+                flow: Some(ev),
+                ..Default::default()
+            };
+            return self.out.flow_end(flow.id, body, Some(head));
+        }
         let frame = Some(flow.first_frame);
         let mut e = header(flow, "flow", last, self.site, self.origin, frame);
         e.flow = Some(ev);
         if flow.data.decided {
             // `alerted`, and the ledger's view of how long the flow went on
-            self.out.flow_end(flow.id, e);
+            self.out.flow_end(flow.id, e, None);
         } else {
             self.out.line(flow.id, &e);
         }
