@@ -621,7 +621,7 @@ impl<W: Sink> Writer<W> {
             return;
         }
         let made = self.outbox.own_line(e.event_type, None, |line| {
-            let ok = serde_json::to_writer(&mut *line, e).is_ok();
+            let ok = e.write_json(line).is_ok();
             line.push(b'\n');
             ok
         });
