@@ -414,13 +414,15 @@ impl<T> FlowTable<T> {
         self.compact();
     }
 
-    /// Ends every flow (end of capture), in start order so output is reproducible.
+    /// Ends every flow (end of capture), in the order of their ids (then
+    /// keys), the order the writer writes them in: ended in that order, the
+    /// flows can be handed over in parts that it writes as they come.
     pub fn drain(&mut self, ended: &mut Vec<(Box<Flow<T>>, EndReason)>) {
         // boxes moved out and sorted (not the flows); the table's memory goes back at once
         let from = ended.len();
         ended.reserve(self.flows.len());
         ended.extend(self.flows.drain().map(|(_, f)| (f, EndReason::Shutdown)));
-        ended[from..].sort_by_key(|(f, _)| (f.start, f.first_frame, f.key));
+        ended[from..].sort_unstable_by_key(|(f, _)| (f.id, f.key));
         self.flows.shrink_to(0);
         self.deadlines = Deadlines::default();
     }

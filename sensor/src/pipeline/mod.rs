@@ -264,9 +264,12 @@ impl Filling {
 }
 
 enum ToWriter {
+    /// A worker's output, everything up to `done` complete: all of
+    /// sequence number `done.seq` up to flow `done.flow` (`u64::MAX`: all
+    /// of it; less while the end of input's flows come in parts).
     Out {
         worker: usize,
-        done: u64,
+        done: output::Key,
         out: Output,
     },
     Control {
@@ -416,7 +419,7 @@ impl<W: Sink + 'static> Pipeline<W> {
             .spawn(move || {
                 for m in from_workers.iter() {
                     match m {
-                        ToWriter::Out { worker, done, out } => writer.push(worker, done, out),
+                        ToWriter::Out { worker, done, out } => writer.push_upto(worker, done, out),
                         ToWriter::Control { seq, c } => writer.control(seq, c),
                     }
                     writer.release();

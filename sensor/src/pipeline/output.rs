@@ -29,6 +29,16 @@ pub struct Key {
     pub flow: u64,
 }
 
+impl Key {
+    /// The last key of sequence number `seq`: "all of `seq`".
+    pub fn whole(seq: u64) -> Key {
+        Key {
+            seq,
+            flow: u64::MAX,
+        }
+    }
+}
+
 /// Which event types to write (all when the list is empty).
 #[derive(Debug, Clone, Default)]
 pub struct EventTypes(Vec<String>);

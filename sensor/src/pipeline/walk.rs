@@ -32,7 +32,7 @@ use super::room::Room;
 use super::{worker_of, Batch, Filling, Pipeline, Sequencer, ToWriter, Work, Worker, BATCH, QUEUE};
 use crate::capture::{prefetch, CaptureError, FileReader};
 use crate::pipeline::engine::Origin;
-use crate::pipeline::output::{Output, Spare};
+use crate::pipeline::output::{Key, Output, Spare};
 use crate::sink::Sink;
 
 /// How many records one worker may be ahead of the slowest.
@@ -246,11 +246,15 @@ pub(super) fn serve(
         let items = &b.work.items;
         for (i, item) in items.iter().enumerate() {
             if let Work::Finish { seq } = item {
-                // in parts, each handed over as made (the last with the batch)
+                // in parts, each handed over as made (the last with the
+                // batch), complete up to the part's last flow
                 w.out.seq = *seq;
-                let done = seq.saturating_sub(1);
-                let hand = |out: &mut Output| {
+                let hand = |out: &mut Output, upto: Option<u64>| {
                     let out = out.take(spares.try_recv().ok());
+                    let done = match upto {
+                        Some(flow) => Key { seq: *seq, flow },
+                        None => Key::whole(seq.saturating_sub(1)),
+                    };
                     let _ = to_writer.send(ToWriter::Out {
                         worker: id,
                         done,
@@ -274,7 +278,7 @@ pub(super) fn serve(
             let out = w.out.take(spares.try_recv().ok());
             let msg = ToWriter::Out {
                 worker: id,
-                done,
+                done: Key::whole(done),
                 out,
             };
             to_writer.send(msg).is_ok()

@@ -33,7 +33,7 @@ use crate::detect::RuleSet;
 use crate::event::{AlertBody, Event, Sanctioned};
 use crate::findings::{Alerts, Finding};
 use crate::pipeline::output::{
-    EventTypes, FlowHead, Heads, Item, Output, Pending, PendingFlow, Report, Spare,
+    EventTypes, FlowHead, Heads, Item, Key, Output, Pending, PendingFlow, Report, Spare,
 };
 use crate::sink::{Batch, Line, Run, Sink};
 use crate::stats::{Counters, InterfaceStats};
@@ -119,7 +119,8 @@ pub struct Writer<W: Sink> {
     /// Alerts and sanctioned sightings (the workers count the rest).
     counters: Counters,
     queues: Vec<VecDeque<Chunk>>,
-    done: Vec<u64>,
+    /// Per worker, the key up to which its output is complete.
+    done: Vec<Key>,
     controls: VecDeque<(u64, Control)>,
     reports: Vec<Option<Report>>,
     group: Vec<Option<Ready>>,
@@ -161,7 +162,7 @@ impl<W: Sink> Writer<W> {
             legs: LegTracker::default(),
             counters: Counters::default(),
             queues: (0..workers).map(|_| VecDeque::new()).collect(),
-            done: vec![0; workers],
+            done: vec![Key::whole(0); workers],
             controls: VecDeque::new(),
             reports: (0..workers).map(|_| None).collect(),
             group: Vec::new(),
@@ -191,7 +192,14 @@ impl<W: Sink> Writer<W> {
     }
 
     /// A worker's output, complete up to sequence number `done`.
-    pub fn push(&mut self, worker: usize, done: u64, mut out: Output) {
+    pub fn push(&mut self, worker: usize, done: u64, out: Output) {
+        self.push_upto(worker, Key::whole(done), out);
+    }
+
+    /// A worker's output, complete up to key `done` (part of a sequence
+    /// number: the end of input's flows, which come in parts, each
+    /// complete up to its last flow).
+    pub fn push_upto(&mut self, worker: usize, done: Key, mut out: Output) {
         if !out.items.is_empty() {
             self.render_flows(&mut out);
             self.serial += 1;
@@ -242,7 +250,7 @@ impl<W: Sink> Writer<W> {
 
     /// A worker has nothing more up to sequence number `done`.
     pub fn advance(&mut self, worker: usize, done: u64) {
-        self.done[worker] = self.done[worker].max(done);
+        self.done[worker] = self.done[worker].max(Key::whole(done));
     }
 
     /// Something to do once every item up to `seq` has been written.
@@ -252,18 +260,25 @@ impl<W: Sink> Writer<W> {
 
     /// Writes everything every worker has completed.
     pub fn release(&mut self) {
-        let horizon = self.done.iter().copied().min().unwrap_or(u64::MAX);
+        let horizon = (self.done.iter().copied().min()).unwrap_or(Key::whole(u64::MAX));
+        // every sequence number up to this one is complete
+        let whole = match horizon.flow {
+            u64::MAX => horizon.seq,
+            _ => horizon.seq.saturating_sub(1),
+        };
         loop {
             let next = self
                 .queues
                 .iter()
                 .filter_map(|q| q.front().and_then(|c| c.items.front()).map(Item::key))
+                .filter(|k| *k <= horizon)
                 .map(|k| k.seq)
-                .filter(|s| *s <= horizon)
                 .min();
-            self.apply_controls(next.map(|s| s.saturating_sub(1)).unwrap_or(horizon));
+            self.apply_controls(next.map(|s| s.saturating_sub(1)).unwrap_or(whole));
             let Some(seq) = next else { break };
-            self.gather(seq);
+            // all of `seq`, or (the end of input's flows, in parts) its
+            // flows up to the horizon's: each worker's come in flow order
+            self.gather(seq, horizon);
             // One flow's items (all from one worker) keep their order: the
             // index breaks ties. Keys are sorted, not the items (a flow
             // event's fields are a few hundred bytes); one worker's group is
@@ -375,11 +390,11 @@ impl<W: Sink> Writer<W> {
     }
 
     /// Moves every item with sequence number `seq` into `group`.
-    fn gather(&mut self, seq: u64) {
+    fn gather(&mut self, seq: u64, horizon: Key) {
         for (w, q) in self.queues.iter_mut().enumerate() {
             while let Some(c) = q.front_mut() {
                 match c.items.front() {
-                    Some(it) if it.key().seq == seq => {}
+                    Some(it) if it.key().seq == seq && it.key() <= horizon => {}
                     Some(_) => break,
                     None => {
                         if let Some(c) = q.pop_front() {
@@ -678,7 +693,7 @@ impl<W: Sink> Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::output::{FlowLine, Key};
+    use crate::pipeline::output::FlowLine;
 
     /// An output holding one line per (seq, flow, text).
     fn out(lines: &[(u64, u64, &str)]) -> Output {
@@ -797,6 +812,41 @@ mod tests {
         w.release();
         assert_eq!(text(&w), "c\na\nd\nb\n");
         assert_eq!(w.written, 4);
+    }
+
+    /// The end of input's flows come in parts, each complete up to a flow:
+    /// what every worker has completed is written at once, in flow order
+    /// across the workers, the rest waits; a control at that sequence
+    /// number waits until all of it is written.
+    #[test]
+    fn parts_of_a_sequence_number_are_written_as_far_as_every_worker_is() {
+        let cfg = crate::pipeline::engine::EngineConfig::default();
+        let mut w = Writer::new(
+            Rotating::default(),
+            2,
+            cfg.site,
+            cfg.rules,
+            Default::default(),
+        );
+        w.control(5, Control::Reopen);
+        let upto = |flow| Key { seq: 5, flow };
+        w.push(0, 4, out(&[(4, 9, "z")]));
+        w.push_upto(0, upto(10), out(&[(5, 3, "a"), (5, 10, "b")]));
+        w.push_upto(1, upto(7), out(&[(4, 1, "y"), (5, 4, "c"), (5, 7, "d")]));
+        w.release();
+        // up to (5, 7) for both: b (flow 10) waits for worker 1
+        assert_eq!(w.out.0, [b"y\nz\na\nc\nd\n".to_vec()]);
+        w.push_upto(0, upto(11), out(&[(5, 11, "f")]));
+        w.push_upto(1, upto(8), out(&[(5, 8, "e")]));
+        w.release();
+        assert_eq!(w.out.0, [b"y\nz\na\nc\nd\ne\n".to_vec()]);
+        // both past 5: the rest of it, then the reopen, then what follows
+        w.push(1, 6, out(&[(5, 12, "g"), (6, 1, "after")]));
+        w.advance(0, 6);
+        w.release();
+        let first = b"y\nz\na\nc\nd\ne\nb\nf\ng\n".to_vec();
+        assert_eq!(w.out.0, [first, b"after\n".to_vec()]);
+        assert_eq!(w.written, 10);
     }
 
     /// A `flow` event left to the writer, for flow `id` ended at `seq`.
