@@ -264,9 +264,6 @@ impl Filling {
 }
 
 enum ToWriter {
-    /// A worker's output, everything up to `done` complete: all of
-    /// sequence number `done.seq` up to flow `done.flow` (`u64::MAX`: all
-    /// of it; less while the end of input's flows come in parts).
     Out {
         worker: usize,
         done: output::Key,
