@@ -389,7 +389,9 @@ impl<W: Sink> Writer<W> {
         outbox.clear();
     }
 
-    /// Moves every item with sequence number `seq` into `group`.
+    /// Moves every item with sequence number `seq` up to `horizon` into
+    /// `group` (for the sequence number the horizon cuts, the end of
+    /// input's, each worker's items come in flow order).
     fn gather(&mut self, seq: u64, horizon: Key) {
         for (w, q) in self.queues.iter_mut().enumerate() {
             while let Some(c) = q.front_mut() {
