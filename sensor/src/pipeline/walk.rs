@@ -236,6 +236,16 @@ pub(super) fn serve(
 ) {
     let id = w.id;
     w.engine.on_this_thread();
+    // the output so far to the writer, complete up to `done`
+    let hand_over = |out: &mut Output, done: Key| {
+        let out = out.take(spares.try_recv().ok());
+        let msg = ToWriter::Out {
+            worker: id,
+            done,
+            out,
+        };
+        to_writer.send(msg).is_ok()
+    };
     let mut held = 0;
     for mut b in rx.iter() {
         room.taken(rx.len());
@@ -250,16 +260,11 @@ pub(super) fn serve(
                 // batch), complete up to the part's last flow
                 w.out.seq = *seq;
                 let hand = |out: &mut Output, upto: Option<u64>| {
-                    let out = out.take(spares.try_recv().ok());
                     let done = match upto {
                         Some(flow) => Key { seq: *seq, flow },
                         None => Key::whole(seq.saturating_sub(1)),
                     };
-                    let _ = to_writer.send(ToWriter::Out {
-                        worker: id,
-                        done,
-                        out,
-                    });
+                    hand_over(out, done);
                 };
                 w.engine.finish_in_parts(origin, &mut w.out, hand);
                 continue;
@@ -274,15 +279,7 @@ pub(super) fn serve(
             }
             w.run(item, &b.work.bufs, origin, depth);
         }
-        let mut send = |w: &mut Worker, done: u64| {
-            let out = w.out.take(spares.try_recv().ok());
-            let msg = ToWriter::Out {
-                worker: id,
-                done: Key::whole(done),
-                out,
-            };
-            to_writer.send(msg).is_ok()
-        };
+        let mut send = |w: &mut Worker, done: u64| hand_over(&mut w.out, Key::whole(done));
         // Each hand-over may wake the writer (a system call, and on a virtual
         // machine an interrupt to another core): hand over every few batches
         // while more wait, and at once when the queue has run dry (live

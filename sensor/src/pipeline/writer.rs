@@ -822,14 +822,7 @@ mod tests {
     /// number waits until all of it is written.
     #[test]
     fn parts_of_a_sequence_number_are_written_as_far_as_every_worker_is() {
-        let cfg = crate::pipeline::engine::EngineConfig::default();
-        let mut w = Writer::new(
-            Rotating::default(),
-            2,
-            cfg.site,
-            cfg.rules,
-            Default::default(),
-        );
+        let mut w = rotating(2);
         w.control(5, Control::Reopen);
         let upto = |flow| Key { seq: 5, flow };
         w.push(0, 4, out(&[(4, 9, "z")]));
@@ -987,16 +980,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn one_flows_lines_keep_their_order_and_controls_wait_their_turn() {
+    /// A writer of `workers` workers to a [`Rotating`] sink.
+    fn rotating(workers: usize) -> Writer<Rotating> {
         let cfg = crate::pipeline::engine::EngineConfig::default();
-        let mut w = Writer::new(
+        Writer::new(
             Rotating::default(),
-            1,
+            workers,
             cfg.site,
             cfg.rules,
             Default::default(),
-        );
+        )
+    }
+
+    #[test]
+    fn one_flows_lines_keep_their_order_and_controls_wait_their_turn() {
+        let mut w = rotating(1);
         w.control(
             3,
             Control::Ledger {
