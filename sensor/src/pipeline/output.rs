@@ -17,9 +17,11 @@ use crate::analyzer::tls::cert::CertInfo;
 use crate::config::Segment;
 use crate::detect::{Ends, Facts, OwnedFacts};
 use crate::event::{Event, FlowEvent};
-use crate::flow::community_id::CommunityId;
 use crate::stats::Counters;
 use crate::time::Timestamp;
+
+mod head;
+pub use head::{FlowHead, FlowLine};
 
 /// Where an output item sorts: the sequence number of what caused it (packet,
 /// tick, end of input), then the flow it is about.
@@ -101,143 +103,6 @@ impl Heads {
     }
 }
 
-/// A flow's EVE header fields, owned (cheap to make: the writer serialises
-/// them only for an event it writes).
-#[derive(Debug, Clone)]
-pub struct FlowHead {
-    pub flow_id: u64,
-    pub ts: Timestamp,
-    pub frame: u64,
-    pub pcap_file: Option<Arc<str>>,
-    pub src: (IpAddr, u16),
-    pub dst: (IpAddr, u16),
-    pub proto: u8,
-    pub vlans: crate::decode::Vlans,
-    pub app_proto: Option<&'static str>,
-    pub anomaly: Option<&'static str>,
-    pub src_seg: Option<Segment>,
-    pub dest_seg: Option<Segment>,
-    /// The flow's Community ID, if its worker had made it (else the writer
-    /// makes it).
-    pub community_id: Option<CommunityId>,
-}
-
-impl FlowHead {
-    /// The JSON of an event of this type up to (not including) its
-    /// protocol object, without the closing brace.
-    pub fn head(&self, event_type: &'static str, sensor: Option<&str>) -> Vec<u8> {
-        let mut h = Vec::with_capacity(384);
-        if !self.write_head(event_type, sensor, &mut h) {
-            h = b"{".to_vec();
-        }
-        h
-    }
-
-    /// Appends [`FlowHead::head`] to `out`; false if it could not be written
-    /// (`out` is then as it was).
-    pub fn write_head(
-        &self,
-        event_type: &'static str,
-        sensor: Option<&str>,
-        out: &mut Vec<u8>,
-    ) -> bool {
-        let cid = self.community_id();
-        let start = out.len();
-        if self
-            .event(event_type, sensor, cid.as_str())
-            .write_json(out)
-            .is_err()
-        {
-            out.truncate(start);
-            return false;
-        }
-        out.pop(); // the closing brace
-        true
-    }
-
-    /// Appends the line of an event of this type whose members after the
-    /// head are `tail` ([`Item::Tail`]), newline included; false if it could
-    /// not be written (`out` is then as it was).
-    pub fn write_line(
-        &self,
-        event_type: &'static str,
-        sensor: Option<&str>,
-        tail: &[u8],
-        out: &mut Vec<u8>,
-    ) -> bool {
-        if !self.write_head(event_type, sensor, out) {
-            return false;
-        }
-        out.extend_from_slice(tail);
-        out.extend_from_slice(b"}\n");
-        true
-    }
-
-    /// The flow's Community ID (v1, seed 0).
-    pub fn community_id(&self) -> CommunityId {
-        if let Some(c) = self.community_id {
-            return c;
-        }
-        let (s, d) = (self.src, self.dst);
-        crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.proto)
-    }
-
-    /// The event of this type, without its protocol object.
-    pub fn event<'a>(
-        &'a self,
-        event_type: &'static str,
-        sensor: Option<&'a str>,
-        community_id: &'a str,
-    ) -> Event<'a> {
-        let (s, d) = (self.src, self.dst);
-        Event {
-            timestamp: self.ts,
-            flow_id: Some(self.flow_id),
-            sensor,
-            pcap_file: self.pcap_file.as_deref(),
-            pcap_frame: self
-                .pcap_file
-                .as_ref()
-                .and(Some(self.frame).filter(|f| *f > 0)),
-            event_type,
-            src_ip: Some(s.0),
-            src_port: Some(s.1),
-            dest_ip: Some(d.0),
-            dest_port: Some(d.1),
-            proto: Some(crate::event::Proto(self.proto)),
-            vlan: self.vlans.as_slice(),
-            community_id: Some(community_id),
-            app_proto: self.app_proto,
-            anomaly: self.anomaly,
-            src_segment: self.src_seg.as_ref().map(Segment::as_ref),
-            dest_segment: self.dest_seg.as_ref().map(Segment::as_ref),
-            ..Default::default()
-        }
-    }
-}
-
-/// A `flow` event for the writer to serialise. The worker's time is what
-/// bounds a run with one worker, and a flow's event needs nothing of the
-/// worker's state once the flow has ended: the writer, whose core has time
-/// to spare, writes it, in the same place among the lines.
-#[derive(Debug)]
-pub struct FlowLine {
-    pub head: FlowHead,
-    pub flow: FlowEvent,
-}
-
-impl FlowLine {
-    /// Its JSON line, newline included; false if it could not be written.
-    pub fn write(&self, sensor: Option<&str>, line: &mut Vec<u8>) -> bool {
-        let cid = self.head.community_id();
-        let mut e = self.head.event("flow", sensor, cid.as_str());
-        e.flow = Some(self.flow);
-        let ok = e.write_json(line).is_ok();
-        line.push(b'\n');
-        ok
-    }
-}
-
 /// A ClientHello for the leg correlation, with the header fields of the
 /// `tls_legs` event (and alert) that reports it if it completes two legs.
 pub type PendingHello = crate::verdict::legs::Hello<FlowHead>;
@@ -289,23 +154,24 @@ pub enum Item {
         key: Key,
         r: Box<Report>,
     },
-    /// A protocol event whose head the writer makes from `head`, before
-    /// `buf[start..end]`: the event's members after its head, each with its
-    /// comma (`,"tls":{…}`), as [`Event::write_tail`] wrote them. The head
-    /// (its time, addresses, Community ID) is half an event's serialising,
-    /// and needs nothing of the worker's state ([`Output::defer`]).
+    /// A protocol event whose head the writer makes from `heads[head]`,
+    /// before `buf[start..end]`: the event's members after its head, each
+    /// with its comma (`,"tls":{…}`), as [`Event::write_tail`] wrote them.
+    /// The head (its time, addresses, Community ID) is half an event's
+    /// serialising, and needs nothing of the worker's state
+    /// ([`Output::defer`]).
     Tail {
         key: Key,
-        head: Box<FlowHead>,
+        head: usize,
         start: usize,
         end: usize,
         /// As [`Item::Line`]'s.
         event_type: u8,
     },
-    /// A `flow` event for the writer to serialise.
+    /// A `flow` event for the writer to serialise: `lines[line]`.
     Flow {
         key: Key,
-        line: Box<FlowLine>,
+        line: usize,
     },
     /// The certificates a `tls` event names by hash: the writer logs each
     /// once (and again after the re-log interval) as a `certificate` event.
@@ -334,7 +200,23 @@ impl Item {
 }
 
 /// Emptied buffers of an output, handed back for reuse.
-pub type Spare = (Vec<u8>, Vec<Item>);
+#[derive(Debug, Default)]
+pub struct Spare {
+    pub buf: Vec<u8>,
+    pub items: Vec<Item>,
+    pub heads: Vec<FlowHead>,
+    pub lines: Vec<FlowLine>,
+}
+
+impl Spare {
+    /// Empties them (keeping their room).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.items.clear();
+        self.heads.clear();
+        self.lines.clear();
+    }
+}
 
 /// A worker's output since it was last handed over.
 #[derive(Debug, Default)]
@@ -343,6 +225,13 @@ pub struct Output {
     pub seq: u64,
     pub buf: Vec<u8>,
     pub items: Vec<Item>,
+    /// The heads of [`Item::Tail`]s and the events of [`Item::Flow`]s, by
+    /// index: kept in vectors that come back for reuse, as `buf` does, not
+    /// boxed one by one (a box made by the worker and freed by the writer,
+    /// some 160,000 a run on the handshake-heavy bench capture, goes back to
+    /// the worker's heap late and cold).
+    pub heads: Vec<FlowHead>,
+    pub lines: Vec<FlowLine>,
     pub types: Arc<EventTypes>,
     /// Leave to the writer the serialising of what needs nothing more of
     /// the worker's state: the `flow` events of flows without pending
@@ -380,16 +269,23 @@ impl Output {
     /// Takes the output so far, leaving an empty one with the same settings
     /// and these (empty) buffers, if given.
     pub fn take(&mut self, spare: Option<Spare>) -> Output {
-        let (buf, items) = spare.unwrap_or_else(|| {
-            (
-                Vec::with_capacity(self.buf.capacity()),
-                Vec::with_capacity(self.items.capacity()),
-            )
+        let Spare {
+            buf,
+            items,
+            heads,
+            lines,
+        } = spare.unwrap_or_else(|| Spare {
+            buf: Vec::with_capacity(self.buf.capacity()),
+            items: Vec::with_capacity(self.items.capacity()),
+            heads: Vec::with_capacity(self.heads.capacity()),
+            lines: Vec::with_capacity(self.lines.capacity()),
         });
         let fresh = Output {
             seq: self.seq,
             buf,
             items,
+            heads,
+            lines,
             types: Arc::clone(&self.types),
             defer: self.defer,
         };
@@ -446,10 +342,10 @@ impl Output {
     /// the writer makes from `head` (see [`Item::Tail`]).
     pub fn tail(&mut self, flow: u64, e: &Event<'_>, head: impl FnOnce() -> FlowHead) {
         if let Some((key, start, end, event_type)) = self.put(flow, e, |e, buf| e.write_tail(buf)) {
-            let head = Box::new(head());
+            self.heads.push(head());
             self.items.push(Item::Tail {
                 key,
-                head,
+                head: self.heads.len() - 1,
                 start,
                 end,
                 event_type,
@@ -543,7 +439,8 @@ impl Output {
             return;
         }
         let key = self.key(flow);
-        let line = Box::new(line());
+        self.lines.push(line());
+        let line = self.lines.len() - 1;
         self.items.push(Item::Flow { key, line });
     }
 

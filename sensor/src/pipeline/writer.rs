@@ -21,6 +21,7 @@
 mod certs;
 mod legs;
 mod outbox;
+mod release;
 mod stats;
 mod store;
 
@@ -41,6 +42,7 @@ use crate::time::Timestamp;
 use crate::verdict::legs::{LegEvent, LegTracker};
 use crate::verdict::{Decision, FlowState, Verdicts};
 use outbox::{chunk_bytes, Chunk, Outbox, Src, WRITE_AT};
+use release::Ready;
 
 /// What the dispatcher asks of the writer at a point of the stream.
 pub enum Control {
@@ -77,29 +79,6 @@ struct FlowPolicy {
     alerted: Vec<(u32, u64)>,
     /// (host, tool) pairs this flow counts for in the ledger.
     ledger_keys: Vec<(IpAddr, String)>,
-}
-
-/// An item ready to handle.
-enum Ready {
-    /// `buf[start..end]` of chunk `serial` from worker `w`.
-    Line {
-        w: usize,
-        serial: u64,
-        start: usize,
-        end: usize,
-        event_type: u8,
-    },
-    /// An event whose head the writer makes (see [`Item::Tail`]), its
-    /// protocol object `buf[start..end]` of chunk `serial` from worker `w`.
-    Tail {
-        w: usize,
-        serial: u64,
-        start: usize,
-        end: usize,
-        event_type: u8,
-        head: Box<FlowHead>,
-    },
-    Item(Item),
 }
 
 pub struct Writer<W: Sink> {
@@ -184,10 +163,14 @@ impl<W: Sink> Writer<W> {
     fn give_back(&mut self) {
         for (w, c) in self.spent.drain(..) {
             let Some(tx) = &self.recycle[w] else { continue };
-            let (mut buf, mut items) = (c.buf, Vec::from(c.items));
-            buf.clear();
-            items.clear();
-            let _ = tx.try_send((buf, items));
+            let mut spare = Spare {
+                buf: c.buf,
+                items: Vec::from(c.items),
+                heads: c.heads,
+                lines: c.lines,
+            };
+            spare.clear();
+            let _ = tx.try_send(spare);
         }
     }
 
@@ -207,6 +190,8 @@ impl<W: Sink> Writer<W> {
                 serial: self.serial,
                 buf: out.buf,
                 items: VecDeque::from(out.items),
+                heads: out.heads,
+                lines: out.lines,
             });
         }
         self.done[worker] = self.done[worker].max(done);
@@ -231,6 +216,9 @@ impl<W: Sink> Writer<W> {
         let flow = crate::config::event_type_index("flow");
         for it in out.items.iter_mut() {
             let Item::Flow { key, line } = it else {
+                continue;
+            };
+            let Some(line) = out.lines.get(*line) else {
                 continue;
             };
             let start = out.buf.len();
@@ -293,37 +281,7 @@ impl<W: Sink> Writer<W> {
                     debug_assert!(false, "item {i} of the group released twice");
                     continue;
                 };
-                match r {
-                    Ready::Line {
-                        w,
-                        serial,
-                        start,
-                        end,
-                        event_type,
-                    } => {
-                        let src = Src::Chunk { w, serial };
-                        let t = EVENT_TYPES[usize::from(event_type).min(EVENT_TYPES.len() - 1)];
-                        self.outbox.push(src, start, end, t, None)
-                    }
-                    Ready::Tail {
-                        w,
-                        serial,
-                        start,
-                        end,
-                        event_type,
-                        head,
-                    } => {
-                        let t = EVENT_TYPES[usize::from(event_type).min(EVENT_TYPES.len() - 1)];
-                        let sensor = self.site.sensor_name();
-                        let body =
-                            chunk_bytes(&self.queues, &self.spent, (w, serial), (start, end));
-                        let made = !body.is_empty()
-                            && (self.outbox)
-                                .own_line(t, None, |l| head.write_line(t, sensor, body, l));
-                        self.made(made);
-                    }
-                    Ready::Item(it) => self.handle(flow, it),
-                }
+                self.ready(flow, r);
                 if self.outbox.bytes >= WRITE_AT {
                     self.write_out();
                 }
@@ -389,64 +347,6 @@ impl<W: Sink> Writer<W> {
         outbox.clear();
     }
 
-    /// Moves every item with sequence number `seq` up to `horizon` into
-    /// `group` (for the sequence number the horizon cuts, the end of
-    /// input's, each worker's items come in flow order).
-    fn gather(&mut self, seq: u64, horizon: Key) {
-        for (w, q) in self.queues.iter_mut().enumerate() {
-            while let Some(c) = q.front_mut() {
-                match c.items.front() {
-                    Some(it) if it.key().seq == seq && it.key() <= horizon => {}
-                    Some(_) => break,
-                    None => {
-                        if let Some(c) = q.pop_front() {
-                            self.spent.push((w, c));
-                        }
-                        continue;
-                    }
-                }
-                let Some(it) = c.items.pop_front() else { break };
-                let flow = it.key().flow;
-                let r = match it {
-                    Item::Line {
-                        start,
-                        end,
-                        event_type,
-                        ..
-                    } => Ready::Line {
-                        w,
-                        serial: c.serial,
-                        start,
-                        end,
-                        event_type,
-                    },
-                    Item::Tail {
-                        start,
-                        end,
-                        event_type,
-                        head,
-                        ..
-                    } => Ready::Tail {
-                        w,
-                        serial: c.serial,
-                        start,
-                        end,
-                        event_type,
-                        head,
-                    },
-                    other => Ready::Item(other),
-                };
-                self.order.push((flow, w, self.group.len()));
-                self.group.push(Some(r));
-                if c.items.is_empty() {
-                    if let Some(c) = q.pop_front() {
-                        self.spent.push((w, c));
-                    }
-                }
-            }
-        }
-    }
-
     fn apply_controls(&mut self, upto: u64) {
         while self.controls.front().is_some_and(|(s, _)| *s <= upto) {
             let Some((_, c)) = self.controls.pop_front() else {
@@ -499,18 +399,12 @@ impl<W: Sink> Writer<W> {
 
     fn handle(&mut self, flow: u64, it: Item) {
         match it {
-            Item::Line { .. } | Item::Tail { .. } => {} // cut out in `gather`
+            // cut out in `gather`
+            Item::Line { .. } | Item::Tail { .. } | Item::Flow { .. } => {}
             Item::Observe { leaf, .. } => self.verdicts.spki.observe(&[leaf]),
             Item::Certs { at, certs, .. } => self.certificates(flow, at, &certs),
             Item::Decide { p, .. } => self.decide(flow, &p),
             Item::FlowEnd { p, .. } => self.flow_end(flow, *p),
-            Item::Flow { line, .. } => {
-                let sensor = self.site.sensor_name();
-                let made = self
-                    .outbox
-                    .own_line("flow", None, |l| line.write(sensor, l));
-                self.made(made);
-            }
             Item::Hello { p, .. } => self.legs(LegEvent::Client(p), 0),
             Item::ServerHello { at, frame, .. } => self.legs(LegEvent::Server { flow, at }, frame),
             Item::Report { r, .. } => {
@@ -845,7 +739,7 @@ mod tests {
     }
 
     /// A `flow` event left to the writer, for flow `id` ended at `seq`.
-    fn flow_item(seq: u64, id: u64) -> Item {
+    fn flow_line(id: u64) -> FlowLine {
         let at = Timestamp(1_700_000_000_000_000_000);
         let head = FlowHead {
             flow_id: id,
@@ -874,19 +768,19 @@ mod tests {
             reason: "shutdown",
             alerted: false,
         };
-        Item::Flow {
-            key: Key { seq, flow: id },
-            line: Box::new(FlowLine { head, flow }),
-        }
+        FlowLine { head, flow }
     }
 
-    /// The line [`flow_item`] makes, with this sensor name.
-    fn flow_text(seq: u64, id: u64, sensor: Option<&str>) -> String {
-        let Item::Flow { line, .. } = flow_item(seq, id) else {
-            unreachable!()
-        };
+    /// Leaves [`flow_line`]`(id)` to the writer in `o`, ended at `seq`.
+    fn push_flow(o: &mut Output, seq: u64, id: u64) {
+        o.seq = seq;
+        o.flow_line(id, || flow_line(id));
+    }
+
+    /// The line [`flow_line`] makes, with this sensor name.
+    fn flow_text(id: u64, sensor: Option<&str>) -> String {
         let mut l = Vec::new();
-        assert!(line.write(sensor, &mut l));
+        assert!(flow_line(id).write(sensor, &mut l));
         String::from_utf8(l).expect("utf-8")
     }
 
@@ -907,19 +801,15 @@ mod tests {
     fn flow_lines_are_made_as_they_come_and_written_in_their_places() {
         let mut w = writer(1);
         let mut first = out(&[(2, 50, "c")]);
-        first.items.push(flow_item(2, 109));
-        first.items.push(flow_item(2, 101));
+        push_flow(&mut first, 2, 109);
+        push_flow(&mut first, 2, 101);
         w.push(0, 1, first);
         w.release();
         assert_eq!(text(&w), "", "seq 2 is not complete");
         assert_eq!(made_on_receipt(&w, 0), [true, true]);
         w.push(0, 2, out(&[(2, 1, "a")]));
         w.release();
-        let want = format!(
-            "a\nc\n{}{}",
-            flow_text(2, 101, None),
-            flow_text(2, 109, None)
-        );
+        let want = format!("a\nc\n{}{}", flow_text(101, None), flow_text(109, None));
         assert_eq!(text(&w), want);
         assert_eq!((w.written, w.errors), (4, 0));
 
@@ -935,28 +825,65 @@ mod tests {
             },
         );
         let mut later = Output::default();
-        later.items.push(flow_item(3, 103));
-        later.items.push(flow_item(5, 105));
+        push_flow(&mut later, 3, 103);
+        push_flow(&mut later, 5, 105);
         w.push(0, 5, later);
         assert_eq!(made_on_receipt(&w, 0), [false, false], "made in order");
         w.release();
         let want = format!(
             "{want}{}{}",
-            flow_text(3, 103, None),
-            flow_text(5, 105, Some("renamed"))
+            flow_text(103, None),
+            flow_text(105, Some("renamed"))
         );
         assert_eq!(text(&w), want);
         assert!(want.contains(r#""sensor":"renamed""#));
         // with the reload applied, lines are made as they come again
         w.push(0, 6, {
             let mut o = Output::default();
-            o.items.push(flow_item(7, 107));
+            push_flow(&mut o, 7, 107);
             o
         });
         assert_eq!(made_on_receipt(&w, 0), [true]);
         w.advance(0, 7);
         w.release();
-        assert!(text(&w).ends_with(&flow_text(7, 107, Some("renamed"))));
+        assert!(text(&w).ends_with(&flow_text(107, Some("renamed"))));
+    }
+
+    /// The heads and `flow` events a worker leaves to the writer travel in
+    /// vectors (not boxes) that come back to the worker, emptied, with the
+    /// chunk's other buffers; each event is made from its own entry.
+    #[test]
+    fn heads_and_flow_events_come_back_for_reuse() {
+        let mut w = writer(1);
+        let (give, spares) = crossbeam_channel::bounded(4);
+        w.recycle_to(0, give);
+        let mut o = out(&[(1, 1, "a")]);
+        push_flow(&mut o, 2, 102);
+        push_flow(&mut o, 2, 101);
+        // a protocol event of flow 103, its head the writer's to make
+        o.heads.push(flow_line(103).head);
+        let start = o.buf.len();
+        o.buf.extend_from_slice(br#","x":1"#);
+        o.items.push(Item::Tail {
+            key: Key { seq: 3, flow: 103 },
+            head: 0,
+            start,
+            end: o.buf.len(),
+            event_type: crate::config::event_type_index("tls"),
+        });
+        w.push(0, 3, o);
+        w.release();
+        let mut tls = Vec::new();
+        assert!(flow_line(103)
+            .head
+            .write_line("tls", None, br#","x":1"#, &mut tls));
+        let tls = String::from_utf8(tls).expect("utf-8");
+        let want = format!("a\n{}{}{tls}", flow_text(101, None), flow_text(102, None));
+        assert_eq!(text(&w), want);
+        let spare = spares.try_recv().expect("the chunk's buffers come back");
+        assert!(spare.buf.is_empty() && spare.items.is_empty());
+        assert!(spare.heads.is_empty() && spare.heads.capacity() >= 1);
+        assert!(spare.lines.is_empty() && spare.lines.capacity() >= 2);
     }
 
     /// A sink that starts a new "file" on every reopen.

@@ -608,7 +608,7 @@ mod tests {
                 Item::Line { start, end, .. } => l.extend_from_slice(&out.buf[*start..*end]),
                 Item::Flow { line, .. } => {
                     types.push("flow");
-                    assert!(line.write(sensor, &mut l));
+                    assert!(out.lines[*line].write(sensor, &mut l));
                 }
                 Item::Tail {
                     head,
@@ -619,6 +619,7 @@ mod tests {
                 } => {
                     let t = crate::config::EVENT_TYPES[usize::from(*event_type)];
                     types.push(t);
+                    let head = &out.heads[*head];
                     assert!(head.write_line(t, sensor, &out.buf[*start..*end], &mut l));
                 }
                 _ => continue,

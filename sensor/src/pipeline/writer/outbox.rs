@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use crate::pipeline::output::Item;
+use crate::pipeline::output::{FlowHead, FlowLine, Item};
 
 /// A worker's output being released.
 pub(super) struct Chunk {
@@ -11,6 +11,21 @@ pub(super) struct Chunk {
     pub(super) serial: u64,
     pub(super) buf: Vec<u8>,
     pub(super) items: VecDeque<Item>,
+    /// What its [`Item::Tail`]s and [`Item::Flow`]s name by index.
+    pub(super) heads: Vec<FlowHead>,
+    pub(super) lines: Vec<FlowLine>,
+}
+
+/// Worker `w`'s chunk `serial`, if it is still held (in its queue, or
+/// `spent`).
+pub(super) fn chunk<'a>(
+    queues: &'a [VecDeque<Chunk>],
+    spent: &'a [(usize, Chunk)],
+    (w, serial): (usize, u64),
+) -> Option<&'a Chunk> {
+    (queues.get(w).and_then(VecDeque::front))
+        .filter(|c| c.serial == serial)
+        .or_else(|| spent.iter().map(|(_, c)| c).find(|c| c.serial == serial))
 }
 
 /// Bytes `start..end` of worker `w`'s chunk `serial`, which is still held (in
@@ -18,14 +33,10 @@ pub(super) struct Chunk {
 pub(super) fn chunk_bytes<'a>(
     queues: &'a [VecDeque<Chunk>],
     spent: &'a [(usize, Chunk)],
-    (w, serial): (usize, u64),
+    from: (usize, u64),
     (start, end): (usize, usize),
 ) -> &'a [u8] {
-    let buf = queues[w]
-        .front()
-        .filter(|c| c.serial == serial)
-        .or_else(|| spent.iter().map(|(_, c)| c).find(|c| c.serial == serial))
-        .map(|c| &c.buf);
+    let buf = chunk(queues, spent, from).map(|c| &c.buf);
     buf.and_then(|b| b.get(start..end)).unwrap_or_default()
 }
 
