@@ -197,19 +197,11 @@ pub struct Flow<T> {
 impl<T> Flow<T> {
     /// The flow's Community ID (v1, seed 0).
     pub fn community_id(&self) -> &str {
-        self.community_id_cell().as_str()
-    }
-
-    /// [`Flow::community_id`], as a value.
-    pub fn community_id_value(&self) -> community_id::CommunityId {
-        *self.community_id_cell()
-    }
-
-    fn community_id_cell(&self) -> &community_id::CommunityId {
-        self.community_id.get_or_init(|| {
+        let id = self.community_id.get_or_init(|| {
             let (c, s) = (self.client(), self.server());
             community_id::community_id(0, c.0, c.1, s.0, s.1, self.key.proto)
-        })
+        });
+        id.as_str()
     }
 
     /// The Community ID if it was made, leaving none.

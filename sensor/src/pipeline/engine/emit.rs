@@ -168,11 +168,10 @@ impl Emit<'_, '_> {
         if self.out.defer {
             let origin = self.origin;
             let head = || {
-                // made here, once: the flow's `flow` event has it too
-                let mut h = FlowHead {
-                    community_id: Some(flow.community_id_value()),
-                    ..flow_head(flow, ts, frame.unwrap_or(0), origin)
-                };
+                // its Community ID is the writer's to make (a SHA-1 of the
+                // addresses: some 2 % of the worker's time on a
+                // handshake-heavy capture)
+                let mut h = flow_head(flow, ts, frame.unwrap_or(0), origin);
                 if reply {
                     std::mem::swap(&mut h.src, &mut h.dst);
                     std::mem::swap(&mut h.src_seg, &mut h.dest_seg);
