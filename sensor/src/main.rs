@@ -232,6 +232,7 @@ fn settings(c: &CommonArgs, live: bool) -> Result<(Settings, Outputs), String> {
         live,
         latency: live,
         defer: None,
+        decode_ahead: None,
     };
     Ok((settings, outputs))
 }

@@ -183,6 +183,7 @@ fn the_pipeline_allocates_per_batch_not_per_packet() {
         live: false,
         latency: false,
         defer: None,
+        decode_ahead: None,
     };
     let mut p = Pipeline::start(settings, std::io::sink()).expect("threads start");
     // enough batches for the queues' vectors to be coming back for reuse

@@ -76,6 +76,7 @@ fn reload_that_reorders_segments_does_not_relabel_open_flows() {
             live: false,
             latency: false,
             defer: None,
+            decode_ahead: None,
         };
         let mut p = Pipeline::start(settings, Vec::new()).expect("threads start");
         feed(&mut p, &first);

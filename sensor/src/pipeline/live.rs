@@ -206,6 +206,7 @@ mod tests {
             live: true,
             latency: true,
             defer: None,
+            decode_ahead: None,
         };
         Pipeline::start(s, Vec::new()).expect("threads start")
     }

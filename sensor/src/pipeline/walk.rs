@@ -328,7 +328,7 @@ pub(super) fn walk(
         // out of bounds (never, from our reader): an empty frame, counted as such
         let bytes = data.get(pkt.data.clone()).unwrap_or_default();
         if worker_of(pkt.linktype, bytes, w.workers) == w.id {
-            w.packet(s, seq.now, &pkt.with_data(bytes), origin);
+            w.packet((s, seq.now), &pkt.with_data(bytes), None, origin);
         }
         since += 1;
         if since.is_multiple_of(BATCH) {

@@ -137,6 +137,8 @@ pub fn run_workers(
         live: false,
         latency: false,
         defer: Some(defer),
+        // a lone worker handed packets is handed them decoded, always
+        decode_ahead: Some(workers == 1 && !walk),
     };
     let mut p = Pipeline::start(settings, Vec::new()).expect("threads start");
     let mut error = None;

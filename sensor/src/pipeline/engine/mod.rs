@@ -236,8 +236,26 @@ impl Engine {
         origin: Origin<'_>,
         out: &mut Output,
     ) {
+        self.process_found(pkt, None, now, origin, out);
+    }
+
+    /// [`Engine::process`], with what the reading thread found in the
+    /// frame, if it looked ([`decode::Found`]: the same as decoding it).
+    pub fn process_found(
+        &mut self,
+        pkt: &Packet<&[u8]>,
+        found: Option<&decode::Found>,
+        now: Timestamp,
+        origin: Origin<'_>,
+        out: &mut Output,
+    ) {
         self.counters.packets += 1;
         self.counters.bytes += pkt.data.len() as u64;
+        if let Some(d) = found.and_then(|f| f.decoded(pkt.data)) {
+            self.packet(pkt, &d, origin, out);
+            self.after_packet(origin, out);
+            return;
+        }
         match decode::decode(pkt.linktype, pkt.data) {
             Ok(Outcome::Packet(d)) => self.packet(pkt, &d, origin, out),
             Ok(Outcome::Fragment(f)) => {
@@ -254,6 +272,10 @@ impl Engine {
             }
             Err(e) => self.counters.decode_error(e),
         }
+        self.after_packet(origin, out);
+    }
+
+    fn after_packet(&mut self, origin: Origin<'_>, out: &mut Output) {
         // the flows this packet ended (evicted, a SYN on a closed one) go
         // first: their memory is not the live flows' to make up for
         self.end_flows(origin, out);
