@@ -188,7 +188,7 @@ fn ethernet_ipv4_tcp(d: &[u8]) -> Option<Decoded<'_>> {
     ipv4_tcp(d.get(at + 2..)?, vlans)
 }
 
-/// What the common case's decode ([`ethernet_ipv4_tcp`]) finds in a frame,
+/// What the common case's decode (`ethernet_ipv4_tcp`) finds in a frame,
 /// by offsets into it: made by the thread that reads a capture, for the one
 /// worker that processes it, so that the worker, whose time bounds the run,
 /// need not (the reader's core has time to spare). Not the checksum: that

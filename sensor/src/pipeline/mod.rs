@@ -16,6 +16,13 @@
 //! batch costs a reference count per buffer, not per packet. Emptied batch
 //! vectors come back to the dispatcher to be reused.
 //!
+//! With one worker, the worker's time bounds the run, and while it is behind
+//! (its queue half full) the dispatcher would only wait for room: it then
+//! decodes the common case (Ethernet, IPv4, TCP) for the worker and hands the
+//! result with the packet ([`decode::Found`], offsets into the frame), so the
+//! packet is still decoded once. Not while the worker keeps up (the reading
+//! is then the bound), and never for several workers.
+//!
 //! Time is capture time. When it passes a whole second the dispatcher sends
 //! every worker a tick, numbered like a packet, at which each ends its idle
 //! flows; so flows end at the same points of the input whatever the number of
