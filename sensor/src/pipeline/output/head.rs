@@ -63,8 +63,9 @@ impl FlowHead {
     }
 
     /// Appends the line of an event of this type whose members after the
-    /// head are `tail` ([`Item::Tail`](super::Item::Tail)), newline included; false if it could
-    /// not be written (`out` is then as it was).
+    /// head are `tail` ([`Item::Tail`](super::Item::Tail)), newline
+    /// included; false if it could not be written (`out` is then as it
+    /// was).
     pub fn write_line(
         &self,
         event_type: &'static str,
