@@ -204,11 +204,6 @@ impl<T> Flow<T> {
         id.as_str()
     }
 
-    /// The Community ID if it was made, leaving none.
-    pub fn take_community_id(&mut self) -> Option<community_id::CommunityId> {
-        self.community_id.take()
-    }
-
     pub fn client(&self) -> (IpAddr, u16) {
         if self.client_is_lo {
             self.key.lo

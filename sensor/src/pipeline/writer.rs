@@ -754,7 +754,6 @@ mod tests {
             anomaly: None,
             src_seg: None,
             dest_seg: None,
-            community_id: None,
         };
         let flow = crate::event::FlowEvent {
             pkts_toserver: 3,

@@ -76,7 +76,6 @@ fn flow_head(flow: &Flow<Session>, ts: Timestamp, frame: u64, origin: Origin<'_>
             .then_some("stream.reassembly_overlap_different_data"),
         src_seg: flow.data.src_seg.clone(),
         dest_seg: flow.data.dest_seg.clone(),
-        community_id: None,
     }
 }
 
@@ -436,21 +435,14 @@ impl Emit<'_, '_> {
         if self.out.defer && !flow.data.decided {
             let origin = self.origin;
             return self.out.flow_line(flow.id, || FlowLine {
-                head: FlowHead {
-                    // the flow is gone after this
-                    community_id: flow.take_community_id(),
-                    ..flow_head(flow, last, flow.first_frame, origin)
-                },
+                head: flow_head(flow, last, flow.first_frame, origin),
                 flow: ev,
             });
         }
         if self.out.defer {
             // `alerted`, and the ledger's view of how long the flow went on:
             // the writer's, as is the head
-            let head = FlowHead {
-                community_id: flow.take_community_id(),
-                ..flow_head(flow, last, flow.first_frame, self.origin)
-            };
+            let head = flow_head(flow, last, flow.first_frame, self.origin);
             let body = Event {
                 event_type: "flow",
                 flow: Some(ev),

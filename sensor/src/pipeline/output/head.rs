@@ -24,9 +24,6 @@ pub struct FlowHead {
     pub anomaly: Option<&'static str>,
     pub src_seg: Option<Segment>,
     pub dest_seg: Option<Segment>,
-    /// The flow's Community ID, if its worker had made it (else the writer
-    /// makes it).
-    pub community_id: Option<CommunityId>,
 }
 
 impl FlowHead {
@@ -81,11 +78,9 @@ impl FlowHead {
         true
     }
 
-    /// The flow's Community ID (v1, seed 0).
+    /// The flow's Community ID (v1, seed 0), made here: a worker that
+    /// leaves heads to the writer makes none.
     pub fn community_id(&self) -> CommunityId {
-        if let Some(c) = self.community_id {
-            return c;
-        }
         let (s, d) = (self.src, self.dst);
         crate::flow::community_id::community_id(0, s.0, s.1, d.0, d.1, self.proto)
     }
